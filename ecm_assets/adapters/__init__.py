@@ -1,0 +1,1 @@
+"""IO adapters: landing files, reference snapshots and the DuckDB warehouse connection."""

@@ -1,0 +1,149 @@
+"""Landing zone: list the files of an input boundary and read them into raw string rows.
+
+Files live at `<root>/<source>/ingest_date=YYYY-MM-DD/*.csv|*.jsonl`. Every field is kept as
+text here; typing, attribution and rejection are business rules and belong to the transform.
+A line that cannot be parsed is kept with a `_parse_error` so it is rejected, not lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Sequence
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from ecm_assets.contracts.boundaries import LandingFile
+
+INGEST_DIR = re.compile(r"^ingest_date=(\d{4}-\d{2}-\d{2})$")
+SUFFIXES = (".csv", ".jsonl")
+META_COLUMNS = ["_source_file", "_source_line", "_ingest_date", "_parse_error"]
+
+
+class LandingFileChangedError(RuntimeError):
+    """A file changed between the input lock and the read: the boundary no longer holds."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def list_landing_files(root: Path, source: str, first: date, last: date) -> list[LandingFile]:
+    """Files whose ingest date lies in [first, last], in a stable order, with checksums."""
+    base = Path(root) / source
+    files: list[LandingFile] = []
+    if not base.is_dir():
+        return files
+    for day_dir in sorted(base.iterdir()):
+        match = INGEST_DIR.match(day_dir.name)
+        if not day_dir.is_dir() or not match:
+            continue
+        ingest = date.fromisoformat(match.group(1))
+        if not first <= ingest <= last:
+            continue
+        for path in sorted(day_dir.iterdir()):
+            if path.suffix not in SUFFIXES or not path.is_file():
+                continue
+            data = path.read_bytes()
+            files.append(
+                LandingFile(
+                    path=str(path.relative_to(root)),
+                    ingest_date=ingest,
+                    size_bytes=len(data),
+                    sha256=_sha256(data),
+                )
+            )
+    return files
+
+
+def boundary_dates(
+    first_partition: date, last_partition: date, lateness_days: int
+) -> tuple[date, date]:
+    """Ingest dates that may carry events of the given business dates."""
+    return first_partition, last_partition + timedelta(days=lateness_days)
+
+
+def _rows_from_csv(text: str, columns: Sequence[str], path: str) -> list[list[object]]:
+    rows: list[list[object]] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return rows
+    header = [h.strip() for h in header]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ValueError(f"landing file {path}: header {header} lacks required column(s) {missing}")
+    positions = [header.index(c) for c in columns]
+    width = len(header)
+    for line_no, record in enumerate(reader, start=2):
+        if len(record) != width:
+            rows.append(
+                [
+                    *([None] * len(columns)),
+                    line_no,
+                    f"expected {width} fields, found {len(record)}: {','.join(record)[:200]}",
+                ]
+            )
+            continue
+        rows.append([*(record[p] for p in positions), line_no, None])
+    return rows
+
+
+def _rows_from_jsonl(text: str, columns: Sequence[str]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            rows.append([*([None] * len(columns)), line_no, f"malformed JSON: {exc}"[:200]])
+            continue
+        values = [record.get(c) for c in columns]
+        rows.append([*(None if v is None else str(v) for v in values), line_no, None])
+    return rows
+
+
+def read_landing_files(
+    root: Path, files: Sequence[LandingFile], columns: Sequence[str]
+) -> pd.DataFrame:
+    """Read exactly the locked files, refusing any whose bytes changed since the lock."""
+    frames: list[pd.DataFrame] = []
+    names = [*columns, "_source_line", "_parse_error"]
+    for f in files:
+        data = (Path(root) / f.path).read_bytes()
+        if _sha256(data) != f.sha256:
+            raise LandingFileChangedError(
+                f"landing file {f.path} changed after the input boundary was locked "
+                f"(sha256 {f.sha256[:12]}... at lock, {_sha256(data)[:12]}... now); "
+                "rerun to lock a new boundary"
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"landing file {f.path} is not valid UTF-8 at byte {exc.start}: {exc.reason}"
+            ) from exc
+        if f.path.endswith(".csv"):
+            rows = _rows_from_csv(text, columns, f.path)
+        else:
+            rows = _rows_from_jsonl(text, columns)
+        frame = pd.DataFrame(rows, columns=names, dtype=object)
+        frame["_source_file"] = f.path
+        frame["_ingest_date"] = pd.Timestamp(f.ingest_date)
+        frames.append(frame)
+    if not frames:
+        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in names})
+        empty["_source_file"] = pd.Series(dtype=object)
+        empty["_ingest_date"] = pd.Series(dtype="datetime64[ns]")
+        return empty[[*columns, *META_COLUMNS]]
+    out = pd.concat(frames, ignore_index=True)
+    out["_source_line"] = out["_source_line"].astype("int64")
+    return out[[*columns, *META_COLUMNS]]

@@ -1,0 +1,1 @@
+"""The case-SLA domain: daily enforcement SLA metrics from landing case events."""

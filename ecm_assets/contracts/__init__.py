@@ -1,0 +1,1 @@
+"""Contracts: what a dataset promises (schema, partitions, publish mode) and what a run reads."""

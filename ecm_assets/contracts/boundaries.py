@@ -1,0 +1,90 @@
+"""Input boundaries: the exact files, upstream partitions and reference versions a run reads.
+
+A boundary is fixed (locked) before compute and recorded with the output, so a rerun or a
+backfill can prove it recomputed the same truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """One landing file as it was when the boundary was locked."""
+
+    path: str
+    ingest_date: date
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ReferenceBinding:
+    """A pinned reference-data snapshot and the temporal policy that chose it."""
+
+    name: str
+    version: str
+    published_on: date
+    sha256: str
+    policy: str
+
+
+@dataclass(frozen=True)
+class ReferenceSnapshot:
+    """One pinned reference snapshot, loaded: what a transform receives per business date."""
+
+    binding: ReferenceBinding
+    data: Any
+
+
+@dataclass(frozen=True)
+class UpstreamRead:
+    """Which upstream partitions were read and which runs had published them."""
+
+    dataset: str
+    first_partition: date
+    last_partition: date
+    rows: int
+    run_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InputBoundary:
+    """Everything a run reads, fixed at `locked_at` before any compute starts."""
+
+    partitions: tuple[str, ...]
+    locked_at: datetime
+    landing_files: tuple[LandingFile, ...] = ()
+    reference: tuple[ReferenceBinding, ...] = ()
+    upstream: tuple[UpstreamRead, ...] = field(default=())
+
+    @property
+    def snapshot_id(self) -> str:
+        """A stable id of the content read: identical inputs give the identical id."""
+        content = {
+            "files": [(f.path, f.sha256) for f in self.landing_files],
+            "reference": [(r.name, r.version, r.sha256) for r in self.reference],
+            "upstream": [
+                (u.dataset, u.first_partition.isoformat(), u.last_partition.isoformat(), u.run_ids)
+                for u in self.upstream
+            ],
+        }
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        return f"snap-{digest[:16]}"
+
+    def to_json(self) -> dict[str, Any]:
+        def encode(value: Any) -> Any:
+            if isinstance(value, date | datetime):
+                return value.isoformat()
+            if isinstance(value, dict):
+                return {k: encode(v) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [encode(v) for v in value]
+            return value
+
+        return {"snapshot_id": self.snapshot_id, **encode(asdict(self))}

@@ -1,0 +1,110 @@
+"""The dataset contract: the one place a dataset's schema, partitioning and publish mode live.
+
+Everything downstream (staging DDL, the owned-boundary check, input loading, the business
+checksum) is derived from the contract, so adding a dataset never touches IO or orchestration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+Grain = Literal["daily", "monthly"]
+PublishMode = Literal["replace", "versioned"]
+
+#: Columns the publish protocol adds to every published row. They are provenance, never
+#: business data, so they are excluded from the business checksum.
+PROVENANCE_COLUMNS: tuple[tuple[str, str], ...] = (("run_id", "VARCHAR"), ("as_of", "TIMESTAMPTZ"))
+
+
+@dataclass(frozen=True)
+class Column:
+    """A business column with its warehouse type; NOT NULL is enforced in staging."""
+
+    name: str
+    sql_type: str
+    nullable: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A dataset this one reads, and how many earlier partitions each partition needs."""
+
+    dataset: str
+    lookback_partitions: int = 0
+
+
+@dataclass(frozen=True)
+class LandingSource:
+    """Raw landing files a dataset reads, and how late a file may still carry a business date."""
+
+    name: str
+    lateness_days: int
+
+
+@dataclass(frozen=True)
+class DatasetContract:
+    """Schema, partitioning and publish mode of one partitioned dataset."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    partition_column: str
+    grain: Grain
+    business_key: tuple[str, ...]
+    publish_mode: PublishMode = "replace"
+    upstream: tuple[Upstream, ...] = ()
+    reference: tuple[str, ...] = ()
+    landing: LandingSource | None = None
+    group: str = "default"
+    code_version: str = "1"
+    schema: str = "main"
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"contract {self.name}: duplicate column names in {names}")
+        reserved = {name for name, _ in PROVENANCE_COLUMNS} & set(names)
+        if reserved:
+            raise ValueError(
+                f"contract {self.name}: columns {sorted(reserved)} are reserved for provenance"
+            )
+        for required in (self.partition_column, *self.business_key):
+            if required not in names:
+                raise ValueError(f"contract {self.name}: column {required!r} is not declared")
+        partition = self.column(self.partition_column)
+        if partition.sql_type != "DATE" or partition.nullable:
+            raise ValueError(
+                f"contract {self.name}: partition column {partition.name!r} must be DATE NOT NULL"
+            )
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def table(self) -> str:
+        return f'"{self.schema}"."{self.name}"'
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"contract {self.name} has no column {name!r}")
+
+    def partition_value(self, partition_key: str) -> date:
+        """The partition column value that a Dagster partition key owns."""
+        try:
+            value = date.fromisoformat(partition_key[:10])
+        except ValueError as exc:
+            raise ValueError(
+                f"dataset {self.name}: partition key {partition_key!r} is not an ISO date"
+            ) from exc
+        if self.grain == "monthly" and value.day != 1:
+            raise ValueError(
+                f"dataset {self.name}: monthly partition key {partition_key!r} is not a month start"
+            )
+        return value

@@ -1,0 +1,47 @@
+"""What a pure transform receives and returns; no Dagster, no IO."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class PartitionWindow:
+    """The partitions a run owns, as partition-column values (dates), in order."""
+
+    partitions: tuple[date, ...]
+
+    def __post_init__(self) -> None:
+        if not self.partitions:
+            raise ValueError("a partition window needs at least one partition")
+        if list(self.partitions) != sorted(set(self.partitions)):
+            raise ValueError(f"partitions must be unique and ordered: {self.partitions}")
+
+    @property
+    def first(self) -> date:
+        return self.partitions[0]
+
+    @property
+    def last(self) -> date:
+        return self.partitions[-1]
+
+
+@dataclass(frozen=True)
+class TransformResult:
+    """Accepted rows, rejected rows (with reasons) and the per-partition counts that reconcile.
+
+    `counts` is indexed by partition date with at least the columns `read`, `kept`,
+    `rejected` and `duplicate`, where read == kept + rejected + duplicate.
+    """
+
+    data: pd.DataFrame
+    rejects: pd.DataFrame | None = None
+    counts: pd.DataFrame | None = None
+    notes: dict[str, int] = field(default_factory=dict)
+
+
+class ReconciliationError(RuntimeError):
+    """Counts do not reconcile: rows would be silently lost, so nothing may be published."""

@@ -1,0 +1,1 @@
+"""The publish protocol: stage, judge, then make a run's owned partitions visible atomically."""
