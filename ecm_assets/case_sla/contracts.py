@@ -35,7 +35,7 @@ CASE_EVENTS = DatasetContract(
     partition_column="business_date",
     grain="daily",
     business_key=("business_date", "event_id"),
-    landing=LandingSource("case_events", LATENESS_DAYS),
+    landing=LandingSource("case_events", LATENESS_DAYS, LANDING_COLUMNS),
     reference=("org_hierarchy",),
     group="case_sla",
 )

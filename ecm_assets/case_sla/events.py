@@ -42,9 +42,7 @@ def _superseded(frame: pd.DataFrame, lateness: pd.Timedelta) -> tuple[pd.Series,
     repeated = ids[ids.duplicated(keep=False)].index
     if len(repeated) == 0:
         return superseded, changed
-    sub = frame.loc[
-        repeated, ["event_id", "_arrival", "_ingest_date", "_partition", *LANDING_COLUMNS]
-    ]
+    sub = frame.loc[repeated, ["_arrival", "_ingest_date", "_partition", *LANDING_COLUMNS]]
     sub = sub.reset_index(names="_row")
     pairs = sub.merge(sub, on="event_id", suffixes=("", "_later"))
     pairs = pairs[
@@ -56,7 +54,7 @@ def _superseded(frame: pd.DataFrame, lateness: pd.Timedelta) -> tuple[pd.Series,
     # Compare with the latest qualifying arrival: that is the version the partition keeps.
     latest = pairs.sort_values(["_row", "_arrival_later"]).drop_duplicates("_row", keep="last")
     differs = np.zeros(len(latest), dtype=bool)
-    for col in LANDING_COLUMNS:
+    for col in LANDING_COLUMNS[1:]:  # event_id is the join key, equal by construction
         a = latest[col].fillna("\0").astype(str).to_numpy()
         b = latest[f"{col}_later"].fillna("\0").astype(str).to_numpy()
         differs |= a != b

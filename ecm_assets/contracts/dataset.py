@@ -6,9 +6,11 @@ checksum) is derived from the contract, so adding a dataset never touches IO or 
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 Grain = Literal["daily", "monthly"]
 PublishMode = Literal["replace", "versioned"]
@@ -42,6 +44,7 @@ class LandingSource:
 
     name: str
     lateness_days: int
+    columns: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -108,3 +111,39 @@ class DatasetContract:
                 f"dataset {self.name}: monthly partition key {partition_key!r} is not a month start"
             )
         return value
+
+
+#: Transform parameters the orchestration layer binds besides upstream and reference names.
+BOUND_PARAMETERS = ("window", "landing")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A contract plus its pure transform: all a new dataset needs to become an asset.
+
+    The transform's parameters are bound by name: `window` (the owned PartitionWindow),
+    `landing` (raw rows of the locked landing files), each upstream dataset name (its
+    published rows) and each reference name (snapshots pinned per business date).
+    """
+
+    contract: DatasetContract
+    transform: Callable[..., Any]
+
+    def __post_init__(self) -> None:
+        bindable = {*BOUND_PARAMETERS, *(u.dataset for u in self.contract.upstream)}
+        bindable |= set(self.contract.reference)
+        params = inspect.signature(self.transform).parameters
+        for name, param in params.items():
+            if param.default is not inspect.Parameter.empty:
+                continue
+            if name not in bindable:
+                raise TypeError(
+                    f"dataset {self.contract.name}: transform {self.transform.__name__} takes "
+                    f"{name!r}, which is neither {BOUND_PARAMETERS} nor an upstream or "
+                    f"reference name of the contract ({sorted(bindable - set(BOUND_PARAMETERS))})"
+                )
+        if "landing" in params and self.contract.landing is None:
+            raise TypeError(
+                f"dataset {self.contract.name}: transform reads landing files but "
+                "the contract declares no landing source"
+            )

@@ -1,0 +1,41 @@
+"""Worked example of adding a dataset: a contract and a pure transform, nothing else.
+
+Daily event counts per priority, read from the published case events.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ecm_assets.contracts.dataset import Column, Dataset, DatasetContract, Upstream
+from ecm_assets.contracts.transform import PartitionWindow
+
+CONTRACT = DatasetContract(
+    name="case_priority_mix_daily",
+    description="Events and distinct cases per priority and event type for each business date.",
+    columns=(
+        Column("business_date", "DATE", nullable=False),
+        Column("priority", "VARCHAR", nullable=False),
+        Column("event_type", "VARCHAR", nullable=False),
+        Column("events", "BIGINT", nullable=False),
+        Column("cases", "BIGINT", nullable=False),
+    ),
+    partition_column="business_date",
+    grain="daily",
+    business_key=("business_date", "priority", "event_type"),
+    upstream=(Upstream("case_events"),),
+    group="case_sla",
+)
+
+
+def priority_mix(case_events: pd.DataFrame, window: PartitionWindow) -> pd.DataFrame:
+    """Counts per business date, priority and event type."""
+    out = (
+        case_events.groupby(["business_date", "priority", "event_type"])
+        .agg(events=("event_id", "size"), cases=("case_id", "nunique"))
+        .reset_index()
+    )
+    return out.astype({"events": "int64", "cases": "int64"})[CONTRACT.column_names]
+
+
+PRIORITY_MIX = Dataset(CONTRACT, priority_mix)

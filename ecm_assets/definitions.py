@@ -1,0 +1,42 @@
+"""The code location: every dataset's asset, and the resources that bound their IO.
+
+Paths come from the environment so the same code serves the demo, tests and production:
+ECM_DATA_DIR (default ./data) holds `landing/` and `reference/`; ECM_WAREHOUSE (default
+$ECM_DATA_DIR/warehouse.duckdb) is the DuckDB file the assets publish to.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from ecm_assets.case_sla.datasets import DATASETS
+from ecm_assets.orchestration.factory import IO_MANAGER_KEY, build_assets
+from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
+from ecm_assets.publish.io_manager import DuckDBPublishIOManager
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("ECM_DATA_DIR", "data")).resolve()
+
+
+def warehouse_path() -> Path:
+    return Path(os.environ.get("ECM_WAREHOUSE", str(data_dir() / "warehouse.duckdb"))).resolve()
+
+
+def build_definitions(data: Path | None = None, warehouse: Path | None = None) -> dg.Definitions:
+    data = data or data_dir()
+    warehouse = warehouse or warehouse_path()
+    return dg.Definitions(
+        assets=build_assets(DATASETS),
+        resources={
+            IO_MANAGER_KEY: DuckDBPublishIOManager(database=str(warehouse)),
+            "landing": LandingZone(root=str(data / "landing")),
+            "reference": ReferenceStore(root=str(data / "reference")),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""Operations glue: turns dataset contracts and pure transforms into Dagster assets."""

@@ -1,0 +1,111 @@
+"""The Dagster IO manager that publishes through the staged, transactional protocol.
+
+It owns exactly `context.asset_partition_keys` (one partition or a whole range) and never
+writes anything else. Loading reads the mapped upstream partitions, including lookback
+windows, with the `run_id` that published each row so the reader can record it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from ecm_assets.adapters.warehouse import connect
+from ecm_assets.contracts.boundaries import InputBoundary
+from ecm_assets.contracts.dataset import DatasetContract
+from ecm_assets.contracts.registry import contract_for
+from ecm_assets.publish.protocol import (
+    PublishRequest,
+    empty_frame,
+    publish_partitions,
+    read_partitions,
+)
+
+
+@dataclass(frozen=True)
+class StagedOutput:
+    """What an asset hands to publish: its rows, its rejects and the boundary it read."""
+
+    contract: DatasetContract
+    data: pd.DataFrame
+    input_boundary: InputBoundary
+    rejects: pd.DataFrame | None = None
+
+
+class DuckDBPublishIOManager(dg.ConfigurableIOManager):
+    """Stages, checks and atomically replaces the owned partitions in a DuckDB warehouse."""
+
+    database: str
+    lock_timeout_seconds: float = 120.0
+
+    def _connect(self, context: dg.InputContext | dg.OutputContext, *, read_only: bool):
+        def on_retry(attempt: int, sleep: float, exc: BaseException) -> None:
+            context.log.warning(
+                f"warehouse {self.database} is locked by another process (attempt {attempt}); "
+                f"retrying in {sleep:.2f}s: {exc}"
+            )
+
+        return connect(
+            self.database,
+            read_only=read_only,
+            timeout_seconds=self.lock_timeout_seconds,
+            on_retry=on_retry,
+        )
+
+    def handle_output(self, context: dg.OutputContext, obj: StagedOutput) -> None:
+        if not isinstance(obj, StagedOutput):
+            raise TypeError(
+                f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}; "
+                "assets published by DuckDBPublishIOManager must return a StagedOutput "
+                "(build them with ecm_assets.orchestration.factory.build_dataset_asset)"
+            )
+        contract = obj.contract
+        if not context.has_asset_partitions:
+            raise ValueError(f"dataset {contract.name} is not partitioned: nothing to own")
+        owned = tuple(contract.partition_value(k) for k in context.asset_partition_keys)
+        request = PublishRequest(
+            contract=contract,
+            owned_partitions=owned,
+            run_id=context.run_id,
+            as_of=obj.input_boundary.locked_at,
+            data=obj.data,
+            rejects=obj.rejects,
+        )
+        with self._connect(context, read_only=False) as conn:
+            result = publish_partitions(conn, request)
+        if result.debris_dropped:
+            context.log.warning(
+                f"dropped staging tables left by crashed runs: {', '.join(result.debris_dropped)}"
+            )
+        context.add_output_metadata(
+            {
+                "table": result.table,
+                "published_rows": dg.MetadataValue.int(result.rows),
+                "replaced_rows": dg.MetadataValue.int(result.replaced_rows),
+                "quarantined_rows": dg.MetadataValue.int(result.quarantined_rows),
+                "business_checksum": result.business_checksum,
+                "publish_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+                "as_of": obj.input_boundary.locked_at.isoformat(),
+                "owned_partitions": f"{owned[0].isoformat()}..{owned[-1].isoformat()} "
+                f"({len(owned)})",
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        asset_key = context.asset_key
+        contract = contract_for(asset_key.path[-1])
+        keys = context.asset_partition_keys if context.has_asset_partitions else []
+        if not keys:
+            raise ValueError(
+                f"input {asset_key.to_user_string()} maps to no upstream partitions; "
+                "check the partition mapping"
+            )
+        values = sorted(contract.partition_value(k) for k in keys)
+        if not Path(self.database).exists():
+            context.log.warning(f"warehouse {self.database} does not exist yet: no upstream rows")
+            return empty_frame(contract, with_provenance=True)
+        with self._connect(context, read_only=True) as conn:
+            return read_partitions(conn, contract, values[0], values[-1], with_provenance=True)
