@@ -10,6 +10,7 @@ This is the only orchestration code a dataset needs. The asset:
 """
 
 import inspect
+import warnings
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -25,6 +26,9 @@ from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
 from ecm_assets.publish.io_manager import StagedOutput
 
 IO_MANAGER_KEY = "warehouse_io_manager"
+#: Concurrency pool of every step that writes the warehouse: DuckDB admits one writing
+#: process, so dagster.yaml limits this pool to one step at a time across all runs.
+WAREHOUSE_POOL = "ecm_duckdb_warehouse"
 
 
 def _partition_mapping(contract: DatasetContract, upstream: str, lookback: int):
@@ -94,6 +98,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         group_name=contract.group,
         code_version=contract.code_version,
         kinds={"duckdb", "pandas"},
+        pool=WAREHOUSE_POOL,
         tags={"ecm/publish_mode": contract.publish_mode, **contract.tags},
         metadata={
             "ecm/table": f"{contract.schema}.{contract.name}",
@@ -180,4 +185,8 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
 
 
 def build_assets(datasets: list[Dataset] | tuple[Dataset, ...]) -> list[dg.AssetsDefinition]:
-    return [build_dataset_asset(d) for d in datasets]
+    # backfill_policy and allow_nonexistent_upstream_partitions are marked beta; we rely on
+    # both deliberately, so the warning would only be noise at every code-location load.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return [build_dataset_asset(d) for d in datasets]

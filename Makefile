@@ -1,0 +1,56 @@
+# Quick start: `make demo` then `make test`. Everything installs into ./.venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_START ?= 2026-09-01
+DEMO_END ?= 2026-10-31
+DEMO_SEED ?= 7
+export ECM_DATA_DIR ?= $(CURDIR)/data
+export ECM_WAREHOUSE ?= $(ECM_DATA_DIR)/warehouse.duckdb
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+DAILY_ASSETS := case_events,case_sla_daily_metrics,case_sla_rolling_30d,case_priority_mix_daily
+
+.PHONY: install demo test dev lint bench clean dagster-home
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+dagster-home:
+	mkdir -p $(DAGSTER_HOME)
+	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install dagster-home
+	rm -f $(ECM_WAREHOUSE) $(ECM_WAREHOUSE).wal
+	$(BIN)/ecm demo-data --start $(DEMO_START) --end $(DEMO_END) --seed $(DEMO_SEED) --out $(ECM_DATA_DIR)
+	$(BIN)/dagster asset materialize -m ecm_assets.definitions --select $(DAILY_ASSETS) \
+		--partition-range $(DEMO_START)...$(DEMO_END)
+	$(BIN)/dagster asset materialize -m ecm_assets.definitions --select case_sla_monthly_report \
+		--partition-range $$(echo $(DEMO_START) | cut -c1-7)-01...$$(echo $(DEMO_END) | cut -c1-7)-01
+	@echo
+	$(BIN)/ecm summary
+	@echo
+	@echo "Open the UI with 'make dev' (http://127.0.0.1:3000), or query the warehouse with:"
+	@echo "  $(BIN)/python -c \"import duckdb; print(duckdb.connect('$(ECM_WAREHOUSE)', read_only=True).sql('from case_sla_monthly_report'))\""
+
+test: install
+	$(BIN)/python -m pytest -q
+
+dev: install dagster-home
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python benchmarks/publish.py
+
+clean:
+	rm -rf $(ECM_DATA_DIR) $(DAGSTER_HOME)
