@@ -1,0 +1,21 @@
+"""Shared fixtures: a small deterministic demo landing zone, generated once per session."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from ecm_assets.demo.landing_generator import DemoDataSummary, generate_demo_data
+
+DEMO_START = date(2026, 9, 1)
+DEMO_END = date(2026, 9, 8)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoDataSummary]:
+    """Eight business days of messy landing data at a small scale (~2k events a day)."""
+    root = tmp_path_factory.mktemp("demo")
+    summary = generate_demo_data(root, DEMO_START, DEMO_END, seed=11, scale=0.25)
+    return root, summary
