@@ -286,3 +286,17 @@ def test_rerun_publishes_identical_business_data(pipeline, tmp_path) -> None:
         runs = conn.sql("SELECT DISTINCT run_id FROM case_events").fetchall()
     assert runs == [(again.run_id,)]
     pipeline["conn"] = duckdb.connect(str(pipeline["warehouse"]), read_only=True)
+
+
+def test_single_partition_run_equals_the_same_partition_of_a_range_run(pipeline, tmp_path) -> None:
+    """A partition's content depends on its own boundary only, not on the run's range."""
+    warehouse = tmp_path / "single.duckdb"
+    defs = build_definitions(pipeline["root"], warehouse)
+    _materialize(defs, ["case_events"], partition_key="2026-09-03")
+    cols = "event_id, case_id, event_type, event_ts, region, priority, source_file, source_line"
+    query = f"SELECT {cols} FROM case_events WHERE business_date = '2026-09-03' ORDER BY event_id"
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        single = conn.sql(query).df()
+    ranged = pipeline["conn"].sql(query).df()
+    assert len(single) > 0
+    pd.testing.assert_frame_equal(single, ranged)

@@ -31,7 +31,7 @@ IO_MANAGER_KEY = "warehouse_io_manager"
 WAREHOUSE_POOL = "ecm_duckdb_warehouse"
 
 
-def _partition_mapping(contract: DatasetContract, upstream: str, lookback: int):
+def _partition_mapping(lookback: int) -> dg.TimeWindowPartitionMapping | None:
     if lookback == 0:
         return None
     return dg.TimeWindowPartitionMapping(
@@ -77,7 +77,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
     ins = {
         u.dataset: dg.AssetIn(
             key=u.dataset,
-            partition_mapping=_partition_mapping(contract, u.dataset, u.lookback_partitions),
+            partition_mapping=_partition_mapping(u.lookback_partitions),
         )
         for u in contract.upstream
     }
