@@ -80,7 +80,11 @@ def _rows_from_csv(text: str, columns: Sequence[str], path: str) -> list[list[ob
         raise ValueError(f"landing file {path}: header {header} lacks required column(s) {missing}")
     positions = [header.index(c) for c in columns]
     width = len(header)
-    for line_no, record in enumerate(reader, start=2):
+    # reader.line_num counts physical lines, so a quoted multi-line field does not shift
+    # the line numbers reported for the rows after it.
+    start = reader.line_num + 1
+    for record in reader:
+        line_no, start = start, reader.line_num + 1
         if len(record) != width:
             rows.append(
                 [
@@ -96,7 +100,10 @@ def _rows_from_csv(text: str, columns: Sequence[str], path: str) -> list[list[ob
 
 def _rows_from_jsonl(text: str, columns: Sequence[str]) -> list[list[object]]:
     rows: list[list[object]] = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also breaks on U+2028 and friends, which JSON
+    # allows raw inside strings.
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -126,7 +133,7 @@ def read_landing_files(
                 "rerun to lock a new boundary"
             )
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8-sig")  # tolerate a byte-order mark
         except UnicodeDecodeError as exc:
             raise ValueError(
                 f"landing file {f.path} is not valid UTF-8 at byte {exc.start}: {exc.reason}"

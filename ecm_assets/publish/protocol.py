@@ -155,6 +155,34 @@ def _diagnose_cast(conn: duckdb.DuckDBPyConnection, contract: DatasetContract, v
     return "no single column could be named"
 
 
+#: Casts DuckDB performs by rounding or truncating: they must round-trip or be refused.
+_LOSSY_TARGETS = {"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "DATE"}
+
+
+def _check_lossless(conn: duckdb.DuckDBPyConnection, contract: DatasetContract, view: str) -> None:
+    """Refuse values a cast would silently change (1.5 -> BIGINT, 23:30 -> DATE)."""
+    source_types = {
+        name: dtype for name, dtype, *_ in conn.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
+    }
+    for c in contract.columns:
+        target = _normalise_type(c.sql_type)
+        source = _normalise_type(source_types.get(c.name, target))
+        if target not in _LOSSY_TARGETS or source == target or source == "VARCHAR":
+            continue
+        col = quote_ident(c.name)
+        row = conn.execute(
+            f"SELECT {col}::VARCHAR, __row FROM (SELECT {col}, row_number() OVER () - 1 AS __row "
+            f"FROM {view}) WHERE {col} IS NOT NULL AND "
+            f"TRY_CAST(TRY_CAST({col} AS {c.sql_type}) AS {source}) IS DISTINCT FROM {col} "
+            "LIMIT 1"
+        ).fetchone()
+        if row is not None:
+            raise SchemaMismatchError(
+                f"dataset {contract.name}: column {c.name!r} row {row[1]}: value {row[0]!r} "
+                f"({source}) would change when stored as {c.sql_type}; nothing was published"
+            )
+
+
 def _stage(conn: duckdb.DuckDBPyConnection, request: PublishRequest, staging: str) -> None:
     contract = request.contract
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
@@ -162,6 +190,7 @@ def _stage(conn: duckdb.DuckDBPyConnection, request: PublishRequest, staging: st
     view = "__ecm_staged_frame"
     conn.register(view, request.data)
     try:
+        _check_lossless(conn, contract, view)
         names = [*contract.column_names, *(n for n, _ in PROVENANCE_COLUMNS)]
         select = [f"CAST({quote_ident(c.name)} AS {c.sql_type})" for c in contract.columns]
         select += ["?", "?"]
@@ -268,12 +297,15 @@ def business_checksum_sql(contract: DatasetContract, relation: str, where: str =
     """Order-independent checksum over the business columns of a relation.
 
     Each row is rendered as text and hashed with md5; the two 64-bit halves are summed.
-    md5 and the text rendering are stable across DuckDB versions, unlike hash().
+    Every value is length-prefixed and NULL has its own marker, so no value can shift into
+    a neighbouring column or pass for NULL. md5 and the text rendering are stable across
+    DuckDB versions, unlike hash().
     """
-    cols = ", ".join(
-        f"coalesce(CAST({quote_ident(c)} AS VARCHAR), '\\N')" for c in contract.column_names
-    )
-    row = f"concat_ws('\x1f', {cols})"
+    parts = []
+    for c in contract.column_names:
+        text = f"CAST({quote_ident(c)} AS VARCHAR)"
+        parts.append(f"coalesce(length({text})::VARCHAR || ':' || {text}, '-')")
+    row = f"concat({', '.join(parts)})"
     return (
         f"SELECT count(*), coalesce(sum(md5_number_upper({row})::HUGEINT), 0), "
         f"coalesce(sum(md5_number_lower({row})::HUGEINT), 0) FROM {relation} {where}"
@@ -343,8 +375,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             ).fetchall()
         }
         alters = _reconcile_table_schema(conn, contract)
-        if rejects is not None:
-            ensure_quarantine_table(conn)
+        ensure_quarantine_table(conn)
         owned = sorted(request.owned_partitions)
         pcol = quote_ident(contract.partition_column)
         names = ", ".join(
@@ -363,12 +394,14 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             conn.execute(f"INSERT INTO {contract.table} ({names}) SELECT {names} FROM {staging}")
             failpoint("publish.after_insert")
             quarantined = 0
+            # The run owns its partitions' quarantine too: rows rejected by an earlier run
+            # of these partitions are replaced even when this run rejected nothing.
+            conn.execute(
+                f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND "
+                "list_contains(?::DATE[], partition_date)",
+                [contract.name, owned],
+            )
             if rejects is not None:
-                conn.execute(
-                    f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND "
-                    "list_contains(?::DATE[], partition_date)",
-                    [contract.name, owned],
-                )
                 conn.register("__ecm_rejects", rejects)
                 try:
                     qcols = ", ".join(quote_ident(c) for c, _ in QUARANTINE_COLUMNS)
