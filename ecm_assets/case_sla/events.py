@@ -67,7 +67,7 @@ def _resolve_regions(
     rows: pd.DataFrame, org_hierarchy: Mapping[date, ReferenceSnapshot]
 ) -> pd.Series:
     """Region of each row's unit at event time, from the snapshot pinned for its date."""
-    dates = sorted({d.date() for d in rows["_partition"]})
+    dates = sorted(d.date() for d in pd.DatetimeIndex(rows["_partition"].unique()))
     parts = []
     for day in dates:
         units = org_hierarchy[day].data
@@ -94,6 +94,17 @@ def _resolve_regions(
     return matched.set_index("_row")["region"].reindex(rows.index)
 
 
+def _in_arrival_order(frame: pd.DataFrame, keys: list[str]) -> bool:
+    if len(frame) < 2:
+        return True
+    ingest, source, line = (frame[k].to_numpy() for k in keys)
+    same_day = ingest[1:] == ingest[:-1]
+    same_file = same_day & (source[1:] == source[:-1])
+    ordered = (ingest[1:] > ingest[:-1]) | (same_day & (source[1:] > source[:-1]))
+    ordered |= same_file & (line[1:] > line[:-1])
+    return bool(ordered.all())
+
+
 def parse_case_events(
     landing: pd.DataFrame,
     window: PartitionWindow,
@@ -114,8 +125,14 @@ def parse_case_events(
     )
     raw["_partition"] = event_day.where(in_horizon, raw["_ingest_date"])
     raw["_in_horizon"] = in_horizon
-    order = raw.sort_values(["_ingest_date", "_source_file", "_source_line"], kind="stable").index
-    raw["_arrival"] = pd.Series(np.arange(len(raw)), index=order).reindex(raw.index)
+    # Arrival order: ingest day, then file name, then line. The landing reader already yields
+    # rows in that order, so the sort is skipped when it would change nothing.
+    keys = ["_ingest_date", "_source_file", "_source_line"]
+    if _in_arrival_order(raw, keys):
+        raw["_arrival"] = np.arange(len(raw))
+    else:
+        order = raw.sort_values(keys, kind="stable").index
+        raw["_arrival"] = pd.Series(np.arange(len(raw)), index=order).reindex(raw.index)
 
     superseded, changed = _superseded(raw, lateness)
     raw["_superseded"] = superseded
