@@ -10,22 +10,39 @@ Any failure before COMMIT leaves the previously published rows exactly as they w
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract
+from ecm_assets.manifest.ledger import (
+    Manifest,
+    ensure_ledger,
+    load_manifests,
+    now,
+    plan,
+    transition,
+)
+from ecm_assets.manifest.states import TERMINAL, RunStatus
 from ecm_assets.publish.failpoints import failpoint
+from ecm_assets.publish.recovery import RecoveryResult, recover
+from ecm_assets.publish.staging import (
+    STAGING_SCHEMA,
+    drop_staging_table,
+    staging_relation,
+    staging_table_name,
+    staging_tables,
+)
+from ecm_assets.publish.versions import ensure_versioned_storage, publish_versions
 
 log = logging.getLogger(__name__)
 
-STAGING_SCHEMA = "ecm_staging"
 QUARANTINE_TABLE = '"ecm_quarantine"."rejected_rows"'
 QUARANTINE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("asset", "VARCHAR NOT NULL"),
@@ -54,6 +71,10 @@ class SchemaMismatchError(PublishError):
     """Staged or published columns disagree with the dataset contract."""
 
 
+class StaleInputError(PublishError):
+    """The published partition came from a newer input lock than this run's."""
+
+
 @dataclass(frozen=True)
 class PublishRequest:
     contract: DatasetContract
@@ -62,6 +83,11 @@ class PublishRequest:
     as_of: datetime
     data: pd.DataFrame
     rejects: pd.DataFrame | None = None
+    mode: str = "replace"
+    reason: str | None = None
+    restatement_reason: str | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    input_boundary: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,11 +101,8 @@ class PublishResult:
     staging_table: str
     debris_dropped: tuple[str, ...]
     seconds: float
-
-
-def staging_table_name(contract: DatasetContract, run_id: str) -> str:
-    token = re.sub(r"[^0-9a-zA-Z]", "", run_id)[:32]
-    return f"{contract.name}__{token}"
+    versions: dict[str, int | None] = field(default_factory=dict)
+    recoveries: tuple[RecoveryResult, ...] = ()
 
 
 def _ddl_columns(contract: DatasetContract) -> list[str]:
@@ -95,26 +118,6 @@ def ensure_quarantine_table(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute('CREATE SCHEMA IF NOT EXISTS "ecm_quarantine"')
     cols = ", ".join(f"{quote_ident(n)} {t}" for n, t in QUARANTINE_COLUMNS)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} ({cols})")
-
-
-def drop_staging_debris(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> list[str]:
-    """Drop staging tables of this dataset left by a crashed process.
-
-    The caller holds the warehouse's single-writer lock, so no other process can be
-    mid-publish: any staging table of this dataset that exists now is debris.
-    """
-    rows = conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
-        "AND starts_with(table_name, ?)",
-        [STAGING_SCHEMA, f"{contract.name}__"],
-    ).fetchall()
-    dropped = []
-    for (name,) in rows:
-        conn.execute(f"DROP TABLE IF EXISTS {quote_ident(STAGING_SCHEMA)}.{quote_ident(name)}")
-        dropped.append(name)
-    if dropped:
-        log.warning("dropped staging debris of crashed runs: %s", ", ".join(dropped))
-    return dropped
 
 
 def check_frame_columns(contract: DatasetContract, frame: pd.DataFrame) -> None:
@@ -187,6 +190,7 @@ def _stage(conn: duckdb.DuckDBPyConnection, request: PublishRequest, staging: st
     contract = request.contract
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
     conn.execute(f"CREATE TABLE {staging} ({', '.join(_ddl_columns(contract))})")
+    failpoint("publish.mid_staging")
     view = "__ecm_staged_frame"
     conn.register(view, request.data)
     try:
@@ -322,6 +326,10 @@ def business_checksum(
     count, upper, lower = conn.execute(
         business_checksum_sql(contract, relation, where), list(params)
     ).fetchone()
+    return _format_checksum(count, upper, lower)
+
+
+def _format_checksum(count: int, upper: int, lower: int) -> str:
     return f"n{count}-{int(upper) % (1 << 64):016x}{int(lower) % (1 << 64):016x}"
 
 
@@ -349,41 +357,159 @@ def _stage_rejects(request: PublishRequest) -> pd.DataFrame | None:
     return frame
 
 
+def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRequest) -> None:
+    """The run's manifest, moved to RUNNING; created here when the caller planned none."""
+    asset = request.contract.name
+    found = load_manifests(conn, run_id=request.run_id, asset=asset)
+    if not found or found[0].status in TERMINAL:
+        plan(
+            conn,
+            Manifest(
+                run_id=request.run_id,
+                asset=asset,
+                code_version=request.contract.code_version,
+                mode=request.mode,
+                parameters=dict(request.parameters),
+                input_boundary=request.input_boundary,
+                output_boundary=[d.isoformat() for d in sorted(request.owned_partitions)],
+            ),
+        )
+        status = RunStatus.PLANNED
+    else:
+        status = found[0].status
+    if status == RunStatus.PLANNED:
+        transition(
+            conn,
+            request.run_id,
+            asset,
+            RunStatus.INPUT_LOCKED,
+            input_boundary=request.input_boundary,
+            input_locked_at=request.as_of,
+        )
+        status = RunStatus.INPUT_LOCKED
+    if status == RunStatus.INPUT_LOCKED:
+        transition(conn, request.run_id, asset, RunStatus.RUNNING, started_at=now())
+        status = RunStatus.RUNNING
+    if status != RunStatus.RUNNING:
+        raise PublishError(
+            f"run {request.run_id} {asset}: manifest is {status}, expected RUNNING; run "
+            f"`ecm recover {request.run_id}` first"
+        )
+
+
+def _check_not_stale(
+    conn: duckdb.DuckDBPyConnection, request: PublishRequest, owned: list[date]
+) -> None:
+    """Refuse to replace output computed from a newer input lock with output from an older one.
+
+    Two runs of one partition are serialized by the warehouse lock; this makes the later
+    publisher fail cleanly instead of silently winning with staler inputs.
+    """
+    contract = request.contract
+    exists = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [contract.schema, contract.name],
+    ).fetchone()[0]
+    if not exists:
+        return
+    pcol = quote_ident(contract.partition_column)
+    newer = conn.execute(
+        f"SELECT {pcol}, run_id, as_of FROM {contract.table} WHERE list_contains(?::DATE[], "
+        f"{pcol}) AND as_of > ? AND run_id <> ? ORDER BY as_of DESC LIMIT 1",
+        [owned, request.as_of, request.run_id],
+    ).fetchone()
+    if newer is not None:
+        raise StaleInputError(
+            f"dataset {contract.name} partition {newer[0]} was published by run {newer[1]} from "
+            f"an input locked at {newer[2].isoformat()}, after this run's input lock "
+            f"({request.as_of.isoformat()}); refusing to replace newer output with older. "
+            "Rerun to lock a fresh input boundary."
+        )
+
+
+def partition_checksums(
+    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, relation: str
+) -> dict[date, tuple[int, str]]:
+    """Row count and business checksum of each partition of a relation."""
+    pcol = quote_ident(contract.partition_column)
+    sql = business_checksum_sql(contract, relation).replace(
+        "SELECT count(*)", f"SELECT {pcol}, count(*)", 1
+    )
+    out = {}
+    for partition, count, upper, lower in conn.execute(f"{sql} GROUP BY 1").fetchall():
+        out[partition] = (count, _format_checksum(count, upper, lower))
+    return out
+
+
 def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest) -> PublishResult:
-    """Stage, check and atomically replace the owned partitions. See the module docstring."""
+    """Stage, judge and atomically publish the owned partitions; see the module docstring.
+
+    The run's manifest moves RUNNING -> VALIDATING -> COMMITTING -> PUBLISHED, and
+    PUBLISHED is written in the same transaction that makes the data visible.
+    """
     started = time.perf_counter()
     contract = request.contract
     if not request.owned_partitions:
         raise PublishError(f"dataset {contract.name}: a publish must own at least one partition")
     check_frame_columns(contract, request.data)
     rejects = _stage_rejects(request)
+    owned = sorted(request.owned_partitions)
+    asset, run_id = contract.name, request.run_id
 
-    debris = drop_staging_debris(conn, contract)
-    staging_name = staging_table_name(contract, request.run_id)
-    staging = f"{quote_ident(STAGING_SCHEMA)}.{quote_ident(staging_name)}"
-    failpoint("publish.before_staging")
+    ensure_ledger(conn)
+    _ensure_running_manifest(conn, request)
+    # The same check `ecm recover` runs: settle what dead runs left on these partitions.
+    recoveries = recover(conn, asset=asset, partitions=owned, exclude_run=run_id, contract=contract)
+    staging_name = staging_table_name(contract, run_id)
+    staging = staging_relation(contract, run_id)
+    debris = []
+    for name in staging_tables(conn, contract):
+        drop_staging_table(conn, name)
+        debris.append(name)
+    if debris:
+        log.warning("dropped staging debris of crashed runs: %s", ", ".join(debris))
+
+    in_transaction = False
     try:
+        failpoint("publish.before_staging")
         _stage(conn, request, staging)
         failpoint("publish.after_staging")
+        transition(conn, run_id, asset, RunStatus.VALIDATING)
         _check_owned_boundary(conn, request, staging)
         checksum = business_checksum(conn, contract, staging)
-        by_partition = {
-            d.isoformat(): n
-            for d, n in conn.execute(
-                f"SELECT {quote_ident(contract.partition_column)}, count(*) FROM {staging} "
-                "GROUP BY 1 ORDER BY 1"
-            ).fetchall()
-        }
-        alters = _reconcile_table_schema(conn, contract)
+        per_partition = partition_checksums(conn, contract, staging)
+        by_partition = {d.isoformat(): per_partition[d][0] for d in sorted(per_partition)}
+        versioned = contract.publish_mode == "versioned"
+        if versioned:
+            ensure_versioned_storage(conn, contract)
+            alters: list[str] = []
+        else:
+            alters = _reconcile_table_schema(conn, contract)
+        _check_not_stale(conn, request, owned)
         ensure_quarantine_table(conn)
-        owned = sorted(request.owned_partitions)
+        transition(conn, run_id, asset, RunStatus.COMMITTING)
         pcol = quote_ident(contract.partition_column)
         names = ", ".join(
             quote_ident(c) for c in [*contract.column_names, *(n for n, _ in PROVENANCE_COLUMNS)]
         )
 
         conn.execute("BEGIN TRANSACTION")
-        try:
+        in_transaction = True
+        versions: dict[str, int | None] = {}
+        replaced = 0
+        if versioned:
+            versions = publish_versions(
+                conn,
+                contract,
+                staging,
+                owned,
+                per_partition,
+                run_id=run_id,
+                reason=request.reason,
+                restatement_reason=request.restatement_reason,
+            )
+            failpoint("publish.after_delete")
+        else:
             for statement in alters:
                 conn.execute(statement)
             failpoint("publish.before_delete")
@@ -392,32 +518,45 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             ).fetchone()[0]
             failpoint("publish.after_delete")
             conn.execute(f"INSERT INTO {contract.table} ({names}) SELECT {names} FROM {staging}")
-            failpoint("publish.after_insert")
-            quarantined = 0
-            # The run owns its partitions' quarantine too: rows rejected by an earlier run
-            # of these partitions are replaced even when this run rejected nothing.
-            conn.execute(
-                f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND "
-                "list_contains(?::DATE[], partition_date)",
-                [contract.name, owned],
-            )
-            if rejects is not None:
-                conn.register("__ecm_rejects", rejects)
-                try:
-                    qcols = ", ".join(quote_ident(c) for c, _ in QUARANTINE_COLUMNS)
-                    conn.execute(
-                        f"INSERT INTO {QUARANTINE_TABLE} ({qcols}) "
-                        f"SELECT {qcols} FROM __ecm_rejects"
-                    )
-                finally:
-                    conn.unregister("__ecm_rejects")
-                quarantined = len(rejects)
-            failpoint("publish.before_commit")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        # The run owns its partitions' quarantine too: rows rejected by an earlier run of
+        # these partitions are replaced even when this run rejected nothing.
+        conn.execute(
+            f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND "
+            "list_contains(?::DATE[], partition_date)",
+            [asset, owned],
+        )
+        quarantined = 0
+        if rejects is not None and len(rejects):
+            conn.register("__ecm_rejects", rejects)
+            try:
+                qcols = ", ".join(quote_ident(c) for c, _ in QUARANTINE_COLUMNS)
+                conn.execute(
+                    f"INSERT INTO {QUARANTINE_TABLE} ({qcols}) SELECT {qcols} FROM __ecm_rejects"
+                )
+            finally:
+                conn.unregister("__ecm_rejects")
+            quarantined = len(rejects)
+        failpoint("publish.after_insert")
+        outputs = {
+            "table": f"{contract.schema}.{contract.name}",
+            "publish_mode": contract.publish_mode,
+            "rows": sum(by_partition.values()),
+            "rows_by_partition": by_partition,
+            "business_checksum": checksum,
+            "versions": versions or None,
+            "replaced_rows": int(replaced),
+            "quarantined_rows": quarantined,
+        }
+        transition(conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs)
+        failpoint("publish.before_commit")  # after the ledger write
+        conn.execute("COMMIT")
+        in_transaction = False
         failpoint("publish.after_commit")
+    except BaseException as exc:
+        if in_transaction:
+            conn.execute("ROLLBACK")
+        _mark_failed(conn, run_id, asset, exc)
+        raise
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {staging}")
     return PublishResult(
@@ -430,7 +569,27 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         staging_table=f"{STAGING_SCHEMA}.{staging_name}",
         debris_dropped=tuple(debris),
         seconds=time.perf_counter() - started,
+        versions=versions,
+        recoveries=tuple(recoveries),
     )
+
+
+def _mark_failed(
+    conn: duckdb.DuckDBPyConnection, run_id: str, asset: str, exc: BaseException
+) -> None:
+    try:
+        current = load_manifests(conn, run_id=run_id, asset=asset)
+        if current and current[0].status not in TERMINAL:
+            transition(
+                conn,
+                run_id,
+                asset,
+                RunStatus.FAILED,
+                finished_at=now(),
+                detail=f"{type(exc).__name__}: {exc}"[:2000],
+            )
+    except Exception:  # the original error matters more than the ledger note
+        log.exception("could not record FAILED for run %s %s", run_id, asset)
 
 
 def read_partitions(

@@ -235,7 +235,12 @@ def test_crash_after_staging_leaves_debris_that_a_rerun_drops(tmp_path, conn):
 
         result = publish(reopened, frame(rows_of(D2, [("U01", 21)])), (D2,), "run-3")
 
-        assert result.debris_dropped == ("unit_values__runcrashed",)
+        # The crashed run's manifest is settled first: its staging is dropped as evidence of
+        # a failed run, so no anonymous debris is left for the generic sweep.
+        assert [(r.run_id, r.decision) for r in result.recoveries] == [
+            ("run-crashed", "FAILED_CLEANED")
+        ]
+        assert result.debris_dropped == ()
         assert staging_tables(reopened) == []
         assert published(reopened) == [ROWS[0], ROWS[1], (D2, "U01", 21), ROWS[4]]
 

@@ -1,0 +1,189 @@
+"""Recovery of runs a dead process left in flight, decided from durable state only.
+
+The decision follows the unknown-commit algorithm: if the run's rows are what readers see,
+it was published (the ledger is corrected); if only its staging table exists, the staging
+is dropped and the run failed; if the visible data is partly the run's and partly not, a
+human must look; if nothing of it exists, a retry is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+import duckdb
+
+from ecm_assets.adapters.warehouse import quote_ident
+from ecm_assets.contracts.dataset import DatasetContract
+from ecm_assets.contracts.registry import contract_for
+from ecm_assets.manifest.ledger import Manifest, load_manifests, transition
+from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
+from ecm_assets.publish.staging import drop_staging_table, staging_table_name, staging_tables
+from ecm_assets.publish.versions import VERSIONS, ensure_version_ledger
+
+
+class Decision(StrEnum):
+    ALREADY_PUBLISHED = "ALREADY_PUBLISHED"
+    FAILED_CLEANED = "FAILED_CLEANED"
+    MANUAL_REVIEW_REQUIRED = "MANUAL_REVIEW_REQUIRED"
+    SAFE_TO_RETRY = "SAFE_TO_RETRY"
+    STILL_RUNNING = "STILL_RUNNING"
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    run_id: str
+    asset: str
+    previous_status: str
+    decision: Decision
+    evidence: str
+
+
+def process_alive(manifest: Manifest) -> bool:
+    """Whether the run's process is still alive; only knowable on the host that ran it."""
+    if manifest.pid is None or manifest.host != socket.gethostname():
+        return False
+    if manifest.pid == os.getpid():
+        return True
+    try:
+        os.kill(manifest.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _visible_run_ids(
+    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, partitions: list[date]
+) -> dict[date, set[str]]:
+    pcol = quote_ident(contract.partition_column)
+    if contract.publish_mode == "versioned":
+        ensure_version_ledger(conn)
+        rows = conn.execute(
+            f"SELECT partition_date, run_id FROM {VERSIONS} WHERE dataset = ? AND "
+            "list_contains(?::DATE[], partition_date) AND status = 'PUBLISHED'",
+            [contract.name, partitions],
+        ).fetchall()
+    else:
+        exists = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
+            "table_name = ?",
+            [contract.schema, contract.name],
+        ).fetchone()[0]
+        if not exists:
+            return {}
+        rows = conn.execute(
+            f"SELECT DISTINCT {pcol}, run_id FROM {contract.table} "
+            f"WHERE list_contains(?::DATE[], {pcol})",
+            [partitions],
+        ).fetchall()
+    seen: dict[date, set[str]] = {}
+    for partition, run_id in rows:
+        seen.setdefault(partition, set()).add(run_id)
+    return seen
+
+
+def recover_manifest(
+    conn: duckdb.DuckDBPyConnection,
+    manifest: Manifest,
+    *,
+    force: bool = False,
+    contract: DatasetContract | None = None,
+) -> RecoveryResult:
+    """Decide and record the outcome of one in-flight manifest. Caller holds the lock."""
+    contract = contract or contract_for(manifest.asset)
+    previous = str(manifest.status)
+
+    def result(decision: Decision, evidence: str) -> RecoveryResult:
+        return RecoveryResult(manifest.run_id, manifest.asset, previous, decision, evidence)
+
+    if manifest.status not in IN_FLIGHT:
+        return result(Decision.SAFE_TO_RETRY, f"status {previous} is not in flight; nothing to do")
+    if not force and manifest.status == RunStatus.RUNNING and process_alive(manifest):
+        return result(
+            Decision.STILL_RUNNING,
+            f"process {manifest.pid} on {manifest.host} is alive and computing; left alone",
+        )
+    partitions = sorted(date.fromisoformat(p) for p in manifest.output_boundary)
+    visible = _visible_run_ids(conn, contract, partitions)
+    mine = [p for p in partitions if visible.get(p) == {manifest.run_id}]
+    touched = [p for p in partitions if manifest.run_id in visible.get(p, set())]
+    staging = staging_table_name(contract, manifest.run_id)
+    staged = staging in staging_tables(conn, contract)
+
+    if touched and len(mine) == len(touched) == len(partitions):
+        if manifest.status != RunStatus.UNKNOWN:
+            transition(
+                conn,
+                manifest.run_id,
+                manifest.asset,
+                RunStatus.UNKNOWN,
+                detail="recovery: inspecting durable state",
+            )
+        transition(
+            conn,
+            manifest.run_id,
+            manifest.asset,
+            RunStatus.PUBLISHED,
+            detail="recovery: every owned partition shows this run's output",
+        )
+        if staged:
+            drop_staging_table(conn, staging)
+        return result(
+            Decision.ALREADY_PUBLISHED,
+            f"all {len(partitions)} owned partitions are this run's output",
+        )
+    if touched:
+        evidence = (
+            f"partitions {[p.isoformat() for p in touched]} show this run's rows, "
+            f"{[p.isoformat() for p in partitions if p not in mine]} do not fully; data left "
+            "untouched"
+        )
+        if manifest.status != RunStatus.UNKNOWN:
+            transition(conn, manifest.run_id, manifest.asset, RunStatus.UNKNOWN, detail=evidence)
+        return result(Decision.MANUAL_REVIEW_REQUIRED, evidence)
+    if staged:
+        drop_staging_table(conn, staging)
+        transition(
+            conn,
+            manifest.run_id,
+            manifest.asset,
+            RunStatus.FAILED,
+            detail=f"recovery: partial staging {staging} dropped; nothing was published",
+        )
+        return result(Decision.FAILED_CLEANED, f"dropped staging table {staging}")
+    transition(
+        conn,
+        manifest.run_id,
+        manifest.asset,
+        RunStatus.FAILED,
+        detail="recovery: process died before staging; nothing to clean",
+    )
+    return result(Decision.SAFE_TO_RETRY, "no staging and no published rows of this run")
+
+
+def recover(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str | None = None,
+    asset: str | None = None,
+    partitions: list[date] | None = None,
+    exclude_run: str | None = None,
+    force: bool = False,
+    contract: DatasetContract | None = None,
+) -> list[RecoveryResult]:
+    """Recover every in-flight manifest matching the filters (overlapping `partitions`)."""
+    results = []
+    for manifest in load_manifests(conn, run_id=run_id, asset=asset, statuses=IN_FLIGHT):
+        if manifest.run_id == exclude_run:
+            continue
+        if partitions is not None:
+            owned = {date.fromisoformat(p) for p in manifest.output_boundary}
+            if not owned & set(partitions):
+                continue
+        results.append(recover_manifest(conn, manifest, force=force, contract=contract))
+    return results

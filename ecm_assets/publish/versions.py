@@ -1,0 +1,382 @@
+"""Immutable versions with a current pointer, closed periods, rollback and diff.
+
+A versioned dataset keeps every publish of a partition as a new immutable version in
+`<table>__versions`; `ecm_ledger.current_versions` points at the current one and the
+consumer view `<table>` shows only current rows. Publishing a version inserts its rows and
+moves one pointer, so its cost does not grow with the versions already kept. Every earlier
+version stays readable for audit, diff and rollback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+
+import duckdb
+import pandas as pd
+
+from ecm_assets.adapters.warehouse import quote_ident
+from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract
+from ecm_assets.manifest.ledger import LEDGER_SCHEMA, now
+
+VERSIONS = f'"{LEDGER_SCHEMA}"."versions"'
+CURRENT = f'"{LEDGER_SCHEMA}"."current_versions"'
+EVENTS = f'"{LEDGER_SCHEMA}"."version_events"'
+CLOSED = f'"{LEDGER_SCHEMA}"."closed_partitions"'
+
+
+class Reason(StrEnum):
+    INITIAL = "INITIAL"
+    RERUN = "RERUN"
+    LATE_DATA = "LATE_DATA"
+    SOURCE_CORRECTION = "SOURCE_CORRECTION"
+    BUG_FIX = "BUG_FIX"
+    RESTATEMENT = "RESTATEMENT"
+    ROLLBACK = "ROLLBACK"
+
+
+class VersionStatus(StrEnum):
+    PUBLISHED = "PUBLISHED"  # the current version
+    SUPERSEDED = "SUPERSEDED"  # replaced by a later ordinary publish
+    RESTATED = "RESTATED"  # replaced by a restatement of a closed period
+    ROLLED_BACK = "ROLLED_BACK"  # the pointer was moved back past it
+
+
+class ClosedPeriodError(RuntimeError):
+    """A run would change a closed partition without being a restatement."""
+
+
+class VersionError(LookupError):
+    """A version or partition asked for does not exist."""
+
+
+def versions_table(contract: DatasetContract) -> str:
+    return f"{quote_ident(contract.schema)}.{quote_ident(contract.name + '__versions')}"
+
+
+def ensure_version_ledger(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{LEDGER_SCHEMA}"')
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {VERSIONS} (dataset VARCHAR NOT NULL, partition_date DATE "
+        "NOT NULL, version BIGINT NOT NULL, run_id VARCHAR NOT NULL, prior_version BIGINT, "
+        "reason VARCHAR NOT NULL, status VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL, "
+        "rows BIGINT NOT NULL, business_checksum VARCHAR NOT NULL, note VARCHAR)"
+    )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {CURRENT} (dataset VARCHAR NOT NULL, partition_date DATE "
+        "NOT NULL, version BIGINT NOT NULL)"
+    )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {EVENTS} (dataset VARCHAR NOT NULL, partition_date DATE NOT "
+        "NULL, recorded_at TIMESTAMPTZ NOT NULL, action VARCHAR NOT NULL, from_version BIGINT, "
+        "to_version BIGINT, run_id VARCHAR, actor VARCHAR, reason VARCHAR)"
+    )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {CLOSED} (dataset VARCHAR NOT NULL, partition_date DATE NOT "
+        "NULL, closed_at TIMESTAMPTZ NOT NULL, closed_by VARCHAR, note VARCHAR)"
+    )
+
+
+def ensure_versioned_storage(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> None:
+    """Create the versions table and the current-rows view the consumers read."""
+    ensure_version_ledger(conn)
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(contract.schema)}")
+    kind = conn.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND "
+        "table_name = ?",
+        [contract.schema, contract.name],
+    ).fetchone()
+    if kind is not None and kind[0] != "VIEW":
+        raise RuntimeError(
+            f"{contract.table} is a table published in replace mode, but contract "
+            f"{contract.name} is versioned; migrate it explicitly (see docs/lifecycle.md)"
+        )
+    cols = [
+        f"{quote_ident(c.name)} {c.sql_type}{'' if c.nullable else ' NOT NULL'}"
+        for c in contract.columns
+    ]
+    cols.append('"version" BIGINT NOT NULL')
+    cols += [f"{quote_ident(n)} {t} NOT NULL" for n, t in PROVENANCE_COLUMNS]
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {versions_table(contract)} ({', '.join(cols)})")
+    if kind is None:
+        pcol = quote_ident(contract.partition_column)
+        conn.execute(
+            f"CREATE VIEW {contract.table} AS SELECT d.* FROM {versions_table(contract)} d "
+            f"JOIN {CURRENT} c ON c.dataset = '{contract.name}' AND c.partition_date = d.{pcol} "
+            "AND c.version = d.version"
+        )
+
+
+@dataclass(frozen=True)
+class PartitionVersion:
+    dataset: str
+    partition_date: date
+    version: int
+    run_id: str
+    prior_version: int | None
+    reason: str
+    status: str
+    created_at: datetime
+    rows: int
+    business_checksum: str
+    note: str | None
+
+
+def current_version(
+    conn: duckdb.DuckDBPyConnection, dataset: str, partition: date
+) -> PartitionVersion | None:
+    row = conn.execute(
+        f"SELECT v.* FROM {VERSIONS} v JOIN {CURRENT} c USING (dataset, partition_date, version) "
+        "WHERE dataset = ? AND partition_date = ?",
+        [dataset, partition],
+    ).fetchone()
+    return None if row is None else PartitionVersion(*row)
+
+
+def list_versions(
+    conn: duckdb.DuckDBPyConnection, dataset: str, partition: date | None = None
+) -> list[PartitionVersion]:
+    ensure_version_ledger(conn)
+    where, params = "dataset = ?", [dataset]
+    if partition is not None:
+        where += " AND partition_date = ?"
+        params.append(partition)
+    rows = conn.execute(
+        f"SELECT * FROM {VERSIONS} WHERE {where} ORDER BY partition_date, version", params
+    ).fetchall()
+    return [PartitionVersion(*r) for r in rows]
+
+
+def closed_partition(conn: duckdb.DuckDBPyConnection, dataset: str, partition: date):
+    return conn.execute(
+        f"SELECT closed_at, closed_by, note FROM {CLOSED} WHERE dataset = ? AND partition_date = ?",
+        [dataset, partition],
+    ).fetchone()
+
+
+def close_partition(
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    partition: date,
+    *,
+    actor: str,
+    note: str | None = None,
+) -> None:
+    """Mark a published partition closed: later changes need a restatement with a reason."""
+    if contract.publish_mode != "versioned":
+        raise ValueError(
+            f"dataset {contract.name} publishes in replace mode; closed periods need immutable "
+            "versions (publish_mode='versioned') so a restatement can keep what it replaces"
+        )
+    ensure_version_ledger(conn)
+    if current_version(conn, contract.name, partition) is None:
+        raise VersionError(
+            f"{contract.name} {partition} has no published version to close; publish it first"
+        )
+    if closed_partition(conn, contract.name, partition) is not None:
+        raise ValueError(f"{contract.name} {partition} is already closed")
+    conn.execute("BEGIN TRANSACTION")
+    conn.execute(
+        f"INSERT INTO {CLOSED} VALUES (?, ?, ?, ?, ?)",
+        [contract.name, partition, now(), actor, note],
+    )
+    conn.execute(
+        f"INSERT INTO {EVENTS} VALUES (?, ?, ?, 'CLOSE', NULL, NULL, NULL, ?, ?)",
+        [contract.name, partition, now(), actor, note],
+    )
+    conn.execute("COMMIT")
+
+
+def publish_versions(
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    staging: str,
+    owned: list[date],
+    checksums: dict[date, tuple[int, str]],
+    *,
+    run_id: str,
+    reason: str | None,
+    restatement_reason: str | None,
+) -> dict[str, int | None]:
+    """Inside the caller's transaction: one new version per owned partition that changed.
+
+    A closed partition whose staged rows equal its current version is left as it is; one
+    that differs is refused unless the run is a restatement with a reason.
+    """
+    pcol = quote_ident(contract.partition_column)
+    names = [*contract.column_names, "version", *(n for n, _ in PROVENANCE_COLUMNS)]
+    staged_names = [*contract.column_names, "?", *(n for n, _ in PROVENANCE_COLUMNS)]
+    published: dict[str, int | None] = {}
+    for partition in owned:
+        rows, checksum = checksums.get(partition, (0, "n0-" + "0" * 32))
+        current = current_version(conn, contract.name, partition)
+        closed = closed_partition(conn, contract.name, partition)
+        if closed is not None:
+            if current is not None and current.business_checksum == checksum:
+                published[partition.isoformat()] = current.version
+                continue
+            if not restatement_reason:
+                raise ClosedPeriodError(
+                    f"{contract.name} {partition} is closed (since {closed[0]:%Y-%m-%d %H:%M} "
+                    f"by {closed[1]}) and this run would change it (version "
+                    f"{current.version if current else '-'} checksum "
+                    f"{current.business_checksum if current else '-'}, new {checksum}). Rerun as "
+                    "a restatement with a reason: tag ecm/restatement_reason=SOURCE_CORRECTION "
+                    "(or LATE_DATA, BUG_FIX, RESTATEMENT)"
+                )
+        latest = conn.execute(
+            f"SELECT max(version) FROM {VERSIONS} WHERE dataset = ? AND partition_date = ?",
+            [contract.name, partition],
+        ).fetchone()[0]
+        version = (latest or 0) + 1
+        if closed is not None:
+            why = Reason(restatement_reason).value
+        elif reason:
+            why = Reason(reason).value
+        else:
+            why = Reason.INITIAL.value if current is None else Reason.RERUN.value
+        conn.execute(
+            f"INSERT INTO {versions_table(contract)} ({', '.join(map(quote_ident, names))}) "
+            f"SELECT {', '.join(n if n == '?' else quote_ident(n) for n in staged_names)} "
+            f"FROM {staging} WHERE {pcol} = ?",
+            [version, partition],
+        )
+        if current is not None:
+            conn.execute(
+                f"UPDATE {VERSIONS} SET status = ? WHERE dataset = ? AND partition_date = ? AND "
+                "version = ?",
+                [
+                    VersionStatus.RESTATED if closed is not None else VersionStatus.SUPERSEDED,
+                    contract.name,
+                    partition,
+                    current.version,
+                ],
+            )
+            conn.execute(
+                f"UPDATE {CURRENT} SET version = ? WHERE dataset = ? AND partition_date = ?",
+                [version, contract.name, partition],
+            )
+        else:
+            conn.execute(
+                f"INSERT INTO {CURRENT} VALUES (?, ?, ?)", [contract.name, partition, version]
+            )
+        conn.execute(
+            f"INSERT INTO {VERSIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                contract.name,
+                partition,
+                version,
+                run_id,
+                None if current is None else current.version,
+                why,
+                VersionStatus.PUBLISHED,
+                now(),
+                rows,
+                checksum,
+                "restatement of a closed period" if closed is not None else None,
+            ],
+        )
+        conn.execute(
+            f"INSERT INTO {EVENTS} VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            [
+                contract.name,
+                partition,
+                now(),
+                "RESTATE" if closed is not None else "PUBLISH",
+                None if current is None else current.version,
+                version,
+                run_id,
+                why,
+            ],
+        )
+        published[partition.isoformat()] = version
+    return published
+
+
+def rollback(
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    partition: date,
+    to_version: int,
+    *,
+    actor: str,
+    reason: str,
+) -> tuple[int, int]:
+    """Move the pointer back to an earlier version; recorded as an event, nothing is deleted."""
+    ensure_version_ledger(conn)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        current = current_version(conn, contract.name, partition)
+        if current is None:
+            raise VersionError(f"{contract.name} {partition} has no published version")
+        target = conn.execute(
+            f"SELECT version FROM {VERSIONS} WHERE dataset = ? AND partition_date = ? AND "
+            "version = ?",
+            [contract.name, partition, to_version],
+        ).fetchone()
+        if target is None:
+            known = [v.version for v in list_versions(conn, contract.name, partition)]
+            raise VersionError(
+                f"{contract.name} {partition} has no version {to_version}; versions: {known}"
+            )
+        if to_version == current.version:
+            raise VersionError(f"{contract.name} {partition} is already at version {to_version}")
+        conn.execute(
+            f"UPDATE {VERSIONS} SET status = ? WHERE dataset = ? AND partition_date = ? AND "
+            "version = ?",
+            [VersionStatus.ROLLED_BACK, contract.name, partition, current.version],
+        )
+        conn.execute(
+            f"UPDATE {VERSIONS} SET status = ? WHERE dataset = ? AND partition_date = ? AND "
+            "version = ?",
+            [VersionStatus.PUBLISHED, contract.name, partition, to_version],
+        )
+        conn.execute(
+            f"UPDATE {CURRENT} SET version = ? WHERE dataset = ? AND partition_date = ?",
+            [to_version, contract.name, partition],
+        )
+        conn.execute(
+            f"INSERT INTO {EVENTS} VALUES (?, ?, ?, 'ROLLBACK', ?, ?, NULL, ?, ?)",
+            [contract.name, partition, now(), current.version, to_version, actor, reason],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return current.version, to_version
+
+
+def diff_versions(
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    partition: date,
+    old: int,
+    new: int,
+) -> pd.DataFrame:
+    """Rows and columns that differ between two versions: one row per changed value."""
+    known = {v.version for v in list_versions(conn, contract.name, partition)}
+    missing = sorted({old, new} - known)
+    if missing:
+        raise VersionError(
+            f"{contract.name} {partition} has no version(s) {missing}; versions: {sorted(known)}"
+        )
+    key = [k for k in contract.business_key if k != contract.partition_column]
+    values = [c for c in contract.column_names if c not in contract.business_key]
+    pcol = quote_ident(contract.partition_column)
+    table = versions_table(contract)
+    key_sql = ", ".join(quote_ident(k) for k in key)
+    parts = []
+    for col in values:
+        q = quote_ident(col)
+        parts.append(
+            f"SELECT {key_sql}, "
+            f"'{col}' AS column_name, a.{q}::VARCHAR AS old_value, b.{q}::VARCHAR AS new_value, "
+            "CASE WHEN a.version IS NULL THEN 'added' WHEN b.version IS NULL THEN 'removed' "
+            "ELSE 'changed' END AS change "
+            f"FROM (SELECT * FROM {table} WHERE {pcol} = $p AND version = $old) a "
+            f"FULL JOIN (SELECT * FROM {table} WHERE {pcol} = $p AND version = $new) b "
+            f"USING ({key_sql}) WHERE a.{q} IS DISTINCT FROM b.{q}"
+        )
+    sql = " UNION ALL ".join(parts) + f" ORDER BY {key_sql}, column_name"
+    return conn.execute(sql, {"p": partition, "old": old, "new": new}).df()
