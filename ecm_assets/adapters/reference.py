@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from datetime import date
 from pathlib import Path
 
@@ -53,10 +54,18 @@ def _load(name: str, path: Path) -> tuple[pd.DataFrame | dict, str]:
 
 
 def pin_snapshots(
-    root: Path, name: str, business_dates: list[date]
+    root: Path,
+    name: str,
+    business_dates: list[date],
+    only_versions: Collection[str] | None = None,
 ) -> dict[date, ReferenceSnapshot]:
-    """For each business date, the snapshot that was current on that date."""
+    """For each business date, the snapshot that was current on that date.
+
+    `only_versions` restricts the choice to versions a recorded boundary used (replay).
+    """
     candidates = _snapshot_dirs(root, name)
+    if only_versions is not None:
+        candidates = [c for c in candidates if c[1] in set(only_versions)]
     loaded: dict[str, ReferenceSnapshot] = {}
     pinned: dict[date, ReferenceSnapshot] = {}
     for day in business_dates:

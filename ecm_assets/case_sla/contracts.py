@@ -110,6 +110,8 @@ MONTHLY_REPORT = DatasetContract(
     ),
     partition_column="report_month",
     grain="monthly",
+    # The certified closed-period output: every publish is kept as an immutable version.
+    publish_mode="versioned",
     business_key=("report_month", "region", "unit_id"),
     upstream=(Upstream("case_sla_daily_metrics"),),
     group="case_sla",

@@ -88,3 +88,37 @@ class InputBoundary:
             return value
 
         return {"snapshot_id": self.snapshot_id, **encode(asdict(self))}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputBoundary:
+        """The boundary a manifest recorded, for a replay of exactly the same inputs."""
+        return cls(
+            partitions=tuple(data["partitions"]),
+            locked_at=datetime.fromisoformat(data["locked_at"]),
+            landing_files=tuple(
+                LandingFile(
+                    f["path"], date.fromisoformat(f["ingest_date"]), f["size_bytes"], f["sha256"]
+                )
+                for f in data.get("landing_files", [])
+            ),
+            reference=tuple(
+                ReferenceBinding(
+                    r["name"],
+                    r["version"],
+                    date.fromisoformat(r["published_on"]),
+                    r["sha256"],
+                    r["policy"],
+                )
+                for r in data.get("reference", [])
+            ),
+            upstream=tuple(
+                UpstreamRead(
+                    u["dataset"],
+                    date.fromisoformat(u["first_partition"]),
+                    date.fromisoformat(u["last_partition"]),
+                    u["rows"],
+                    tuple(u["run_ids"]),
+                )
+                for u in data.get("upstream", [])
+            ),
+        )

@@ -7,25 +7,41 @@ This is the only orchestration code a dataset needs. The asset:
    together with the runs that published them,
 3. calls the pure transform with parameters bound by name,
 4. hands rows, rejects and boundary to the publish IO manager, which stages, checks and swaps.
+
+The run manifest records each step: PLANNED when the step starts, INPUT_LOCKED with the
+boundary, RUNNING before the transform, FAILED if anything raises; the IO manager takes it
+from there to PUBLISHED.
 """
 
-import inspect
 import warnings
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from ecm_assets.case_sla.metrics import month_days
-from ecm_assets.contracts.boundaries import InputBoundary, UpstreamRead
-from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, Dataset, DatasetContract
+from ecm_assets.contracts.boundaries import InputBoundary
+from ecm_assets.contracts.dataset import Dataset
 from ecm_assets.contracts.registry import register
-from ecm_assets.contracts.transform import PartitionWindow, TransformResult
+from ecm_assets.contracts.transform import PartitionWindow
+from ecm_assets.manifest.ledger import Manifest, load_manifest, plan, transition
+from ecm_assets.manifest.states import RunStatus
+from ecm_assets.orchestration.inputs import (
+    ReplayError,
+    UpstreamFrame,
+    code_fingerprint,
+    lock_inputs,
+    run_transform,
+)
 from ecm_assets.orchestration.partitions import partitions_for
 from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
-from ecm_assets.publish.io_manager import StagedOutput
+from ecm_assets.publish.io_manager import DuckDBPublishIOManager, StagedOutput
 
 IO_MANAGER_KEY = "warehouse_io_manager"
+#: Run tags an operator sets from the UI launchpad or `dagster ... --tags`.
+RESTATEMENT_TAG = "ecm/restatement_reason"  # authorizes changing a closed period, with a reason
+REASON_TAG = "ecm/reason"  # reason code recorded on new versions (LATE_DATA, BUG_FIX, ...)
+REPLAY_TAG = "ecm/replay_of"  # recompute from the input boundary a past run recorded
 #: Concurrency pool of every step that writes the warehouse: DuckDB admits one writing
 #: process, so dagster.yaml limits this pool to one step at a time across all runs.
 WAREHOUSE_POOL = "ecm_duckdb_warehouse"
@@ -37,12 +53,6 @@ def _partition_mapping(lookback: int) -> dg.TimeWindowPartitionMapping | None:
     return dg.TimeWindowPartitionMapping(
         start_offset=-lookback, end_offset=0, allow_nonexistent_upstream_partitions=True
     )
-
-
-def _business_days(contract: DatasetContract, window: PartitionWindow) -> list[date]:
-    if contract.grain == "daily":
-        return list(window.partitions)
-    return [d for month in window.partitions for d in month_days(month)]
 
 
 def _counts_metadata(counts: pd.DataFrame) -> dict[str, dg.MetadataValue]:
@@ -73,7 +83,6 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
     """The asset of one dataset; see the module docstring for what it does per run."""
     contract = dataset.contract
     register(contract)
-    params = inspect.signature(dataset.transform).parameters
     ins = {
         u.dataset: dg.AssetIn(
             key=u.dataset,
@@ -81,7 +90,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         )
         for u in contract.upstream
     }
-    resource_keys = set()
+    resource_keys = {IO_MANAGER_KEY}
     if contract.landing is not None:
         resource_keys.add("landing")
     if contract.reference:
@@ -108,78 +117,109 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         },
     )
     def _asset(context: dg.AssetExecutionContext, **upstream: pd.DataFrame) -> dg.Output:
-        window = PartitionWindow(
-            tuple(sorted(contract.partition_value(k) for k in context.partition_keys))
+        warehouse: DuckDBPublishIOManager = getattr(context.resources, IO_MANAGER_KEY)
+        keys = tuple(sorted(context.partition_keys))
+        window = PartitionWindow(tuple(contract.partition_value(k) for k in keys))
+        tags = dict(context.run.tags)
+        restatement_reason = tags.get(RESTATEMENT_TAG) or None
+        replay_of = tags.get(REPLAY_TAG) or None
+        mode = "restatement" if restatement_reason else "replay" if replay_of else "publish"
+        manifest = Manifest(
+            run_id=context.run_id,
+            asset=contract.name,
+            code_version=code_fingerprint(dataset),
+            mode=mode,
+            parameters={k: v for k, v in tags.items() if k.startswith(("ecm/", "dagster/"))},
+            output_boundary=[d.isoformat() for d in window.partitions],
         )
-        locked_at = datetime.now(UTC)
-        kwargs: dict[str, object] = {}
-        landing_files = ()
-        if contract.landing is not None:
-            zone: LandingZone = context.resources.landing
-            files = zone.lock_files(
-                contract.landing.name,
-                window.first,
-                window.last + timedelta(days=contract.landing.lateness_days),
-            )
-            landing_files = tuple(files)
-        bindings = {}
-        for name in contract.reference:
-            store: ReferenceStore = context.resources.reference
-            pinned = store.pin(name, _business_days(contract, window))
-            kwargs[name] = pinned
-            for snapshot in pinned.values():
-                bindings[(name, snapshot.binding.version)] = snapshot.binding
-        reads = []
-        provenance = [n for n, _ in PROVENANCE_COLUMNS]
-        for u in contract.upstream:
-            frame = upstream[u.dataset]
-            keys = sorted(context.asset_partition_keys_for_input(u.dataset))
-            reads.append(
-                UpstreamRead(
-                    dataset=u.dataset,
-                    first_partition=date.fromisoformat(keys[0][:10]),
-                    last_partition=date.fromisoformat(keys[-1][:10]),
-                    rows=len(frame),
-                    run_ids=tuple(sorted(frame["run_id"].dropna().unique())),
+        with warehouse.connect(context) as conn:
+            plan(conn, manifest)
+        try:
+            recorded = None
+            if replay_of:
+                with warehouse.connect(context, read_only=True) as conn:
+                    original = load_manifest(conn, replay_of, contract.name)
+                if original.input_boundary is None:
+                    raise ReplayError(f"run {replay_of} recorded no input boundary")
+                recorded = InputBoundary.from_json(original.input_boundary)
+            frames = []
+            for u in contract.upstream:
+                input_keys = sorted(context.asset_partition_keys_for_input(u.dataset))
+                frames.append(
+                    UpstreamFrame(
+                        u.dataset,
+                        date.fromisoformat(input_keys[0][:10]),
+                        date.fromisoformat(input_keys[-1][:10]),
+                        upstream[u.dataset],
+                    )
                 )
+            landing: LandingZone | None = context.resources.landing if contract.landing else None
+            reference: ReferenceStore | None = (
+                context.resources.reference if contract.reference else None
             )
-            kwargs[u.dataset] = frame.drop(columns=[c for c in provenance if c in frame.columns])
-        boundary = InputBoundary(
-            partitions=tuple(context.partition_keys),
-            locked_at=locked_at,
-            landing_files=landing_files,
-            reference=tuple(bindings[k] for k in sorted(bindings)),
-            upstream=tuple(reads),
-        )
-        context.log.info(
-            f"input boundary locked: {boundary.snapshot_id}, {len(landing_files)} landing files, "
-            f"reference {[f'{b.name}@{b.version}' for b in boundary.reference]}"
-        )
-        if contract.landing is not None:
-            kwargs["landing"] = context.resources.landing.read(
-                landing_files, contract.landing.columns
+            boundary, kwargs = lock_inputs(
+                dataset,
+                window,
+                keys,
+                landing_root=Path(landing.root) if landing else None,
+                reference_root=Path(reference.root) if reference else None,
+                upstream=frames,
+                locked_at=datetime.now(UTC),
+                recorded=recorded,
             )
-        kwargs["window"] = window
-        result = dataset.transform(**{k: v for k, v in kwargs.items() if k in params})
-        if isinstance(result, pd.DataFrame):
-            result = TransformResult(data=result)
-        counts = result.counts
-        if counts is None:
-            pcol = pd.to_datetime(result.data[contract.partition_column]).dt.date
-            rows = pcol.value_counts().reindex(list(window.partitions), fill_value=0)
-            counts = pd.DataFrame({"kept": rows.astype("int64")})
-            counts.index.name = "partition"
+            with warehouse.connect(context) as conn:
+                transition(
+                    conn,
+                    context.run_id,
+                    contract.name,
+                    RunStatus.INPUT_LOCKED,
+                    input_boundary=boundary.to_json(),
+                    input_locked_at=boundary.locked_at,
+                )
+                transition(
+                    conn,
+                    context.run_id,
+                    contract.name,
+                    RunStatus.RUNNING,
+                    started_at=datetime.now(UTC),
+                )
+            context.log.info(
+                f"input boundary locked: {boundary.snapshot_id}, {len(boundary.landing_files)} "
+                f"landing files, reference "
+                f"{[f'{b.name}@{b.version}' for b in boundary.reference]}"
+                + (f" (replay of run {replay_of})" if replay_of else "")
+            )
+            result = run_transform(dataset, kwargs)
+        except Exception as exc:
+            with warehouse.connect(context) as conn:
+                transition(
+                    conn,
+                    context.run_id,
+                    contract.name,
+                    RunStatus.FAILED,
+                    finished_at=datetime.now(UTC),
+                    detail=f"{type(exc).__name__}: {exc}"[:2000],
+                )
+            raise
         metadata = {
             "partitions": dg.MetadataValue.int(len(window.partitions)),
             "snapshot_id": boundary.snapshot_id,
-            "input_locked_at": locked_at.isoformat(),
-            "landing_files": dg.MetadataValue.int(len(landing_files)),
+            "input_locked_at": boundary.locked_at.isoformat(),
+            "landing_files": dg.MetadataValue.int(len(boundary.landing_files)),
             "input_boundary": dg.MetadataValue.json(boundary.to_json()),
-            **_counts_metadata(counts),
+            "mode": mode,
+            **_counts_metadata(result.counts),
         }
-        return dg.Output(
-            StagedOutput(contract, result.data, boundary, result.rejects), metadata=metadata
+        staged = StagedOutput(
+            contract,
+            result.data,
+            boundary,
+            result.rejects,
+            mode=mode,
+            reason=tags.get(REASON_TAG) or None,
+            restatement_reason=restatement_reason,
         )
+        return dg.Output(staged, metadata=metadata)
 
     return _asset
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -33,6 +34,9 @@ class StagedOutput:
     data: pd.DataFrame
     input_boundary: InputBoundary
     rejects: pd.DataFrame | None = None
+    mode: str = "publish"
+    reason: str | None = None
+    restatement_reason: str | None = None
 
 
 class DuckDBPublishIOManager(dg.ConfigurableIOManager):
@@ -41,7 +45,9 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
     database: str
     lock_timeout_seconds: float = 120.0
 
-    def _connect(self, context: dg.InputContext | dg.OutputContext, *, read_only: bool):
+    def connect(self, context: Any, *, read_only: bool = False):
+        """A warehouse connection that logs lock waits to the run; used by assets too."""
+
         def on_retry(attempt: int, sleep: float, exc: BaseException) -> None:
             context.log.warning(
                 f"warehouse {self.database} is locked by another process (attempt {attempt}); "
@@ -73,8 +79,12 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             as_of=obj.input_boundary.locked_at,
             data=obj.data,
             rejects=obj.rejects,
+            mode=obj.mode,
+            reason=obj.reason,
+            restatement_reason=obj.restatement_reason,
+            input_boundary=obj.input_boundary.to_json(),
         )
-        with self._connect(context, read_only=False) as conn:
+        with self.connect(context, read_only=False) as conn:
             result = publish_partitions(conn, request)
         if result.debris_dropped:
             context.log.warning(
@@ -91,6 +101,18 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 "as_of": obj.input_boundary.locked_at.isoformat(),
                 "owned_partitions": f"{owned[0].isoformat()}..{owned[-1].isoformat()} "
                 f"({len(owned)})",
+                "manifest": f"ecm manifest {context.run_id} --asset {contract.name}",
+                "manifest_status": "PUBLISHED",
+                **({"versions": dg.MetadataValue.json(result.versions)} if result.versions else {}),
+                **(
+                    {
+                        "recovered_runs": dg.MetadataValue.json(
+                            [f"{r.run_id}: {r.decision}" for r in result.recoveries]
+                        )
+                    }
+                    if result.recoveries
+                    else {}
+                ),
             }
         )
 
@@ -107,5 +129,5 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
         if not Path(self.database).exists():
             context.log.warning(f"warehouse {self.database} does not exist yet: no upstream rows")
             return empty_frame(contract, with_provenance=True)
-        with self._connect(context, read_only=True) as conn:
+        with self.connect(context, read_only=True) as conn:
             return read_partitions(conn, contract, values[0], values[-1], with_provenance=True)

@@ -1,0 +1,154 @@
+"""Fix a run's input boundary and bind the transform's inputs; shared by runs and replays.
+
+Kept free of Dagster so `ecm replay` recomputes a past run with exactly the code path the
+asset used, from the boundary its manifest recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from ecm_assets.adapters.landing import list_landing_files, read_landing_files
+from ecm_assets.adapters.reference import pin_snapshots
+from ecm_assets.case_sla.metrics import month_days
+from ecm_assets.contracts.boundaries import InputBoundary, UpstreamRead
+from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, Dataset, DatasetContract
+from ecm_assets.contracts.transform import PartitionWindow, TransformResult
+
+
+class ReplayError(RuntimeError):
+    """A recorded input boundary can no longer be read exactly as it was."""
+
+
+@dataclass(frozen=True)
+class UpstreamFrame:
+    """Published upstream rows a run was handed, with their provenance columns."""
+
+    dataset: str
+    first_partition: date
+    last_partition: date
+    frame: pd.DataFrame
+
+
+def business_days(contract: DatasetContract, window: PartitionWindow) -> list[date]:
+    if contract.grain == "daily":
+        return list(window.partitions)
+    return [d for month in window.partitions for d in month_days(month)]
+
+
+def lock_inputs(
+    dataset: Dataset,
+    window: PartitionWindow,
+    partition_keys: tuple[str, ...],
+    *,
+    landing_root: Path | None,
+    reference_root: Path | None,
+    upstream: list[UpstreamFrame],
+    locked_at: datetime,
+    recorded: InputBoundary | None = None,
+) -> tuple[InputBoundary, dict[str, object]]:
+    """The input boundary and the transform's bound arguments.
+
+    Without `recorded`, the boundary is what exists now: landing files with their sha256,
+    reference snapshots pinned per business date. With `recorded` (a replay), exactly the
+    recorded files and reference versions are used, and upstream must still be the rows the
+    recorded runs published.
+    """
+    contract = dataset.contract
+    kwargs: dict[str, object] = {"window": window}
+    files = ()
+    if contract.landing is not None:
+        if landing_root is None:
+            raise ValueError(f"dataset {contract.name} reads landing files: no landing root")
+        if recorded is not None:
+            files = recorded.landing_files
+        else:
+            files = tuple(
+                list_landing_files(
+                    landing_root,
+                    contract.landing.name,
+                    window.first,
+                    window.last + timedelta(days=contract.landing.lateness_days),
+                )
+            )
+    bindings = {}
+    for name in contract.reference:
+        if reference_root is None:
+            raise ValueError(f"dataset {contract.name} reads reference {name}: no reference root")
+        only = None
+        if recorded is not None:
+            only = {b.version for b in recorded.reference if b.name == name}
+        pinned = pin_snapshots(reference_root, name, business_days(contract, window), only)
+        if recorded is not None:
+            recorded_sha = {(b.name, b.version): b.sha256 for b in recorded.reference}
+            for snap in pinned.values():
+                key = (name, snap.binding.version)
+                if recorded_sha.get(key) not in (None, snap.binding.sha256):
+                    raise ReplayError(
+                        f"reference {name} {snap.binding.version} changed since it was recorded "
+                        f"(sha256 {recorded_sha[key][:12]}... then, {snap.binding.sha256[:12]}... "
+                        "now): snapshots must be immutable"
+                    )
+        kwargs[name] = pinned
+        for snapshot in pinned.values():
+            bindings[(name, snapshot.binding.version)] = snapshot.binding
+    reads = []
+    provenance = [n for n, _ in PROVENANCE_COLUMNS]
+    for up in upstream:
+        run_ids = tuple(sorted(up.frame["run_id"].dropna().unique())) if len(up.frame) else ()
+        read = UpstreamRead(
+            up.dataset, up.first_partition, up.last_partition, len(up.frame), run_ids
+        )
+        if recorded is not None:
+            then = {u.dataset: u for u in recorded.upstream}.get(up.dataset)
+            if then is not None and then.run_ids != run_ids:
+                raise ReplayError(
+                    f"upstream {up.dataset} {up.first_partition}..{up.last_partition} was "
+                    f"republished since the recorded run: it read runs {list(then.run_ids)}, "
+                    f"now {list(run_ids)}; the exact input is no longer published"
+                )
+        reads.append(read)
+        kwargs[up.dataset] = up.frame.drop(columns=[c for c in provenance if c in up.frame])
+    boundary = InputBoundary(
+        partitions=partition_keys,
+        locked_at=locked_at,
+        landing_files=files,
+        reference=tuple(bindings[k] for k in sorted(bindings)),
+        upstream=tuple(reads),
+    )
+    if contract.landing is not None:
+        kwargs["landing"] = read_landing_files(landing_root, files, contract.landing.columns)
+    return boundary, kwargs
+
+
+def run_transform(dataset: Dataset, kwargs: dict[str, object]) -> TransformResult:
+    """Call the pure transform with the arguments its signature names."""
+    params = inspect.signature(dataset.transform).parameters
+    window = kwargs["window"]
+    assert isinstance(window, PartitionWindow)
+    result = dataset.transform(**{k: v for k, v in kwargs.items() if k in params})
+    if isinstance(result, pd.DataFrame):
+        result = TransformResult(data=result)
+    if result.counts is None:
+        pcol = pd.to_datetime(result.data[dataset.contract.partition_column]).dt.date
+        rows = pcol.value_counts().reindex(list(window.partitions), fill_value=0)
+        counts = pd.DataFrame({"kept": rows.astype("int64")})
+        counts.index.name = "partition"
+        result = TransformResult(result.data, result.rejects, counts, result.notes)
+    return result
+
+
+def code_fingerprint(dataset: Dataset) -> str:
+    """Contract code version plus a hash of the transform's source, for the manifest."""
+    try:
+        source = inspect.getsource(dataset.transform)
+    except (OSError, TypeError):
+        source = dataset.transform.__qualname__
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return f"{dataset.contract.code_version}+{digest}"
