@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import date
 from pathlib import Path
 
 from ecm_assets.adapters.warehouse import connect, quote_ident
+from ecm_assets.contracts.dataset import Dataset
 
 
 def _date(text: str) -> date:
@@ -114,6 +116,193 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warehouse(args: argparse.Namespace) -> Path:
+    from ecm_assets.definitions import warehouse_path
+
+    return Path(args.warehouse) if getattr(args, "warehouse", None) else warehouse_path()
+
+
+def _datasets() -> dict[str, Dataset]:
+    from ecm_assets.case_sla.datasets import DATASETS
+    from ecm_assets.definitions import defs  # noqa: F401  (registers every contract)
+
+    return {d.contract.name: d for d in DATASETS}
+
+
+def _dataset(name: str) -> Dataset:
+    datasets = _datasets()
+    if name not in datasets:
+        raise LookupError(f"unknown asset {name!r}; known: {', '.join(sorted(datasets))}")
+    return datasets[name]
+
+
+def _emit(args: argparse.Namespace, payload: object, table: list[dict[str, object]]) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+        return
+    if not table:
+        print("(none)")
+        return
+    columns = list(table[0])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in table)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in table:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from ecm_assets.manifest.ledger import load_manifests, status_history
+
+    _datasets()
+    with connect(_warehouse(args), read_only=True) as conn:
+        manifests = load_manifests(conn, run_id=args.run_id, asset=args.asset)
+        if args.run_id and not manifests:
+            raise LookupError(f"no manifest recorded for run {args.run_id}")
+        history = status_history(conn, args.run_id) if args.run_id else []
+    if args.run_id and not args.json:
+        for m in manifests:
+            print(json.dumps(m.to_json(), indent=2, default=str))
+        print("status history:")
+        for asset, old, new, at, detail in history:
+            print(f"  {at:%Y-%m-%d %H:%M:%S} {asset}: {old or '-'} -> {new} {detail or ''}")
+        return 0
+    payload = [m.to_json() for m in manifests]
+    if args.run_id:
+        payload = {"manifests": payload, "history": [list(h) for h in history]}
+    table = [
+        {
+            "run_id": m.run_id,
+            "asset": m.asset,
+            "status": str(m.status),
+            "mode": m.mode,
+            "partitions": f"{m.output_boundary[0]}..{m.output_boundary[-1]}"
+            if m.output_boundary
+            else "",
+            "checksum": (m.outputs or {}).get("business_checksum", ""),
+            "planned_at": f"{m.planned_at:%Y-%m-%d %H:%M:%S}" if m.planned_at else "",
+        }
+        for m in manifests
+    ]
+    _emit(args, payload, table)
+    return 0
+
+
+def cmd_close(args: argparse.Namespace) -> int:
+    from ecm_assets.publish.versions import close_partition
+
+    contract = _dataset(args.asset).contract
+    partition = contract.partition_value(args.partition)
+    with connect(_warehouse(args)) as conn:
+        close_partition(conn, contract, partition, actor=args.by, note=args.note)
+    _emit(
+        args,
+        {"asset": contract.name, "partition": partition.isoformat(), "closed": True},
+        [{"asset": contract.name, "partition": partition.isoformat(), "closed_by": args.by}],
+    )
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from ecm_assets.publish.versions import list_versions
+
+    contract = _dataset(args.asset).contract
+    partition = contract.partition_value(args.partition) if args.partition else None
+    with connect(_warehouse(args), read_only=True) as conn:
+        versions = list_versions(conn, contract.name, partition)
+    rows = [
+        {
+            "partition": v.partition_date.isoformat(),
+            "version": v.version,
+            "status": v.status,
+            "reason": v.reason,
+            "prior": v.prior_version if v.prior_version is not None else "",
+            "rows": v.rows,
+            "checksum": v.business_checksum,
+            "run_id": v.run_id,
+            "created_at": f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+        }
+        for v in versions
+    ]
+    _emit(args, rows, rows)
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from ecm_assets.publish.versions import diff_versions
+
+    contract = _dataset(args.asset).contract
+    partition = contract.partition_value(args.partition)
+    with connect(_warehouse(args), read_only=True) as conn:
+        diff = diff_versions(conn, contract, partition, args.old, args.new)
+    rows = diff.astype(object).where(diff.notna(), None).to_dict(orient="records")
+    _emit(args, rows, rows)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ecm_assets.publish.versions import rollback
+
+    contract = _dataset(args.asset).contract
+    partition = contract.partition_value(args.partition)
+    with connect(_warehouse(args)) as conn:
+        old, new = rollback(conn, contract, partition, args.to, actor=args.by, reason=args.reason)
+    row = {
+        "asset": contract.name,
+        "partition": partition.isoformat(),
+        "from_version": old,
+        "to_version": new,
+    }
+    _emit(args, row, [row])
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from ecm_assets.publish.recovery import recover
+
+    _datasets()
+    with connect(_warehouse(args)) as conn:
+        results = recover(conn, run_id=args.run_id, force=args.force)
+    rows = [
+        {
+            "run_id": r.run_id,
+            "asset": r.asset,
+            "was": r.previous_status,
+            "decision": str(r.decision),
+            "evidence": r.evidence,
+        }
+        for r in results
+    ]
+    _emit(args, rows, rows)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ecm_assets.definitions import data_dir
+    from ecm_assets.operations.replay import replay_run
+
+    root = Path(args.data) if args.data else data_dir()
+    result = replay_run(
+        _warehouse(args),
+        _datasets(),
+        args.run_id,
+        asset=args.asset,
+        landing_root=root / "landing",
+        reference_root=root / "reference",
+    )
+    row = {
+        "run_id": result.run_id,
+        "asset": result.asset,
+        "partitions": f"{result.partitions[0]}..{result.partitions[-1]}",
+        "landing_files": result.landing_files,
+        "rows": result.rows,
+        "original_checksum": result.original_checksum,
+        "replay_checksum": result.replay_checksum,
+        "matches": result.matches,
+    }
+    _emit(args, row, [row])
+    return 0 if result.matches else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +322,45 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--warehouse", help="DuckDB file (default: $ECM_WAREHOUSE)")
     summary.add_argument("--json", action="store_true")
     summary.set_defaults(func=cmd_summary)
+
+    def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--warehouse", help="DuckDB file (default: $ECM_WAREHOUSE)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("manifest", cmd_manifest, "list run manifests, or show one run's manifest")
+    p.add_argument("run_id", nargs="?")
+    p.add_argument("--asset")
+    p = command("close", cmd_close, "close a published partition of a versioned asset")
+    p.add_argument("asset")
+    p.add_argument("partition")
+    p.add_argument("--by", default=os.environ.get("USER", "operator"), help="who closes it")
+    p.add_argument("--note")
+    p = command("versions", cmd_versions, "list the versions of a versioned asset")
+    p.add_argument("asset")
+    p.add_argument("partition", nargs="?")
+    p = command("diff", cmd_diff, "rows and metrics that differ between two versions")
+    p.add_argument("asset")
+    p.add_argument("partition")
+    p.add_argument("old", type=int)
+    p.add_argument("new", type=int)
+    p = command("rollback", cmd_rollback, "move a partition's current pointer back")
+    p.add_argument("asset")
+    p.add_argument("partition")
+    p.add_argument("--to", type=int, required=True, help="version to make current")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--by", default=os.environ.get("USER", "operator"))
+    p = command("recover", cmd_recover, "settle runs a dead process left in flight")
+    p.add_argument("run_id", nargs="?")
+    p.add_argument(
+        "--force", action="store_true", help="treat a RUNNING run as dead even if its pid is alive"
+    )
+    p = command("replay", cmd_replay, "recompute a run from its recorded input boundary")
+    p.add_argument("run_id")
+    p.add_argument("--asset")
+    p.add_argument("--data", help="data directory (default: $ECM_DATA_DIR)")
     return parser
 
 
@@ -140,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, LookupError) as exc:
+    except (ValueError, FileNotFoundError, LookupError, RuntimeError) as exc:
         print(f"ecm {args.command}: {exc}", file=sys.stderr)
         return 2
 

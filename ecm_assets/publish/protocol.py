@@ -39,7 +39,11 @@ from ecm_assets.publish.staging import (
     staging_table_name,
     staging_tables,
 )
-from ecm_assets.publish.versions import ensure_versioned_storage, publish_versions
+from ecm_assets.publish.versions import (
+    check_closed_partitions,
+    ensure_versioned_storage,
+    publish_versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -482,6 +486,9 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         versioned = contract.publish_mode == "versioned"
         if versioned:
             ensure_versioned_storage(conn, contract)
+            check_closed_partitions(
+                conn, contract, owned, per_partition, request.restatement_reason
+            )
             alters: list[str] = []
         else:
             alters = _reconcile_table_schema(conn, contract)
@@ -635,3 +642,14 @@ def empty_frame(contract: DatasetContract, *, with_provenance: bool = False) -> 
     return pd.DataFrame(
         {name: pd.Series(dtype=_PANDAS_TYPES.get(t.upper(), "object")) for name, t in cols}
     )
+
+
+def frame_checksum(contract: DatasetContract, frame: pd.DataFrame) -> str:
+    """The business checksum a publish of `frame` would record, computed without publishing."""
+    check_frame_columns(contract, frame)
+    with duckdb.connect() as conn:
+        request = PublishRequest(contract, (date.min,), "checksum", datetime.min, frame)
+        conn.execute(f"CREATE SCHEMA {quote_ident(STAGING_SCHEMA)}")
+        staging = staging_relation(contract, "checksum")
+        _stage(conn, request, staging)
+        return business_checksum(conn, contract, staging)

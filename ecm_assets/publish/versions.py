@@ -26,6 +26,9 @@ EVENTS = f'"{LEDGER_SCHEMA}"."version_events"'
 CLOSED = f'"{LEDGER_SCHEMA}"."closed_partitions"'
 
 
+EMPTY_CHECKSUM = "n0-" + "0" * 32
+
+
 class Reason(StrEnum):
     INITIAL = "INITIAL"
     RERUN = "RERUN"
@@ -78,6 +81,46 @@ def ensure_version_ledger(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _ledger_exists(conn: duckdb.DuckDBPyConnection) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
+            "table_name = 'versions'",
+            [LEDGER_SCHEMA],
+        ).fetchone()[0]
+    )
+
+
+def check_closed_partitions(
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    owned: list[date],
+    checksums: dict[date, tuple[int, str]],
+    restatement_reason: str | None,
+) -> None:
+    """Refuse, before anything is committed, a change to a closed partition without a reason."""
+    if restatement_reason:
+        Reason(restatement_reason)  # an unknown reason code fails here, naming the choices
+        return
+    for partition in owned:
+        closed = closed_partition(conn, contract.name, partition)
+        if closed is None:
+            continue
+        current = current_version(conn, contract.name, partition)
+        checksum = checksums.get(partition, (0, EMPTY_CHECKSUM))[1]
+        if current is not None and current.business_checksum == checksum:
+            continue
+        raise ClosedPeriodError(
+            f"{contract.name} {partition} is closed (since {closed[0]:%Y-%m-%d %H:%M} by "
+            f"{closed[1]}) and this run would change it (current version "
+            f"{current.version if current else '-'} checksum "
+            f"{current.business_checksum if current else '-'}, this run {checksum}). Nothing "
+            "was published. To change a closed period, rerun as a restatement with a reason: "
+            "run tag ecm/restatement_reason=SOURCE_CORRECTION (or LATE_DATA, BUG_FIX, "
+            "RESTATEMENT)"
+        )
+
+
 def ensure_versioned_storage(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> None:
     """Create the versions table and the current-rows view the consumers read."""
     ensure_version_ledger(conn)
@@ -126,6 +169,8 @@ class PartitionVersion:
 def current_version(
     conn: duckdb.DuckDBPyConnection, dataset: str, partition: date
 ) -> PartitionVersion | None:
+    if not _ledger_exists(conn):
+        return None
     row = conn.execute(
         f"SELECT v.* FROM {VERSIONS} v JOIN {CURRENT} c USING (dataset, partition_date, version) "
         "WHERE dataset = ? AND partition_date = ?",
@@ -137,7 +182,8 @@ def current_version(
 def list_versions(
     conn: duckdb.DuckDBPyConnection, dataset: str, partition: date | None = None
 ) -> list[PartitionVersion]:
-    ensure_version_ledger(conn)
+    if not _ledger_exists(conn):
+        return []
     where, params = "dataset = ?", [dataset]
     if partition is not None:
         where += " AND partition_date = ?"
@@ -149,6 +195,8 @@ def list_versions(
 
 
 def closed_partition(conn: duckdb.DuckDBPyConnection, dataset: str, partition: date):
+    if not _ledger_exists(conn):
+        return None
     return conn.execute(
         f"SELECT closed_at, closed_by, note FROM {CLOSED} WHERE dataset = ? AND partition_date = ?",
         [dataset, partition],
@@ -209,7 +257,7 @@ def publish_versions(
     staged_names = [*contract.column_names, "?", *(n for n, _ in PROVENANCE_COLUMNS)]
     published: dict[str, int | None] = {}
     for partition in owned:
-        rows, checksum = checksums.get(partition, (0, "n0-" + "0" * 32))
+        rows, checksum = checksums.get(partition, (0, EMPTY_CHECKSUM))
         current = current_version(conn, contract.name, partition)
         closed = closed_partition(conn, contract.name, partition)
         if closed is not None:

@@ -1,0 +1,1 @@
+"""Operator actions outside a Dagster run: replay, recovery, lifecycle commands."""
