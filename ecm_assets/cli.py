@@ -303,6 +303,50 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if result.matches else 3
 
 
+def cmd_materialize(args: argparse.Namespace) -> int:
+    """Like `dagster asset materialize`, plus the run tags that steer a run's lifecycle."""
+    import dagster as dg
+
+    from ecm_assets.definitions import defs
+    from ecm_assets.orchestration.factory import REASON_TAG, REPLAY_TAG, RESTATEMENT_TAG
+
+    tags: dict[str, str] = {}
+    for item in args.tag or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--tag {item!r} is not KEY=VALUE")
+        tags[key] = value
+    for key, value in (
+        (RESTATEMENT_TAG, args.restatement_reason),
+        (REASON_TAG, args.reason),
+        (REPLAY_TAG, args.replay_of),
+    ):
+        if value:
+            tags[key] = value
+    partition_key = None
+    if args.partition_range:
+        first, sep, last = args.partition_range.partition("...")
+        if not sep:
+            raise ValueError(f"--partition-range {args.partition_range!r} is not START...END")
+        tags["dagster/asset_partition_range_start"] = first
+        tags["dagster/asset_partition_range_end"] = last
+    else:
+        partition_key = args.partition
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    result = dg.materialize(
+        list(defs.assets or []),
+        selection=args.select,
+        resources=defs.resources,
+        partition_key=partition_key,
+        tags=tags,
+        instance=instance,
+        raise_on_error=False,
+    )
+    row = {"run_id": result.run_id, "success": result.success, "tags": tags}
+    _emit(args, row, [{"run_id": result.run_id, "success": result.success}])
+    return 0 if result.success else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -330,6 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    p = command("materialize", cmd_materialize, "materialize assets with lifecycle run tags")
+    p.add_argument("--select", required=True, help="comma-separated asset keys")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--partition")
+    target.add_argument("--partition-range", help="START...END (one run owns the range)")
+    p.add_argument("--restatement-reason", help="change a closed period (SOURCE_CORRECTION...)")
+    p.add_argument("--reason", help="reason code of new versions (LATE_DATA, BUG_FIX...)")
+    p.add_argument("--replay-of", help="recompute from the input boundary of this run")
+    p.add_argument("--tag", action="append", help="extra run tag KEY=VALUE")
     p = command("manifest", cmd_manifest, "list run manifests, or show one run's manifest")
     p.add_argument("run_id", nargs="?")
     p.add_argument("--asset")
