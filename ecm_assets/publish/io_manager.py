@@ -37,6 +37,7 @@ class StagedOutput:
     mode: str = "publish"
     reason: str | None = None
     restatement_reason: str | None = None
+    reconciliation: dict[str, Any] | None = None
 
 
 class DuckDBPublishIOManager(dg.ConfigurableIOManager):
@@ -83,6 +84,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             reason=obj.reason,
             restatement_reason=obj.restatement_reason,
             input_boundary=obj.input_boundary.to_json(),
+            reconciliation=obj.reconciliation,
         )
         with self.connect(context, read_only=False) as conn:
             result = publish_partitions(conn, request)

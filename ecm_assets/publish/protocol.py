@@ -92,6 +92,7 @@ class PublishRequest:
     restatement_reason: str | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
     input_boundary: dict[str, Any] | None = None
+    reconciliation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -554,7 +555,15 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             "replaced_rows": int(replaced),
             "quarantined_rows": quarantined,
         }
-        transition(conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs)
+        transition(
+            conn,
+            run_id,
+            asset,
+            RunStatus.PUBLISHED,
+            finished_at=now(),
+            outputs=outputs,
+            reconciliation=request.reconciliation,
+        )
         failpoint("publish.before_commit")  # after the ledger write
         conn.execute("COMMIT")
         in_transaction = False
