@@ -36,6 +36,7 @@ from ecm_assets.orchestration.inputs import (
 from ecm_assets.orchestration.partitions import partitions_for
 from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager, StagedOutput
+from ecm_assets.publish.versions import parse_reason
 
 IO_MANAGER_KEY = "warehouse_io_manager"
 #: Run tags an operator sets from the UI launchpad or `dagster ... --tags`.
@@ -148,6 +149,10 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         with warehouse.connect(context) as conn:
             plan(conn, manifest)
         try:
+            # A bad reason code fails before any compute, listing the valid codes.
+            for tag in (RESTATEMENT_TAG, REASON_TAG):
+                if tags.get(tag):
+                    parse_reason(tags[tag], tag)
             recorded = None
             if replay_of:
                 with warehouse.connect(context, read_only=True) as conn:

@@ -39,6 +39,15 @@ class Reason(StrEnum):
     ROLLBACK = "ROLLBACK"
 
 
+def parse_reason(code: str, source: str = "reason code") -> Reason:
+    """A reason code, or an error that lists the valid ones."""
+    try:
+        return Reason(code)
+    except ValueError:
+        valid = ", ".join(r.value for r in Reason if r is not Reason.ROLLBACK)
+        raise ValueError(f"{source} {code!r} is not a reason code; use one of {valid}") from None
+
+
 class VersionStatus(StrEnum):
     PUBLISHED = "PUBLISHED"  # the current version
     SUPERSEDED = "SUPERSEDED"  # replaced by a later ordinary publish
@@ -100,7 +109,7 @@ def check_closed_partitions(
 ) -> None:
     """Refuse, before anything is committed, a change to a closed partition without a reason."""
     if restatement_reason:
-        Reason(restatement_reason)  # an unknown reason code fails here, naming the choices
+        parse_reason(restatement_reason, "ecm/restatement_reason")
         return
     for partition in owned:
         closed = closed_partition(conn, contract.name, partition)
@@ -279,9 +288,9 @@ def publish_versions(
         ).fetchone()[0]
         version = (latest or 0) + 1
         if closed is not None:
-            why = Reason(restatement_reason).value
+            why = parse_reason(restatement_reason, "ecm/restatement_reason").value
         elif reason:
-            why = Reason(reason).value
+            why = parse_reason(reason, "ecm/reason").value
         else:
             why = Reason.INITIAL.value if current is None else Reason.RERUN.value
         conn.execute(
