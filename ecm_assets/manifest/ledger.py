@@ -55,6 +55,10 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: Fields only the state machine itself writes.
+_MANAGED_FIELDS = frozenset({"run_id", "asset", "status", "status_detail", "updated_at"})
+
+
 class ManifestNotFoundError(LookupError):
     """No manifest is recorded for the run (and asset) asked for."""
 
@@ -180,9 +184,13 @@ def transition(
         raise ManifestNotFoundError(f"no manifest for run {run_id} asset {asset}")
     current = RunStatus(row[0])
     check_transition(current, target)
-    unknown = set(fields) - {n for n, _ in _COLUMNS}
+    settable = {n for n, _ in _COLUMNS} - _MANAGED_FIELDS
+    unknown = set(fields) - settable
     if unknown:
-        raise ValueError(f"not manifest fields: {sorted(unknown)}")
+        raise ValueError(
+            f"fields {sorted(unknown)} cannot be set by a transition: status, identity and "
+            "timestamps of the change are managed by the state machine"
+        )
     assignments = {"status": str(target), "status_detail": detail, "updated_at": now(), **fields}
     sets = ", ".join(f'"{k}" = ?' for k in assignments)
     conn.execute(

@@ -20,7 +20,7 @@ from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.dataset import DatasetContract
 from ecm_assets.contracts.registry import contract_for
 from ecm_assets.manifest.ledger import Manifest, load_manifests, transition
-from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
+from ecm_assets.manifest.states import IN_FLIGHT, TERMINAL, RunStatus
 from ecm_assets.publish.staging import drop_staging_table, staging_table_name, staging_tables
 from ecm_assets.publish.versions import VERSIONS, ensure_version_ledger
 
@@ -31,6 +31,7 @@ class Decision(StrEnum):
     MANUAL_REVIEW_REQUIRED = "MANUAL_REVIEW_REQUIRED"
     SAFE_TO_RETRY = "SAFE_TO_RETRY"
     STILL_RUNNING = "STILL_RUNNING"
+    DEBRIS_DROPPED = "DEBRIS_DROPPED"
 
 
 @dataclass(frozen=True)
@@ -186,4 +187,31 @@ def recover(
             if not owned & set(partitions):
                 continue
         results.append(recover_manifest(conn, manifest, force=force, contract=contract))
+    if partitions is None:
+        results += _drop_finished_runs_staging(conn, run_id=run_id, asset=asset)
+    return results
+
+
+def _drop_finished_runs_staging(
+    conn: duckdb.DuckDBPyConnection, *, run_id: str | None, asset: str | None
+) -> list[RecoveryResult]:
+    """Staging a finished run left behind (a kill after COMMIT, before cleanup)."""
+    results = []
+    for manifest in load_manifests(conn, run_id=run_id, asset=asset, statuses=TERMINAL):
+        try:
+            contract = contract_for(manifest.asset)
+        except KeyError:
+            continue
+        name = staging_table_name(contract, manifest.run_id)
+        if name in staging_tables(conn, contract):
+            drop_staging_table(conn, name)
+            results.append(
+                RecoveryResult(
+                    manifest.run_id,
+                    manifest.asset,
+                    str(manifest.status),
+                    Decision.DEBRIS_DROPPED,
+                    f"run is {manifest.status}; dropped its leftover staging {name}",
+                )
+            )
     return results
