@@ -298,6 +298,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         "original_checksum": result.original_checksum,
         "replay_checksum": result.replay_checksum,
         "matches": result.matches,
+        "comparable": result.comparable,
     }
     _emit(args, row, [row])
     return 0 if result.matches else 3

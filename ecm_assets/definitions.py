@@ -2,7 +2,8 @@
 
 Paths come from the environment so the same code serves the demo, tests and production:
 ECM_DATA_DIR (default ./data) holds `landing/` and `reference/`; ECM_WAREHOUSE (default
-$ECM_DATA_DIR/warehouse.duckdb) is the DuckDB file the assets publish to.
+$ECM_DATA_DIR/warehouse.duckdb) is the DuckDB file the assets publish to;
+ECM_DURABLE_STAGING=1 stages in warehouse tables instead of temp tables (docs/publish.md).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def build_definitions(data: Path | None = None, warehouse: Path | None = None) -
     return dg.Definitions(
         assets=build_assets(DATASETS),
         resources={
-            IO_MANAGER_KEY: DuckDBPublishIOManager(database=str(warehouse)),
+            IO_MANAGER_KEY: DuckDBPublishIOManager(
+                database=str(warehouse),
+                durable_staging=os.environ.get("ECM_DURABLE_STAGING", "0") == "1",
+            ),
             "landing": LandingZone(root=str(data / "landing")),
             "reference": ReferenceStore(root=str(data / "reference")),
         },

@@ -45,6 +45,8 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
 
     database: str
     lock_timeout_seconds: float = 120.0
+    #: Stage in a warehouse table (kept after a crash, for forensics) instead of a temp table.
+    durable_staging: bool = False
 
     def connect(self, context: Any, *, read_only: bool = False):
         """A warehouse connection that logs lock waits to the run; used by assets too."""
@@ -85,6 +87,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             restatement_reason=obj.restatement_reason,
             input_boundary=obj.input_boundary.to_json(),
             reconciliation=obj.reconciliation,
+            durable_staging=self.durable_staging,
         )
         with self.connect(context, read_only=False) as conn:
             result = publish_partitions(conn, request)

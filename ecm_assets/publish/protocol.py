@@ -5,6 +5,11 @@ by position: a failed insert loses the partition. Here the rows land in a stagin
 with the run id first, are checked against the contract and the owned boundary, and only then
 does a single transaction delete the owned partitions and insert the staged rows by column name.
 Any failure before COMMIT leaves the previously published rows exactly as they were.
+
+Staging is a connection-local temp table by default: readers never see it, a dead process
+leaves nothing behind, and the rows are written to the warehouse file once. Durable staging
+(a table in schema `ecm_staging`) keeps the staged rows of a crashed run for inspection,
+at the cost of a second write.
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ class PublishRequest:
     parameters: Mapping[str, str] = field(default_factory=dict)
     input_boundary: dict[str, Any] | None = None
     reconciliation: dict[str, Any] | None = None
+    #: Stage into a table in the warehouse file (kept for forensics if the process dies)
+    #: instead of a connection-local temp table (nothing to clean up, one disk write less).
+    durable_staging: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,8 +201,11 @@ def _check_lossless(conn: duckdb.DuckDBPyConnection, contract: DatasetContract, 
 
 def _stage(conn: duckdb.DuckDBPyConnection, request: PublishRequest, staging: str) -> None:
     contract = request.contract
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
-    conn.execute(f"CREATE TABLE {staging} ({', '.join(_ddl_columns(contract))})")
+    if request.durable_staging:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
+        conn.execute(f"CREATE TABLE {staging} ({', '.join(_ddl_columns(contract))})")
+    else:
+        conn.execute(f"CREATE TEMP TABLE {staging} ({', '.join(_ddl_columns(contract))})")
     failpoint("publish.mid_staging")
     view = "__ecm_staged_frame"
     conn.register(view, request.data)
@@ -302,23 +313,29 @@ def _normalise_type(sql_type: str) -> str:
     return aliases.get(upper, upper)
 
 
-def business_checksum_sql(contract: DatasetContract, relation: str, where: str = "") -> str:
+#: How checksums are computed. DuckDB's hash() is fast (the checksum must not dominate a
+#: publish) but only promised stable within a DuckDB version, so every checksum carries this
+#: tag and checksums with different tags are never compared as if equal.
+CHECKSUM_ALGORITHM = "h" + ".".join(duckdb.__version__.split(".")[:2])
+
+
+def business_checksum_sql(
+    contract: DatasetContract, relation: str, where: str = "", *, by_partition: bool = False
+) -> str:
     """Order-independent checksum over the business columns of a relation.
 
-    Each row is rendered as text and hashed with md5; the two 64-bit halves are summed.
-    Every value is length-prefixed and NULL has its own marker, so no value can shift into
-    a neighbouring column or pass for NULL. md5 and the text rendering are stable across
-    DuckDB versions, unlike hash().
+    Two 64-bit row hashes (the second salted) are summed, so row order does not matter,
+    duplicated rows count, and a value moved to another column changes the result.
     """
-    parts = []
-    for c in contract.column_names:
-        text = f"CAST({quote_ident(c)} AS VARCHAR)"
-        parts.append(f"coalesce(length({text})::VARCHAR || ':' || {text}, '-')")
-    row = f"concat({', '.join(parts)})"
-    return (
-        f"SELECT count(*), coalesce(sum(md5_number_upper({row})::HUGEINT), 0), "
-        f"coalesce(sum(md5_number_lower({row})::HUGEINT), 0) FROM {relation} {where}"
+    cols = ", ".join(quote_ident(c) for c in contract.column_names)
+    sums = (
+        f"count(*), coalesce(sum(hash({cols})::HUGEINT), 0), "
+        f"coalesce(sum(hash({cols}, 'ecm')::HUGEINT), 0)"
     )
+    if by_partition:
+        pcol = quote_ident(contract.partition_column)
+        return f"SELECT {pcol}, {sums} FROM {relation} {where} GROUP BY 1"
+    return f"SELECT {sums} FROM {relation} {where}"
 
 
 def business_checksum(
@@ -328,14 +345,34 @@ def business_checksum(
     where: str = "",
     params: Sequence[object] = (),
 ) -> str:
-    count, upper, lower = conn.execute(
+    count, first, second = conn.execute(
         business_checksum_sql(contract, relation, where), list(params)
     ).fetchone()
-    return _format_checksum(count, upper, lower)
+    return _format_checksum(count, first, second)
 
 
-def _format_checksum(count: int, upper: int, lower: int) -> str:
-    return f"n{count}-{int(upper) % (1 << 64):016x}{int(lower) % (1 << 64):016x}"
+def _format_checksum(count: int, first: int, second: int) -> str:
+    return (
+        f"{CHECKSUM_ALGORITHM}:n{count}-{int(first) % (1 << 64):016x}{int(second) % (1 << 64):016x}"
+    )
+
+
+def checksums_comparable(a: str | None, b: str | None) -> bool:
+    """Whether two checksums were computed the same way (same algorithm tag)."""
+    return bool(a and b and a.split(":", 1)[0] == b.split(":", 1)[0])
+
+
+def partition_checksums(
+    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, relation: str
+) -> tuple[dict[date, tuple[int, str]], str]:
+    """Row count and checksum of each partition, and of all of them, in one pass."""
+    out: dict[date, tuple[int, str]] = {}
+    total = [0, 0, 0]
+    sql = business_checksum_sql(contract, relation, by_partition=True)
+    for partition, count, first, second in conn.execute(sql).fetchall():
+        out[partition] = (count, _format_checksum(count, first, second))
+        total = [total[0] + count, total[1] + int(first), total[2] + int(second)]
+    return out, _format_checksum(*total)
 
 
 def _stage_rejects(request: PublishRequest) -> pd.DataFrame | None:
@@ -432,20 +469,6 @@ def _check_not_stale(
         )
 
 
-def partition_checksums(
-    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, relation: str
-) -> dict[date, tuple[int, str]]:
-    """Row count and business checksum of each partition of a relation."""
-    pcol = quote_ident(contract.partition_column)
-    sql = business_checksum_sql(contract, relation).replace(
-        "SELECT count(*)", f"SELECT {pcol}, count(*)", 1
-    )
-    out = {}
-    for partition, count, upper, lower in conn.execute(f"{sql} GROUP BY 1").fetchall():
-        out[partition] = (count, _format_checksum(count, upper, lower))
-    return out
-
-
 def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest) -> PublishResult:
     """Stage, judge and atomically publish the owned partitions; see the module docstring.
 
@@ -466,7 +489,11 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
     # The same check `ecm recover` runs: settle what dead runs left on these partitions.
     recoveries = recover(conn, asset=asset, partitions=owned, exclude_run=run_id, contract=contract)
     staging_name = staging_table_name(contract, run_id)
-    staging = staging_relation(contract, run_id)
+    staging = (
+        staging_relation(contract, run_id)
+        if request.durable_staging
+        else f"temp.main.{quote_ident(staging_name)}"
+    )
     debris = []
     for name in staging_tables(conn, contract):
         drop_staging_table(conn, name)
@@ -481,8 +508,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         failpoint("publish.after_staging")
         transition(conn, run_id, asset, RunStatus.VALIDATING)
         _check_owned_boundary(conn, request, staging)
-        checksum = business_checksum(conn, contract, staging)
-        per_partition = partition_checksums(conn, contract, staging)
+        per_partition, checksum = partition_checksums(conn, contract, staging)
         by_partition = {d.isoformat(): per_partition[d][0] for d in sorted(per_partition)}
         versioned = contract.publish_mode == "versioned"
         if versioned:
@@ -582,7 +608,11 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         replaced_rows=int(replaced),
         quarantined_rows=quarantined,
         business_checksum=checksum,
-        staging_table=f"{STAGING_SCHEMA}.{staging_name}",
+        staging_table=(
+            f"{STAGING_SCHEMA}.{staging_name}"
+            if request.durable_staging
+            else f"temp.main.{staging_name}"
+        ),
         debris_dropped=tuple(debris),
         seconds=time.perf_counter() - started,
         versions=versions,
@@ -658,7 +688,6 @@ def frame_checksum(contract: DatasetContract, frame: pd.DataFrame) -> str:
     check_frame_columns(contract, frame)
     with duckdb.connect() as conn:
         request = PublishRequest(contract, (date.min,), "checksum", datetime.min, frame)
-        conn.execute(f"CREATE SCHEMA {quote_ident(STAGING_SCHEMA)}")
-        staging = staging_relation(contract, "checksum")
+        staging = "temp.main.checksum_frame"
         _stage(conn, request, staging)
         return business_checksum(conn, contract, staging)

@@ -26,7 +26,7 @@ EVENTS = f'"{LEDGER_SCHEMA}"."version_events"'
 CLOSED = f'"{LEDGER_SCHEMA}"."closed_partitions"'
 
 
-EMPTY_CHECKSUM = "n0-" + "0" * 32
+EMPTY_CHECKSUM = "empty:n0"
 
 
 class Reason(StrEnum):
@@ -117,7 +117,7 @@ def check_closed_partitions(
             continue
         current = current_version(conn, contract.name, partition)
         checksum = checksums.get(partition, (0, EMPTY_CHECKSUM))[1]
-        if current is not None and current.business_checksum == checksum:
+        if current is not None and _current_checksum(conn, contract, current, checksum) == checksum:
             continue
         raise ClosedPeriodError(
             f"{contract.name} {partition} is closed (since {closed[0]:%Y-%m-%d %H:%M} by "
@@ -128,6 +128,28 @@ def check_closed_partitions(
             "run tag ecm/restatement_reason=SOURCE_CORRECTION (or LATE_DATA, BUG_FIX, "
             "RESTATEMENT)"
         )
+
+
+def _current_checksum(
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    current: PartitionVersion,
+    like: str,
+) -> str:
+    """The current version's checksum, recomputed from its stored rows if it was recorded
+    with another checksum algorithm (a DuckDB upgrade), so the comparison stays exact."""
+    from ecm_assets.publish.protocol import business_checksum, checksums_comparable
+
+    if checksums_comparable(current.business_checksum, like):
+        return current.business_checksum
+    pcol = quote_ident(contract.partition_column)
+    return business_checksum(
+        conn,
+        contract,
+        versions_table(contract),
+        f"WHERE {pcol} = ? AND version = ?",
+        [current.partition_date, current.version],
+    )
 
 
 def ensure_versioned_storage(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> None:
@@ -270,7 +292,10 @@ def publish_versions(
         current = current_version(conn, contract.name, partition)
         closed = closed_partition(conn, contract.name, partition)
         if closed is not None:
-            if current is not None and current.business_checksum == checksum:
+            if (
+                current is not None
+                and _current_checksum(conn, contract, current, checksum) == checksum
+            ):
                 published[partition.isoformat()] = current.version
                 continue
             if not restatement_reason:

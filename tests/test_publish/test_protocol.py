@@ -181,7 +181,7 @@ def test_first_publish_creates_table_with_provenance_and_exact_values(conn):
     assert result.rows == 5
     assert result.rows_by_partition == {D1.isoformat(): 2, D2.isoformat(): 2, D3.isoformat(): 1}
     assert result.replaced_rows == 0
-    assert result.business_checksum.startswith("n5-")
+    assert ":n5-" in result.business_checksum
     assert staging_tables(conn) == []
 
 
@@ -216,7 +216,7 @@ def test_crash_after_staging_leaves_debris_that_a_rerun_drops(tmp_path, conn):
         conn = duckdb.connect({str(database)!r})
         publish_partitions(conn, PublishRequest(
             CONTRACT, (D2,), "run-crashed", datetime.now(UTC),
-            frame([(D2, "U01", 77)]),
+            frame([(D2, "U01", 77)]), durable_staging=True,
         ))
         """
     )

@@ -200,10 +200,11 @@ CRASHES = [
 ]
 
 
-def _run_killed(data: Path, warehouse: Path, point: str, cwd: Path) -> None:
+def _run_killed(data: Path, warehouse: Path, point: str, cwd: Path, durable: bool) -> None:
     env = {
         **os.environ,
         ENV_VAR: f"{point}=kill",
+        "ECM_DURABLE_STAGING": "1" if durable else "0",
         "ECM_DATA_DIR": str(data),
         "ECM_WAREHOUSE": str(warehouse),
     }
@@ -223,14 +224,24 @@ def _run_killed(data: Path, warehouse: Path, point: str, cwd: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, stderr.decode(errors="replace")[-3000:]
 
 
+@pytest.mark.parametrize("durable", [True, False], ids=["durable-staging", "temp-staging"])
 @pytest.mark.parametrize("crash", CRASHES, ids=lambda c: c.point)
 def test_sigkill_at_publish_step_then_recover_and_rerun(
-    base: Base, tmp_path: Path, crash: Crash
+    base: Base, tmp_path: Path, crash: Crash, durable: bool
 ) -> None:
+    if not durable:
+        # A temp staging table dies with its process: nothing is left to clean, so every
+        # crash before COMMIT is simply safe to retry.
+        crash = Crash(
+            crash.point,
+            crash.left_status,
+            False,
+            None if crash.committed else "SAFE_TO_RETRY",
+        )
     warehouse = tmp_path / "warehouse.duckdb"
     _copy_warehouse(base.warehouse, warehouse)
 
-    _run_killed(base.data, warehouse, crash.point, tmp_path)
+    _run_killed(base.data, warehouse, crash.point, tmp_path, durable)
 
     # The dead run left its manifest where the crash caught it.
     killed = [m for m in _manifests(warehouse) if m.run_id != base.old_run]
@@ -254,9 +265,10 @@ def test_sigkill_at_publish_step_then_recover_and_rerun(
 
     decisions = _ecm_json("recover", "--warehouse", str(warehouse), "--json")
     if crash.committed:
-        # Nothing is in flight: the manifest committed with the data. Only the staging
+        # Nothing is in flight: the manifest committed with the data. Only a durable staging
         # table the killed process never dropped is cleaned.
-        assert [(d["run_id"], d["decision"]) for d in decisions] == [(run_id, "DEBRIS_DROPPED")]
+        expected = [(run_id, "DEBRIS_DROPPED")] if durable else []
+        assert [(d["run_id"], d["decision"]) for d in decisions] == expected
         assert staging not in _staging(warehouse)
     else:
         assert [(d["run_id"], d["was"], d["decision"]) for d in decisions] == [
