@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -78,3 +79,17 @@ def connect(
 def quote_ident(name: str) -> str:
     """Quote an identifier for DuckDB SQL."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def owned_filter(column: str) -> str:
+    """SQL predicate for "column is one of the owned dates" that DuckDB can prune on.
+
+    The BETWEEN lets zone maps skip row groups of other dates, so the cost does not grow
+    with the partitions already published; list_contains then keeps it exact for gaps.
+    """
+    return f"({column} BETWEEN ? AND ? AND list_contains(?::DATE[], {column}))"
+
+
+def owned_params(owned: Sequence[date]) -> list[object]:
+    values = sorted(owned)
+    return [values[0], values[-1], values]

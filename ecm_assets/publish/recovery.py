@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import duckdb
 
-from ecm_assets.adapters.warehouse import quote_ident
+from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
 from ecm_assets.contracts.dataset import DatasetContract
 from ecm_assets.contracts.registry import contract_for
 from ecm_assets.manifest.ledger import Manifest, load_manifests, transition
@@ -66,8 +66,8 @@ def _visible_run_ids(
         ensure_version_ledger(conn)
         rows = conn.execute(
             f"SELECT partition_date, run_id FROM {VERSIONS} WHERE dataset = ? AND "
-            "list_contains(?::DATE[], partition_date) AND status = 'PUBLISHED'",
-            [contract.name, partitions],
+            f"{owned_filter('partition_date')} AND status = 'PUBLISHED'",
+            [contract.name, *owned_params(partitions)],
         ).fetchall()
     else:
         exists = conn.execute(
@@ -78,9 +78,8 @@ def _visible_run_ids(
         if not exists:
             return {}
         rows = conn.execute(
-            f"SELECT DISTINCT {pcol}, run_id FROM {contract.table} "
-            f"WHERE list_contains(?::DATE[], {pcol})",
-            [partitions],
+            f"SELECT DISTINCT {pcol}, run_id FROM {contract.table} WHERE {owned_filter(pcol)}",
+            owned_params(partitions),
         ).fetchall()
     seen: dict[date, set[str]] = {}
     for partition, run_id in rows:
