@@ -8,7 +8,7 @@ a resolution breaches when its SLA hours exceed the target of the case's opening
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from ecm_assets.case_sla.contracts import (
     ROLLING_WINDOW_DAYS,
 )
 from ecm_assets.contracts.boundaries import ReferenceSnapshot
-from ecm_assets.contracts.transform import PartitionWindow
+from ecm_assets.contracts.transform import PartitionWindow, month_days  # noqa: F401
 
 GROUP = ["business_date", "unit_id", "region"]
 HOUR = pd.Timedelta(hours=1)
@@ -191,9 +191,3 @@ def _dtype(column: str) -> str:
     if column in ("unit_id", "region"):
         return "object"
     return "float64" if column == "breach_rate" else "int64"
-
-
-def month_days(month_start: date) -> list[date]:
-    """Business dates of a month partition."""
-    nxt = (month_start.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return [month_start + timedelta(days=i) for i in range((nxt - month_start).days)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import pandas as pd
 
@@ -45,3 +45,9 @@ class TransformResult:
 
 class ReconciliationError(RuntimeError):
     """Counts do not reconcile: rows would be silently lost, so nothing may be published."""
+
+
+def month_days(month_start: date) -> list[date]:
+    """Business dates of a monthly partition."""
+    nxt = (month_start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return [month_start + timedelta(days=i) for i in range((nxt - month_start).days)]

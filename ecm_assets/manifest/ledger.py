@@ -8,6 +8,7 @@ ledger shows when each state was entered, not only the last one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from collections.abc import Iterable, Mapping
@@ -17,7 +18,9 @@ from typing import Any
 
 import duckdb
 
-from ecm_assets.manifest.states import RunStatus, check_transition
+from ecm_assets.manifest.states import TERMINAL, RunStatus, check_transition
+
+log = logging.getLogger(__name__)
 
 LEDGER_SCHEMA = "ecm_ledger"
 MANIFEST_TABLE = f'"{LEDGER_SCHEMA}"."run_manifest"'
@@ -267,3 +270,22 @@ def status_history(conn: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:
         "WHERE run_id = ? ORDER BY recorded_at",
         [run_id],
     ).fetchall()
+
+
+def mark_failed(
+    conn: duckdb.DuckDBPyConnection, run_id: str, asset: str, exc: BaseException
+) -> None:
+    """Record FAILED with the error, unless the run already ended; never masks `exc`."""
+    try:
+        current = load_manifests(conn, run_id=run_id, asset=asset)
+        if current and current[0].status not in TERMINAL:
+            transition(
+                conn,
+                run_id,
+                asset,
+                RunStatus.FAILED,
+                finished_at=now(),
+                detail=f"{type(exc).__name__}: {exc}"[:2000],
+            )
+    except Exception:  # the run's own error matters more than the ledger note
+        log.exception("could not record FAILED for run %s %s", run_id, asset)

@@ -24,7 +24,7 @@ from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import Dataset
 from ecm_assets.contracts.registry import register
 from ecm_assets.contracts.transform import PartitionWindow
-from ecm_assets.manifest.ledger import Manifest, load_manifest, plan, transition
+from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, plan, transition
 from ecm_assets.manifest.states import RunStatus
 from ecm_assets.orchestration.inputs import (
     ReplayError,
@@ -209,15 +209,13 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             )
             result = run_transform(dataset, kwargs)
         except Exception as exc:
-            with warehouse.connect(context) as conn:
-                transition(
-                    conn,
-                    context.run_id,
-                    contract.name,
-                    RunStatus.FAILED,
-                    finished_at=datetime.now(UTC),
-                    detail=f"{type(exc).__name__}: {exc}"[:2000],
-                )
+            # Recording FAILED must never replace the run's own error (e.g. with a lock
+            # timeout), so the operator always sees what actually went wrong.
+            try:
+                with warehouse.connect(context) as conn:
+                    mark_failed(conn, context.run_id, contract.name, exc)
+            except Exception as ledger_exc:
+                context.log.error(f"could not record FAILED in the run manifest: {ledger_exc}")
             raise
         metadata = {
             "partitions": dg.MetadataValue.int(len(window.partitions)),

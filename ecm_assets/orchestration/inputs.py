@@ -16,10 +16,9 @@ import pandas as pd
 
 from ecm_assets.adapters.landing import list_landing_files, read_landing_files
 from ecm_assets.adapters.reference import pin_snapshots
-from ecm_assets.case_sla.metrics import month_days
 from ecm_assets.contracts.boundaries import InputBoundary, UpstreamRead
 from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, Dataset, DatasetContract
-from ecm_assets.contracts.transform import PartitionWindow, TransformResult
+from ecm_assets.contracts.transform import PartitionWindow, TransformResult, month_days
 
 
 class ReplayError(RuntimeError):

@@ -30,6 +30,7 @@ from ecm_assets.manifest.ledger import (
     Manifest,
     ensure_ledger,
     load_manifests,
+    mark_failed,
     now,
     plan,
     transition,
@@ -604,7 +605,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
     except BaseException as exc:
         if in_transaction:
             conn.execute("ROLLBACK")
-        _mark_failed(conn, run_id, asset, exc)
+        mark_failed(conn, run_id, asset, exc)
         raise
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {staging}")
@@ -625,24 +626,6 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         versions=versions,
         recoveries=tuple(recoveries),
     )
-
-
-def _mark_failed(
-    conn: duckdb.DuckDBPyConnection, run_id: str, asset: str, exc: BaseException
-) -> None:
-    try:
-        current = load_manifests(conn, run_id=run_id, asset=asset)
-        if current and current[0].status not in TERMINAL:
-            transition(
-                conn,
-                run_id,
-                asset,
-                RunStatus.FAILED,
-                finished_at=now(),
-                detail=f"{type(exc).__name__}: {exc}"[:2000],
-            )
-    except Exception:  # the original error matters more than the ledger note
-        log.exception("could not record FAILED for run %s %s", run_id, asset)
 
 
 def read_partitions(

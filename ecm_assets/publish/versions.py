@@ -256,15 +256,19 @@ def close_partition(
     if closed_partition(conn, contract.name, partition) is not None:
         raise ValueError(f"{contract.name} {partition} is already closed")
     conn.execute("BEGIN TRANSACTION")
-    conn.execute(
-        f"INSERT INTO {CLOSED} VALUES (?, ?, ?, ?, ?)",
-        [contract.name, partition, now(), actor, note],
-    )
-    conn.execute(
-        f"INSERT INTO {EVENTS} VALUES (?, ?, ?, 'CLOSE', NULL, NULL, NULL, ?, ?)",
-        [contract.name, partition, now(), actor, note],
-    )
-    conn.execute("COMMIT")
+    try:
+        conn.execute(
+            f"INSERT INTO {CLOSED} VALUES (?, ?, ?, ?, ?)",
+            [contract.name, partition, now(), actor, note],
+        )
+        conn.execute(
+            f"INSERT INTO {EVENTS} VALUES (?, ?, ?, 'CLOSE', NULL, NULL, NULL, ?, ?)",
+            [contract.name, partition, now(), actor, note],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def publish_versions(
