@@ -29,6 +29,15 @@ class LandingFileChangedError(RuntimeError):
     """A file changed between the input lock and the read: the boundary no longer holds."""
 
 
+class LandingSchemaError(ValueError):
+    """A landing file lacks a column the contract requires: its rows cannot be read at all."""
+
+    def __init__(self, path: str, missing: list[str], header: list[str]) -> None:
+        super().__init__(f"landing file {path}: header {header} lacks required column(s) {missing}")
+        self.path = path
+        self.missing = missing
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -68,16 +77,19 @@ def boundary_dates(
     return first_partition, last_partition + timedelta(days=lateness_days)
 
 
-def _rows_from_csv(text: str, columns: Sequence[str], path: str) -> list[list[object]]:
+def _rows_from_csv(
+    text: str, columns: Sequence[str], path: str
+) -> tuple[list[list[object]], list[str]]:
     rows: list[list[object]] = []
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if header is None:
-        return rows
+        return rows, []
     header = [h.strip() for h in header]
     missing = [c for c in columns if c not in header]
     if missing:
-        raise ValueError(f"landing file {path}: header {header} lacks required column(s) {missing}")
+        raise LandingSchemaError(path, missing, header)
+    extra = [h for h in header if h not in columns]
     positions = [header.index(c) for c in columns]
     width = len(header)
     # reader.line_num counts physical lines, so a quoted multi-line field does not shift
@@ -95,11 +107,14 @@ def _rows_from_csv(text: str, columns: Sequence[str], path: str) -> list[list[ob
             )
             continue
         rows.append([*(record[p] for p in positions), line_no, None])
-    return rows
+    return rows, extra
 
 
-def _rows_from_jsonl(text: str, columns: Sequence[str]) -> list[list[object]]:
+def _rows_from_jsonl(text: str, columns: Sequence[str]) -> tuple[list[list[object]], list[str]]:
+    """Rows of a JSONL file; a key missing from a record is a null value, not an error."""
     rows: list[list[object]] = []
+    known = set(columns)
+    extra: dict[str, None] = {}
     # Split on "\n" only: str.splitlines() also breaks on U+2028 and friends, which JSON
     # allows raw inside strings.
     for line_no, line in enumerate(text.split("\n"), start=1):
@@ -114,15 +129,23 @@ def _rows_from_jsonl(text: str, columns: Sequence[str]) -> list[list[object]]:
             rows.append([*([None] * len(columns)), line_no, f"malformed JSON: {exc}"[:200]])
             continue
         values = [record.get(c) for c in columns]
+        for key in record:
+            if key not in known:
+                extra[key] = None
         rows.append([*(None if v is None else str(v) for v in values), line_no, None])
-    return rows
+    return rows, list(extra)
 
 
 def read_landing_files(
     root: Path, files: Sequence[LandingFile], columns: Sequence[str]
 ) -> pd.DataFrame:
-    """Read exactly the locked files, refusing any whose bytes changed since the lock."""
+    """Read exactly the locked files, refusing any whose bytes changed since the lock.
+
+    Columns a file carries beyond the contract are ignored and listed in
+    `frame.attrs["landing_issues"]`, so the quality gate can report them.
+    """
     frames: list[pd.DataFrame] = []
+    issues: list[dict[str, object]] = []
     names = [*columns, "_source_line", "_parse_error"]
     for f in files:
         data = (Path(root) / f.path).read_bytes()
@@ -139,9 +162,11 @@ def read_landing_files(
                 f"landing file {f.path} is not valid UTF-8 at byte {exc.start}: {exc.reason}"
             ) from exc
         if f.path.endswith(".csv"):
-            rows = _rows_from_csv(text, columns, f.path)
+            rows, extra = _rows_from_csv(text, columns, f.path)
         else:
-            rows = _rows_from_jsonl(text, columns)
+            rows, extra = _rows_from_jsonl(text, columns)
+        if extra:
+            issues.append({"file": f.path, "extra_columns": extra})
         frame = pd.DataFrame(rows, columns=names, dtype=object)
         frame["_source_file"] = f.path
         frame["_ingest_date"] = pd.Timestamp(f.ingest_date)
@@ -150,7 +175,10 @@ def read_landing_files(
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in names})
         empty["_source_file"] = pd.Series(dtype=object)
         empty["_ingest_date"] = pd.Series(dtype="datetime64[ns]")
-        return empty[[*columns, *META_COLUMNS]]
-    out = pd.concat(frames, ignore_index=True)
-    out["_source_line"] = out["_source_line"].astype("int64")
-    return out[[*columns, *META_COLUMNS]]
+        out = empty[[*columns, *META_COLUMNS]]
+    else:
+        out = pd.concat(frames, ignore_index=True)
+        out["_source_line"] = out["_source_line"].astype("int64")
+        out = out[[*columns, *META_COLUMNS]]
+    out.attrs["landing_issues"] = issues
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ecm_assets.contracts.dataset import Column, DatasetContract, LandingSource, Upstream
 
 EVENT_TYPES = ("opened", "assigned", "escalated", "resolved", "reopened")
+PRIORITIES = ("P1", "P2", "P3", "P4")
 #: Landing columns every case-event file must carry.
 LANDING_COLUMNS = ("event_id", "case_id", "event_type", "event_ts", "unit_id", "priority")
 #: A file may carry events up to this many days after their business date.

@@ -8,7 +8,9 @@ Rules, all deterministic for a given set of landing rows:
   the row's partition still reads (ingest date <= partition + lateness). Identical values
   count as a duplicate, changed values as a correction; both are `duplicate` in the identity
   read = kept + rejected + duplicate.
-- Validation of the surviving rows; each rejected row keeps its first failing rule.
+- Rejection here only of rows that cannot become a typed, dated event (malformed line,
+  missing event_id, unparseable or out-of-horizon timestamp). Every other rule (missing
+  case_id, unknown type, priority or unit) is the quality gate's, with its contract severity.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from ecm_assets.case_sla.contracts import CASE_EVENTS, EVENT_TYPES, LANDING_COLUMNS, LATENESS_DAYS
+from ecm_assets.case_sla.contracts import CASE_EVENTS, LANDING_COLUMNS, LATENESS_DAYS
 from ecm_assets.contracts.boundaries import ReferenceSnapshot
 from ecm_assets.contracts.transform import PartitionWindow, ReconciliationError, TransformResult
 from ecm_assets.publish.protocol import REJECT_COLUMNS
 
-PRIORITIES = ("P1", "P2", "P3", "P4")
 COUNT_COLUMNS = ["read", "kept", "rejected", "duplicate", "corrections_applied", "late_arrivals"]
 
 
@@ -156,31 +157,24 @@ def parse_case_events(
     reject(_blank(mine["event_id"]), "missing_event_id", "event_id", mine["event_id"])
     reject(mine["_ts"].isna(), "unparseable_event_ts", "event_ts", mine["event_ts"])
     reject(~mine["_in_horizon"], "event_ts_outside_arrival_horizon", "event_ts", mine["event_ts"])
-    reject(_blank(mine["case_id"]), "missing_case_id", "case_id", mine["case_id"])
-    reject(
-        ~mine["event_type"].isin(EVENT_TYPES),
-        "unknown_event_type",
-        "event_type",
-        mine["event_type"],
-    )
-    reject(~mine["priority"].isin(PRIORITIES), "unknown_priority", "priority", mine["priority"])
+    # Rows with a value the contract does not accept (missing case_id, unknown type, priority
+    # or unit) are typed and kept: the quality gate quarantines them by the contract's rules.
     candidates = reason.isna() & ~mine["_superseded"]
     regions = _resolve_regions(mine[candidates], org_hierarchy)
     mine["region"] = regions.reindex(mine.index)
-    reject(candidates & mine["region"].isna(), "unknown_unit_id", "unit_id", mine["unit_id"])
 
     kept_mask = reason.isna() & ~mine["_superseded"]
     kept = mine[kept_mask]
     data = pd.DataFrame(
         {
             "event_id": kept["event_id"].astype(str),
-            "case_id": kept["case_id"].astype(str),
-            "event_type": kept["event_type"].astype(str),
+            "case_id": kept["case_id"].astype(object),
+            "event_type": kept["event_type"].astype(object),
             "event_ts": kept["_ts"],
             "business_date": kept["_partition"],
-            "unit_id": kept["unit_id"].astype(str),
-            "region": kept["region"].astype(str),
-            "priority": kept["priority"].astype(str),
+            "unit_id": kept["unit_id"].astype(object),
+            "region": kept["region"].astype(object),
+            "priority": kept["priority"].astype(object),
             "ingest_date": kept["_ingest_date"],
             "source_file": kept["_source_file"].astype(str),
             "source_line": kept["_source_line"].astype("int64"),

@@ -8,6 +8,13 @@ from __future__ import annotations
 import pandas as pd
 
 from ecm_assets.contracts.dataset import Column, Dataset, DatasetContract, Upstream
+from ecm_assets.contracts.quality import (
+    ControlTotal,
+    QualityContract,
+    RowCount,
+    Severity,
+    UniqueKey,
+)
 from ecm_assets.contracts.transform import PartitionWindow
 
 CONTRACT = DatasetContract(
@@ -38,4 +45,10 @@ def priority_mix(case_events: pd.DataFrame, window: PartitionWindow) -> pd.DataF
     return out.astype({"events": "int64", "cases": "int64"})[CONTRACT.column_names]
 
 
-PRIORITY_MIX = Dataset(CONTRACT, priority_mix)
+#: Dataset-level rules only: every event of the day is counted exactly once.
+QUALITY = QualityContract(
+    rules=(RowCount(Severity.WARN, min_rows=1), UniqueKey(Severity.FAIL_RUN)),
+    controls=(ControlTotal("events_counted", output_column="events", upstream="case_events"),),
+)
+
+PRIORITY_MIX = Dataset(CONTRACT, priority_mix, QUALITY)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
+from ecm_assets.contracts.quality import NO_QUALITY, QualityContract
+
 Grain = Literal["daily", "monthly"]
 PublishMode = Literal["replace", "versioned"]
 
@@ -128,6 +130,8 @@ class Dataset:
 
     contract: DatasetContract
     transform: Callable[..., Any]
+    #: The quality gate's rules and their severities; without one only reconciliation runs.
+    quality: QualityContract = NO_QUALITY
 
     def __post_init__(self) -> None:
         bindable = {*BOUND_PARAMETERS, *(u.dataset for u in self.contract.upstream)}

@@ -273,7 +273,11 @@ def status_history(conn: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:
 
 
 def mark_failed(
-    conn: duckdb.DuckDBPyConnection, run_id: str, asset: str, exc: BaseException
+    conn: duckdb.DuckDBPyConnection,
+    run_id: str,
+    asset: str,
+    exc: BaseException,
+    **fields: Any,
 ) -> None:
     """Record FAILED with the error, unless the run already ended; never masks `exc`."""
     try:
@@ -286,6 +290,7 @@ def mark_failed(
                 RunStatus.FAILED,
                 finished_at=now(),
                 detail=f"{type(exc).__name__}: {exc}"[:2000],
+                **fields,
             )
     except Exception:  # the run's own error matters more than the ledger note
         log.exception("could not record FAILED for run %s %s", run_id, asset)

@@ -1,6 +1,8 @@
 """The run state machine. A status only moves forward; illegal moves raise.
 
 PLANNED -> INPUT_LOCKED -> RUNNING -> VALIDATING -> COMMITTING -> PUBLISHED
+The quality gate may stop at VALIDATING -> HELD (manual review): `ecm review approve` resumes
+HELD -> RUNNING and publishes exactly the held rows; `ecm review reject` ends it REJECTED.
 Any live state may end FAILED. A process that dies after staging began leaves RUNNING,
 VALIDATING or COMMITTING behind; recovery marks such a run UNKNOWN while it inspects durable
 state, then resolves it to PUBLISHED or FAILED (or leaves it UNKNOWN for a human).
@@ -20,24 +22,30 @@ class RunStatus(StrEnum):
     PUBLISHED = "PUBLISHED"
     FAILED = "FAILED"
     UNKNOWN = "UNKNOWN"
+    HELD = "HELD"
+    REJECTED = "REJECTED"
 
 
 LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PLANNED: frozenset({RunStatus.INPUT_LOCKED, RunStatus.FAILED}),
     RunStatus.INPUT_LOCKED: frozenset({RunStatus.RUNNING, RunStatus.FAILED}),
     RunStatus.RUNNING: frozenset({RunStatus.VALIDATING, RunStatus.FAILED, RunStatus.UNKNOWN}),
-    RunStatus.VALIDATING: frozenset({RunStatus.COMMITTING, RunStatus.FAILED, RunStatus.UNKNOWN}),
+    RunStatus.VALIDATING: frozenset(
+        {RunStatus.COMMITTING, RunStatus.HELD, RunStatus.FAILED, RunStatus.UNKNOWN}
+    ),
+    RunStatus.HELD: frozenset({RunStatus.RUNNING, RunStatus.REJECTED, RunStatus.FAILED}),
     RunStatus.COMMITTING: frozenset({RunStatus.PUBLISHED, RunStatus.FAILED, RunStatus.UNKNOWN}),
     RunStatus.UNKNOWN: frozenset({RunStatus.PUBLISHED, RunStatus.FAILED}),
     RunStatus.PUBLISHED: frozenset(),
     RunStatus.FAILED: frozenset(),
+    RunStatus.REJECTED: frozenset(),
 }
 
 #: States a dead process can leave behind with output possibly staged or half-committed.
 IN_FLIGHT = frozenset(
     {RunStatus.RUNNING, RunStatus.VALIDATING, RunStatus.COMMITTING, RunStatus.UNKNOWN}
 )
-TERMINAL = frozenset({RunStatus.PUBLISHED, RunStatus.FAILED})
+TERMINAL = frozenset({RunStatus.PUBLISHED, RunStatus.FAILED, RunStatus.REJECTED})
 
 
 class IllegalTransitionError(RuntimeError):

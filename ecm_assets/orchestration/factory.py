@@ -6,7 +6,10 @@ This is the only orchestration code a dataset needs. The asset:
    reference snapshots pinned per business date, and the upstream partitions it was handed
    together with the runs that published them,
 3. calls the pure transform with parameters bound by name,
-4. hands rows, rejects and boundary to the publish IO manager, which stages, checks and swaps.
+4. runs the quality gate on the output before anything is visible: findings become asset
+   check evaluations per partition; FAIL_RUN stops here; the accepted rows, quarantined rows,
+   blocked partitions and a hold for manual review go to the IO manager,
+5. hands rows, rejects and boundary to the publish IO manager, which stages, checks and swaps.
 
 The run manifest records each step: PLANNED when the step starts, INPUT_LOCKED with the
 boundary, RUNNING before the transform, FAILED if anything raises; the IO manager takes it
@@ -14,18 +17,22 @@ from there to PUBLISHED.
 """
 
 import warnings
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from ecm_assets.adapters.landing import LandingSchemaError
 from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import Dataset
+from ecm_assets.contracts.quality import Drift
 from ecm_assets.contracts.registry import register
-from ecm_assets.contracts.transform import PartitionWindow
+from ecm_assets.contracts.transform import PartitionWindow, TransformResult
 from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, plan, transition
 from ecm_assets.manifest.states import RunStatus
+from ecm_assets.orchestration.checks import check_evaluations, check_specs
 from ecm_assets.orchestration.inputs import (
     ReplayError,
     UpstreamFrame,
@@ -36,7 +43,9 @@ from ecm_assets.orchestration.inputs import (
 from ecm_assets.orchestration.partitions import partitions_for
 from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager, StagedOutput
-from ecm_assets.publish.versions import parse_reason
+from ecm_assets.publish.protocol import read_partitions
+from ecm_assets.publish.versions import closed_partitions, parse_reason
+from ecm_assets.validation.gate import Decision, GateInput, GateResult, evaluate, failure_result
 
 IO_MANAGER_KEY = "warehouse_io_manager"
 #: Run tags an operator sets from the UI launchpad or `dagster ... --tags`.
@@ -56,41 +65,88 @@ def _partition_mapping(lookback: int) -> dg.TimeWindowPartitionMapping | None:
     )
 
 
-def _counts_metadata(counts: pd.DataFrame) -> dict[str, dg.MetadataValue]:
-    totals = counts.sum()
+def _counts_metadata(counts: pd.DataFrame | None, gate: GateResult) -> dict[str, dg.MetadataValue]:
+    """Run totals as numbers Dagster plots, plus a per-partition table."""
     meta: dict[str, dg.MetadataValue] = {
-        name: dg.MetadataValue.int(int(totals[col]))
-        for name, col in (
-            ("input_rows", "read"),
-            ("rows", "kept"),
-            ("rejected_rows", "rejected"),
-            ("duplicate_rows", "duplicate"),
-            ("corrections_applied", "corrections_applied"),
-            ("late_arrivals", "late_arrivals"),
-        )
-        if col in counts.columns
+        name: dg.MetadataValue.int(int(value))
+        for name, value in gate.reconciliation.get("totals", {}).items()
     }
-    table = counts.reset_index()
-    table.columns = [str(c) for c in table.columns]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += [
-        "| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)
-    ]
+    meta["failed_checks"] = dg.MetadataValue.int(len(gate.failures))
+    if counts is not None:
+        for name in ("corrections_applied", "late_arrivals"):
+            if name in counts.columns:
+                meta[name] = dg.MetadataValue.int(int(counts[name].sum()))
+    rows = gate.reconciliation.get("per_partition", {})
+    cols = ["input", "accepted", "quarantined", "duplicate"]
+    lines = ["| partition | " + " | ".join(cols) + " | published |", "|---" * (len(cols) + 2) + "|"]
+    for p, entry in rows.items():
+        published = (
+            "no: " + gate.blocked[date.fromisoformat(p)]
+            if date.fromisoformat(p) in gate.blocked
+            else "yes"
+        )
+        lines.append(f"| {p} | " + " | ".join(str(entry[c]) for c in cols) + f" | {published} |")
     meta["partition_counts"] = dg.MetadataValue.md("\n".join(lines))
+    warnings_ = [f for f in gate.failures if not f.severity.blocks]
+    if warnings_:
+        meta["quality_warnings"] = dg.MetadataValue.md(
+            "\n".join(
+                f"- **{f.severity}** `{f.rule}` "
+                f"[{f.partition.isoformat() if f.partition else 'run'}]: {f.message}"
+                for f in warnings_[:50]
+            )
+        )
+    meta["quality_decision"] = dg.MetadataValue.text(str(gate.decision))
     return meta
 
 
-def _reconciliation(counts: pd.DataFrame) -> dict[str, object]:
-    """Per-partition counts as manifest evidence; the identity is checked by the transform."""
-    per_partition = {
-        str(p): {str(k): int(v) for k, v in row.items()} for p, row in counts.iterrows()
-    }
-    identity = {"read", "kept", "rejected", "duplicate"} <= set(counts.columns)
-    return {
-        "identity": "read = kept + rejected + duplicate" if identity else None,
-        "status": "PASSED",
-        "per_partition": per_partition,
-    }
+def _record_failure(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBPublishIOManager,
+    asset: str,
+    exc: BaseException,
+    **fields: object,
+) -> None:
+    try:
+        with warehouse.connect(context) as conn:
+            mark_failed(conn, context.run_id, asset, exc, **fields)
+    except Exception as ledger_exc:
+        context.log.error(f"could not record FAILED in the run manifest: {ledger_exc}")
+
+
+def _judge(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBPublishIOManager,
+    dataset: Dataset,
+    window: PartitionWindow,
+    result: TransformResult,
+    kwargs: dict[str, object],
+) -> GateResult:
+    """Run the quality gate on the transform's output, with what the rules need to judge it."""
+    contract, quality = dataset.contract, dataset.quality
+    published, closed = None, frozenset()
+    if any(isinstance(r, Drift) for r in quality.rules) and Path(warehouse.database).exists():
+        with warehouse.connect(context, read_only=True) as conn:
+            published = read_partitions(conn, contract, window.first, window.last)
+            closed = frozenset(closed_partitions(conn, contract.name))
+    landing = kwargs.get("landing")
+    return evaluate(
+        GateInput(
+            contract=contract,
+            quality=quality,
+            window=window,
+            data=result.data,
+            rejects=result.rejects,
+            counts=result.counts,
+            reference={n: kwargs[n] for n in contract.reference},  # type: ignore[misc]
+            upstream={u.dataset: kwargs[u.dataset] for u in contract.upstream},  # type: ignore[misc]
+            published=published,
+            closed=closed,
+            landing_issues=landing.attrs.get("landing_issues", [])
+            if isinstance(landing, pd.DataFrame)
+            else (),
+        )
+    )
 
 
 def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
@@ -122,6 +178,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         code_version=contract.code_version,
         kinds={"duckdb", "pandas"},
         pool=WAREHOUSE_POOL,
+        check_specs=check_specs(contract, dataset.quality, partitions_for(contract.grain)),
         tags={"ecm/publish_mode": contract.publish_mode, **contract.tags},
         metadata={
             "ecm/table": f"{contract.schema}.{contract.name}",
@@ -130,7 +187,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             "ecm/publish_mode": contract.publish_mode,
         },
     )
-    def _asset(context: dg.AssetExecutionContext, **upstream: pd.DataFrame) -> dg.Output:
+    def _asset(
+        context: dg.AssetExecutionContext, **upstream: pd.DataFrame
+    ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
         warehouse: DuckDBPublishIOManager = getattr(context.resources, IO_MANAGER_KEY)
         keys = tuple(sorted(context.partition_keys))
         window = PartitionWindow(tuple(contract.partition_value(k) for k in keys))
@@ -208,15 +267,43 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 + (f" (replay of run {replay_of})" if replay_of else "")
             )
             result = run_transform(dataset, kwargs)
+            gate = _judge(context, warehouse, dataset, window, result, kwargs)
+        except LandingSchemaError as exc:
+            # The input cannot even be read into rows: the gate's FAIL_RUN, named as such.
+            gate = failure_result(contract, dataset.quality, window, "landing_columns", str(exc))
         except Exception as exc:
             # Recording FAILED must never replace the run's own error (e.g. with a lock
             # timeout), so the operator always sees what actually went wrong.
-            try:
-                with warehouse.connect(context) as conn:
-                    mark_failed(conn, context.run_id, contract.name, exc)
-            except Exception as ledger_exc:
-                context.log.error(f"could not record FAILED in the run manifest: {ledger_exc}")
+            _record_failure(context, warehouse, contract.name, exc)
             raise
+        partition_keys = {contract.partition_value(k): k for k in keys}
+        # Yielded (not logged) so they reach the event log even when the gate fails the run.
+        yield from check_evaluations(contract, dataset.quality, gate, partition_keys)
+        if gate.decision == Decision.FAIL_RUN:
+            failure = dg.Failure(
+                description=f"quality gate FAIL_RUN for {contract.name}: nothing of this run "
+                f"is published.\n{gate.summary()}",
+                metadata={
+                    "quality_decision": "FAIL_RUN",
+                    "failed_rules": dg.MetadataValue.json(
+                        [f.to_json() for f in gate.failures if f.severity.blocks]
+                    ),
+                },
+                allow_retries=False,
+            )
+            _record_failure(
+                context,
+                warehouse,
+                contract.name,
+                failure,
+                quality=gate.to_json(),
+                reconciliation=gate.reconciliation,
+            )
+            raise failure
+        for f in gate.failures:
+            if not f.severity.blocks:
+                where = f.partition.isoformat() if f.partition else "run"
+                context.log.warning(f"quality {f.severity} {f.rule} [{where}]: {f.message}")
         metadata = {
             "partitions": dg.MetadataValue.int(len(window.partitions)),
             "snapshot_id": boundary.snapshot_id,
@@ -224,19 +311,22 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             "landing_files": dg.MetadataValue.int(len(boundary.landing_files)),
             "input_boundary": dg.MetadataValue.json(boundary.to_json()),
             "mode": mode,
-            **_counts_metadata(result.counts),
+            **_counts_metadata(result.counts, gate),
         }
         staged = StagedOutput(
             contract,
-            result.data,
+            gate.accepted,
             boundary,
-            result.rejects,
+            gate.quarantined,
             mode=mode,
             reason=tags.get(REASON_TAG) or None,
             restatement_reason=restatement_reason,
-            reconciliation=_reconciliation(result.counts),
+            reconciliation=gate.reconciliation,
+            quality=gate.to_json(),
+            blocked=dict(gate.blocked),
+            hold=gate.decision == Decision.MANUAL_REVIEW,
         )
-        return dg.Output(staged, metadata=metadata)
+        yield dg.Output(staged, metadata=metadata)
 
     return _asset
 

@@ -7,7 +7,9 @@ windows, with the `run_id` that published each row so the reader can record it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,12 @@ class StagedOutput:
     reason: str | None = None
     restatement_reason: str | None = None
     reconciliation: dict[str, Any] | None = None
+    #: The quality gate's verdict (manifest evidence).
+    quality: dict[str, Any] | None = None
+    #: Partitions the gate refused (FAIL_PARTITION) and why; left as they are.
+    blocked: dict[date, str] = field(default_factory=dict)
+    #: MANUAL_REVIEW: keep the validated rows for `ecm review`, publish nothing.
+    hold: bool = False
 
 
 class DuckDBPublishIOManager(dg.ConfigurableIOManager):
@@ -64,7 +72,13 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             on_retry=on_retry,
         )
 
-    def handle_output(self, context: dg.OutputContext, obj: StagedOutput) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: StagedOutput) -> Iterator[Any]:
+        """Publish what the gate accepted; a blocked partition or a hold fails the step.
+
+        A generator, so that on a partial publish the materializations of exactly the
+        published partitions reach the event log before the step fails: Dagster then shows
+        those partitions materialized and the blocked ones failed, and downstream stops.
+        """
         if not isinstance(obj, StagedOutput):
             raise TypeError(
                 f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}; "
@@ -74,7 +88,8 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
         contract = obj.contract
         if not context.has_asset_partitions:
             raise ValueError(f"dataset {contract.name} is not partitioned: nothing to own")
-        owned = tuple(contract.partition_value(k) for k in context.asset_partition_keys)
+        keys = {contract.partition_value(k): k for k in context.asset_partition_keys}
+        owned = tuple(sorted(keys))
         request = PublishRequest(
             contract=contract,
             owned_partitions=owned,
@@ -88,38 +103,115 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             input_boundary=obj.input_boundary.to_json(),
             reconciliation=obj.reconciliation,
             durable_staging=self.durable_staging,
+            blocked=obj.blocked,
+            quality=obj.quality,
+            hold=obj.hold,
         )
+        blocked_text = "; ".join(f"{d}: {why}" for d, why in sorted(obj.blocked.items()))
         with self.connect(context, read_only=False) as conn:
             result = publish_partitions(conn, request)
+        if obj.blocked and set(owned) <= set(obj.blocked):
+            raise dg.Failure(
+                description=f"quality gate FAIL_PARTITION: no partition of {contract.name} "
+                f"was published. {blocked_text}",
+                metadata={"blocked_partitions": dg.MetadataValue.json(_iso(obj.blocked))},
+                allow_retries=False,
+            )
         if result.debris_dropped:
             context.log.warning(
                 f"dropped staging tables left by crashed runs: {', '.join(result.debris_dropped)}"
             )
-        context.add_output_metadata(
-            {
-                "table": result.table,
-                "published_rows": dg.MetadataValue.int(result.rows),
-                "replaced_rows": dg.MetadataValue.int(result.replaced_rows),
-                "quarantined_rows": dg.MetadataValue.int(result.quarantined_rows),
-                "business_checksum": result.business_checksum,
-                "publish_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-                "as_of": obj.input_boundary.locked_at.isoformat(),
-                "owned_partitions": f"{owned[0].isoformat()}..{owned[-1].isoformat()} "
-                f"({len(owned)})",
-                "manifest": f"ecm manifest {context.run_id} --asset {contract.name}",
-                "manifest_status": "PUBLISHED",
-                **({"versions": dg.MetadataValue.json(result.versions)} if result.versions else {}),
-                **(
-                    {
-                        "recovered_runs": dg.MetadataValue.json(
-                            [f"{r.run_id}: {r.decision}" for r in result.recoveries]
-                        )
-                    }
-                    if result.recoveries
-                    else {}
-                ),
-            }
-        )
+        if result.held:
+            last = None
+            for d, key in keys.items():
+                if d in obj.blocked:
+                    continue
+                last = dg.AssetObservation(
+                    asset_key=context.asset_key,
+                    partition=key,
+                    metadata={
+                        "status": "HELD for manual review",
+                        "held_rows": dg.MetadataValue.int(
+                            result.rows_by_partition.get(d.isoformat(), 0)
+                        ),
+                        "held_table": result.staging_table,
+                        "approve": f"ecm review approve {context.run_id} --asset "
+                        f"{contract.name} --actor NAME --note WHY",
+                    },
+                )
+                context.log_event(last)
+            if last is not None:
+                yield last  # flushes the logged events; the failure below discards it
+            reasons = "; ".join(
+                f["message"]
+                for f in (obj.quality or {}).get("failures", [])
+                if f.get("severity") == "MANUAL_REVIEW"
+            )
+            raise dg.Failure(
+                description=f"quality gate MANUAL_REVIEW: {contract.name} output of run "
+                f"{context.run_id} is HELD, nothing was published ({reasons}). Approve with "
+                f"`ecm review approve {context.run_id} --asset {contract.name}` or reject with "
+                f"`ecm review reject {context.run_id} --asset {contract.name}`."
+                + (f" Blocked partitions: {blocked_text}" if blocked_text else ""),
+                metadata={"held_table": result.staging_table, "quality_decision": "MANUAL_REVIEW"},
+                allow_retries=False,
+            )
+        metadata = {
+            "table": result.table,
+            "published_rows": dg.MetadataValue.int(result.rows),
+            "replaced_rows": dg.MetadataValue.int(result.replaced_rows),
+            "quarantined_rows": dg.MetadataValue.int(result.quarantined_rows),
+            "business_checksum": result.business_checksum,
+            "publish_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+            "as_of": obj.input_boundary.locked_at.isoformat(),
+            "owned_partitions": f"{owned[0].isoformat()}..{owned[-1].isoformat()} ({len(owned)})",
+            "manifest": f"ecm manifest {context.run_id} --asset {contract.name}",
+            "manifest_status": "PUBLISHED",
+            **({"versions": dg.MetadataValue.json(result.versions)} if result.versions else {}),
+            **(
+                {
+                    "recovered_runs": dg.MetadataValue.json(
+                        [f"{r.run_id}: {r.decision}" for r in result.recoveries]
+                    )
+                }
+                if result.recoveries
+                else {}
+            ),
+        }
+        if obj.blocked:
+            per_partition = (obj.reconciliation or {}).get("per_partition", {})
+            last_mat = None
+            for d, key in keys.items():
+                if d in obj.blocked:
+                    continue
+                counts = per_partition.get(d.isoformat(), {})
+                last_mat = dg.AssetMaterialization(
+                    asset_key=context.asset_key,
+                    partition=key,
+                    metadata={
+                        **metadata,
+                        "published_rows": dg.MetadataValue.int(
+                            result.rows_by_partition.get(d.isoformat(), 0)
+                        ),
+                        **{
+                            f"{name}_rows": dg.MetadataValue.int(int(counts[name]))
+                            for name in ("input", "accepted", "quarantined", "duplicate")
+                            if name in counts
+                        },
+                        "blocked_partitions": dg.MetadataValue.json(_iso(obj.blocked)),
+                    },
+                )
+                context.log_event(last_mat)
+            if last_mat is not None:
+                yield last_mat  # flushes the logged events; the failure below discards it
+            raise dg.Failure(
+                description=f"quality gate FAIL_PARTITION: {contract.name} published "
+                f"{len(owned) - len(obj.blocked)} of {len(owned)} partitions; not published: "
+                f"{blocked_text}",
+                metadata={"blocked_partitions": dg.MetadataValue.json(_iso(obj.blocked))},
+                allow_retries=False,
+            )
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         asset_key = context.asset_key
@@ -136,3 +228,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             return empty_frame(contract, with_provenance=True)
         with self.connect(context, read_only=True) as conn:
             return read_partitions(conn, contract, values[0], values[-1], with_provenance=True)
+
+
+def _iso(blocked: dict[date, str]) -> dict[str, str]:
+    return {d.isoformat(): why for d, why in sorted(blocked.items())}

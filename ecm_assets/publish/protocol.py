@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ from ecm_assets.manifest.ledger import (
 from ecm_assets.manifest.states import TERMINAL, RunStatus
 from ecm_assets.publish.failpoints import failpoint
 from ecm_assets.publish.recovery import RecoveryResult, recover
+from ecm_assets.publish.review import drop_held, hold_staged
 from ecm_assets.publish.staging import (
     STAGING_SCHEMA,
     drop_staging_table,
@@ -54,6 +55,8 @@ from ecm_assets.publish.versions import (
 log = logging.getLogger(__name__)
 
 QUARANTINE_TABLE = '"ecm_quarantine"."rejected_rows"'
+#: Rejected rows of partitions the quality gate blocked: evidence, never replaced.
+BLOCKED_TABLE = '"ecm_quarantine"."blocked_rows"'
 QUARANTINE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("asset", "VARCHAR NOT NULL"),
     ("partition_date", "DATE NOT NULL"),
@@ -102,6 +105,15 @@ class PublishRequest:
     #: Stage into a table in the warehouse file (kept for forensics if the process dies)
     #: instead of a connection-local temp table (nothing to clean up, one disk write less).
     durable_staging: bool = False
+    #: Partitions the quality gate refused (FAIL_PARTITION), with the reason: owned by the
+    #: run but left exactly as they are; the rows must not be in `data`.
+    blocked: Mapping[date, str] = field(default_factory=dict)
+    #: The gate's verdict, recorded in the manifest's `quality` field.
+    quality: dict[str, Any] | None = None
+    #: MANUAL_REVIEW: validate and keep the staged rows in `ecm_review`, publish nothing.
+    hold: bool = False
+    #: Set when `ecm review approve` publishes a held run: who approved it and why.
+    approval: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,8 @@ class PublishResult:
     seconds: float
     versions: dict[str, int | None] = field(default_factory=dict)
     recoveries: tuple[RecoveryResult, ...] = ()
+    held: bool = False
+    blocked: tuple[str, ...] = ()
 
 
 def _ddl_columns(contract: DatasetContract) -> list[str]:
@@ -132,6 +146,26 @@ def ensure_quarantine_table(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute('CREATE SCHEMA IF NOT EXISTS "ecm_quarantine"')
     cols = ", ".join(f"{quote_ident(n)} {t}" for n, t in QUARANTINE_COLUMNS)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} ({cols})")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {BLOCKED_TABLE} ({cols}, blocked_reason VARCHAR NOT NULL)"
+    )
+
+
+def _split_blocked(request: PublishRequest) -> tuple[PublishRequest, pd.DataFrame | None]:
+    """Rejected rows of blocked partitions go to `blocked_rows`, kept as evidence of the run;
+    the partition's own quarantine stays with the rows that are still published."""
+    if not request.blocked or request.rejects is None or not len(request.rejects):
+        return request, None
+    days = pd.to_datetime(request.rejects["partition_date"]).dt.date
+    in_blocked = days.isin(set(request.blocked)).to_numpy()
+    if not in_blocked.any():
+        return request, None
+    blocked = request.rejects[in_blocked].copy()
+    blocked["blocked_reason"] = [request.blocked[d] for d in days[in_blocked]]
+    blocked = blocked[[*REJECT_COLUMNS, "blocked_reason"]]
+    blocked.insert(0, "asset", request.contract.name)
+    blocked.insert(2, "run_id", request.run_id)
+    return replace(request, rejects=request.rejects[~in_blocked]), blocked
 
 
 def check_frame_columns(contract: DatasetContract, frame: pd.DataFrame) -> None:
@@ -424,6 +458,16 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
         status = RunStatus.PLANNED
     else:
         status = found[0].status
+    if status == RunStatus.HELD and request.approval is not None:
+        who = request.approval.get("actor", "?")
+        transition(
+            conn,
+            request.run_id,
+            asset,
+            RunStatus.RUNNING,
+            detail=f"approved by {who}: {request.approval.get('note', '')}"[:2000],
+        )
+        status = RunStatus.RUNNING
     if status == RunStatus.PLANNED:
         transition(
             conn,
@@ -474,6 +518,60 @@ def _check_not_stale(
         )
 
 
+def _record_all_blocked(
+    conn: duckdb.DuckDBPyConnection,
+    request: PublishRequest,
+    blocked_rejects: pd.DataFrame | None,
+    started: float,
+) -> PublishResult:
+    """Every owned partition was blocked: keep the evidence, publish nothing, end FAILED."""
+    contract, run_id = request.contract, request.run_id
+    ensure_ledger(conn)
+    _ensure_running_manifest(conn, request)
+    ensure_quarantine_table(conn)
+    reasons = "; ".join(f"{d}: {w}" for d, w in sorted(request.blocked.items()))
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            f"DELETE FROM {BLOCKED_TABLE} WHERE asset = ? AND run_id = ?", [contract.name, run_id]
+        )
+        if blocked_rejects is not None:
+            conn.register("__ecm_blocked", blocked_rejects)
+            try:
+                cols = ", ".join(quote_ident(c) for c in blocked_rejects.columns)
+                conn.execute(
+                    f"INSERT INTO {BLOCKED_TABLE} ({cols}) SELECT {cols} FROM __ecm_blocked"
+                )
+            finally:
+                conn.unregister("__ecm_blocked")
+        transition(
+            conn,
+            run_id,
+            contract.name,
+            RunStatus.FAILED,
+            detail=f"quality gate blocked every partition: {reasons}"[:2000],
+            finished_at=now(),
+            quality=request.quality,
+            reconciliation=request.reconciliation,
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return PublishResult(
+        table=f"{contract.schema}.{contract.name}",
+        rows=0,
+        rows_by_partition={},
+        replaced_rows=0,
+        quarantined_rows=0,
+        business_checksum="",
+        staging_table="",
+        debris_dropped=(),
+        seconds=time.perf_counter() - started,
+        blocked=tuple(d.isoformat() for d in sorted(request.blocked)),
+    )
+
+
 def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest) -> PublishResult:
     """Stage, judge and atomically publish the owned partitions; see the module docstring.
 
@@ -485,6 +583,13 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
     if not request.owned_partitions:
         raise PublishError(f"dataset {contract.name}: a publish must own at least one partition")
     check_frame_columns(contract, request.data)
+    request, blocked_rejects = _split_blocked(request)
+    if request.blocked:
+        # Partitions the gate refused stay as they are: the run publishes the rest only.
+        publishable = tuple(d for d in request.owned_partitions if d not in request.blocked)
+        request = replace(request, owned_partitions=publishable)
+        if not publishable:
+            return _record_all_blocked(conn, request, blocked_rejects, started)
     rejects = _stage_rejects(request)
     owned = sorted(request.owned_partitions)
     asset, run_id = contract.name, request.run_id
@@ -526,6 +631,21 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             alters = _reconcile_table_schema(conn, contract)
         _check_not_stale(conn, request, owned)
         ensure_quarantine_table(conn)
+        if request.hold:
+            held = hold_staged(conn, request, staging, rejects, per_partition, checksum)
+            return PublishResult(
+                table=f"{contract.schema}.{contract.name}",
+                rows=0,
+                rows_by_partition=by_partition,
+                replaced_rows=0,
+                quarantined_rows=0 if rejects is None else len(rejects),
+                business_checksum=checksum,
+                staging_table=held,
+                debris_dropped=tuple(debris),
+                seconds=time.perf_counter() - started,
+                recoveries=tuple(recoveries),
+                held=True,
+            )
         transition(conn, run_id, asset, RunStatus.COMMITTING)
         pcol = quote_ident(contract.partition_column)
         names = ", ".join(
@@ -578,6 +698,20 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             finally:
                 conn.unregister("__ecm_rejects")
             quarantined = len(rejects)
+        if blocked_rejects is not None:
+            conn.execute(
+                f"DELETE FROM {BLOCKED_TABLE} WHERE asset = ? AND run_id = ?", [asset, run_id]
+            )
+            conn.register("__ecm_blocked", blocked_rejects)
+            try:
+                bcols = ", ".join(quote_ident(c) for c in blocked_rejects.columns)
+                conn.execute(
+                    f"INSERT INTO {BLOCKED_TABLE} ({bcols}) SELECT {bcols} FROM __ecm_blocked"
+                )
+            finally:
+                conn.unregister("__ecm_blocked")
+        if request.approval is not None:
+            drop_held(conn, contract, run_id)
         failpoint("publish.after_insert")
         outputs = {
             "table": f"{contract.schema}.{contract.name}",
@@ -588,15 +722,30 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             "versions": versions or None,
             "replaced_rows": int(replaced),
             "quarantined_rows": quarantined,
+            "blocked_partitions": {d.isoformat(): w for d, w in sorted(request.blocked.items())},
+            "approval": dict(request.approval) if request.approval else None,
         }
+        detail = None
+        if request.blocked:
+            detail = (
+                f"published {len(owned)} of {len(owned) + len(request.blocked)} partitions; "
+                f"blocked by the quality gate: "
+                + "; ".join(f"{d}: {w}" for d, w in sorted(request.blocked.items()))
+            )[:2000]
+        extra: dict[str, Any] = {}
+        if request.quality is not None:
+            extra["quality"] = request.quality
+        if request.reconciliation is not None:
+            extra["reconciliation"] = request.reconciliation
         transition(
             conn,
             run_id,
             asset,
             RunStatus.PUBLISHED,
+            detail=detail,
             finished_at=now(),
             outputs=outputs,
-            reconciliation=request.reconciliation,
+            **extra,
         )
         failpoint("publish.before_commit")  # after the ledger write
         conn.execute("COMMIT")
@@ -625,6 +774,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         seconds=time.perf_counter() - started,
         versions=versions,
         recoveries=tuple(recoveries),
+        blocked=tuple(d.isoformat() for d in sorted(request.blocked)),
     )
 
 

@@ -225,6 +225,16 @@ def list_versions(
     return [PartitionVersion(*r) for r in rows]
 
 
+def closed_partitions(conn: duckdb.DuckDBPyConnection, dataset: str) -> list[date]:
+    """Every closed partition of a dataset."""
+    if not _ledger_exists(conn):
+        return []
+    rows = conn.execute(
+        f"SELECT partition_date FROM {CLOSED} WHERE dataset = ? ORDER BY 1", [dataset]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def closed_partition(conn: duckdb.DuckDBPyConnection, dataset: str, partition: date):
     if not _ledger_exists(conn):
         return None

@@ -1,0 +1,111 @@
+"""Held output: what a MANUAL_REVIEW verdict keeps, byte for byte, until a human decides.
+
+The staged rows and their quarantined rows are copied into schema `ecm_review` in the same
+transaction that moves the manifest to HELD, so a held run always has its rows and the rows
+always have a HELD manifest. Approval publishes exactly these rows (no recompute); the held
+tables are dropped in the publishing transaction. Rejection drops them and ends the run.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from ecm_assets.adapters.warehouse import quote_ident
+from ecm_assets.contracts.dataset import DatasetContract
+from ecm_assets.manifest.ledger import transition
+from ecm_assets.manifest.states import RunStatus
+
+REVIEW_SCHEMA = "ecm_review"
+
+
+def held_names(asset: str, run_id: str) -> tuple[str, str]:
+    token = re.sub(r"[^0-9a-zA-Z]", "", run_id)[:32]
+    return f"{asset}__{token}", f"{asset}__{token}__rejects"
+
+
+def held_relations(asset: str, run_id: str) -> tuple[str, str]:
+    data, rejects = held_names(asset, run_id)
+    schema = quote_ident(REVIEW_SCHEMA)
+    return f"{schema}.{quote_ident(data)}", f"{schema}.{quote_ident(rejects)}"
+
+
+def hold_staged(
+    conn: duckdb.DuckDBPyConnection,
+    request: Any,
+    staging: str,
+    rejects: pd.DataFrame | None,
+    per_partition: dict[date, tuple[int, str]],
+    checksum: str,
+) -> str:
+    """Keep the validated staged rows for review and move the manifest to HELD, atomically."""
+    contract: DatasetContract = request.contract
+    data_rel, rejects_rel = held_relations(contract.name, request.run_id)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(REVIEW_SCHEMA)}")
+        conn.execute(f"DROP TABLE IF EXISTS {data_rel}")
+        conn.execute(f"DROP TABLE IF EXISTS {rejects_rel}")
+        conn.execute(f"CREATE TABLE {data_rel} AS SELECT * FROM {staging}")
+        conn.execute(
+            f'CREATE TABLE {rejects_rel} AS SELECT * FROM "ecm_quarantine"."rejected_rows" '
+            "WHERE false"
+        )
+        if rejects is not None and len(rejects):
+            conn.register("__ecm_held_rejects", rejects)
+            try:
+                cols = ", ".join(quote_ident(c) for c in rejects.columns)
+                conn.execute(
+                    f"INSERT INTO {rejects_rel} ({cols}) SELECT {cols} FROM __ecm_held_rejects"
+                )
+            finally:
+                conn.unregister("__ecm_held_rejects")
+        outputs = {
+            "held_table": f"{REVIEW_SCHEMA}.{held_names(contract.name, request.run_id)[0]}",
+            "rows": sum(n for n, _ in per_partition.values()),
+            "rows_by_partition": {d.isoformat(): n for d, (n, _) in sorted(per_partition.items())},
+            "business_checksum": checksum,
+            "quarantined_rows": 0 if rejects is None else len(rejects),
+            "blocked_partitions": {d.isoformat(): w for d, w in sorted(request.blocked.items())},
+            "publishable_partitions": [d.isoformat() for d in sorted(request.owned_partitions)],
+        }
+        reasons = "; ".join(
+            f["message"]
+            for f in (request.quality or {}).get("failures", [])
+            if f.get("severity") == "MANUAL_REVIEW"
+        )
+        transition(
+            conn,
+            request.run_id,
+            contract.name,
+            RunStatus.HELD,
+            detail=f"held for manual review: {reasons}"[:2000],
+            outputs=outputs,
+            quality=request.quality,
+            reconciliation=request.reconciliation,
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return outputs["held_table"]
+
+
+def load_held(
+    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, run_id: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The held business rows (without provenance) and the held quarantined rows."""
+    data_rel, rejects_rel = held_relations(contract.name, run_id)
+    cols = ", ".join(quote_ident(c) for c in contract.column_names)
+    data = conn.execute(f"SELECT {cols} FROM {data_rel}").df()
+    rejects = conn.execute(f"SELECT * EXCLUDE (asset, run_id) FROM {rejects_rel}").df()
+    return data, rejects
+
+
+def drop_held(conn: duckdb.DuckDBPyConnection, contract: DatasetContract, run_id: str) -> None:
+    for rel in held_relations(contract.name, run_id):
+        conn.execute(f"DROP TABLE IF EXISTS {rel}")

@@ -1,0 +1,1 @@
+"""Quality gate: judge staged output before anything is published."""
