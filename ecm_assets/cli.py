@@ -304,6 +304,96 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if result.matches else 3
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """Rows the gate or the parser rejected for one partition, with the rule that caught them."""
+    from ecm_assets.publish.protocol import BLOCKED_TABLE, QUARANTINE_TABLE
+
+    contract = _dataset(args.asset).contract
+    partition = contract.partition_value(args.partition)
+    table = BLOCKED_TABLE if args.blocked else QUARANTINE_TABLE
+    with connect(_warehouse(args), read_only=True) as conn:
+        exists = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+            "'ecm_quarantine' AND table_name = ?",
+            ["blocked_rows" if args.blocked else "rejected_rows"],
+        ).fetchone()[0]
+        rows = []
+        if exists:
+            cursor = conn.execute(
+                f"SELECT * FROM {table} WHERE asset = ? AND partition_date = ? "
+                "ORDER BY source_file, source_line, reason LIMIT ?",
+                [contract.name, partition, args.limit],
+            )
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    by_reason: dict[str, int] = {}
+    for r in rows:
+        by_reason[str(r["reason"])] = by_reason.get(str(r["reason"]), 0) + 1
+    print(
+        f"{contract.name} {partition}: {len(rows)} quarantined row(s)"
+        + (f" (first {args.limit})" if len(rows) == args.limit else "")
+        + (": " + ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) if rows else "")
+    )
+    table_rows = [
+        {
+            "run_id": str(r["run_id"])[:8],
+            "source": f"{r['source_file']}:{r['source_line']}" if r["source_file"] else "",
+            "reason": r["reason"],
+            "column": r["column_name"] or "",
+            "failure_case": str(r["failure_case"] or "")[:40],
+        }
+        for r in rows
+    ]
+    if table_rows:
+        _emit(args, rows, table_rows)
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Held runs: list them, approve one (publish exactly its rows) or reject it."""
+    from ecm_assets.operations.review import approve, list_held, reject
+
+    _datasets()
+    if args.action == "list":
+        with connect(_warehouse(args), read_only=True) as conn:
+            held = list_held(conn, args.asset)
+        payload = [h.to_json() for h in held]
+        table = [
+            {
+                "run_id": h.run_id,
+                "asset": h.asset,
+                "partitions": ",".join(h.partitions),
+                "rows": h.rows,
+                "reasons": "; ".join(h.reasons)[:80],
+            }
+            for h in held
+        ]
+        _emit(args, payload, table)
+        return 0
+    if not args.run_id:
+        raise ValueError(f"ecm review {args.action} needs a RUN_ID")
+    if not args.note:
+        raise ValueError(f"ecm review {args.action} needs --note saying why")
+    with connect(_warehouse(args)) as conn:
+        if args.action == "approve":
+            result = approve(conn, args.run_id, actor=args.by, note=args.note, asset=args.asset)
+            row = {
+                "run_id": args.run_id,
+                "decision": "APPROVED",
+                "published_rows": result.rows,
+                "business_checksum": result.business_checksum,
+                "versions": result.versions or "",
+            }
+        else:
+            manifest = reject(conn, args.run_id, actor=args.by, note=args.note, asset=args.asset)
+            row = {"run_id": args.run_id, "decision": "REJECTED", "status": str(manifest.status)}
+    _emit(args, row, [row])
+    return 0
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     """Like `dagster asset materialize`, plus the run tags that steer a run's lifecycle."""
     import dagster as dg
@@ -411,6 +501,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="treat a RUNNING run as dead even if its pid is alive"
     )
+    p = command("quarantine", cmd_quarantine, "rows quarantined for one partition, with reasons")
+    p.add_argument("asset")
+    p.add_argument("partition")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument(
+        "--blocked", action="store_true", help="rows of partitions the quality gate blocked"
+    )
+    p = command("review", cmd_review, "runs held for manual review: list, approve, reject")
+    p.add_argument("action", choices=["list", "approve", "reject"])
+    p.add_argument("run_id", nargs="?")
+    p.add_argument("--asset")
+    p.add_argument("--note", help="why (required to approve or reject)")
+    p.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decides")
     p = command("replay", cmd_replay, "recompute a run from its recorded input boundary")
     p.add_argument("run_id")
     p.add_argument("--asset")

@@ -16,6 +16,7 @@ import duckdb
 from ecm_assets.contracts.registry import contract_for
 from ecm_assets.manifest.ledger import Manifest, load_manifest, load_manifests, transition
 from ecm_assets.manifest.states import RunStatus
+from ecm_assets.orchestration.factory import REASON_TAG, RESTATEMENT_TAG
 from ecm_assets.publish.protocol import (
     PublishError,
     PublishRequest,
@@ -23,9 +24,6 @@ from ecm_assets.publish.protocol import (
     publish_partitions,
 )
 from ecm_assets.publish.review import drop_held, load_held
-
-RESTATEMENT_TAG = "ecm/restatement_reason"
-REASON_TAG = "ecm/reason"
 
 
 class ReviewError(RuntimeError):
