@@ -181,6 +181,9 @@ def parse_case_events(
         }
     )
     data = data.sort_values(["business_date", "event_id", "source_file"], kind="stable")
+    # The landing values of each output row, so a row the gate quarantines is kept as it
+    # arrived, not as it was typed.
+    source_rows = kept.loc[data.index, list(LANDING_COLUMNS)].reset_index(drop=True)
     data = data.reset_index(drop=True)[CASE_EVENTS.column_names]
 
     bad = mine[reason.notna()]
@@ -228,7 +231,7 @@ def parse_case_events(
             f"case_events {day}: read {row['read']} != kept {row['kept']} + rejected "
             f"{row['rejected']} + duplicate {row['duplicate']}; nothing is published"
         )
-    return TransformResult(data=data, rejects=rejects, counts=counts)
+    return TransformResult(data=data, rejects=rejects, counts=counts, source_rows=source_rows)
 
 
 def landing_ingest_range(

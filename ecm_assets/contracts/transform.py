@@ -41,6 +41,9 @@ class TransformResult:
     rejects: pd.DataFrame | None = None
     counts: pd.DataFrame | None = None
     notes: dict[str, int] = field(default_factory=dict)
+    #: The input values each output row came from (same order as `data`), kept as the
+    #: `original_row` of a row the quality gate quarantines.
+    source_rows: pd.DataFrame | None = None
 
 
 class ReconciliationError(RuntimeError):

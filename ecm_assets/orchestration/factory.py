@@ -142,6 +142,7 @@ def _judge(
             upstream={u.dataset: kwargs[u.dataset] for u in contract.upstream},  # type: ignore[misc]
             published=published,
             closed=closed,
+            source_rows=result.source_rows,
             landing_issues=landing.attrs.get("landing_issues", [])
             if isinstance(landing, pd.DataFrame)
             else (),
@@ -278,7 +279,10 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             raise
         partition_keys = {contract.partition_value(k): k for k in keys}
         # Yielded (not logged) so they reach the event log even when the gate fails the run.
-        yield from check_evaluations(contract, dataset.quality, gate, partition_keys)
+        selected = {k.name for k in context.selected_asset_check_keys}
+        for evaluation in check_evaluations(contract, dataset.quality, gate, partition_keys):
+            if evaluation.check_name in selected:
+                yield evaluation
         if gate.decision == Decision.FAIL_RUN:
             failure = dg.Failure(
                 description=f"quality gate FAIL_RUN for {contract.name}: nothing of this run "
@@ -326,6 +330,10 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             blocked=dict(gate.blocked),
             hold=gate.decision == Decision.MANUAL_REVIEW,
         )
+        # Per-partition evaluations do not fill the checks' op outputs; these do.
+        for output_name, spec in context.assets_def.check_specs_by_output_name.items():
+            if spec.name in selected:
+                yield dg.Output(None, output_name=output_name)
         yield dg.Output(staged, metadata=metadata)
 
     return _asset

@@ -147,6 +147,8 @@ class GateInput:
     closed: frozenset[date] = frozenset()
     #: Problems the landing reader noticed, e.g. {"file": ..., "extra_columns": [...]}.
     landing_issues: Sequence[Mapping[str, Any]] = ()
+    #: The input values of each row of `data` (same order), for quarantined rows' original_row.
+    source_rows: pd.DataFrame | None = None
 
 
 # --------------------------------------------------------------------------- pandera
@@ -355,7 +357,9 @@ def _row_rule_findings(
             )
         )
     if severity == Severity.QUARANTINE_RECORD and len(failed_rows):
-        col.quarantine_rows(failed_rows, rank, rule, column, cases)
+        # The quarantine names the check itself (e.g. missing_case_id), not its group.
+        reason = rule.removeprefix("schema:")
+        col.quarantine_rows(failed_rows, rank, reason, column, cases)
 
 
 def evaluate(inp: GateInput) -> GateResult:
@@ -762,7 +766,11 @@ def _result(
                 "reason": [c[1] for c in chosen],
                 "column_name": [c[2] for c in chosen],
                 "failure_case": [c[3] for c in chosen],
-                "original_row": _original_rows(bad),
+                "original_row": _original_rows(
+                    inp.source_rows.iloc[q_rows]
+                    if inp.source_rows is not None and len(inp.source_rows) == len(data)
+                    else bad
+                ),
             }
         )
         keep = np.ones(len(data), dtype=bool)

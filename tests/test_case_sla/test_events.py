@@ -8,6 +8,7 @@ event_date <= ingest_date <= event_date + 5, otherwise (or unparseable) to its i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
 
 import pandas as pd
@@ -15,9 +16,42 @@ import pytest
 
 from ecm_assets.case_sla.contracts import CASE_EVENTS
 from ecm_assets.case_sla.events import COUNT_COLUMNS, landing_ingest_range, parse_case_events
-from ecm_assets.contracts.transform import PartitionWindow
+from ecm_assets.case_sla.quality import CASE_EVENTS_QUALITY
+from ecm_assets.contracts.quality import QuarantineRate, RowCount
+from ecm_assets.contracts.transform import PartitionWindow, TransformResult
 from ecm_assets.publish.protocol import REJECT_COLUMNS
+from ecm_assets.validation.gate import GateInput, evaluate
 from tests.test_case_sla._frames import day, landing, org_for, org_frame, raw, snapshot, src, ts
+
+
+def judged(frame: pd.DataFrame, win: PartitionWindow, org: dict) -> TransformResult:
+    """The transform followed by the gate's row rules: `kept` are the accepted rows and
+    `rejected` every quarantined row, whether the parser or the gate caught it. Partition
+    rules (row count, quarantine rate) are left out here; tests/test_validation covers them."""
+    result = parse_case_events(frame, win, org)
+    row_rules = tuple(
+        r for r in CASE_EVENTS_QUALITY.rules if not isinstance(r, QuarantineRate | RowCount)
+    )
+    gate = evaluate(
+        GateInput(
+            contract=CASE_EVENTS,
+            quality=replace(CASE_EVENTS_QUALITY, rules=row_rules),
+            window=win,
+            data=result.data,
+            rejects=result.rejects,
+            counts=result.counts,
+            reference={"org_hierarchy": org},
+            source_rows=result.source_rows,
+        )
+    )
+    rejects = gate.quarantined.sort_values(
+        ["partition_date", "source_file", "source_line"], kind="stable"
+    ).reset_index(drop=True)
+    counts = result.counts.copy()
+    for p, entry in gate.reconciliation["per_partition"].items():
+        counts.loc[date.fromisoformat(p), "kept"] = entry["accepted"]
+        counts.loc[date.fromisoformat(p), "rejected"] = entry["quarantined"]
+    return TransformResult(data=gate.accepted, rejects=rejects, counts=counts)
 
 D1, D2, D3, D4 = date(2026, 9, 1), date(2026, 9, 2), date(2026, 9, 3), date(2026, 9, 4)
 
@@ -234,7 +268,7 @@ EXPECTED_REJECTS = [
 
 def test_each_reject_reason_with_column_and_failure_case():
     rows = _reject_rows()
-    result = parse_case_events(landing(*rows), window(D2), org_for(D2))
+    result = judged(landing(*rows), window(D2), org_for(D2))
 
     rejects = result.rejects
     assert list(rejects.columns) == REJECT_COLUMNS
@@ -277,7 +311,7 @@ def test_each_reject_reason_with_column_and_failure_case():
 def test_a_row_keeps_its_first_failing_rule():
     # Blank case_id AND unknown priority AND unknown unit: the case_id rule comes first.
     frame = landing(raw("E1", "", priority="P9", unit_id="U99"))
-    result = parse_case_events(frame, window(D2), org_for(D2))
+    result = judged(frame, window(D2), org_for(D2))
     assert result.rejects["reason"].tolist() == ["missing_case_id"]
 
 
@@ -324,7 +358,7 @@ def test_rows_outside_the_window_are_not_counted_and_counts_are_per_partition():
         raw("H", event_ts="2026-09-04T00:30:00Z", ingest="2026-09-04", line=2),
     )
     # The org snapshot is only pinned for the window's dates.
-    result = parse_case_events(frame, window(D2, D3), org_for(D2, D3))
+    result = judged(frame, window(D2, D3), org_for(D2, D3))
 
     assert result.data[["event_id", "business_date"]].values.tolist() == [
         ["C", day("2026-09-02")],
@@ -397,7 +431,7 @@ def test_unit_not_yet_valid_at_event_time_is_unknown():
     # U03 only exists from 2026-09-03: an event on 09-02 cannot be attributed to a region.
     org = org_frame([("U03", "West", "2026-09-03", None)])
     frame = landing(raw(unit_id="U03"))
-    result = parse_case_events(frame, window(D2), org_for(D2, data=org))
+    result = judged(frame, window(D2), org_for(D2, data=org))
     assert result.rejects["reason"].tolist() == ["unknown_unit_id"]
 
 
@@ -460,7 +494,7 @@ def _mixed_landing() -> pd.DataFrame:
 def test_shuffled_input_gives_an_identical_output():
     frame = _mixed_landing()
     org = org_for(D2, D3)
-    base = parse_case_events(frame, window(D2, D3), org)
+    base = judged(frame, window(D2, D3), org)
     # sanity: the scenario exercises kept, rejected and superseded rows in both partitions
     # 09-02: E1 x3 (2 superseded), E2 x2 (1 superseded, a correction), E3 (19:00Z 09-02), the
     #        malformed line -> read 7, kept 3 (E1, E2, E3), rejected 1, duplicate 3.
@@ -471,7 +505,7 @@ def test_shuffled_input_gives_an_identical_output():
     assert counts_row(base, D3) == zero_counts(read=4, kept=1, rejected=3)
     for seed in range(5):
         shuffled = frame.sample(frac=1, random_state=seed)
-        again = parse_case_events(shuffled, window(D2, D3), org)
+        again = judged(shuffled, window(D2, D3), org)
         pd.testing.assert_frame_equal(
             again.data.reset_index(drop=True), base.data.reset_index(drop=True)
         )

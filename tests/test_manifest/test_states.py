@@ -42,6 +42,8 @@ PATH_TO: dict[RunStatus, list[RunStatus]] = {
     S.PUBLISHED: [S.INPUT_LOCKED, S.RUNNING, S.VALIDATING, S.COMMITTING, S.PUBLISHED],
     S.FAILED: [S.FAILED],
     S.UNKNOWN: [S.INPUT_LOCKED, S.RUNNING, S.UNKNOWN],
+    S.HELD: [S.INPUT_LOCKED, S.RUNNING, S.VALIDATING, S.HELD],
+    S.REJECTED: [S.INPUT_LOCKED, S.RUNNING, S.VALIDATING, S.HELD, S.REJECTED],
 }
 RUN, ASSET = "run-1", "unit_values"
 
@@ -93,6 +95,14 @@ def test_no_status_moves_backwards_or_skips_along_the_chain() -> None:
         assert legal == (CHAIN.index(target) == CHAIN.index(current) + 1), (current, target)
 
 
+def test_manual_review_holds_then_resumes_or_ends() -> None:
+    # The gate holds at VALIDATING; approval resumes the normal path, rejection ends it.
+    assert LEGAL_TRANSITIONS[S.VALIDATING] >= {S.HELD}
+    assert LEGAL_TRANSITIONS[S.HELD] == {S.RUNNING, S.REJECTED, S.FAILED}
+    assert S.HELD not in IN_FLIGHT and S.HELD not in TERMINAL
+    assert LEGAL_TRANSITIONS[S.REJECTED] == frozenset()
+
+
 def test_no_status_can_return_to_itself() -> None:
     for status in RunStatus:
         assert (status, status) not in LEGAL_PAIRS
@@ -100,7 +110,7 @@ def test_no_status_can_return_to_itself() -> None:
 
 @pytest.mark.parametrize("status", sorted(TERMINAL))
 def test_terminal_states_have_no_exits(status) -> None:
-    assert {S.PUBLISHED, S.FAILED} == TERMINAL
+    assert {S.PUBLISHED, S.FAILED, S.REJECTED} == TERMINAL
     assert LEGAL_TRANSITIONS[status] == frozenset()
     for target in RunStatus:
         with pytest.raises(IllegalTransitionError, match=r"nothing \(terminal\)"):
@@ -110,7 +120,8 @@ def test_terminal_states_have_no_exits(status) -> None:
 def test_every_live_state_may_fail_and_unknown_only_resolves() -> None:
     for status in set(RunStatus) - TERMINAL:
         assert S.FAILED in LEGAL_TRANSITIONS[status], status
-    assert LEGAL_TRANSITIONS[S.UNKNOWN] == TERMINAL
+    # Recovery resolves an unknown commit to what happened; only a human rejects.
+    assert LEGAL_TRANSITIONS[S.UNKNOWN] == TERMINAL - {S.REJECTED}
     # Only states a dead process can leave behind may be marked UNKNOWN by recovery.
     assert {a for a, b in LEGAL_PAIRS if b == S.UNKNOWN} == IN_FLIGHT - {S.UNKNOWN}
 
