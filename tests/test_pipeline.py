@@ -43,9 +43,19 @@ def pipeline(demo_data, tmp_path_factory):
     root, summary = demo_data
     warehouse = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
     defs = build_definitions(root, warehouse)
-    # Every landing file is in scope: business dates up to the last ingest day, so each raw
-    # row is attributed to a partition of this run.
-    first_run = _materialize(defs, DAILY, tags=_range_tags(DEMO_START, LAST_INGEST))
+    first_run = _materialize(defs, DAILY, tags=_range_tags(DEMO_START, DEMO_END))
+    # The days after the last business date hold only rows whose timestamp did not parse
+    # (attributed to their ingest day): empty business days, which the gate blocks
+    # (FAIL_PARTITION), keeping their rejected rows in ecm_quarantine.blocked_rows. With
+    # them every landing file is in scope and each raw row is attributed to a partition.
+    tail_run = dg.materialize(
+        list(defs.assets or []),
+        selection=["case_events"],
+        resources=defs.resources,
+        tags=_range_tags(DEMO_END + timedelta(days=1), LAST_INGEST),
+        raise_on_error=False,
+    )
+    assert not tail_run.success
     _materialize(defs, ["case_sla_monthly_report"], partition_key="2026-09-01")
     conn = duckdb.connect(str(warehouse), read_only=True)
     yield {
@@ -54,6 +64,7 @@ def pipeline(demo_data, tmp_path_factory):
         "conn": conn,
         "defs": defs,
         "first_run": first_run,
+        "tail_run": tail_run,
         "warehouse": warehouse,
     }
     conn.close()
@@ -75,7 +86,10 @@ def test_counts_reconcile_with_injected_defects(pipeline) -> None:
     injected = summary.injected
     kept = conn.sql("SELECT count(*) FROM case_events").fetchone()[0]
     by_reason = dict(
-        conn.sql("SELECT reason, count(*) FROM ecm_quarantine.rejected_rows GROUP BY 1").fetchall()
+        conn.sql(
+            "SELECT reason, count(*) FROM (SELECT reason FROM ecm_quarantine.rejected_rows "
+            "UNION ALL SELECT reason FROM ecm_quarantine.blocked_rows) GROUP BY 1"
+        ).fetchall()
     )
     raw = _raw_lines(pipeline["root"])
     assert raw == summary.events_written
@@ -99,11 +113,13 @@ def test_partition_counts_metadata_reconcile(pipeline) -> None:
         for e in result.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey("case_events")
     ]
-    assert len(events) == (LAST_INGEST - DEMO_START).days + 1  # one per partition of the range
+    assert len(events) == (DEMO_END - DEMO_START).days + 1  # one per partition of the range
     meta = events[0].materialization.metadata
     read = meta["input_rows"].value
-    assert read == meta["rows"].value + meta["rejected_rows"].value + meta["duplicate_rows"].value
-    assert meta["rows"].value == meta["published_rows"].value
+    accepted, quarantined = meta["accepted_rows"].value, meta["quarantined_rows"].value
+    assert read == accepted + quarantined + meta["duplicate_rows"].value
+    assert accepted == meta["published_rows"].value
+    assert meta["quality_decision"].value == "QUARANTINE_RECORDS"
     boundary = meta["input_boundary"].value
     assert len(boundary["landing_files"]) == meta["landing_files"].value > 0
     assert all(len(f["sha256"]) == 64 and f["size_bytes"] > 0 for f in boundary["landing_files"])
@@ -280,7 +296,7 @@ def test_rerun_publishes_identical_business_data(pipeline, tmp_path) -> None:
 
     pipeline["conn"].close()
     before = checksums(pipeline["first_run"])
-    again = _materialize(defs, DAILY, tags=_range_tags(DEMO_START, LAST_INGEST))
+    again = _materialize(defs, DAILY, tags=_range_tags(DEMO_START, DEMO_END))
     assert checksums(again) == before
     with duckdb.connect(str(pipeline["warehouse"]), read_only=True) as conn:
         runs = conn.sql("SELECT DISTINCT run_id FROM case_events").fetchall()
