@@ -29,13 +29,37 @@ class LandingFileChangedError(RuntimeError):
     """A file changed between the input lock and the read: the boundary no longer holds."""
 
 
-class LandingSchemaError(ValueError):
-    """A landing file lacks a column the contract requires: its rows cannot be read at all."""
+class LandingReadError(ValueError):
+    """A landing file cannot be read into rows at all; `rule` names the quality rule."""
+
+    rule = "landing_file"
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class LandingSchemaError(LandingReadError):
+    """A landing file lacks a column the contract requires."""
+
+    rule = "landing_columns"
 
     def __init__(self, path: str, missing: list[str], header: list[str]) -> None:
-        super().__init__(f"landing file {path}: header {header} lacks required column(s) {missing}")
-        self.path = path
+        super().__init__(
+            path, f"landing file {path}: header {header} lacks required column(s) {missing}"
+        )
         self.missing = missing
+
+
+class LandingEncodingError(LandingReadError):
+    """A landing file is not UTF-8: no row of it can be trusted."""
+
+    rule = "landing_encoding"
+
+
+#: A single CSV field may be large (free text); the csv module's default cap is 128 KiB and
+#: would abort the whole read instead of letting the row be judged.
+csv.field_size_limit(1 << 30)
 
 
 def _sha256(data: bytes) -> str:
@@ -110,6 +134,13 @@ def _rows_from_csv(
     return rows, extra
 
 
+def _text(value: object) -> str | None:
+    """A JSON value as the text a CSV would carry: strings as is, others as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
 def _rows_from_jsonl(text: str, columns: Sequence[str]) -> tuple[list[list[object]], list[str]]:
     """Rows of a JSONL file; a key missing from a record is a null value, not an error."""
     rows: list[list[object]] = []
@@ -132,7 +163,7 @@ def _rows_from_jsonl(text: str, columns: Sequence[str]) -> tuple[list[list[objec
         for key in record:
             if key not in known:
                 extra[key] = None
-        rows.append([*(None if v is None else str(v) for v in values), line_no, None])
+        rows.append([*(_text(v) for v in values), line_no, None])
     return rows, list(extra)
 
 
@@ -158,8 +189,9 @@ def read_landing_files(
         try:
             text = data.decode("utf-8-sig")  # tolerate a byte-order mark
         except UnicodeDecodeError as exc:
-            raise ValueError(
-                f"landing file {f.path} is not valid UTF-8 at byte {exc.start}: {exc.reason}"
+            raise LandingEncodingError(
+                f.path,
+                f"landing file {f.path} is not valid UTF-8 at byte {exc.start}: {exc.reason}",
             ) from exc
         if f.path.endswith(".csv"):
             rows, extra = _rows_from_csv(text, columns, f.path)

@@ -195,7 +195,7 @@ class QualityContract:
             names.append(rule.rule_name if isinstance(rule, Referential) else rule.name)
         names += [c.name for c in self.controls]
         names += [t.name for t in self.time_bounds]
-        names += ["reconciliation", "landing_columns"]
+        names += ["reconciliation", "landing_columns", "landing_encoding"]
         return list(dict.fromkeys(names))
 
 

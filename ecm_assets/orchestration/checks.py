@@ -22,6 +22,7 @@ _SEVERITY_NOTE = {
     "schema": "row rules of the pandera model; each check's severity is in the model",
     "reconciliation": "input = accepted + quarantined + duplicate, exactly",
     "landing_columns": "landing files carry the contract's columns (missing: FAIL_RUN)",
+    "landing_encoding": "landing files are UTF-8 (otherwise FAIL_RUN: no row can be trusted)",
 }
 
 
@@ -33,6 +34,7 @@ def check_name(rule: str) -> str:
 def _rule_severities(quality: QualityContract) -> dict[str, str]:
     out: dict[str, str] = {"schema": "per check", "reconciliation": str(quality.reconciliation)}
     out["landing_columns"] = f"missing FAIL_RUN, extra {quality.landing_extra_column}"
+    out["landing_encoding"] = "FAIL_RUN"
     for rule in quality.rules:
         name = rule.rule_name if isinstance(rule, Referential) else rule.name
         out[name] = str(rule.severity)
@@ -46,7 +48,7 @@ def _rule_severities(quality: QualityContract) -> dict[str, str]:
 def check_names(contract: DatasetContract, quality: QualityContract) -> list[str]:
     names = quality.rule_names()
     if contract.landing is None:
-        names = [n for n in names if n != "landing_columns"]
+        names = [n for n in names if not n.startswith("landing_")]
     return names
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from ecm_assets.adapters.landing import LandingSchemaError
+from ecm_assets.adapters.landing import LandingReadError
 from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import Dataset
 from ecm_assets.contracts.quality import Drift
@@ -269,9 +269,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             )
             result = run_transform(dataset, kwargs)
             gate = _judge(context, warehouse, dataset, window, result, kwargs)
-        except LandingSchemaError as exc:
+        except LandingReadError as exc:
             # The input cannot even be read into rows: the gate's FAIL_RUN, named as such.
-            gate = failure_result(contract, dataset.quality, window, "landing_columns", str(exc))
+            gate = failure_result(contract, dataset.quality, window, exc.rule, str(exc))
         except Exception as exc:
             # Recording FAILED must never replace the run's own error (e.g. with a lock
             # timeout), so the operator always sees what actually went wrong.

@@ -342,7 +342,7 @@ def _row_rule_findings(
         by_part.setdefault(p, []).append(pos)
     for p in col.window.partitions:
         hits = by_part.get(p, [])
-        sample = tuple(str(cases[i]) for i in hits[:SAMPLE_SIZE])
+        sample = tuple(str(_short(cases[i])) for i in hits[:SAMPLE_SIZE])
         col.add(
             Finding(
                 rule,

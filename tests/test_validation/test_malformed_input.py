@@ -227,7 +227,7 @@ def test_wrong_types_are_rejected_at_parse_and_the_rest_is_published(corpus: Cor
     got = out.rejected[["source_file", "source_line", "reason", "column_name", "failure_case"]]
     assert got.values.tolist() == [
         [csv_file, 72, "unparseable_event_ts", "event_ts", "not-a-timestamp"],
-        [jsonl_file, 26, "unparseable_event_ts", "event_ts", "{'seconds': 5}"],
+        [jsonl_file, 26, "unparseable_event_ts", "event_ts", '{"seconds": 5}'],
         [jsonl_file, 27, "unparseable_event_ts", "event_ts", "[2026, 9, 1]"],
         [jsonl_file, 28, "unparseable_event_ts", "event_ts", None],
     ]
@@ -352,6 +352,9 @@ def test_latin1_bytes_fail_the_run_naming_file_and_byte_offset(corpus: Corpus) -
     _nothing_published(out)
     assert out.manifest.status == "FAILED"
     assert f"not valid UTF-8 at byte {offset}" in (out.manifest.status_detail or "")
+    # Reported like a missing column: the gate's FAIL_RUN under its own rule.
+    assert out.manifest.quality["decision"] == "FAIL_RUN"
+    assert [f["rule"] for f in out.manifest.quality["failures"]] == ["landing_encoding"]
 
 
 # --------------------------------------------------------------------------- 6. truncated lines
@@ -438,12 +441,6 @@ def test_huge_values_are_published_or_quarantined_with_short_failure_cases(
     assert json.loads(out.rejected["original_row"].iloc[0])["unit_id"] == "U" * 200_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a CSV field over csv.field_size_limit() (131072 chars) raises _csv.Error "
-    "from ecm_assets/adapters/landing.py _rows_from_csv: the whole run fails without naming "
-    "the file or line, instead of rejecting the row as malformed_line",
-)
 def test_huge_csv_field_is_rejected_or_published_not_a_crash(corpus: Corpus) -> None:
     rows = good_rows(40, "G")
     rows.append({**good_rows(1, "K")[0], "case_id": HUGE_CASE_ID})  # line 42
@@ -460,13 +457,6 @@ def test_huge_csv_field_is_rejected_or_published_not_a_crash(corpus: Corpus) -> 
     assert result.success, failure_messages(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: gate findings keep untruncated samples for referential rules "
-    "(ecm_assets/validation/gate.py _referential passes raw values as cases), so a 200k-char "
-    "unit_id is copied whole into the manifest's quality record and the asset check "
-    "metadata, although failure_case is truncated to 500 chars",
-)
 def test_huge_values_are_truncated_in_quality_evidence(corpus: Corpus) -> None:
     records = good_rows(40, "J")
     records.append({**good_rows(1, "U")[0], "unit_id": "U" * 200_000})
