@@ -19,6 +19,7 @@ from ecm_assets.contracts.transform import PartitionWindow
 from ecm_assets.manifest.ledger import load_manifest
 from ecm_assets.orchestration.inputs import ReplayError, UpstreamFrame, lock_inputs, run_transform
 from ecm_assets.publish.protocol import checksums_comparable, frame_checksum, read_partitions
+from ecm_assets.validation.gate import judge
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ def replay_run(
         recorded=recorded,
     )
     result = run_transform(dataset, kwargs)
+    # What the run published is what its quality gate accepted, so replay judges the same way.
+    accepted = judge(dataset, window, result, kwargs).accepted
     original = (manifest.outputs or {}).get("business_checksum")
     return ReplayResult(
         run_id=run_id,
@@ -89,6 +92,6 @@ def replay_run(
         partitions=recorded.partitions,
         landing_files=len(recorded.landing_files),
         original_checksum=original,
-        replay_checksum=frame_checksum(contract, result.data),
-        rows=len(result.data),
+        replay_checksum=frame_checksum(contract, accepted),
+        rows=len(accepted),
     )

@@ -45,7 +45,7 @@ from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager, StagedOutput
 from ecm_assets.publish.protocol import read_partitions
 from ecm_assets.publish.versions import closed_partitions, parse_reason
-from ecm_assets.validation.gate import Decision, GateInput, GateResult, evaluate, failure_result
+from ecm_assets.validation.gate import Decision, GateResult, failure_result, judge
 
 IO_MANAGER_KEY = "warehouse_io_manager"
 #: Run tags an operator sets from the UI launchpad or `dagster ... --tags`.
@@ -129,25 +129,7 @@ def _judge(
         with warehouse.connect(context, read_only=True) as conn:
             published = read_partitions(conn, contract, window.first, window.last)
             closed = frozenset(closed_partitions(conn, contract.name))
-    landing = kwargs.get("landing")
-    return evaluate(
-        GateInput(
-            contract=contract,
-            quality=quality,
-            window=window,
-            data=result.data,
-            rejects=result.rejects,
-            counts=result.counts,
-            reference={n: kwargs[n] for n in contract.reference},  # type: ignore[misc]
-            upstream={u.dataset: kwargs[u.dataset] for u in contract.upstream},  # type: ignore[misc]
-            published=published,
-            closed=closed,
-            source_rows=result.source_rows,
-            landing_issues=landing.attrs.get("landing_issues", [])
-            if isinstance(landing, pd.DataFrame)
-            else (),
-        )
-    )
+    return judge(dataset, window, result, kwargs, published=published, closed=closed)
 
 
 def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:

@@ -27,7 +27,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from ecm_assets.contracts.boundaries import ReferenceSnapshot
-from ecm_assets.contracts.dataset import DatasetContract
+from ecm_assets.contracts.dataset import Dataset, DatasetContract
 from ecm_assets.contracts.quality import (
     SEVERITY_KEY,
     Drift,
@@ -40,7 +40,7 @@ from ecm_assets.contracts.quality import (
     Severity,
     UniqueKey,
 )
-from ecm_assets.contracts.transform import PartitionWindow
+from ecm_assets.contracts.transform import PartitionWindow, TransformResult
 
 #: How many failure cases a finding keeps as a sample.
 SAMPLE_SIZE = 5
@@ -931,6 +931,38 @@ def _result(
     )
 
 
+def judge(
+    dataset: Dataset,
+    window: PartitionWindow,
+    result: TransformResult,
+    inputs: Mapping[str, Any],
+    *,
+    published: pd.DataFrame | None = None,
+    closed: frozenset[date] = frozenset(),
+) -> GateResult:
+    """The gate on a transform's result, given the inputs the transform was called with."""
+    contract = dataset.contract
+    landing = inputs.get("landing")
+    return evaluate(
+        GateInput(
+            contract=contract,
+            quality=dataset.quality,
+            window=window,
+            data=result.data,
+            rejects=result.rejects,
+            counts=result.counts,
+            reference={n: inputs[n] for n in contract.reference},
+            upstream={u.dataset: inputs[u.dataset] for u in contract.upstream},
+            published=published,
+            closed=closed,
+            source_rows=result.source_rows,
+            landing_issues=landing.attrs.get("landing_issues", [])
+            if isinstance(landing, pd.DataFrame)
+            else (),
+        )
+    )
+
+
 def failure_result(
     contract: DatasetContract,
     quality: QualityContract,
@@ -959,6 +991,7 @@ __all__ = [
     "GateResult",
     "evaluate",
     "failure_result",
+    "judge",
     "key_checksum",
     "validate_with_pandera",
 ]

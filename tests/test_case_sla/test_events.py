@@ -53,6 +53,7 @@ def judged(frame: pd.DataFrame, win: PartitionWindow, org: dict) -> TransformRes
         counts.loc[date.fromisoformat(p), "rejected"] = entry["quarantined"]
     return TransformResult(data=gate.accepted, rejects=rejects, counts=counts)
 
+
 D1, D2, D3, D4 = date(2026, 9, 1), date(2026, 9, 2), date(2026, 9, 3), date(2026, 9, 4)
 
 

@@ -76,7 +76,7 @@ def _stored_rows(env: Env) -> int:
 
 def test_01_initial_publish_is_version_1(lc, capsys) -> None:
     env = lc["env"]
-    env.materialize(DAILY, first="2026-09-01", last="2026-09-13")
+    env.materialize(DAILY, first="2026-09-01", last="2026-09-08")
     result = env.materialize([MONTHLY], partition_key=MONTH)
 
     versions = _versions(env, capsys)
