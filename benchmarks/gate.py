@@ -411,28 +411,76 @@ def _loadavg() -> str:
         return "n/a"
 
 
+def _short_path(text: str) -> str:
+    """Paths in profile listings relative to site-packages or the repository."""
+    for prefix in sorted({p for p in sys.path if p.endswith("site-packages")}, key=len)[::-1]:
+        text = text.replace(prefix.rstrip("/") + "/", "")
+    return text.replace(str(ROOT) + "/", "")
+
+
+def _print_stats(profiler: cProfile.Profile, order: str, top: int, *restrict: Any) -> None:
+    buf = io.StringIO()
+    pstats.Stats(profiler, stream=buf).sort_stats(order).print_stats(*restrict, top)
+    lines = buf.getvalue().splitlines()
+    start = next((i for i, x in enumerate(lines) if x.lstrip().startswith("ncalls")), 0)
+    print(_short_path("\n".join(lines[start:]).rstrip()))
+
+
 def _profile(bench: BenchInput, top: int) -> None:
-    """cProfile one gate call; print the heaviest functions (own time and cumulative)."""
+    """cProfile one gate call; print the heaviest functions (own and cumulative time)."""
     profiler = cProfile.Profile()
     gc.collect()
     profiler.enable()
     gate_module.evaluate(bench.gate_input())
     profiler.disable()
-    for order, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
-        buf = io.StringIO()
-        stats = pstats.Stats(profiler, stream=buf).strip_dirs().sort_stats(order)
-        stats.print_stats(top)
-        print(f"\ncProfile of one evaluate() call, top {top} by {title}:")
-        lines = buf.getvalue().splitlines()
-        start = next((i for i, x in enumerate(lines) if x.lstrip().startswith("ncalls")), 0)
-        print("\n".join(lines[start:]).rstrip())
-    buf = io.StringIO()
-    stats = pstats.Stats(profiler, stream=buf).sort_stats("cumulative")
-    stats.print_stats(r"validation[/\\]gate\.py", top)
+    print(f"\ncProfile of one evaluate() call, top {top} by own time:")
+    _print_stats(profiler, "tottime", top)
     print("\ncProfile, functions of ecm_assets/validation/gate.py by cumulative time:")
-    lines = buf.getvalue().splitlines()
-    start = next((i for i, x in enumerate(lines) if x.lstrip().startswith("ncalls")), 0)
-    print("\n".join(lines[start:]).rstrip())
+    _print_stats(profiler, "cumulative", top, r"validation[/\\]gate\.py")
+
+
+def _line_times(bench: BenchInput, top: int) -> None:
+    """Wall time per source line of ecm_assets/validation/gate.py for one evaluate() call.
+
+    cProfile cannot say which call site of a pandas function is slow; this tracer charges
+    the time between two line events of gate.py (including the pandas/pandera calls the
+    line makes) to the earlier line. Only gate.py frames are traced, so the overhead is small.
+    """
+    target = gate_module.__file__
+    spent: dict[int, float] = {}
+    hits: dict[int, int] = {}
+    state: dict[str, Any] = {"line": None, "t": 0.0}
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        now = time.perf_counter()
+        if state["line"] is not None:
+            spent[state["line"]] = spent.get(state["line"], 0.0) + now - state["t"]
+        if event == "line":
+            state["line"] = frame.f_lineno
+            hits[frame.f_lineno] = hits.get(frame.f_lineno, 0) + 1
+        elif event == "return":
+            back = frame.f_back
+            state["line"] = back.f_lineno if back and back.f_code.co_filename == target else None
+        state["t"] = time.perf_counter()
+        return local
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        return local if frame.f_code.co_filename == target else None
+
+    gc.collect()
+    started = time.perf_counter()
+    sys.settrace(trace)
+    try:
+        gate_module.evaluate(bench.gate_input())
+    finally:
+        sys.settrace(None)
+    total = time.perf_counter() - started
+    source = Path(target).read_text().splitlines()
+    print(f"\nWall time per line of ecm_assets/validation/gate.py (one traced call, {total:.2f}s):")
+    print("| line | seconds | share | runs | code")
+    for line, seconds in sorted(spent.items(), key=lambda kv: -kv[1])[:top]:
+        code = source[line - 1].strip()[:90]
+        print(f"| {line:4d} | {seconds:7.3f} | {seconds / total:5.1%} | {hits[line]:4d} | {code}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -545,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.profile == "always" or (args.profile == "auto" and ratio > GOAL):
         _profile(bench, args.top)
+        _line_times(bench, args.top)
     print(f"\nload average at end: {_loadavg()} (1/5/15 min)")
     print(f"total benchmark wall time: {time.perf_counter() - wall_start:.0f}s")
 

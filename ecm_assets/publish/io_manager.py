@@ -122,11 +122,10 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 f"dropped staging tables left by crashed runs: {', '.join(result.debris_dropped)}"
             )
         if result.held:
-            last = None
             for d, key in keys.items():
                 if d in obj.blocked:
                     continue
-                last = dg.AssetObservation(
+                observation = dg.AssetObservation(
                     asset_key=context.asset_key,
                     partition=key,
                     metadata={
@@ -139,9 +138,10 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                         f"{contract.name} --actor NAME --note WHY",
                     },
                 )
-                context.log_event(last)
-            if last is not None:
-                yield last  # flushes the logged events; the failure below discards it
+                context.log_event(observation)
+            # Hand the logged events over now: the step fails below, and Dagster only
+            # collects an IO manager's events between the items it yields.
+            yield from context.consume_events()
             reasons = "; ".join(
                 f["message"]
                 for f in (obj.quality or {}).get("failures", [])
@@ -180,12 +180,11 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
         }
         if obj.blocked:
             per_partition = (obj.reconciliation or {}).get("per_partition", {})
-            last_mat = None
             for d, key in keys.items():
                 if d in obj.blocked:
                     continue
                 counts = per_partition.get(d.isoformat(), {})
-                last_mat = dg.AssetMaterialization(
+                materialization = dg.AssetMaterialization(
                     asset_key=context.asset_key,
                     partition=key,
                     metadata={
@@ -201,9 +200,8 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                         "blocked_partitions": dg.MetadataValue.json(_iso(obj.blocked)),
                     },
                 )
-                context.log_event(last_mat)
-            if last_mat is not None:
-                yield last_mat  # flushes the logged events; the failure below discards it
+                context.log_event(materialization)
+            yield from context.consume_events()  # as above: before the step fails
             raise dg.Failure(
                 description=f"quality gate FAIL_PARTITION: {contract.name} published "
                 f"{len(owned) - len(obj.blocked)} of {len(owned)} partitions; not published: "
