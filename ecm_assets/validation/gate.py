@@ -403,11 +403,15 @@ def evaluate(inp: GateInput) -> GateResult:
             ["rule", "column", "severity"], sort=False, dropna=False
         ):
             sample = tuple(str(c) for c in grp["failure_case"].head(SAMPLE_SIZE))
-            what = (
-                f"column {column} is missing from the output"
-                if rule == "missing_column"
-                else f"column {column}: {grp['check'].iloc[0]} failed: {sample[:1]}"
-            )
+            column = None if pd.isna(column) else column
+            where = f"column {column}" if column else "the frame"
+            if rule == "missing_column":
+                what = f"column {column} is missing from the output"
+            else:
+                what = f"{where}: {grp['check'].iloc[0]} failed: {sample[:1]}"
+                # A row check that could not run checked no row: nothing may pass unchecked,
+                # whatever the check's own severity.
+                severity = Severity.FAIL_RUN
             run_level.append(
                 Finding(
                     "schema",
@@ -416,7 +420,7 @@ def evaluate(inp: GateInput) -> GateResult:
                     passed=False,
                     failed=len(grp),
                     message=f"{rule}: {what}",
-                    column=None if pd.isna(column) else column,
+                    column=column,
                     sample=sample,
                 )
             )
@@ -450,6 +454,8 @@ def evaluate(inp: GateInput) -> GateResult:
 
     # Findings of schema-level failures (missing columns...) stop here: rules below need data.
     fatal = [f for f in run_level if f.severity == Severity.FAIL_RUN]
+    if not have_partition:
+        data = data.iloc[0:0]  # rows that cannot be placed in a partition are judged by none
     if fatal or not have_partition:
         if not have_partition and not fatal:
             run_level.append(
@@ -676,7 +682,7 @@ def _drift(
                 passed=ok,
                 failed=0 if ok else 1,
                 column=rule.column,
-                value=round(relative, 6),
+                value=round(relative, 6) if np.isfinite(relative) else None,
                 message=""
                 if ok
                 else f"{rule.column} moves from {before:g} to "

@@ -552,12 +552,6 @@ def test_missing_column_may_be_declared_a_warning():
     assert len(result.accepted) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="gate bug: with the partition column missing, _result masks the non-empty staged "
-    "rows with the empty partition series and raises 'Item wrong length 0 instead of 1'",
-)
 @pytest.mark.parametrize(
     ("model", "message"),
     [
@@ -1177,12 +1171,6 @@ def test_result_json_and_summary_name_the_blocking_rule_and_partition():
 # --------------------------------------------------------------------------- known gaps
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gate bug: a QUARANTINE_RECORD row check that cannot run (it raises) becomes a "
-    "run-level QUARANTINE_RECORD finding; no row is quarantined and every row is published "
-    "unchecked instead of the run failing",
-)
 def test_a_row_check_that_cannot_run_does_not_publish_unchecked_rows():
     class StrictCodeModel(pa.DataFrameModel):
         business_date: Series[Any] = pa.Field(nullable=False, metadata=_FAIL_RUN)
