@@ -57,9 +57,7 @@ def graph_snapshot() -> dict[str, object]:
                 "tags": dict(sorted(spec.tags.items())),
                 "kinds": sorted(spec.kinds),
                 "code_version": spec.code_version,
-                "checks": sorted(
-                    k.name for k in assets_def.check_keys if k.asset_key == key
-                ),
+                "checks": sorted(k.name for k in assets_def.check_keys if k.asset_key == key),
                 "backfill_policy": str(assets_def.backfill_policy.policy_type)
                 if assets_def.backfill_policy
                 else None,

@@ -24,8 +24,12 @@ import pandas as pd
 
 from ecm_assets.case_sla.contracts import CASE_EVENTS, LANDING_COLUMNS, LATENESS_DAYS
 from ecm_assets.contracts.boundaries import ReferenceSnapshot
-from ecm_assets.contracts.transform import PartitionWindow, ReconciliationError, TransformResult
-from ecm_assets.publish.protocol import REJECT_COLUMNS
+from ecm_assets.contracts.transform import (
+    REJECT_COLUMNS,
+    PartitionWindow,
+    ReconciliationError,
+    TransformResult,
+)
 
 COUNT_COLUMNS = ["read", "kept", "rejected", "duplicate", "corrections_applied", "late_arrivals"]
 

@@ -108,14 +108,14 @@ class Referential:
     reference: str
     key: str
     severity: Severity
-    name: str | None = None
+    name: str = ""
     time_column: str | None = None
     valid_from: str = "valid_from"
     valid_to: str = "valid_to"
 
-    @property
-    def rule_name(self) -> str:
-        return self.name or f"referential_{self.column}"
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", f"referential_{self.column}")
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,7 @@ class QualityContract:
         names: list[str] = []
         if self.model is not None:
             names.append("schema")
-        for rule in self.rules:
-            names.append(rule.rule_name if isinstance(rule, Referential) else rule.name)
+        names += [rule.name for rule in self.rules]
         names += [c.name for c in self.controls]
         names += [t.name for t in self.time_bounds]
         names += ["reconciliation", "landing_columns", "landing_encoding"]

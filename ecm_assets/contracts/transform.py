@@ -29,6 +29,18 @@ class PartitionWindow:
         return self.partitions[-1]
 
 
+#: Columns of a rejected row, as a transform or the quality gate hands it to publish.
+REJECT_COLUMNS = [
+    "partition_date",
+    "source_file",
+    "source_line",
+    "reason",
+    "column_name",
+    "failure_case",
+    "original_row",
+]
+
+
 @dataclass(frozen=True)
 class TransformResult:
     """Accepted rows, rejected rows (with reasons) and the per-partition counts that reconcile.

@@ -21,9 +21,10 @@ from ecm_assets.publish.protocol import (
     PublishError,
     PublishRequest,
     PublishResult,
+    business_checksum,
     publish_partitions,
 )
-from ecm_assets.publish.review import drop_held, load_held
+from ecm_assets.publish.review import drop_held, held_relations, load_held
 
 
 class ReviewError(RuntimeError):
@@ -102,6 +103,14 @@ def approve(
     manifest = _held_manifest(conn, run_id, asset)
     contract = contract_for(manifest.asset)
     held = _held(manifest)
+    held_now = business_checksum(conn, contract, held_relations(contract.name, run_id)[0])
+    if held_now != held.checksum:
+        raise ReviewError(
+            f"run {run_id} {contract.name}: the held rows in "
+            f"{held_relations(contract.name, run_id)[0]} have checksum {held_now}, not the "
+            f"{held.checksum} recorded when they were judged; they were modified, so they are "
+            "not published. Reject the run and rerun it."
+        )
     data, rejects = load_held(conn, contract, run_id)
     tags = manifest.parameters or {}
     request = PublishRequest(
@@ -121,8 +130,7 @@ def approve(
     )
     result = publish_partitions(conn, request)
     if result.business_checksum != held.checksum:
-        # Cannot happen unless the held table was edited; the publish already committed,
-        # so say so loudly rather than pretend.
+        # Checked before publishing; this would mean the round trip changed a value.
         raise PublishError(
             f"run {run_id} {contract.name}: published checksum {result.business_checksum} "
             f"differs from the held checksum {held.checksum}: the held rows were modified"

@@ -15,7 +15,7 @@ from datetime import date
 import dagster as dg
 
 from ecm_assets.contracts.dataset import DatasetContract
-from ecm_assets.contracts.quality import QualityContract, Referential, Severity
+from ecm_assets.contracts.quality import QualityContract
 from ecm_assets.validation.gate import Finding, GateResult
 
 _SEVERITY_NOTE = {
@@ -36,8 +36,7 @@ def _rule_severities(quality: QualityContract) -> dict[str, str]:
     out["landing_columns"] = f"missing FAIL_RUN, extra {quality.landing_extra_column}"
     out["landing_encoding"] = "FAIL_RUN"
     for rule in quality.rules:
-        name = rule.rule_name if isinstance(rule, Referential) else rule.name
-        out[name] = str(rule.severity)
+        out[rule.name] = str(rule.severity)
     for c in quality.controls:
         out[c.name] = str(c.severity)
     for t in quality.time_bounds:
@@ -144,4 +143,4 @@ def check_evaluations(
     return out
 
 
-__all__ = ["Severity", "check_evaluations", "check_names", "check_specs"]
+__all__ = ["check_evaluations", "check_names", "check_specs"]

@@ -26,6 +26,7 @@ import pandas as pd
 
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
 from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract
+from ecm_assets.contracts.transform import REJECT_COLUMNS
 from ecm_assets.manifest.ledger import (
     Manifest,
     ensure_ledger,
@@ -68,8 +69,8 @@ QUARANTINE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("failure_case", "VARCHAR"),
     ("original_row", "VARCHAR"),
 )
-#: Columns a transform supplies for a rejected row; the protocol adds asset and run_id.
-REJECT_COLUMNS = [c for c, _ in QUARANTINE_COLUMNS if c not in ("asset", "run_id")]
+# A transform supplies REJECT_COLUMNS for a rejected row; the protocol adds asset and run_id.
+assert [c for c, _ in QUARANTINE_COLUMNS if c not in ("asset", "run_id")] == REJECT_COLUMNS
 
 
 class PublishError(RuntimeError):
@@ -149,6 +150,30 @@ def ensure_quarantine_table(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {BLOCKED_TABLE} ({cols}, blocked_reason VARCHAR NOT NULL)"
     )
+
+
+def append_rows(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> int:
+    """Insert a frame into a table by column name; the number of rows written."""
+    if frame is None or not len(frame):
+        return 0
+    view = "__ecm_append_rows"
+    conn.register(view, frame)
+    try:
+        cols = ", ".join(quote_ident(c) for c in frame.columns)
+        conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {view}")
+    finally:
+        conn.unregister(view)
+    return len(frame)
+
+
+def keep_blocked_rows(
+    conn: duckdb.DuckDBPyConnection, asset: str, run_id: str, frame: pd.DataFrame | None
+) -> None:
+    """Evidence of a run's blocked partitions; a retry of the run replaces its own rows."""
+    if frame is None:
+        return
+    conn.execute(f"DELETE FROM {BLOCKED_TABLE} WHERE asset = ? AND run_id = ?", [asset, run_id])
+    append_rows(conn, BLOCKED_TABLE, frame)
 
 
 def _split_blocked(request: PublishRequest) -> tuple[PublishRequest, pd.DataFrame | None]:
@@ -532,18 +557,7 @@ def _record_all_blocked(
     reasons = "; ".join(f"{d}: {w}" for d, w in sorted(request.blocked.items()))
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute(
-            f"DELETE FROM {BLOCKED_TABLE} WHERE asset = ? AND run_id = ?", [contract.name, run_id]
-        )
-        if blocked_rejects is not None:
-            conn.register("__ecm_blocked", blocked_rejects)
-            try:
-                cols = ", ".join(quote_ident(c) for c in blocked_rejects.columns)
-                conn.execute(
-                    f"INSERT INTO {BLOCKED_TABLE} ({cols}) SELECT {cols} FROM __ecm_blocked"
-                )
-            finally:
-                conn.unregister("__ecm_blocked")
+        keep_blocked_rows(conn, contract.name, run_id, blocked_rejects)
         transition(
             conn,
             run_id,
@@ -632,7 +646,9 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         _check_not_stale(conn, request, owned)
         ensure_quarantine_table(conn)
         if request.hold:
-            held = hold_staged(conn, request, staging, rejects, per_partition, checksum)
+            held = hold_staged(
+                conn, request, staging, rejects, blocked_rejects, per_partition, checksum
+            )
             return PublishResult(
                 table=f"{contract.schema}.{contract.name}",
                 rows=0,
@@ -687,29 +703,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND {owned_filter('partition_date')}",
             [asset, *owned_params(owned)],
         )
-        quarantined = 0
-        if rejects is not None and len(rejects):
-            conn.register("__ecm_rejects", rejects)
-            try:
-                qcols = ", ".join(quote_ident(c) for c, _ in QUARANTINE_COLUMNS)
-                conn.execute(
-                    f"INSERT INTO {QUARANTINE_TABLE} ({qcols}) SELECT {qcols} FROM __ecm_rejects"
-                )
-            finally:
-                conn.unregister("__ecm_rejects")
-            quarantined = len(rejects)
-        if blocked_rejects is not None:
-            conn.execute(
-                f"DELETE FROM {BLOCKED_TABLE} WHERE asset = ? AND run_id = ?", [asset, run_id]
-            )
-            conn.register("__ecm_blocked", blocked_rejects)
-            try:
-                bcols = ", ".join(quote_ident(c) for c in blocked_rejects.columns)
-                conn.execute(
-                    f"INSERT INTO {BLOCKED_TABLE} ({bcols}) SELECT {bcols} FROM __ecm_blocked"
-                )
-            finally:
-                conn.unregister("__ecm_blocked")
+        quarantined = 0 if rejects is None else append_rows(conn, QUARANTINE_TABLE, rejects)
+        keep_blocked_rows(conn, asset, run_id, blocked_rejects)
         if request.approval is not None:
             drop_held(conn, contract, run_id)
         failpoint("publish.after_insert")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
@@ -19,6 +19,9 @@ from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.dataset import DatasetContract
 from ecm_assets.manifest.ledger import transition
 from ecm_assets.manifest.states import RunStatus
+
+if TYPE_CHECKING:
+    from ecm_assets.publish.protocol import PublishRequest
 
 REVIEW_SCHEMA = "ecm_review"
 
@@ -36,13 +39,16 @@ def held_relations(asset: str, run_id: str) -> tuple[str, str]:
 
 def hold_staged(
     conn: duckdb.DuckDBPyConnection,
-    request: Any,
+    request: PublishRequest,
     staging: str,
     rejects: pd.DataFrame | None,
+    blocked_rejects: pd.DataFrame | None,
     per_partition: dict[date, tuple[int, str]],
     checksum: str,
 ) -> str:
     """Keep the validated staged rows for review and move the manifest to HELD, atomically."""
+    from ecm_assets.publish.protocol import append_rows, keep_blocked_rows  # cyclic at import
+
     contract: DatasetContract = request.contract
     data_rel, rejects_rel = held_relations(contract.name, request.run_id)
     conn.execute("BEGIN TRANSACTION")
@@ -55,15 +61,9 @@ def hold_staged(
             f'CREATE TABLE {rejects_rel} AS SELECT * FROM "ecm_quarantine"."rejected_rows" '
             "WHERE false"
         )
-        if rejects is not None and len(rejects):
-            conn.register("__ecm_held_rejects", rejects)
-            try:
-                cols = ", ".join(quote_ident(c) for c in rejects.columns)
-                conn.execute(
-                    f"INSERT INTO {rejects_rel} ({cols}) SELECT {cols} FROM __ecm_held_rejects"
-                )
-            finally:
-                conn.unregister("__ecm_held_rejects")
+        if rejects is not None:
+            append_rows(conn, rejects_rel, rejects)
+        keep_blocked_rows(conn, contract.name, request.run_id, blocked_rejects)
         outputs = {
             "held_table": f"{REVIEW_SCHEMA}.{held_names(contract.name, request.run_id)[0]}",
             "rows": sum(n for n, _ in per_partition.values()),

@@ -40,19 +40,10 @@ from ecm_assets.contracts.quality import (
     Severity,
     UniqueKey,
 )
-from ecm_assets.contracts.transform import PartitionWindow, TransformResult
+from ecm_assets.contracts.transform import REJECT_COLUMNS, PartitionWindow, TransformResult
 
 #: How many failure cases a finding keeps as a sample.
 SAMPLE_SIZE = 5
-REJECT_COLUMNS = [
-    "partition_date",
-    "source_file",
-    "source_line",
-    "reason",
-    "column_name",
-    "failure_case",
-    "original_row",
-]
 
 
 class Decision(StrEnum):
@@ -599,7 +590,7 @@ def _referential(
     pinned = inp.reference.get(rule.reference)
     if pinned is None:
         raise ValueError(
-            f"dataset {inp.contract.name}: rule {rule.rule_name} needs reference "
+            f"dataset {inp.contract.name}: rule {rule.name} needs reference "
             f"{rule.reference!r}, which the contract does not pin"
         )
     # Rows are judged against the snapshot pinned for their own business date; dates that
@@ -648,7 +639,7 @@ def _referential(
     _row_rule_findings(
         col,
         parts,
-        rule.rule_name,
+        rule.name,
         rule.severity,
         rule.column,
         rows,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import date
 
 import dagster as dg
+import duckdb
 import pytest
 
 from tests.test_lifecycle._support import (
@@ -237,6 +238,16 @@ def test_05_reject_ends_the_run_and_publishes_nothing(qa, capsys) -> None:
         expect_success=False,
     )
     assert manifest_of(env, capsys, held.run_id, MONTHLY)["status"] == "HELD"
+    # Held rows edited after the gate judged them are refused, and the run stays HELD.
+    held_table = f"ecm_review.{MONTHLY}__{held.run_id.replace('-', '')[:32]}"
+    with duckdb.connect(str(env.warehouse)) as conn:
+        conn.execute(f"UPDATE {held_table} SET sla_breached = sla_breached + 1")
+    code, _, err = env.ecm(
+        capsys, "review", "approve", held.run_id, "--by", "bob", "--note", "looks fine"
+    )
+    assert code == 2 and "modified" in err and "ecm_review" in err
+    assert manifest_of(env, capsys, held.run_id, MONTHLY)["status"] == "HELD"
+    assert env.query(f"SELECT * FROM main.{MONTHLY} ORDER BY region, unit_id") == before
     rejected = env.ecm_json(
         capsys, "review", "reject", held.run_id, "--by", "carol", "--note", "duplicate feed"
     )
