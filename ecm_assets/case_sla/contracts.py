@@ -13,6 +13,8 @@ LATENESS_DAYS = 5
 #: A case's history is looked up this many days back when its resolution is measured.
 CASE_HISTORY_DAYS = 30
 ROLLING_WINDOW_DAYS = 30
+#: The daily schedule recomputes this many business days before its tick date (lookback).
+SCHEDULE_LOOKBACK_DAYS = 3
 
 CASE_EVENTS = DatasetContract(
     name="case_events",

@@ -52,6 +52,17 @@ IO_MANAGER_KEY = "warehouse_io_manager"
 RESTATEMENT_TAG = "ecm/restatement_reason"  # authorizes changing a closed period, with a reason
 REASON_TAG = "ecm/reason"  # reason code recorded on new versions (LATE_DATA, BUG_FIX, ...)
 REPLAY_TAG = "ecm/replay_of"  # recompute from the input boundary a past run recorded
+#: Backfill mode (section 19), set from the UI backfill dialog, `ecm impact --launch` or
+#: `dagster asset materialize --tags`: replace (default), restatement, dry_run, shadow,
+#: compare_only. See docs/runbook.md.
+BACKFILL_MODE_TAG = "ecm/backfill_mode"
+BACKFILL_MODES = ("replace", "restatement", "dry_run", "shadow", "compare_only")
+#: What requested the run (landing_sensor, dependency_sensor, lookback_schedule, impact...).
+TRIGGER_TAG = "ecm/trigger"
+#: Late-data class the landing sensor gave the change: open_window, lookback, closed_period.
+CORRECTION_CLASS_TAG = "ecm/correction_class"
+#: "closed_periods": hold for manual review any change this run makes to a closed partition.
+REVIEW_TAG = "ecm/review"
 #: Concurrency pool of every step that writes the warehouse: DuckDB admits one writing
 #: process, so dagster.yaml limits this pool to one step at a time across all runs.
 WAREHOUSE_POOL = "ecm_duckdb_warehouse"
