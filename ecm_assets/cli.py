@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 import sys
-from datetime import date
+from contextlib import ExitStack
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from ecm_assets.adapters.warehouse import connect, quote_ident
@@ -377,9 +378,23 @@ def cmd_review(args: argparse.Namespace) -> int:
         raise ValueError(f"ecm review {args.action} needs a RUN_ID")
     if not args.note:
         raise ValueError(f"ecm review {args.action} needs --note saying why")
-    with connect(_warehouse(args)) as conn:
+    with connect(_warehouse(args)) as conn, ExitStack() as stack:
         if args.action == "approve":
-            result = approve(conn, args.run_id, actor=args.by, note=args.note, asset=args.asset)
+            # Approval publishes outside any Dagster run: report it to the instance so the
+            # UI shows the partitions materialized and materialization sensors fire.
+            instance = None
+            if os.environ.get("DAGSTER_HOME"):
+                import dagster as dg
+
+                instance = stack.enter_context(dg.DagsterInstance.get())
+            result = approve(
+                conn,
+                args.run_id,
+                actor=args.by,
+                note=args.note,
+                asset=args.asset,
+                instance=instance,
+            )
             row = {
                 "run_id": args.run_id,
                 "decision": "APPROVED",
@@ -436,6 +451,75 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     row = {"run_id": result.run_id, "success": result.success, "tags": tags}
     _emit(args, row, [{"run_id": result.run_id, "success": result.success}])
     return 0 if result.success else 1
+
+
+def cmd_impact(args: argparse.Namespace) -> int:
+    """Assets and partition ranges a change reaches; with --launch, one backfill of them all."""
+    from ecm_assets.case_sla.datasets import DATASETS
+    from ecm_assets.operations.graphql import launch_partition_backfill
+    from ecm_assets.operations.impact import plan_impact
+    from ecm_assets.orchestration.factory import (
+        BACKFILL_MODE_TAG,
+        BACKFILL_MODES,
+        REASON_TAG,
+        RESTATEMENT_TAG,
+        TRIGGER_TAG,
+    )
+    from ecm_assets.orchestration.partitions import PARTITIONS_START
+
+    if args.mode not in BACKFILL_MODES:
+        raise ValueError(f"--mode {args.mode!r} is not one of {', '.join(BACKFILL_MODES)}")
+    if args.mode == "restatement" and not args.restatement_reason:
+        raise ValueError("--mode restatement needs --restatement-reason CODE")
+    last = args.to or args.first
+    # The last partition that exists: yesterday UTC, a business day being complete.
+    until = args.until or datetime.now(UTC).date() - timedelta(days=1)
+    plan = plan_impact(
+        DATASETS,
+        args.asset,
+        args.first,
+        last,
+        until=until,
+        start=date.fromisoformat(PARTITIONS_START),
+    )
+    total = sum(e.partitions for e in plan)
+    backfill_id = None
+    tags: dict[str, str] = {}
+    if args.launch:
+        tags = {BACKFILL_MODE_TAG: args.mode, TRIGGER_TAG: "impact"}
+        if args.reason:
+            tags[REASON_TAG] = args.reason
+        if args.restatement_reason:
+            tags[RESTATEMENT_TAG] = args.restatement_reason
+        ranges = {e.asset: (e.first_key, e.last_key) for e in plan}
+        backfill_id = launch_partition_backfill(args.url, ranges, tags)
+    payload = {
+        "asset": args.asset,
+        "first": args.first.isoformat(),
+        "last": last.isoformat(),
+        "until": until.isoformat(),
+        "impact": [e.to_json() for e in plan],
+        "assets": len(plan),
+        "partitions": total,
+        "backfill_id": backfill_id,
+        "tags": tags,
+    }
+    table = [
+        {
+            "asset": e.asset,
+            "first": e.first_key,
+            "last": e.last_key,
+            "partitions": e.partitions,
+            "why": e.why,
+        }
+        for e in plan
+    ]
+    _emit(args, payload, table)
+    if not args.json:
+        print(f"total: {len(plan)} assets, {total} partitions (existing through {until})")
+        if backfill_id:
+            print(f"launched backfill {backfill_id} at {args.url} with tags {tags}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -514,6 +598,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asset")
     p.add_argument("--note", help="why (required to approve or reject)")
     p.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decides")
+    p = command("impact", cmd_impact, "partitions a change reaches downstream; --launch backfills")
+    p.add_argument("asset", help="the changed asset")
+    p.add_argument("--from", dest="first", type=_date, required=True, help="first changed date")
+    p.add_argument("--to", type=_date, help="last changed date (default: --from)")
+    p.add_argument("--until", type=_date, help="last existing business date (default: yesterday)")
+    p.add_argument("--launch", action="store_true", help="launch one backfill of the impact")
+    p.add_argument("--url", default="http://127.0.0.1:3000", help="Dagster webserver URL")
+    p.add_argument(
+        "--mode", default="replace", help="backfill mode: replace (default), restatement, ..."
+    )
+    p.add_argument("--reason", help="reason code of new versions (LATE_DATA, BUG_FIX...)")
+    p.add_argument("--restatement-reason", help="required by --mode restatement")
     p = command("replay", cmd_replay, "recompute a run from its recorded input boundary")
     p.add_argument("run_id")
     p.add_argument("--asset")

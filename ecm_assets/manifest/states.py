@@ -3,6 +3,9 @@
 PLANNED -> INPUT_LOCKED -> RUNNING -> VALIDATING -> COMMITTING -> PUBLISHED
 The quality gate may stop at VALIDATING -> HELD (manual review): `ecm review approve` resumes
 HELD -> RUNNING and publishes exactly the held rows; `ecm review reject` ends it REJECTED.
+Backfill modes that publish nothing end at VALIDATING -> VALIDATED (dry_run, compare_only:
+judged and diffed, manifest only) or VALIDATING -> SHADOWED (shadow: written to the shadow
+schema that consumers do not read).
 Any live state may end FAILED. A process that dies after staging began leaves RUNNING,
 VALIDATING or COMMITTING behind; recovery marks such a run UNKNOWN while it inspects durable
 state, then resolves it to PUBLISHED or FAILED (or leaves it UNKNOWN for a human).
@@ -24,6 +27,8 @@ class RunStatus(StrEnum):
     UNKNOWN = "UNKNOWN"
     HELD = "HELD"
     REJECTED = "REJECTED"
+    VALIDATED = "VALIDATED"
+    SHADOWED = "SHADOWED"
 
 
 LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
@@ -31,7 +36,14 @@ LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.INPUT_LOCKED: frozenset({RunStatus.RUNNING, RunStatus.FAILED}),
     RunStatus.RUNNING: frozenset({RunStatus.VALIDATING, RunStatus.FAILED, RunStatus.UNKNOWN}),
     RunStatus.VALIDATING: frozenset(
-        {RunStatus.COMMITTING, RunStatus.HELD, RunStatus.FAILED, RunStatus.UNKNOWN}
+        {
+            RunStatus.COMMITTING,
+            RunStatus.HELD,
+            RunStatus.VALIDATED,
+            RunStatus.SHADOWED,
+            RunStatus.FAILED,
+            RunStatus.UNKNOWN,
+        }
     ),
     RunStatus.HELD: frozenset({RunStatus.RUNNING, RunStatus.REJECTED, RunStatus.FAILED}),
     RunStatus.COMMITTING: frozenset({RunStatus.PUBLISHED, RunStatus.FAILED, RunStatus.UNKNOWN}),
@@ -39,13 +51,23 @@ LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PUBLISHED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.REJECTED: frozenset(),
+    RunStatus.VALIDATED: frozenset(),
+    RunStatus.SHADOWED: frozenset(),
 }
 
 #: States a dead process can leave behind with output possibly staged or half-committed.
 IN_FLIGHT = frozenset(
     {RunStatus.RUNNING, RunStatus.VALIDATING, RunStatus.COMMITTING, RunStatus.UNKNOWN}
 )
-TERMINAL = frozenset({RunStatus.PUBLISHED, RunStatus.FAILED, RunStatus.REJECTED})
+TERMINAL = frozenset(
+    {
+        RunStatus.PUBLISHED,
+        RunStatus.FAILED,
+        RunStatus.REJECTED,
+        RunStatus.VALIDATED,
+        RunStatus.SHADOWED,
+    }
+)
 
 
 class IllegalTransitionError(RuntimeError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -25,6 +25,9 @@ from ecm_assets.publish.protocol import (
     publish_partitions,
 )
 from ecm_assets.publish.review import drop_held, held_relations, load_held
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 class ReviewError(RuntimeError):
@@ -96,8 +99,14 @@ def approve(
     actor: str,
     note: str,
     asset: str | None = None,
+    instance: dg.DagsterInstance | None = None,
 ) -> PublishResult:
-    """Publish exactly the held rows of a run, recording who approved them and why."""
+    """Publish exactly the held rows of a run, recording who approved them and why.
+
+    With a Dagster `instance`, each published partition is also reported as a runless
+    materialization: the approval happens outside any run, and otherwise the UI and the
+    materialization sensors would not see the partitions change until their next run.
+    """
     if not actor.strip() or not note.strip():
         raise ReviewError("an approval needs an actor and a note saying why")
     manifest = _held_manifest(conn, run_id, asset)
@@ -135,7 +144,49 @@ def approve(
             f"run {run_id} {contract.name}: published checksum {result.business_checksum} "
             f"differs from the held checksum {held.checksum}: the held rows were modified"
         )
+    if instance is not None:
+        report_approval(
+            instance, contract.name, held.partitions, result, run_id=run_id, actor=actor, note=note
+        )
     return result
+
+
+def report_approval(
+    instance: dg.DagsterInstance,
+    asset: str,
+    partitions: list[str],
+    result: PublishResult,
+    *,
+    run_id: str,
+    actor: str,
+    note: str,
+) -> None:
+    """One runless AssetMaterialization per published partition of an approved run."""
+    import dagster as dg
+
+    try:
+        for partition in partitions:
+            # Held partitions are ISO dates, the key format of the daily and monthly
+            # partitions defs (a monthly key is its month start).
+            key = date.fromisoformat(partition).isoformat()
+            metadata: dict[str, Any] = {
+                "run_id": run_id,
+                "approved_by": actor,
+                "note": note,
+                "rows": dg.MetadataValue.int(result.rows_by_partition.get(key, 0)),
+                "business_checksum": result.business_checksum,
+                "ecm/approval": True,
+            }
+            if result.versions.get(key) is not None:
+                metadata["version"] = dg.MetadataValue.int(int(result.versions[key]))
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=asset, partition=key, metadata=metadata)
+            )
+    except Exception as exc:
+        raise ReviewError(
+            f"run {run_id} {asset}: approved and published, but reporting the materialization "
+            f"to the Dagster instance failed ({exc}); the UI will catch up on the next run"
+        ) from exc
 
 
 def reject(

@@ -16,8 +16,9 @@ boundary, RUNNING before the transform, FAILED if anything raises; the IO manage
 from there to PUBLISHED.
 """
 
+import dataclasses
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -26,8 +27,8 @@ import pandas as pd
 
 from ecm_assets.adapters.landing import LandingReadError
 from ecm_assets.contracts.boundaries import InputBoundary
-from ecm_assets.contracts.dataset import Dataset
-from ecm_assets.contracts.quality import Drift
+from ecm_assets.contracts.dataset import Dataset, DatasetContract
+from ecm_assets.contracts.quality import Drift, Severity
 from ecm_assets.contracts.registry import register
 from ecm_assets.contracts.transform import PartitionWindow, TransformResult
 from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, plan, transition
@@ -42,10 +43,16 @@ from ecm_assets.orchestration.inputs import (
 )
 from ecm_assets.orchestration.partitions import partitions_for
 from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
+from ecm_assets.orchestration.retries import RETRY_POLICY, is_transient, non_retryable
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager, StagedOutput
-from ecm_assets.publish.protocol import read_partitions
+from ecm_assets.publish.modes import (
+    NON_PUBLISHING_MODES,
+    EvaluationResult,
+    evaluate_without_publishing,
+)
+from ecm_assets.publish.protocol import PublishRequest, read_partitions
 from ecm_assets.publish.versions import closed_partitions, parse_reason
-from ecm_assets.validation.gate import Decision, GateResult, failure_result, judge
+from ecm_assets.validation.gate import Decision, Finding, GateResult, failure_result, judge
 
 IO_MANAGER_KEY = "warehouse_io_manager"
 #: Run tags an operator sets from the UI launchpad or `dagster ... --tags`.
@@ -143,6 +150,87 @@ def _judge(
     return judge(dataset, window, result, kwargs, published=published, closed=closed)
 
 
+def backfill_mode(tags: Mapping[str, str]) -> str:
+    """The run's backfill mode; an unknown mode or a restatement without a reason is refused
+    before any compute, naming the tag to fix."""
+    mode = tags.get(BACKFILL_MODE_TAG) or (
+        "restatement" if tags.get(RESTATEMENT_TAG) else "replace"
+    )
+    if mode not in BACKFILL_MODES:
+        raise ValueError(
+            f"run tag {BACKFILL_MODE_TAG}={mode!r} is not a backfill mode; use one of "
+            f"{', '.join(BACKFILL_MODES)}"
+        )
+    if mode == "restatement" and not tags.get(RESTATEMENT_TAG):
+        raise ValueError(
+            f"backfill mode restatement needs the run tag {RESTATEMENT_TAG}=<reason code> "
+            "(SOURCE_CORRECTION, BUG_FIX, ...): a restatement always says why"
+        )
+    review = tags.get(REVIEW_TAG)
+    if review not in (None, "", "closed_periods"):
+        raise ValueError(f"run tag {REVIEW_TAG}={review!r}: the only value is 'closed_periods'")
+    return mode
+
+
+def review_closed_periods(
+    gate: GateResult, window: PartitionWindow, closed: frozenset[date]
+) -> GateResult:
+    """Hold for a person any change an automated correction makes to a closed period.
+
+    Sensors request restatements of closed periods with REVIEW_TAG: the output is computed
+    and judged, then held (MANUAL_REVIEW) instead of replacing certified numbers unattended.
+    """
+    touched = sorted(d for d in window.partitions if d in closed and d not in gate.blocked)
+    if not touched or gate.decision == Decision.FAIL_RUN:
+        return gate
+    finding = Finding(
+        rule="closed_period_review",
+        severity=Severity.MANUAL_REVIEW,
+        partition=None,
+        passed=False,
+        failed=len(touched),
+        checked=len(window.partitions),
+        message=f"requested with {REVIEW_TAG}=closed_periods and changes closed period(s) "
+        f"{', '.join(d.isoformat() for d in touched)}: a person approves or rejects it",
+    )
+    return dataclasses.replace(
+        gate, decision=Decision.MANUAL_REVIEW, findings=[*gate.findings, finding]
+    )
+
+
+def _observe(
+    context: dg.AssetExecutionContext,
+    partition_keys: dict[date, str],
+    evaluation: EvaluationResult,
+    gate: GateResult,
+) -> None:
+    """What a non-publishing run found, per partition, where the UI shows it (no
+    materialization: nothing consumers read has changed)."""
+    diffs = {d.partition: d for d in evaluation.diffs}
+    for d, key in partition_keys.items():
+        metadata: dict[str, object] = {"backfill_mode": evaluation.mode, "published": False}
+        if d in gate.blocked:
+            metadata["blocked"] = gate.blocked[d]
+        elif d in diffs:
+            diff = diffs[d]
+            metadata.update(
+                staged_rows=dg.MetadataValue.int(diff.staged_rows),
+                published_rows=dg.MetadataValue.int(diff.published_rows),
+                rows_added=dg.MetadataValue.int(diff.added),
+                rows_removed=dg.MetadataValue.int(diff.removed),
+                rows_changed=dg.MetadataValue.int(diff.changed),
+                identical_to_published=diff.identical,
+                staged_checksum=diff.staged_checksum,
+                metric_deltas=dg.MetadataValue.json(diff.to_json()["metric_deltas"]),
+            )
+        if evaluation.shadow_table:
+            metadata["shadow_table"] = evaluation.shadow_table
+        metadata["manifest"] = f"ecm manifest {context.run_id} --asset {context.asset_key.path[-1]}"
+        context.log_event(
+            dg.AssetObservation(asset_key=context.asset_key, partition=key, metadata=metadata)
+        )
+
+
 def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
     """The asset of one dataset; see the module docstring for what it does per run."""
     contract = dataset.contract
@@ -166,6 +254,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         ins=ins,
         partitions_def=partitions_for(contract.grain),
         backfill_policy=dg.BackfillPolicy.single_run(),
+        # dry_run, shadow and compare_only publish nothing, so they yield no materialization.
+        output_required=False,
+        retry_policy=RETRY_POLICY,
         io_manager_key=IO_MANAGER_KEY,
         required_resource_keys=resource_keys,
         group_name=contract.group,
@@ -190,7 +281,14 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         tags = dict(context.run.tags)
         restatement_reason = tags.get(RESTATEMENT_TAG) or None
         replay_of = tags.get(REPLAY_TAG) or None
-        mode = "restatement" if restatement_reason else "replay" if replay_of else "publish"
+        try:
+            requested_mode = backfill_mode(tags)
+        except ValueError as exc:
+            raise non_retryable(exc, f"{contract.name}: bad run tags") from exc
+        if requested_mode in NON_PUBLISHING_MODES:
+            mode = requested_mode
+        else:
+            mode = "restatement" if restatement_reason else "replay" if replay_of else "publish"
         manifest = Manifest(
             run_id=context.run_id,
             asset=contract.name,
@@ -199,8 +297,13 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             parameters={k: v for k, v in tags.items() if k.startswith(("ecm/", "dagster/"))},
             output_boundary=[d.isoformat() for d in window.partitions],
         )
-        with warehouse.connect(context) as conn:
-            plan(conn, manifest)
+        try:
+            with warehouse.connect(context) as conn:
+                plan(conn, manifest)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            raise non_retryable(exc, f"{contract.name}: cannot record the run manifest") from exc
         try:
             # A bad reason code fails before any compute, listing the valid codes.
             for tag in (RESTATEMENT_TAG, REASON_TAG):
@@ -262,6 +365,10 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             )
             result = run_transform(dataset, kwargs)
             gate = _judge(context, warehouse, dataset, window, result, kwargs)
+            if tags.get(REVIEW_TAG) == "closed_periods" and contract.publish_mode == "versioned":
+                with warehouse.connect(context, read_only=True) as conn:
+                    closed = frozenset(closed_partitions(conn, contract.name))
+                gate = review_closed_periods(gate, window, closed)
         except LandingReadError as exc:
             # The input cannot even be read into rows: the gate's FAIL_RUN, named as such.
             gate = failure_result(contract, dataset.quality, window, exc.rule, str(exc))
@@ -269,12 +376,21 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             # Recording FAILED must never replace the run's own error (e.g. with a lock
             # timeout), so the operator always sees what actually went wrong.
             _record_failure(context, warehouse, contract.name, exc)
-            raise
+            if isinstance(exc, dg.Failure) or is_transient(exc):
+                if not isinstance(exc, dg.Failure):
+                    context.log.warning(
+                        f"transient error, the retry policy retries the step: {exc!r}"
+                    )
+                raise
+            raise non_retryable(exc, f"{contract.name} failed before publishing") from exc
         partition_keys = {contract.partition_value(k): k for k in keys}
         # Yielded (not logged) so they reach the event log even when the gate fails the run.
         selected = {k.name for k in context.selected_asset_check_keys}
+        # Checks report the published data: a run that publishes nothing reports in its
+        # observations and manifest instead.
+        publishing = mode not in NON_PUBLISHING_MODES
         for evaluation in check_evaluations(contract, dataset.quality, gate, partition_keys):
-            if evaluation.check_name in selected:
+            if publishing and evaluation.check_name in selected:
                 yield evaluation
         if gate.decision == Decision.FAIL_RUN:
             failure = dg.Failure(
@@ -310,6 +426,10 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             "mode": mode,
             **_counts_metadata(result.counts, gate),
         }
+        if not publishing:
+            yield from _yield_check_outputs(context, selected)
+            _evaluate_only(context, warehouse, contract, mode, window, boundary, gate, tags)
+            return
         staged = StagedOutput(
             contract,
             gate.accepted,
@@ -323,13 +443,105 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             blocked=dict(gate.blocked),
             hold=gate.decision == Decision.MANUAL_REVIEW,
         )
-        # Per-partition evaluations do not fill the checks' op outputs; these do.
-        for output_name, spec in context.assets_def.check_specs_by_output_name.items():
-            if spec.name in selected:
-                yield dg.Output(None, output_name=output_name)
+        yield from _yield_check_outputs(context, selected)
         yield dg.Output(staged, metadata=metadata)
 
     return _asset
+
+
+def _yield_check_outputs(
+    context: dg.AssetExecutionContext, selected: set[str]
+) -> Iterator[dg.Output]:
+    # Per-partition evaluations do not fill the checks' op outputs; these do.
+    for output_name, spec in context.assets_def.check_specs_by_output_name.items():
+        if spec.name in selected:
+            yield dg.Output(None, output_name=output_name)
+
+
+def _evaluate_only(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBPublishIOManager,
+    contract: DatasetContract,
+    mode: str,
+    window: PartitionWindow,
+    boundary: InputBoundary,
+    gate: GateResult,
+    tags: Mapping[str, str],
+) -> None:
+    """dry_run, compare_only, shadow: judge and diff, write the manifest (and the shadow)."""
+    partition_keys = {contract.partition_value(k): k for k in context.partition_keys}
+    blocked_text = "; ".join(f"{d}: {why}" for d, why in sorted(gate.blocked.items()))
+    if set(window.partitions) <= set(gate.blocked):
+        failure = dg.Failure(
+            description=f"quality gate FAIL_PARTITION ({mode}): every partition of "
+            f"{contract.name} would be blocked. {blocked_text}",
+            allow_retries=False,
+        )
+        _record_failure(
+            context,
+            warehouse,
+            contract.name,
+            failure,
+            quality=gate.to_json(),
+            reconciliation=gate.reconciliation,
+        )
+        raise failure
+    request = PublishRequest(
+        contract=contract,
+        owned_partitions=window.partitions,
+        run_id=context.run_id,
+        as_of=boundary.locked_at,
+        data=gate.accepted,
+        rejects=gate.quarantined,
+        mode=mode,
+        reason=tags.get(REASON_TAG) or None,
+        restatement_reason=tags.get(RESTATEMENT_TAG) or None,
+        input_boundary=boundary.to_json(),
+        reconciliation=gate.reconciliation,
+        durable_staging=False,
+        blocked=dict(gate.blocked),
+        quality=gate.to_json(),
+    )
+    try:
+        with warehouse.connect(context) as conn:
+            evaluation = evaluate_without_publishing(conn, request)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        raise non_retryable(exc, f"{contract.name} {mode}") from exc
+    _observe(context, partition_keys, evaluation, gate)
+    changed = [d.partition.isoformat() for d in evaluation.diffs if not d.identical]
+    context.log.info(
+        f"{mode}: {len(changed)} of {len(evaluation.diffs)} partitions would change "
+        f"({', '.join(changed[:10])}{'...' if len(changed) > 10 else ''}); "
+        + (
+            f"written to {evaluation.shadow_table}"
+            if evaluation.shadow_table
+            else "nothing published"
+        )
+        + (
+            "; a publish would be held for review"
+            if gate.decision == Decision.MANUAL_REVIEW
+            else ""
+        )
+        + (
+            f"; closed partitions changed (needs a restatement): "
+            f"{[d.isoformat() for d in evaluation.closed_changed]}"
+            if evaluation.closed_changed
+            else ""
+        )
+    )
+    if gate.blocked:
+        raise dg.Failure(
+            description=f"quality gate FAIL_PARTITION ({mode}): {contract.name} partitions "
+            f"would be blocked: {blocked_text}",
+            metadata={
+                "blocked_partitions": dg.MetadataValue.json(
+                    {d.isoformat(): w for d, w in sorted(gate.blocked.items())}
+                )
+            },
+            allow_retries=False,
+        )
 
 
 def build_assets(datasets: list[Dataset] | tuple[Dataset, ...]) -> list[dg.AssetsDefinition]:

@@ -20,6 +20,7 @@ from ecm_assets.adapters.warehouse import connect
 from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import DatasetContract
 from ecm_assets.contracts.registry import contract_for
+from ecm_assets.orchestration.retries import is_transient, non_retryable
 from ecm_assets.publish.protocol import (
     PublishRequest,
     empty_frame,
@@ -108,13 +109,22 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             hold=obj.hold,
         )
         blocked_text = "; ".join(f"{d}: {why}" for d, why in sorted(obj.blocked.items()))
-        with self.connect(context, read_only=False) as conn:
-            result = publish_partitions(conn, request)
+        try:
+            with self.connect(context, read_only=False) as conn:
+                result = publish_partitions(conn, request)
+        except Exception as exc:
+            # Contract, boundary and closed-period refusals fail the same way every time.
+            if is_transient(exc):
+                raise
+            raise non_retryable(exc, f"publish of {contract.name}") from exc
         if obj.blocked and set(owned) <= set(obj.blocked):
             raise dg.Failure(
                 description=f"quality gate FAIL_PARTITION: no partition of {contract.name} "
                 f"was published. {blocked_text}",
-                metadata={"blocked_partitions": dg.MetadataValue.json(_iso(obj.blocked))},
+                metadata={
+                    "blocked_partitions": dg.MetadataValue.json(_iso(obj.blocked)),
+                    **_gate_metadata(obj, "FAIL_PARTITION"),
+                },
                 allow_retries=False,
             )
         if result.debris_dropped:
@@ -153,7 +163,10 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 f"`ecm review approve {context.run_id} --asset {contract.name}` or reject with "
                 f"`ecm review reject {context.run_id} --asset {contract.name}`."
                 + (f" Blocked partitions: {blocked_text}" if blocked_text else ""),
-                metadata={"held_table": result.staging_table, "quality_decision": "MANUAL_REVIEW"},
+                metadata={
+                    "held_table": result.staging_table,
+                    **_gate_metadata(obj, "MANUAL_REVIEW"),
+                },
                 allow_retries=False,
             )
         metadata = {
@@ -206,7 +219,10 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 description=f"quality gate FAIL_PARTITION: {contract.name} published "
                 f"{len(owned) - len(obj.blocked)} of {len(owned)} partitions; not published: "
                 f"{blocked_text}",
-                metadata={"blocked_partitions": dg.MetadataValue.json(_iso(obj.blocked))},
+                metadata={
+                    "blocked_partitions": dg.MetadataValue.json(_iso(obj.blocked)),
+                    **_gate_metadata(obj, "FAIL_PARTITION"),
+                },
                 allow_retries=False,
             )
         context.add_output_metadata(metadata)
@@ -230,3 +246,9 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
 
 def _iso(blocked: dict[date, str]) -> dict[str, str]:
     return {d.isoformat(): why for d, why in sorted(blocked.items())}
+
+
+def _gate_metadata(obj: StagedOutput, decision: str) -> dict[str, Any]:
+    """The decision and the rules behind it, for alerts and the UI."""
+    failures = [f for f in (obj.quality or {}).get("failures", []) if f.get("severity") == decision]
+    return {"quality_decision": decision, "failed_rules": dg.MetadataValue.json(failures)}

@@ -1,0 +1,219 @@
+"""Impact analysis: which partitions of which assets a change to one asset's range reaches.
+
+A change does not stay on its dates: a 30-day window metric of June 15 spills into July 14,
+and a monthly report is stale for every month the change touches (spec section 20). The plan
+follows the contracts' upstream edges transitively, so a backfill can cover exactly the
+affected set. Pure: no Dagster import and no clock; the caller says which partitions exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from ecm_assets.contracts.dataset import Dataset, DatasetContract, Grain
+
+
+@dataclass(frozen=True)
+class ImpactEntry:
+    """The contiguous partition range of one asset a change reaches, and how it gets there."""
+
+    asset: str
+    grain: Grain
+    #: First and last impacted partition (a month start for monthly assets).
+    first: date
+    last: date
+    partitions: int
+    #: 0 for the changed asset, else the longest edge path from it.
+    depth: int
+    #: The upstream asset(s) it is reached through; None for the changed asset.
+    via: str | None
+    why: str
+
+    @property
+    def first_key(self) -> str:
+        """Dagster partition key of `first` (both grains use %Y-%m-%d)."""
+        return self.first.isoformat()
+
+    @property
+    def last_key(self) -> str:
+        return self.last.isoformat()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "asset": self.asset,
+            "grain": self.grain,
+            "first": self.first_key,
+            "last": self.last_key,
+            "partitions": self.partitions,
+            "depth": self.depth,
+            "via": self.via,
+            "why": self.why,
+        }
+
+
+def _month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _add_months(month: date, n: int) -> date:
+    index = month.year * 12 + month.month - 1 + n
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def align(grain: Grain, day: date) -> date:
+    """The start of the partition of `grain` that contains `day`."""
+    return day if grain == "daily" else _month_start(day)
+
+
+def shift(grain: Grain, partition: date, n: int) -> date:
+    """The partition `n` partitions after (or before, n < 0) `partition`."""
+    return partition + timedelta(days=n) if grain == "daily" else _add_months(partition, n)
+
+
+def window_end(grain: Grain, partition: date) -> date:
+    """The last day (inclusive) that a partition covers."""
+    return partition if grain == "daily" else _add_months(partition, 1) - timedelta(days=1)
+
+
+def count(grain: Grain, first: date, last: date) -> int:
+    if grain == "daily":
+        return (last - first).days + 1
+    return (last.year - first.year) * 12 + last.month - first.month + 1
+
+
+def last_existing(grain: Grain, until: date) -> date:
+    """The last partition whose whole window has ended by `until` (a complete month)."""
+    return shift(grain, align(grain, until + timedelta(days=1)), -1)
+
+
+def first_existing(grain: Grain, start: date) -> date:
+    """The first partition that starts on or after the partitions start."""
+    first = align(grain, start)
+    return first if first >= start else shift(grain, first, 1)
+
+
+def _edge(up: Grain, down: Grain, lookback: int, first: date, last: date) -> tuple[date, date, str]:
+    """Downstream partitions reading any of upstream [first, last].
+
+    A downstream partition reads the upstream partitions overlapping its window plus
+    `lookback` earlier upstream partitions (TimeWindowPartitionMapping(start_offset=-L)),
+    so the change reaches every downstream window overlapping [first, end of last + L].
+    """
+    reach = window_end(up, shift(up, last, lookback))
+    lo, hi = align(down, first), align(down, reach)
+    unit = "days" if up == "daily" else "months"
+    if up == down:
+        why = f"window spillover +{lookback} {unit}" if lookback else "same dates"
+    elif down == "monthly":
+        span = f"{first:%Y-%m}" if lo == hi else f"{first:%Y-%m}..{reach:%Y-%m}"
+        why = f"month of {span}" if lo == hi else f"months of {span}"
+        if lookback:
+            why += f" (lookback +{lookback} {unit})"
+    else:
+        why = f"days of {first:%Y-%m}..{reach:%Y-%m}"
+        if lookback:
+            why += f" (lookback +{lookback} {unit})"
+    return lo, hi, why
+
+
+def _topological(contracts: dict[str, DatasetContract]) -> list[str]:
+    """Upstream before downstream; ties keep the declaration order."""
+    pending = {
+        name: {u.dataset for u in c.upstream if u.dataset in contracts}
+        for name, c in contracts.items()
+    }
+    order: list[str] = []
+    while pending:
+        ready = [name for name, ups in pending.items() if not ups - set(order)]
+        if not ready:
+            raise ValueError(f"cycle among the dataset contracts: {sorted(pending)}")
+        for name in ready:
+            order.append(name)
+            del pending[name]
+    return order
+
+
+def plan_impact(
+    datasets: Iterable[Dataset],
+    asset: str,
+    first: date,
+    last: date,
+    *,
+    until: date | None,
+    start: date | None = None,
+) -> list[ImpactEntry]:
+    """Every asset a change to `asset` partitions first..last reaches, in topological order.
+
+    `until` is the last business date whose partitions exist (daily: that day; monthly: the
+    months complete by then); None means no upper clip. `start` is the partitions start;
+    None means no lower clip. Partitions outside them are not planned: they do not exist.
+    """
+    contracts = {d.contract.name: d.contract for d in datasets}
+    if asset not in contracts:
+        raise ValueError(f"unknown asset {asset!r}; valid assets: {', '.join(sorted(contracts))}")
+    if first > last:
+        raise ValueError(f"the changed range {first}..{last} is empty (first after last)")
+
+    def clip(grain: Grain, lo: date, hi: date) -> tuple[date, date] | None:
+        if start is not None:
+            lo = max(lo, first_existing(grain, start))
+        if until is not None:
+            hi = min(hi, last_existing(grain, until))
+        return (lo, hi) if lo <= hi else None
+
+    changed = contracts[asset]
+    root = clip(changed.grain, align(changed.grain, first), align(changed.grain, last))
+    if root is None:
+        raise ValueError(
+            f"no partition of {asset} in {first}..{last} exists yet "
+            f"(partitions from {start or 'the start'} to {until or 'now'})"
+        )
+    reached: dict[str, ImpactEntry] = {
+        asset: ImpactEntry(
+            asset=asset,
+            grain=changed.grain,
+            first=root[0],
+            last=root[1],
+            partitions=count(changed.grain, *root),
+            depth=0,
+            via=None,
+            why="changed",
+        )
+    }
+    for name in _topological(contracts):
+        if name == asset:
+            continue  # a cycle back to the changed asset is rejected by _topological
+        contract = contracts[name]
+        found: list[tuple[date, date, int, str, str]] = []
+        for upstream in contract.upstream:
+            source = reached.get(upstream.dataset)
+            if source is None:
+                continue
+            lo, hi, why = _edge(
+                source.grain,
+                contract.grain,
+                upstream.lookback_partitions,
+                source.first,
+                source.last,
+            )
+            span = clip(contract.grain, lo, hi)
+            if span is not None:
+                found.append((*span, source.depth + 1, upstream.dataset, why))
+        if not found:
+            continue
+        lo = min(f[0] for f in found)
+        hi = max(f[1] for f in found)
+        reached[name] = ImpactEntry(
+            asset=name,
+            grain=contract.grain,
+            first=lo,
+            last=hi,
+            partitions=count(contract.grain, lo, hi),
+            depth=max(f[2] for f in found),
+            via=", ".join(f[3] for f in found),
+            why="; ".join(f"{f[4]} (via {f[3]})" if len(found) > 1 else f[4] for f in found),
+        )
+    return list(reached.values())
