@@ -4,6 +4,8 @@ Paths come from the environment so the same code serves the demo, tests and prod
 ECM_DATA_DIR (default ./data) holds `landing/` and `reference/`; ECM_WAREHOUSE (default
 $ECM_DATA_DIR/warehouse.duckdb) is the DuckDB file the assets publish to;
 ECM_DURABLE_STAGING=1 stages in warehouse tables instead of temp tables (docs/publish.md).
+ECM_SENSOR_INTERVAL_SECONDS (default 60) paces the sensors; ECM_ALERT_WEBHOOK_URL receives
+failure alerts as JSON (docs/runbook.md).
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from ecm_assets.case_sla.contracts import SCHEDULE_LOOKBACK_DAYS
 from ecm_assets.case_sla.datasets import DATASETS
+from ecm_assets.operations.alerts import AlertSink, ecm_run_failure_alert
+from ecm_assets.operations.schedules import SCHEDULES
+from ecm_assets.operations.sensors import build_landing_sensors
 from ecm_assets.orchestration.factory import IO_MANAGER_KEY, build_assets
 from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager
@@ -32,6 +38,11 @@ def build_definitions(data: Path | None = None, warehouse: Path | None = None) -
     warehouse = warehouse or warehouse_path()
     return dg.Definitions(
         assets=build_assets(DATASETS),
+        schedules=SCHEDULES,
+        sensors=[
+            *build_landing_sensors(list(DATASETS), SCHEDULE_LOOKBACK_DAYS),
+            ecm_run_failure_alert,
+        ],
         resources={
             IO_MANAGER_KEY: DuckDBPublishIOManager(
                 database=str(warehouse),
@@ -39,6 +50,8 @@ def build_definitions(data: Path | None = None, warehouse: Path | None = None) -
             ),
             "landing": LandingZone(root=str(data / "landing")),
             "reference": ReferenceStore(root=str(data / "reference")),
+            # Failed runs are logged; set ECM_ALERT_WEBHOOK_URL to also POST them as JSON.
+            "alerts": AlertSink(webhook_url=os.environ.get("ECM_ALERT_WEBHOOK_URL", "")),
         },
     )
 

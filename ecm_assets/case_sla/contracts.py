@@ -15,6 +15,8 @@ CASE_HISTORY_DAYS = 30
 ROLLING_WINDOW_DAYS = 30
 #: The daily schedule recomputes this many business days before its tick date (lookback).
 SCHEDULE_LOOKBACK_DAYS = 3
+#: Daily metrics start only from case events published within this many hours.
+UPSTREAM_MAX_AGE_HOURS = 24.0
 
 CASE_EVENTS = DatasetContract(
     name="case_events",
@@ -38,7 +40,7 @@ CASE_EVENTS = DatasetContract(
     partition_column="business_date",
     grain="daily",
     business_key=("business_date", "event_id"),
-    landing=LandingSource("case_events", LATENESS_DAYS, LANDING_COLUMNS),
+    landing=LandingSource("case_events", LATENESS_DAYS, LANDING_COLUMNS, "event_ts"),
     reference=("org_hierarchy",),
     group="case_sla",
 )
@@ -67,7 +69,13 @@ DAILY_METRICS = DatasetContract(
     partition_column="business_date",
     grain="daily",
     business_key=("business_date", "unit_id", "region"),
-    upstream=(Upstream("case_events", lookback_partitions=CASE_HISTORY_DAYS - 1),),
+    upstream=(
+        Upstream(
+            "case_events",
+            lookback_partitions=CASE_HISTORY_DAYS - 1,
+            max_age_hours=UPSTREAM_MAX_AGE_HOURS,
+        ),
+    ),
     reference=("sla_calendar",),
     group="case_sla",
 )

@@ -29,6 +29,7 @@ from ecm_assets.contracts.transform import (
     PartitionWindow,
     ReconciliationError,
     TransformResult,
+    attribute_partitions,
 )
 
 COUNT_COLUMNS = ["read", "kept", "rejected", "duplicate", "corrections_applied", "late_arrivals"]
@@ -120,16 +121,10 @@ def parse_case_events(
     lateness = pd.Timedelta(days=lateness_days)
     raw = landing.reset_index(drop=True).copy()
     raw["_ingest_date"] = pd.to_datetime(raw["_ingest_date"]).astype("datetime64[ns]")
-    ts = pd.to_datetime(raw["event_ts"], utc=True, errors="coerce", format="ISO8601")
-    raw["_ts"] = ts
-    event_day = ts.dt.tz_localize(None).dt.normalize().astype("datetime64[ns]")
-    in_horizon = (
-        ts.notna()
-        & (event_day <= raw["_ingest_date"])
-        & (event_day >= raw["_ingest_date"] - lateness)
+    raw["_ts"] = pd.to_datetime(raw["event_ts"], utc=True, errors="coerce", format="ISO8601")
+    raw["_partition"], raw["_in_horizon"] = attribute_partitions(
+        raw["event_ts"], raw["_ingest_date"], lateness_days
     )
-    raw["_partition"] = event_day.where(in_horizon, raw["_ingest_date"])
-    raw["_in_horizon"] = in_horizon
     # Arrival order: ingest day, then file name, then line. The landing reader already yields
     # rows in that order, so the sort is skipped when it would change nothing.
     keys = ["_ingest_date", "_source_file", "_source_line"]

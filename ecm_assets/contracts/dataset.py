@@ -38,6 +38,10 @@ class Upstream:
 
     dataset: str
     lookback_partitions: int = 0
+    #: The dependency sensor starts this dataset's partition only when the aligned upstream
+    #: partitions (same date, or every day of the month) were published within this many
+    #: hours; None: published at all is enough.
+    max_age_hours: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class LandingSource:
     name: str
     lateness_days: int
     columns: tuple[str, ...]
+    #: The column whose UTC date is a row's business date (within lateness_days of its
+    #: ingest date); the landing sensor reads it to know which partitions a file touches.
+    time_column: str | None = None
 
 
 @dataclass(frozen=True)

@@ -66,3 +66,21 @@ def month_days(month_start: date) -> list[date]:
     """Business dates of a monthly partition."""
     nxt = (month_start.replace(day=28) + timedelta(days=4)).replace(day=1)
     return [month_start + timedelta(days=i) for i in range((nxt - month_start).days)]
+
+
+def attribute_partitions(
+    event_ts: pd.Series, ingest_date: pd.Series, lateness_days: int
+) -> tuple[pd.Series, pd.Series]:
+    """The partition each landing row belongs to, and whether its timestamp is in horizon.
+
+    A row belongs to its UTC event date if it arrived within `lateness_days` of it (and not
+    before it); otherwise, or when its timestamp does not parse, to its ingest date. Shared by
+    the case-events transform and the landing sensor, so the sensor requests exactly the
+    partitions whose rows a file changes.
+    """
+    ts = pd.to_datetime(event_ts, utc=True, errors="coerce", format="ISO8601")
+    ingest = pd.to_datetime(ingest_date).astype("datetime64[ns]")
+    event_day = ts.dt.tz_localize(None).dt.normalize().astype("datetime64[ns]")
+    lateness = pd.Timedelta(days=lateness_days)
+    in_horizon = ts.notna() & (event_day <= ingest) & (event_day >= ingest - lateness)
+    return event_day.where(in_horizon, ingest), in_horizon

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ecm_assets.adapters.landing import LandingFileChangedError
+
 #: Exponential backoff (2s, 4s, 8s) with +/- jitter so retries of a backfill's runs do not
 #: hit the source in lockstep.
 RETRY_POLICY = dg.RetryPolicy(
@@ -33,6 +35,7 @@ _TRANSIENT_OS_ERRORS = (
     TimeoutError,
     InterruptedError,
     ConnectionError,  # network shares and object stores
+    LandingFileChangedError,  # a writer was still writing: the retry locks the final bytes
 )
 
 

@@ -19,11 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+from pandas.api.types import infer_dtype, is_datetime64_any_dtype
+from pandas.core.util.hashing import combine_hash_arrays
 from pandera.errors import SchemaErrors
 
 from ecm_assets.contracts.boundaries import ReferenceSnapshot
@@ -265,7 +268,20 @@ def _partition_dates(contract: DatasetContract, data: pd.DataFrame) -> pd.Series
     values = pd.to_datetime(data[contract.partition_column])
     if getattr(values.dt, "tz", None) is not None:
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if _at_midnight(values):
+        return values  # already normalized: dt.normalize() would return the same values
     return values.dt.normalize()
+
+
+def _at_midnight(values: pd.Series) -> bool:
+    """Whether every value of a naive datetime64 series is NaT or exactly midnight."""
+    array = values.to_numpy()
+    if array.dtype.kind != "M":
+        return False
+    unit, count = np.datetime_data(array.dtype)
+    per_day = np.timedelta64(1, "D") // np.timedelta64(count, unit)
+    ticks = array.view("i8")
+    return bool(((ticks % per_day == 0) | np.isnat(array)).all())
 
 
 def _period_end(contract: DatasetContract, day: date) -> pd.Timestamp:
@@ -275,11 +291,43 @@ def _period_end(contract: DatasetContract, day: date) -> pd.Timestamp:
     return start + pd.Timedelta(days=1)
 
 
+#: json.dumps(..., sort_keys=True, default=str), built once instead of once per value.
+_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
+def _json_value(value: Any) -> str:
+    """`value` as json.dumps(value, sort_keys=True, default=str) writes it inside a row."""
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if value is None:
+        return "null"
+    if isinstance(value, pd.Timestamp) or value is pd.NaT:
+        return encode_basestring_ascii(str(value))  # what default=str makes of it
+    return _JSON.encode(value)
+
+
 def _original_rows(frame: pd.DataFrame) -> list[str]:
-    return [
-        json.dumps(dict(zip(frame.columns, values, strict=True)), sort_keys=True, default=str)
-        for values in frame.itertuples(index=False, name=None)
-    ]
+    """Each row as json.dumps(dict(zip(columns, row)), sort_keys=True, default=str).
+
+    Built column by column (one encoder, the key prefixes once per column), then joined per
+    row: the same text as dumping each row's dict, at a fraction of the cost.
+    """
+    columns = list(frame.columns)
+    if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+        return [
+            json.dumps(dict(zip(frame.columns, values, strict=True)), sort_keys=True, default=str)
+            for values in frame.itertuples(index=False, name=None)
+        ]
+    if not len(frame):
+        return []
+    if not columns:
+        return ["{}"] * len(frame)
+    fields = []
+    for i in sorted(range(len(columns)), key=columns.__getitem__):
+        prefix = encode_basestring_ascii(columns[i]) + ": "
+        # Iterating the column yields the same objects itertuples would (Series.__iter__).
+        fields.append([prefix + _json_value(v) for v in frame.iloc[:, i]])
+    return ["{" + ", ".join(values) + "}" for values in zip(*fields, strict=True)]
 
 
 def key_checksum(frame: pd.DataFrame, key: Sequence[str]) -> str:
@@ -287,7 +335,121 @@ def key_checksum(frame: pd.DataFrame, key: Sequence[str]) -> str:
     if frame.empty:
         return "k1:empty"
     hashes = pd.util.hash_pandas_object(frame[list(key)], index=False).to_numpy()
+    return _checksum_of(hashes)
+
+
+def _checksum_of(hashes: np.ndarray) -> str:
+    if not len(hashes):
+        return "k1:empty"
     return "k1:" + hashlib.sha256(np.sort(hashes).tobytes()).hexdigest()[:32]
+
+
+def _key_hashes(data: pd.DataFrame, key: Sequence[str]) -> tuple[np.ndarray, bool] | None:
+    """Row hashes of `key` equal to hash_pandas_object(frame[key], index=False) for any subset
+    `frame` of the rows, computed once for all rows; and whether equal hashes are implied by
+    equal keys as DataFrame.duplicated sees them (false for float columns: -0.0 == 0.0).
+
+    None when that cannot be promised: a key column is missing, or an object column holds
+    values other than strings (hash_pandas_object factorizes object columns first, so such a
+    value's hash may depend on the rows hashed with it). Callers then hash each subset.
+    """
+    if not key or any(k not in data.columns for k in key) or len(set(key)) != len(key):
+        return None
+    arrays = []
+    exact = True
+    for k in key:
+        series = data[k]
+        dtype = series.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind == "O":
+            values = series.to_numpy()
+            kind = infer_dtype(values, skipna=True)
+            if kind not in ("string", "empty"):
+                return None
+            # Without nulls, hashing the strings directly gives what factorizing first gives
+            # (the default, much slower for mostly unique keys); nulls hash differently then.
+            plain = kind == "string" and infer_dtype(values, skipna=False) == "string"
+            arrays.append(pd.util.hash_array(values, categorize=not plain))
+        elif isinstance(dtype, pd.DatetimeTZDtype) or (
+            isinstance(dtype, np.dtype) and dtype.kind in "biufmM"
+        ):
+            # What hash_pandas_object hashes: the datetime arrays themselves, else the ndarray.
+            values = series.array if dtype.kind in "mM" else series.to_numpy()
+            arrays.append(pd.util.hash_array(values))
+            exact = exact and dtype.kind != "f"
+        else:
+            return None
+    hashes = combine_hash_arrays(iter(arrays), len(arrays))
+    return hashes.astype("uint64", copy=False), exact
+
+
+def _repeated(hashes: np.ndarray) -> np.ndarray:
+    """Positions whose hash occurs more than once (candidates for a duplicate key)."""
+    ordered = np.sort(hashes)
+    same = ordered[1:] == ordered[:-1]
+    if not same.any():
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.isin(hashes, ordered[1:][same]))
+
+
+class _Parts:
+    """The partition of every row, factorized once and shared by the rules and the manifest."""
+
+    def __init__(self, series: pd.Series, window: PartitionWindow) -> None:
+        self.series = series
+        self.values = series.to_numpy(dtype="datetime64[ns]")
+        codes, days = pd.factorize(self.values)
+        self.codes = codes  # index into self.days, -1 for NaT
+        self.days = np.asarray(days, dtype="datetime64[ns]")
+        self.dates = [pd.Timestamp(d).date() for d in self.days]
+        counts = np.bincount(codes[codes >= 0], minlength=len(self.days))
+        self.rows_by_part = {d: int(n) for d, n in zip(self.dates, counts.tolist(), strict=True)}
+        self.has_nat = bool(len(codes)) and bool((codes < 0).any())
+        position = {p: i for i, p in enumerate(window.partitions)}
+        lookup = np.array([position.get(d, -1) for d in self.dates] + [-1], dtype=np.int64)
+        self.size = len(window.partitions)
+        #: Index into window.partitions, -1 for rows outside the window.
+        self.window_codes = lookup[codes]
+
+    def groups(self, keep: np.ndarray | None = None) -> list[np.ndarray]:
+        """Row positions (ascending) of each window partition, optionally only `keep` rows."""
+        codes = self.window_codes if keep is None else np.where(keep, self.window_codes, -1)
+        order = np.argsort(codes.astype(np.int16 if self.size < 2**15 else np.int64), kind="stable")
+        counts = np.bincount(codes + 1, minlength=self.size + 1)
+        return np.split(order, np.cumsum(counts)[:-1])[1:]
+
+
+class _Work:
+    """Per-call caches: each timestamp column is converted once, each key hashed once."""
+
+    def __init__(self, data: pd.DataFrame, parts: _Parts) -> None:
+        self.data = data
+        self.parts = parts
+        self._utc: dict[str, pd.Series] = {}
+        self._naive: dict[str, pd.Series] = {}
+        self._hashes: dict[tuple[str, ...], tuple[np.ndarray, bool] | None] = {}
+
+    def utc(self, column: str) -> pd.Series:
+        """pd.to_datetime(data[column], utc=True)."""
+        if column not in self._utc:
+            self._utc[column] = pd.to_datetime(self.data[column], utc=True)
+        return self._utc[column]
+
+    def naive_utc(self, column: str) -> pd.Series:
+        """pd.to_datetime(data[column], utc=True).dt.tz_localize(None)."""
+        if column not in self._naive:
+            self._naive[column] = self.utc(column).dt.tz_localize(None)
+        return self._naive[column]
+
+    def typed(self, column: str) -> bool:
+        """Whether the column holds datetimes already, so converting any subset of its rows
+        gives the same values as converting them all (no format inference on strings)."""
+        return is_datetime64_any_dtype(self.data[column].dtype)
+
+    def key_hashes(self, key: Sequence[str]) -> tuple[np.ndarray, bool] | None:
+        key = tuple(key)
+        if key not in self._hashes:
+            self._hashes[key] = _key_hashes(self.data, key)
+        return self._hashes[key]
 
 
 # --------------------------------------------------------------------------- the gate
@@ -356,7 +518,9 @@ def _row_rule_findings(
 def evaluate(inp: GateInput) -> GateResult:
     """Run every rule of the quality contract on the staged output and route the failures."""
     contract, quality, window = inp.contract, inp.quality, inp.window
-    data = inp.data.reset_index(drop=True)
+    # A new frame with a fresh RangeIndex, sharing the column arrays (nothing writes to them).
+    data = inp.data.copy(deep=False)
+    data.index = pd.RangeIndex(len(data))
     col = _Collector(window)
     run_level: list[Finding] = []
 
@@ -377,14 +541,13 @@ def evaluate(inp: GateInput) -> GateResult:
             )
 
     have_partition = contract.partition_column in data.columns
-    parts = (
+    parts = _Parts(
         _partition_dates(contract, data)
         if have_partition
-        else pd.Series([], dtype="datetime64[ns]")
+        else pd.Series([], dtype="datetime64[ns]"),
+        window,
     )
-    rows_by_part = (
-        {d.date(): int(n) for d, n in parts.value_counts().items()} if have_partition else {}
-    )
+    rows_by_part = parts.rows_by_part
 
     # 1. The pandera model: row-level checks route by severity, schema-level ones fail.
     if quality.model is not None:
@@ -425,7 +588,7 @@ def evaluate(inp: GateInput) -> GateResult:
                 column = None if pd.isna(column) else column
                 _row_rule_findings(
                     col,
-                    parts,
+                    parts.series,
                     f"schema:{rule}",
                     Severity(severity),
                     column,
@@ -447,6 +610,7 @@ def evaluate(inp: GateInput) -> GateResult:
     fatal = [f for f in run_level if f.severity == Severity.FAIL_RUN]
     if not have_partition:
         data = data.iloc[0:0]  # rows that cannot be placed in a partition are judged by none
+    work = _Work(data, parts)
     if fatal or not have_partition:
         if not have_partition and not fatal:
             run_level.append(
@@ -458,9 +622,10 @@ def evaluate(inp: GateInput) -> GateResult:
                     message=f"partition column {contract.partition_column} is missing",
                 )
             )
-        return _result(inp, data, parts, col, run_level, rows_by_part, decided_early=True)
+        return _result(inp, work, col, run_level, decided_early=True)
 
     # 2. Dataset-level rules.
+    drifts: list[tuple[int, Drift]] = []
     for rule in quality.rules:
         if isinstance(rule, RowCount):
             for p in window.partitions:
@@ -480,11 +645,15 @@ def evaluate(inp: GateInput) -> GateResult:
                     )
                 )
         elif isinstance(rule, NullRate):
-            nulls = data[rule.column].isna() if rule.column in data else None
-            for p in window.partitions:
-                mask = parts.to_numpy() == np.datetime64(p, "ns")
-                n = int(mask.sum())
-                k = int(nulls[mask].sum()) if nulls is not None else n
+            inside = parts.window_codes >= 0
+            rows_in = np.bincount(parts.window_codes[inside], minlength=parts.size)
+            if rule.column in data:
+                nulls = data[rule.column].isna().to_numpy()
+                nulls_in = np.bincount(parts.window_codes[inside & nulls], minlength=parts.size)
+            else:
+                nulls_in = rows_in
+            for i, p in enumerate(window.partitions):
+                n, k = int(rows_in[i]), int(nulls_in[i])
                 frac = k / n if n else 0.0
                 ok = rule.severity == Severity.INFO or frac <= rule.max_fraction
                 col.add(
@@ -504,7 +673,7 @@ def evaluate(inp: GateInput) -> GateResult:
                     )
                 )
         elif isinstance(rule, Freshness):
-            newest = pd.to_datetime(data[rule.column], utc=True).groupby(parts.to_numpy()).max()
+            newest = work.utc(rule.column).groupby(parts.values).max()
             newest.index = [pd.Timestamp(t).date() for t in newest.index]
             for p in window.partitions:
                 if p not in newest.index or pd.isna(newest[p]):
@@ -531,7 +700,16 @@ def evaluate(inp: GateInput) -> GateResult:
                 )
         elif isinstance(rule, UniqueKey):
             key = list(rule.columns or contract.business_key)
-            dup = data.duplicated(key, keep="first").to_numpy()
+            hashed = work.key_hashes(key)
+            if hashed is not None and hashed[1]:
+                # Equal keys have equal hashes: only rows sharing a hash can repeat a key, and
+                # those few are compared exactly (keep="first" within them = within all rows).
+                dup = np.zeros(len(data), dtype=bool)
+                candidates = _repeated(hashed[0])
+                if len(candidates):
+                    dup[candidates] = data.iloc[candidates].duplicated(key, keep="first")
+            else:
+                dup = data.duplicated(key, keep="first").to_numpy()
             rows = np.flatnonzero(dup)
             cases = [
                 "|".join(str(v) for v in values)
@@ -539,7 +717,7 @@ def evaluate(inp: GateInput) -> GateResult:
             ]
             _row_rule_findings(
                 col,
-                parts,
+                parts.series,
                 rule.name,
                 rule.severity,
                 ",".join(key),
@@ -550,23 +728,25 @@ def evaluate(inp: GateInput) -> GateResult:
                 f"repeat business key {tuple(key)}",
             )
         elif isinstance(rule, Referential):
-            _referential(col, inp, data, parts, rule, rows_by_part)
+            _referential(col, inp, work, rule)
         elif isinstance(rule, Drift):
-            _drift(col, inp, data, parts, rule)
+            # Judged on the rows that would be published, so once the quarantine is known;
+            # its findings keep their place among the others.
+            drifts.append((len(col.findings), rule))
         elif isinstance(rule, QuarantineRate):
             pass  # needs the quarantine outcome: applied in _result
     for tb in quality.time_bounds:
-        values = pd.to_datetime(data[tb.column], utc=True).dt.tz_localize(None)
-        start = parts
+        values = work.naive_utc(tb.column)
         if contract.grain == "monthly":
-            end = start + pd.offsets.MonthBegin(1)
+            start = parts.series
+            bad = ~((values >= start) & (values < start + pd.offsets.MonthBegin(1))).to_numpy()
         else:
-            end = start + pd.Timedelta(days=1)
-        bad = ~((values >= start) & (values < end))
-        rows = np.flatnonzero(bad.to_numpy())
+            ts, start = values.to_numpy(), parts.series.to_numpy()
+            bad = ~((ts >= start) & (ts < start + np.timedelta64(1, "D")))
+        rows = np.flatnonzero(bad)
         _row_rule_findings(
             col,
-            parts,
+            parts.series,
             tb.name,
             tb.severity,
             tb.column,
@@ -576,17 +756,16 @@ def evaluate(inp: GateInput) -> GateResult:
             3000,
             f"have {tb.column} outside their partition",
         )
-    return _result(inp, data, parts, col, run_level, rows_by_part, decided_early=False)
+    if drifts:
+        publish = np.ones(len(data), dtype=bool)
+        publish[list(col.quarantine)] = False
+        for position, rule in reversed(drifts):
+            col.findings[position:position] = _drift(inp, work, rule, publish)
+    return _result(inp, work, col, run_level, decided_early=False)
 
 
-def _referential(
-    col: _Collector,
-    inp: GateInput,
-    data: pd.DataFrame,
-    parts: pd.Series,
-    rule: Referential,
-    rows_by_part: Mapping[date, int],
-) -> None:
+def _referential(col: _Collector, inp: GateInput, work: _Work, rule: Referential) -> None:
+    data, parts = work.data, work.parts
     pinned = inp.reference.get(rule.reference)
     if pinned is None:
         raise ValueError(
@@ -595,7 +774,7 @@ def _referential(
         )
     # Rows are judged against the snapshot pinned for their own business date; dates that
     # share a snapshot version are judged together.
-    day_values = parts.to_numpy(dtype="datetime64[ns]")
+    day_values = np.append(parts.days, np.datetime64("NaT", "ns")) if parts.has_nat else parts.days
     by_version: dict[str, tuple[ReferenceSnapshot, set[date]]] = {}
     for d in sorted({pd.Timestamp(t).date() for t in np.unique(day_values)}):
         if d not in pinned:
@@ -604,62 +783,91 @@ def _referential(
             )
         snap = pinned[d]
         by_version.setdefault(snap.binding.version, (snap, set()))[1].add(d)
-    known = np.zeros(len(data), dtype=bool)
     values = data[rule.column]
+    # The rule compares values as strings (astype(str)). Each distinct value is converted and
+    # looked up once: `codes` numbers every row's value (-1: null), `keys` are their strings.
+    codes, uniques = pd.factorize(values)
+    keys = np.asarray(uniques, dtype=object)
+    exact = infer_dtype(keys, skipna=False) in ("string", "empty")
+    if exact and len(values):
+        missing = np.flatnonzero(codes < 0)  # null to factorize: null to notna() as well?
+        exact = not values.iloc[missing].notna().any()
+    if not exact:  # non-string values: convert each row as the rule defines it
+        present = np.flatnonzero(values.notna().to_numpy())
+        sub_codes, uniques = pd.factorize(values.iloc[present].astype(str).to_numpy())
+        codes = np.full(len(values), -1, dtype=np.int64)
+        codes[present] = sub_codes
+        keys = np.asarray(uniques, dtype=object)
+    key_index = pd.Index(keys, dtype=object)
+    known = np.zeros(len(data), dtype=bool)
     for snap, on_days in by_version.values():
         ref = snap.data
-        on = np.isin(day_values, np.array([np.datetime64(d, "ns") for d in on_days]))
-        rows = np.flatnonzero(on & values.notna().to_numpy())
+        on = np.array([d in on_days for d in parts.dates] + [False], dtype=bool)[parts.codes]
+        rows = np.flatnonzero(on & (codes >= 0))
         if not len(rows):
             continue
+        row_codes = codes[rows]
         if rule.time_column is None:
-            keys = pd.Index(ref[rule.key].dropna().astype(str).unique())
-            known[rows] = values.iloc[rows].astype(str).isin(keys).to_numpy()
+            allowed = pd.Index(ref[rule.key].dropna().astype(str).unique())
+            known[rows] = key_index.isin(allowed)[row_codes]
             continue
-        probe = pd.DataFrame(
-            {
-                "_row": rows,
-                "_key": values.iloc[rows].astype(str).to_numpy(),
-                "_t": pd.to_datetime(data[rule.time_column].iloc[rows], utc=True)
+        if work.typed(rule.time_column):
+            t = work.naive_utc(rule.time_column).to_numpy()[rows]
+        else:
+            t = (
+                pd.to_datetime(data[rule.time_column].iloc[rows], utc=True)
                 .dt.tz_localize(None)
-                .to_numpy(),
-            }
-        )
-        table = pd.DataFrame(
-            {
-                "_key": ref[rule.key].astype(str).to_numpy(),
-                "_from": pd.to_datetime(ref[rule.valid_from]).to_numpy(),
-                "_to": pd.to_datetime(ref[rule.valid_to]).fillna(pd.Timestamp.max).to_numpy(),
-            }
-        )
-        matched = probe.merge(table, on="_key", how="inner")
-        matched = matched[(matched["_from"] <= matched["_t"]) & (matched["_t"] < matched["_to"])]
-        known[matched["_row"].to_numpy()] = True
+                .to_numpy()
+            )
+        # The reference rows of each value, grouped by value: a row is known when one of
+        # the intervals of its value holds its time (valid_from <= t < valid_to).
+        table_code = key_index.get_indexer(ref[rule.key].astype(str).to_numpy())
+        valid_from = pd.to_datetime(ref[rule.valid_from]).to_numpy()
+        valid_to = pd.to_datetime(ref[rule.valid_to]).fillna(pd.Timestamp.max).to_numpy()
+        used = np.flatnonzero(table_code >= 0)
+        used = used[np.argsort(table_code[used], kind="stable")]
+        table_code, valid_from, valid_to = table_code[used], valid_from[used], valid_to[used]
+        per_key = np.bincount(table_code, minlength=len(keys))
+        first = np.cumsum(per_key) - per_key
+        intervals, start = per_key[row_codes], first[row_codes]
+        hit = np.zeros(len(rows), dtype=bool)
+        for level in range(int(intervals.max()) if len(intervals) else 0):
+            sel = np.flatnonzero(intervals > level)
+            j, ts = start[sel] + level, t[sel]
+            hit[sel[(valid_from[j] <= ts) & (ts < valid_to[j])]] = True
+        known[rows[hit]] = True
     rows = np.flatnonzero(~known)
     _row_rule_findings(
         col,
-        parts,
+        parts.series,
         rule.name,
         rule.severity,
         rule.column,
         rows,
         data[rule.column].iloc[rows].tolist(),
-        rows_by_part,
+        parts.rows_by_part,
         1500,
         f"have a {rule.column} unknown to reference {rule.reference}"
         + (f" at their {rule.time_column}" if rule.time_column else ""),
     )
 
 
-def _drift(
-    col: _Collector, inp: GateInput, data: pd.DataFrame, parts: pd.Series, rule: Drift
-) -> None:
+def _by_day(values: pd.Series, days: np.ndarray) -> dict[date, Any]:
+    """values.groupby(days).sum(), keyed by date (rows without a day are left out)."""
+    sums = values.groupby(days).sum()
+    return {pd.Timestamp(t).date(): v for t, v in sums.items()}
+
+
+def _drift(inp: GateInput, work: _Work, rule: Drift, publish: np.ndarray) -> list[Finding]:
+    """The partition totals of the rows that would be published (not quarantined) against
+    the published version: rows the gate quarantines do not move the metric."""
     published = inp.published
     if published is None or published.empty:
-        return
+        return []
     old_parts = _partition_dates(inp.contract, published).dt.date
     old = published[rule.column].groupby(old_parts.to_numpy()).sum()
-    new = data[rule.column].groupby(parts.dt.date.to_numpy()).sum()
+    new = _by_day(work.data[rule.column][publish], work.parts.values[publish])
+    findings = []
     for p in inp.window.partitions:
         if p not in old.index or (rule.closed_only and p not in inp.closed):
             continue
@@ -667,7 +875,7 @@ def _drift(
         change = abs(after - before)
         relative = change / abs(before) if before else (0.0 if change == 0 else float("inf"))
         ok = change <= rule.min_absolute_change or relative <= rule.max_relative_change
-        col.add(
+        findings.append(
             Finding(
                 rule.name,
                 rule.severity,
@@ -683,6 +891,7 @@ def _drift(
                 + (" in a closed period" if p in inp.closed else ""),
             )
         )
+    return findings
 
 
 def _control_totals(
@@ -710,8 +919,8 @@ def _control_totals(
         values = (
             source[ct.upstream_column] if ct.upstream_column else pd.Series(1, index=source.index)
         )
-        totals_in = values[mask].groupby(key[mask].dt.date.to_numpy()).sum()
-        totals_out = accepted[ct.output_column].groupby(accepted_parts.dt.date.to_numpy()).sum()
+        totals_in = _by_day(values[mask], key[mask].to_numpy())
+        totals_out = _by_day(accepted[ct.output_column], accepted_parts.to_numpy())
         for p in inp.window.partitions:
             t_in, t_out = float(totals_in.get(p, 0)), float(totals_out.get(p, 0))
             ok = abs(t_in - t_out) <= 1e-9 * max(1.0, abs(t_in))
@@ -734,28 +943,36 @@ def _control_totals(
     return out, findings
 
 
+def _rows(data: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """data[keep].reset_index(drop=True) with one copy of the rows instead of two."""
+    out = data.take(np.flatnonzero(keep))
+    out.index = pd.RangeIndex(len(out))
+    return out
+
+
 def _result(
     inp: GateInput,
-    data: pd.DataFrame,
-    parts: pd.Series,
+    work: _Work,
     col: _Collector,
     run_level: list[Finding],
-    rows_by_part: Mapping[date, int],
     *,
     decided_early: bool,
 ) -> GateResult:
     contract, quality, window = inp.contract, inp.quality, inp.window
+    data, parts = work.data, work.parts
+    rows_by_part = parts.rows_by_part
     parse_rejects = inp.rejects if inp.rejects is not None else pd.DataFrame(columns=REJECT_COLUMNS)
     findings = list(col.findings)
 
     # Quarantined rows leave the output with their first failing rule as the reason.
     q_rows = np.array(sorted(col.quarantine), dtype="int64")
+    keep: np.ndarray | None = None
     if len(q_rows):
         chosen = [col.quarantine[r] for r in q_rows.tolist()]
         bad = data.iloc[q_rows]
         gate_q = pd.DataFrame(
             {
-                "partition_date": parts.iloc[q_rows].to_numpy(),
+                "partition_date": parts.series.iloc[q_rows].to_numpy(),
                 "source_file": bad["source_file"].astype(str).to_numpy()
                 if "source_file" in bad
                 else None,
@@ -774,11 +991,11 @@ def _result(
         )
         keep = np.ones(len(data), dtype=bool)
         keep[q_rows] = False
-        accepted = data[keep].reset_index(drop=True)
-        accepted_parts = parts[keep].reset_index(drop=True)
+        accepted = _rows(data, keep)
+        accepted_parts = parts.series[keep].reset_index(drop=True)
     else:
         gate_q = pd.DataFrame(columns=REJECT_COLUMNS)
-        accepted, accepted_parts = data, parts
+        accepted, accepted_parts = data, parts.series
     gate_q_by_part = (
         gate_q.groupby(pd.to_datetime(gate_q["partition_date"]).dt.date).size().to_dict()
         if len(gate_q)
@@ -799,17 +1016,17 @@ def _result(
         findings += control_findings
     counts = inp.counts
     per_partition: dict[str, Any] = {}
-    accepted_by_part = (
-        {d.date(): int(n) for d, n in accepted_parts.value_counts().items()}
-        if len(accepted)
-        else {}
-    )
-    accepted_days = accepted_parts.to_numpy(dtype="datetime64[ns]")
-    for p in window.partitions:
+    # The accepted rows of each window partition, as positions in `data`: grouped once
+    # instead of a boolean mask and a copy of the rows per partition.
+    groups = parts.groups(keep)
+    # The business key is hashed once for all rows (and shared with the UniqueKey rule).
+    hashed = work.key_hashes(contract.business_key)
+    for i, p in enumerate(window.partitions):
+        rows = groups[i]
         staged = rows_by_part.get(p, 0)
         gate_q_n = int(gate_q_by_part.get(p, 0))
         parse_n = int(parse_by_part.get(p, 0))
-        acc = accepted_by_part.get(p, 0)
+        acc = len(rows)
         if counts is not None and p in counts.index:
             row = counts.loc[p]
             read = int(row.get("read", staged + parse_n))
@@ -819,10 +1036,6 @@ def _result(
             read, duplicate, kept = staged + parse_n, 0, staged
         quarantined = parse_n + gate_q_n
         ok = read == acc + quarantined + duplicate and kept == staged
-        # Compare raw datetime64 values: converting a million timestamps to Python dates
-        # per partition was most of the gate's cost.
-        mask = accepted_days == np.datetime64(p, "ns") if len(accepted) else np.zeros(0, bool)
-        part_rows = accepted[mask] if len(accepted) else accepted
         entry: dict[str, Any] = {
             "input": read,
             "accepted": acc,
@@ -832,12 +1045,18 @@ def _result(
             "duplicate": duplicate,
             "identity": "input = accepted + quarantined + duplicate",
             "identity_holds": ok,
-            "business_key_checksum": key_checksum(part_rows, contract.business_key),
+            "business_key_checksum": _checksum_of(hashed[0][rows])
+            if hashed is not None
+            else key_checksum(data.iloc[rows], contract.business_key),
             "control_totals": {k: v for k, v in controls.get(p, {}).items()},
         }
         for tb in quality.time_bounds:
-            if tb.column in part_rows and len(part_rows):
-                ts = pd.to_datetime(part_rows[tb.column], utc=True)
+            if tb.column in data and len(rows):
+                ts = (
+                    work.utc(tb.column).iloc[rows]
+                    if work.typed(tb.column)
+                    else pd.to_datetime(data[tb.column].iloc[rows], utc=True)
+                )
                 entry[f"{tb.column}_min"] = ts.min().isoformat()
                 entry[f"{tb.column}_max"] = ts.max().isoformat()
         per_partition[p.isoformat()] = entry
@@ -899,8 +1118,8 @@ def _result(
         else:
             decision = Decision.PUBLISH
     if blocked and len(accepted):
-        keep = ~accepted_parts.dt.date.isin(set(blocked)).to_numpy()
-        accepted = accepted[keep].reset_index(drop=True)
+        days = np.array([np.datetime64(d, "ns") for d in blocked])
+        accepted = _rows(accepted, ~np.isin(accepted_parts.to_numpy(dtype="datetime64[ns]"), days))
     quarantined = pd.concat(
         [f for f in (parse_rejects[REJECT_COLUMNS], gate_q[REJECT_COLUMNS]) if len(f)]
         or [gate_q[REJECT_COLUMNS]],

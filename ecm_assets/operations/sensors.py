@@ -1,0 +1,189 @@
+"""The landing sensor: new or changed landing files become runs of exactly the partitions
+they touch, routed by correction class (operations/triggers.py).
+
+Its cursor (the sha256 and partitions of every file seen) is saved by Dagster together with
+the run requests of the same tick, and every request carries a run key derived from the
+changed files' bytes: a tick repeated after a crash asks for the same runs, which Dagster
+launches once.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+from ecm_assets.adapters.warehouse import WarehouseLockedError, connect
+from ecm_assets.contracts.dataset import Dataset
+from ecm_assets.operations.schedules import (
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    daily_lookback_schedule,
+)
+from ecm_assets.operations.triggers import (
+    CLOSED_PERIOD,
+    LOOKBACK,
+    OPEN_WINDOW,
+    change_digest,
+    classify,
+    contiguous_ranges,
+    dump_cursor,
+    load_cursor,
+    scan,
+)
+from ecm_assets.orchestration.factory import (
+    CORRECTION_CLASS_TAG,
+    IO_MANAGER_KEY,
+    RESTATEMENT_TAG,
+    REVIEW_TAG,
+    TRIGGER_TAG,
+)
+from ecm_assets.orchestration.resources import LandingZone
+from ecm_assets.publish.io_manager import DuckDBPublishIOManager
+from ecm_assets.publish.versions import closed_partitions
+
+#: Reason code of the restatements the sensor requests for closed periods.
+CORRECTION_REASON = "SOURCE_CORRECTION"
+#: Tag carrying the id of the landing change a run was requested for.
+LANDING_CHANGE_TAG = "ecm/landing_change"
+
+
+def sensor_interval_seconds() -> int:
+    """How often the daemon evaluates our sensors (ECM_SENSOR_INTERVAL_SECONDS, default 60)."""
+    return int(os.environ.get("ECM_SENSOR_INTERVAL_SECONDS", "60"))
+
+
+def closed_months(database: Path, datasets: list[Dataset]) -> set[date]:
+    """Closed months of every versioned monthly dataset, read without blocking writers long."""
+    if not database.exists():
+        return set()
+    out: set[date] = set()
+    with connect(database, read_only=True, timeout_seconds=10) as conn:
+        for d in datasets:
+            if d.contract.publish_mode == "versioned":
+                out |= {p.replace(day=1) for p in closed_partitions(conn, d.contract.name)}
+    return out
+
+
+def schedule_running(instance: dg.DagsterInstance, name: str) -> bool:
+    """Whether the daily lookback schedule is on: only then is a date in its window left to it."""
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+    # Our schedules default to STOPPED, so only an operator's explicit start counts.
+    return any(s.name == name and s.status == InstigatorStatus.RUNNING for s in states)
+
+
+def landing_run_requests(
+    dataset: Dataset,
+    by_class: dict[str, list[date]],
+    digest: str,
+) -> list[dg.RunRequest]:
+    """One run per contiguous range of each class; closed periods become held restatements."""
+    requests = []
+    key = dg.AssetKey(dataset.contract.name)
+    for cls in (LOOKBACK, CLOSED_PERIOD):
+        for first, last in contiguous_ranges(by_class.get(cls, [])):
+            tags = {
+                TRIGGER_TAG: "landing_sensor",
+                CORRECTION_CLASS_TAG: cls,
+                LANDING_CHANGE_TAG: digest,
+            }
+            if cls == CLOSED_PERIOD:
+                tags[RESTATEMENT_TAG] = CORRECTION_REASON
+                tags[REVIEW_TAG] = "closed_periods"
+            partition_key = None
+            if first == last:
+                partition_key = first.isoformat()
+            else:
+                tags[PARTITION_RANGE_START_TAG] = first.isoformat()
+                tags[PARTITION_RANGE_END_TAG] = last.isoformat()
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"landing:{digest}:{cls}:{first.isoformat()}..{last.isoformat()}",
+                    asset_selection=[key],
+                    partition_key=partition_key,
+                    tags=tags,
+                )
+            )
+    return requests
+
+
+def build_landing_sensor(
+    dataset: Dataset, all_datasets: list[Dataset], lookback_days: int
+) -> dg.SensorDefinition:
+    """The sensor of one dataset that reads landing files."""
+    contract = dataset.contract
+    source = contract.landing
+    if source is None:
+        raise ValueError(f"dataset {contract.name} reads no landing files")
+
+    @dg.sensor(
+        name=f"{contract.name}__landing_files",
+        description=(
+            f"New or changed files under landing/{source.name}/ (by sha256) request runs of "
+            f"exactly the {contract.name} partitions they touch: dates the running lookback "
+            "schedule will recompute are left to it, older open dates are recomputed now, "
+            "closed months get a restatement held for manual review."
+        ),
+        asset_selection=[dg.AssetKey(contract.name)],
+        minimum_interval_seconds=sensor_interval_seconds(),
+        default_status=dg.DefaultSensorStatus.STOPPED,
+    )
+    def _sensor(
+        context: dg.SensorEvaluationContext,
+        landing: LandingZone,
+        warehouse_io_manager: DuckDBPublishIOManager,
+    ) -> dg.SensorResult | dg.SkipReason:
+        seen = load_cursor(context.cursor)
+        changes, remembered = scan(Path(landing.root), source, seen)
+        if not changes:
+            return dg.SkipReason(f"no new or changed files under landing/{source.name}")
+        try:
+            closed = closed_months(Path(warehouse_io_manager.database), all_datasets)
+        except WarehouseLockedError as exc:
+            # Nothing is lost: the cursor stays, the next tick sees the same changes.
+            return dg.SkipReason(f"warehouse busy, closed periods unknown; retrying: {exc}")
+        now = datetime.now(UTC)
+        running = schedule_running(context.instance, daily_lookback_schedule.name)
+        by_class: dict[str, list[date]] = {}
+        for day in sorted({d for c in changes for d in c.dates}):
+            cls = classify(
+                day,
+                now=now,
+                lookback_days=lookback_days,
+                closed_months=closed,
+                schedule_running=running,
+            )
+            by_class.setdefault(cls, []).append(day)
+        digest = change_digest(changes, remembered)
+        for c in changes:
+            context.log.info(
+                f"{c.kind} landing file {c.path}: partitions "
+                f"{', '.join(d.isoformat() for d in c.dates)}" + (f" ({c.note})" if c.note else "")
+            )
+        for cls, days in by_class.items():
+            context.log.info(f"{cls}: {', '.join(d.isoformat() for d in days)}")
+        if by_class.get(OPEN_WINDOW):
+            context.log.info(
+                f"left to {daily_lookback_schedule.name} (running): "
+                f"{', '.join(d.isoformat() for d in by_class[OPEN_WINDOW])}"
+            )
+        return dg.SensorResult(
+            run_requests=landing_run_requests(dataset, by_class, digest),
+            cursor=dump_cursor(remembered),
+        )
+
+    return _sensor
+
+
+def build_landing_sensors(datasets: list[Dataset], lookback_days: int) -> list[dg.SensorDefinition]:
+    return [
+        build_landing_sensor(d, datasets, lookback_days)
+        for d in datasets
+        if d.contract.landing is not None
+    ]
+
+
+assert IO_MANAGER_KEY == "warehouse_io_manager", "the sensor's resource parameter names it"

@@ -1,0 +1,165 @@
+"""What a landing-zone change means: which partitions it touches and how each is handled.
+
+Pure (no Dagster): the landing sensor feeds it the files it sees and the cursor it kept, and
+gets back the partitions to recompute, each with its correction class (spec section 12):
+
+- open_window: the next run of the daily lookback schedule recomputes the date anyway, so
+  nothing is requested now (only when that schedule is running; else it is a lookback date);
+- lookback: a late file or a correction for an earlier, still open date: the affected
+  partitions are recomputed now;
+- closed_period: the date lies in a month whose certified report is closed: no automatic
+  replace; a restatement is requested that is held for manual review.
+
+Files are compared by sha256, not mtime: a file rewritten with the same bytes is no change,
+a file whose bytes changed is, whatever its timestamp says. A deleted file changes the dates
+it used to carry, which the cursor remembers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from ecm_assets.adapters.landing import LandingReadError, list_landing_files, read_landing_files
+from ecm_assets.contracts.boundaries import LandingFile
+from ecm_assets.contracts.dataset import LandingSource
+from ecm_assets.contracts.transform import attribute_partitions
+
+OPEN_WINDOW = "open_window"
+LOOKBACK = "lookback"
+CLOSED_PERIOD = "closed_period"
+#: UTC time of the daily lookback schedule's tick (its cron is "0 1 * * *").
+SCHEDULE_TICK = time(1, 0)
+
+
+@dataclass(frozen=True)
+class SeenFile:
+    """What the cursor remembers of a file: its bytes' hash and the partitions it fed."""
+
+    sha256: str
+    dates: tuple[date, ...]
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str
+    kind: str  # new, changed, deleted
+    dates: tuple[date, ...]
+    note: str = ""
+
+
+def load_cursor(text: str | None) -> dict[str, SeenFile]:
+    if not text:
+        return {}
+    raw = json.loads(text)
+    return {
+        path: SeenFile(sha, tuple(date.fromisoformat(d) for d in dates))
+        for path, (sha, dates) in raw.get("files", {}).items()
+    }
+
+
+def dump_cursor(seen: Mapping[str, SeenFile]) -> str:
+    return json.dumps(
+        {
+            "files": {
+                p: [f.sha256, [d.isoformat() for d in f.dates]] for p, f in sorted(seen.items())
+            }
+        },
+        separators=(",", ":"),
+    )
+
+
+def file_dates(
+    root: Path, source: LandingSource, file: LandingFile
+) -> tuple[tuple[date, ...], str]:
+    """The partitions a file's rows belong to, by the same attribution the transform uses.
+
+    A file that cannot be read at all feeds its ingest date: the run for that date fails on
+    it with an error naming the file, which is how the operator learns of it.
+    """
+    if source.time_column is None:
+        return (file.ingest_date,), "no time column: ingest date"
+    try:
+        rows = read_landing_files(root, [file], [source.time_column])
+    except LandingReadError as exc:
+        return (file.ingest_date,), f"unreadable ({exc}); its ingest date fails on it"
+    if rows.empty:
+        return (file.ingest_date,), "no rows"
+    partition, _ = attribute_partitions(
+        rows[source.time_column], rows["_ingest_date"], source.lateness_days
+    )
+    days = sorted({d.date() for d in pd.to_datetime(partition).dropna()})
+    return tuple(days or [file.ingest_date]), ""
+
+
+def scan(
+    root: Path, source: LandingSource, seen: Mapping[str, SeenFile]
+) -> tuple[list[FileChange], dict[str, SeenFile]]:
+    """New, changed and deleted files since `seen`, and what to remember now."""
+    current = {f.path: f for f in list_landing_files(root, source.name, date.min, date.max)}
+    changes: list[FileChange] = []
+    remembered: dict[str, SeenFile] = {}
+    for path, f in current.items():
+        before = seen.get(path)
+        if before is not None and before.sha256 == f.sha256:
+            remembered[path] = before
+            continue
+        dates, note = file_dates(root, source, f)
+        kind = "new" if before is None else "changed"
+        if before is not None:  # a changed file also changes the dates it used to feed
+            dates = tuple(sorted(set(dates) | set(before.dates)))
+        changes.append(FileChange(path, kind, dates, note))
+        remembered[path] = SeenFile(f.sha256, dates)
+    for path, before in seen.items():
+        if path not in current:
+            changes.append(FileChange(path, "deleted", before.dates))
+    return changes, remembered
+
+
+def next_schedule_date(now: datetime) -> date:
+    """The UTC date of the daily schedule's next tick at or after `now`."""
+    if now.tzinfo is None:
+        raise ValueError(f"now={now!r} is naive; pass an aware datetime")
+    utc = now.astimezone(UTC)
+    return utc.date() if utc.time() < SCHEDULE_TICK else utc.date() + timedelta(days=1)
+
+
+def classify(
+    day: date,
+    *,
+    now: datetime,
+    lookback_days: int,
+    closed_months: Iterable[date],
+    schedule_running: bool,
+) -> str:
+    """The correction class of a changed partition (see the module docstring)."""
+    if day.replace(day=1) in set(closed_months):
+        return CLOSED_PERIOD
+    if schedule_running and day >= next_schedule_date(now) - timedelta(days=lookback_days):
+        return OPEN_WINDOW
+    return LOOKBACK
+
+
+def contiguous_ranges(days: Iterable[date], cap: int = 31) -> list[tuple[date, date]]:
+    """Sorted days as [first, last] runs of consecutive dates, at most `cap` days each."""
+    out: list[tuple[date, date]] = []
+    for d in sorted(set(days)):
+        if out and d == out[-1][1] + timedelta(days=1) and (d - out[-1][0]).days < cap:
+            out[-1] = (out[-1][0], d)
+        else:
+            out.append((d, d))
+    return out
+
+
+def change_digest(changes: Iterable[FileChange], seen: Mapping[str, SeenFile]) -> str:
+    """A stable id of a set of changes: the same files with the same bytes give the same id."""
+    parts = sorted(
+        f"{c.kind}:{c.path}:{seen[c.path].sha256 if c.path in seen else '-'}" for c in changes
+    )
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
