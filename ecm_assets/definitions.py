@@ -18,6 +18,7 @@ import dagster as dg
 from ecm_assets.case_sla.contracts import SCHEDULE_LOOKBACK_DAYS
 from ecm_assets.case_sla.datasets import DATASETS
 from ecm_assets.operations.alerts import AlertSink, ecm_run_failure_alert
+from ecm_assets.operations.dependencies import build_dependency_sensors
 from ecm_assets.operations.schedules import SCHEDULES
 from ecm_assets.operations.sensors import build_landing_sensors
 from ecm_assets.orchestration.factory import IO_MANAGER_KEY, build_assets
@@ -41,6 +42,7 @@ def build_definitions(data: Path | None = None, warehouse: Path | None = None) -
         schedules=SCHEDULES,
         sensors=[
             *build_landing_sensors(list(DATASETS), SCHEDULE_LOOKBACK_DAYS),
+            *build_dependency_sensors(DATASETS),
             ecm_run_failure_alert,
         ],
         resources={

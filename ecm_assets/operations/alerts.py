@@ -21,6 +21,8 @@ from typing import Any
 
 import dagster as dg
 
+from ecm_assets.operations.sensors import sensor_interval_seconds
+
 QUALITY_GATE = "quality_gate"
 ERROR = "error"
 DECISIONS = ("FAIL_RUN", "FAIL_PARTITION", "MANUAL_REVIEW")  # most severe first
@@ -352,7 +354,7 @@ class AlertSink(dg.ConfigurableResource):
     description="Logs (and POSTs to ECM_ALERT_WEBHOOK_URL) one alert per failed run.",
     default_status=dg.DefaultSensorStatus.RUNNING,
     monitor_all_code_locations=False,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=min(30, sensor_interval_seconds()),
 )
 def ecm_run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertSink) -> None:
     """Alert on every failed run of this code location, quality gate or error alike."""

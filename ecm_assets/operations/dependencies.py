@@ -3,7 +3,9 @@
 A downstream partition P runs when (1) it is stale, i.e. some upstream partition it reads was
 published after P's own latest publish (or P was never published), and (2) it is ready: every
 upstream partition P is *aligned* with (the same date, or every day of a monthly P's month) is
-published and, where the contract sets `max_age_hours`, was published within that window.
+published and, where the contract sets `max_age_hours`, the upstream change that makes P stale
+was published within that window: a change older than that (the sensor was off, the change
+sat behind a failed run) is applied deliberately, with a backfill, not silently days later.
 Lookback history (P-L..P-1) may be missing: a deployment can start mid-history.
 
 "Published" means an ASSET_MATERIALIZATION in the Dagster instance: the publish protocol emits
@@ -206,8 +208,8 @@ def plan(
     """Decide for each candidate: ready (stale, aligned upstream published), waiting, or drop.
 
     `upstream_ids` and `downstream_ids` map partitions to their latest materialization
-    storage id (absent: never published); `published_at` maps the aligned partitions of
-    upstreams with a `max_age_hours` to their latest publish time.
+    storage id (absent: never published); `published_at` maps the storage ids of upstreams
+    with a `max_age_hours` to their publish time.
     """
     grains = upstream_grains or {}
     ready: list[Ready] = []
@@ -221,30 +223,31 @@ def plan(
         for u in contract.upstream:
             ug = grains.get(u.dataset, "daily")
             ids = upstream_ids.get(u.dataset, {})
+            changed: list[tuple[int, date]] = []
             for d in window(p, contract.grain, u, ug):
                 sid = ids.get(d)
                 if sid is not None:
                     newest = max(newest, sid)
                     if own is None or sid > own:
                         triggers.add((u.dataset, sid))
+                        changed.append((sid, d))
             covered = aligned(p, contract.grain, ug)
             missing = [d for d in covered if d not in ids]
             if missing:
                 problems.append(f"{u.dataset} {_dates(missing)} not published")
-            if u.max_age_hours is not None:
+            if u.max_age_hours is not None and changed:
                 times = published_at.get(u.dataset, {})
+                sid, d = max(changed)
                 limit = timedelta(hours=u.max_age_hours)
-                old = [d for d in covered if d in ids and (d not in times or now - times[d] > limit)]
-                if old:
-                    ages = [
-                        f"{_hours((now - times[d]).total_seconds() / 3600)}h ago"
-                        for d in old[:3]
-                        if d in times
-                    ]
+                if sid not in times or now - times[sid] > limit:
+                    age = (
+                        f"{_hours((now - times[sid]).total_seconds() / 3600)}h ago"
+                        if sid in times
+                        else "at an unknown time"
+                    )
                     problems.append(
-                        f"{u.dataset} {_dates(old)} last published "
-                        f"{', '.join(ages) or 'at an unknown time'}; "
-                        f"contract wants <= {_hours(u.max_age_hours)}h"
+                        f"{u.dataset} {d.isoformat()} last published {age}; contract wants "
+                        f"<= {_hours(u.max_age_hours)}h (apply older changes with a backfill)"
                     )
         if own is not None and not triggers:
             up_to_date.append(p)
@@ -413,14 +416,23 @@ class _Tags:
         return self.cache[run_id]
 
 
+@dataclass(frozen=True)
+class Tick:
+    """What one evaluation asks for, what it tells the operator, and the next cursor."""
+
+    run_requests: list[dg.RunRequest]
+    messages: list[str]
+    cursor: DependencyCursor
+
+
 def evaluate(
     instance: dg.DagsterInstance,
     contract: DatasetContract,
     cursor: DependencyCursor,
     now: datetime,
     upstream_grains: Mapping[str, Grain] | None = None,
-) -> tuple[list[dg.RunRequest], list[str], DependencyCursor]:
-    """One tick: run requests, skip/wait messages and the next cursor, from the instance."""
+) -> Tick:
+    """One tick of a dependency sensor, reading publishes from the instance as of `now`."""
     grains = dict(upstream_grains or {})
     last_seen = dict(cursor.last_seen)
     new: dict[str, list[date]] = {}
@@ -440,9 +452,12 @@ def evaluate(
         )
     parts = found_candidates.partitions
     if not parts:
-        seen = ", ".join(f"{k} after storage id {v}" for k, v in sorted(cursor.last_seen.items()))
-        messages.append(f"no new upstream publishes ({seen or 'none published yet'})")
-        return [], messages, DependencyCursor(last_seen, ())
+        if not any(new.values()):
+            seen = ", ".join(
+                f"{k} after storage id {v}" for k, v in sorted(cursor.last_seen.items())
+            )
+            messages.append(f"no new upstream publishes ({seen or 'none published yet'})")
+        return Tick([], messages, DependencyCursor(last_seen, ()))
 
     upstream_ids = {
         u.dataset: _latest_ids(
@@ -459,9 +474,9 @@ def evaluate(
     downstream_ids = _latest_ids(instance, contract.name, parts)
     aged = {
         u.dataset: {
-            upstream_ids[u.dataset][d]: d
+            upstream_ids[u.dataset][d]
             for p in parts
-            for d in aligned(p, contract.grain, grains.get(u.dataset, "daily"))
+            for d in window(p, contract.grain, u, grains.get(u.dataset, "daily"))
             if d in upstream_ids[u.dataset]
         }
         for u in contract.upstream
@@ -469,16 +484,18 @@ def evaluate(
     }
     published_at = {
         name: {
-            by_id[sid]: datetime.fromtimestamp(r.timestamp, UTC)
-            for sid, r in _records(instance, name, by_id).items()
+            sid: datetime.fromtimestamp(r.timestamp, UTC)
+            for sid, r in _records(instance, name, sids).items()
         }
-        for name, by_id in aged.items()
+        for name, sids in aged.items()
     }
     result = plan(contract, parts, upstream_ids, downstream_ids, published_at, now, grains)
 
     records: dict[str, dict[int, dg.EventLogRecord]] = {
         u.dataset: _records(
-            instance, u.dataset, {sid for r in result.ready for n, sid in r.triggers if n == u.dataset}
+            instance,
+            u.dataset,
+            {sid for r in result.ready for n, sid in r.triggers if n == u.dataset},
         )
         for u in contract.upstream
     }
@@ -524,8 +541,8 @@ def evaluate(
             f"{contract.name} {_dates(list(result.up_to_date))} already up to date with "
             f"{', '.join(u.dataset for u in contract.upstream)}"
         )
-    return requests, messages, DependencyCursor(
-        last_seen, tuple(w.partition for w in result.waiting)
+    return Tick(
+        requests, messages, DependencyCursor(last_seen, tuple(w.partition for w in result.waiting))
     )
 
 
@@ -556,18 +573,19 @@ def build_dependency_sensor(
         ),
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        requests, messages, cursor = evaluate(
+        tick = evaluate(
             context.instance,
             contract,
             DependencyCursor.from_json(context.cursor),
             now_of(),
             grains,
         )
-        for message in messages:
+        for message in tick.messages:
             context.log.info(message)
-        if requests:
-            return dg.SensorResult(run_requests=requests, cursor=cursor.to_json())
-        return dg.SensorResult(skip_reason=" | ".join(messages), cursor=cursor.to_json())
+        cursor = tick.cursor.to_json()
+        if tick.run_requests:
+            return dg.SensorResult(run_requests=tick.run_requests, cursor=cursor)
+        return dg.SensorResult(skip_reason=" | ".join(tick.messages), cursor=cursor)
 
     return _sensor
 

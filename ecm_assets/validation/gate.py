@@ -264,8 +264,19 @@ def _short(value: Any) -> str | None:
 # --------------------------------------------------------------------------- helpers
 
 
+def _to_datetime(values: pd.Series, *, utc: bool = False) -> pd.Series:
+    """pd.to_datetime(values, utc=utc), without its caching pass (a hash of every value)
+    when the column holds datetimes already."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC") if utc else values
+    if isinstance(dtype, np.dtype) and dtype.kind == "M":
+        return values.dt.tz_localize("UTC") if utc else values
+    return pd.to_datetime(values, utc=utc)
+
+
 def _partition_dates(contract: DatasetContract, data: pd.DataFrame) -> pd.Series:
-    values = pd.to_datetime(data[contract.partition_column])
+    values = _to_datetime(data[contract.partition_column])
     if getattr(values.dt, "tz", None) is not None:
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     if _at_midnight(values):
@@ -306,11 +317,82 @@ def _json_value(value: Any) -> str:
     return _JSON.encode(value)
 
 
+def _json_float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+_TICKS_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+#: Seconds since the epoch of 0001-01-01T00:00:00 and 9999-12-31T23:59:59.
+_FOUR_DIGIT_YEARS = (-62135596800, 253402300799)
+
+
+def _timestamp_strings(values: pd.Series) -> list[str] | None:
+    """str() of each value as a Timestamp ("NaT" when missing), formatted with numpy, for a
+    naive or UTC datetime column; None for any other column."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        if str(dtype.tz) != "UTC":
+            return None
+        suffix = "+00:00"
+    elif isinstance(dtype, np.dtype) and dtype.kind == "M":
+        suffix = ""
+    else:
+        return None
+    array = values.array
+    per_second = _TICKS_PER_SECOND.get(array.unit)
+    if per_second is None:
+        return None
+    missing = np.asarray(array.isna())
+    ticks = np.where(missing, 0, array.asi8)
+    seconds = np.floor_divide(ticks, per_second)
+    if len(seconds) and (
+        seconds.min() < _FOUR_DIGIT_YEARS[0] or seconds.max() > _FOUR_DIGIT_YEARS[1]
+    ):
+        return None
+    nanos = (ticks - seconds * per_second) * (10**9 // per_second)
+    stamps = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s")
+    out = []
+    for stamp, ns, na in zip(stamps.tolist(), nanos.tolist(), missing.tolist(), strict=True):
+        if na:
+            out.append("NaT")
+        elif ns == 0:
+            out.append(f"{stamp[:10]} {stamp[11:]}{suffix}")
+        elif ns % 1000 == 0:
+            out.append(f"{stamp[:10]} {stamp[11:]}.{ns // 1000:06d}{suffix}")
+        else:
+            out.append(f"{stamp[:10]} {stamp[11:]}.{ns:09d}{suffix}")
+    return out
+
+
+def _json_column(values: pd.Series) -> list[str]:
+    """_json_value of each value of the column, as iterating the column yields them."""
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype):
+        if dtype.kind == "O":
+            array = values.to_numpy()
+            if infer_dtype(array, skipna=False) == "string":
+                return list(map(encode_basestring_ascii, array))
+        elif dtype.kind in "iu":
+            return [int.__repr__(v) for v in values.tolist()]
+        elif dtype.kind == "b":
+            return ["true" if v else "false" for v in values.tolist()]
+        elif dtype.kind == "f":
+            return [_json_float(v) for v in values.tolist()]
+    stamps = _timestamp_strings(values)
+    if stamps is not None:
+        return [encode_basestring_ascii(v) for v in stamps]
+    return [_json_value(v) for v in values]
+
+
 def _original_rows(frame: pd.DataFrame) -> list[str]:
     """Each row as json.dumps(dict(zip(columns, row)), sort_keys=True, default=str).
 
-    Built column by column (one encoder, the key prefixes once per column), then joined per
-    row: the same text as dumping each row's dict, at a fraction of the cost.
+    Built column by column (each column converted in one go, its key encoded once), then
+    joined per row: the same text as dumping each row's dict, at a fraction of the cost.
     """
     columns = list(frame.columns)
     if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
@@ -325,8 +407,7 @@ def _original_rows(frame: pd.DataFrame) -> list[str]:
     fields = []
     for i in sorted(range(len(columns)), key=columns.__getitem__):
         prefix = encode_basestring_ascii(columns[i]) + ": "
-        # Iterating the column yields the same objects itertuples would (Series.__iter__).
-        fields.append([prefix + _json_value(v) for v in frame.iloc[:, i]])
+        fields.append([prefix + v for v in _json_column(frame.iloc[:, i])])
     return ["{" + ", ".join(values) + "}" for values in zip(*fields, strict=True)]
 
 
@@ -431,7 +512,7 @@ class _Work:
     def utc(self, column: str) -> pd.Series:
         """pd.to_datetime(data[column], utc=True)."""
         if column not in self._utc:
-            self._utc[column] = pd.to_datetime(self.data[column], utc=True)
+            self._utc[column] = _to_datetime(self.data[column], utc=True)
         return self._utc[column]
 
     def naive_utc(self, column: str) -> pd.Series:
@@ -673,10 +754,9 @@ def evaluate(inp: GateInput) -> GateResult:
                     )
                 )
         elif isinstance(rule, Freshness):
-            newest = work.utc(rule.column).groupby(parts.values).max()
-            newest.index = [pd.Timestamp(t).date() for t in newest.index]
+            newest = _newest_by_day(work.utc(rule.column), parts)
             for p in window.partitions:
-                if p not in newest.index or pd.isna(newest[p]):
+                if p not in newest or pd.isna(newest[p]):
                     continue
                 end = _period_end(contract, p).tz_localize("UTC")
                 lag = end - newest[p]
@@ -783,6 +863,7 @@ def _referential(col: _Collector, inp: GateInput, work: _Work, rule: Referential
             )
         snap = pinned[d]
         by_version.setdefault(snap.binding.version, (snap, set()))[1].add(d)
+    versions = list(by_version.values())
     values = data[rule.column]
     # The rule compares values as strings (astype(str)). Each distinct value is converted and
     # looked up once: `codes` numbers every row's value (-1: null), `keys` are their strings.
@@ -799,43 +880,79 @@ def _referential(col: _Collector, inp: GateInput, work: _Work, rule: Referential
         codes[present] = sub_codes
         keys = np.asarray(uniques, dtype=object)
     key_index = pd.Index(keys, dtype=object)
+    n_keys = len(keys)
+    # Every (snapshot version, value) pair is one slot: all versions are judged in one pass.
+    day_version = np.full(len(parts.days) + 1, -1, dtype=np.int64)
+    for v, (_, on_days) in enumerate(versions):
+        for k, d in enumerate(parts.dates):
+            if d in on_days:
+                day_version[k] = v
+    row_version = day_version[parts.codes]
+    checked = (row_version >= 0) & (codes >= 0)
+    slot = row_version * n_keys + codes
+    # The versions with rows to check (a snapshot no row needs is not read).
+    rows_per_version = np.bincount(
+        np.where(checked, row_version + 1, 0), minlength=len(versions) + 1
+    )
+    used = np.flatnonzero(rows_per_version[1:]).tolist()
     known = np.zeros(len(data), dtype=bool)
-    for snap, on_days in by_version.values():
-        ref = snap.data
-        on = np.array([d in on_days for d in parts.dates] + [False], dtype=bool)[parts.codes]
-        rows = np.flatnonzero(on & (codes >= 0))
-        if not len(rows):
-            continue
-        row_codes = codes[rows]
-        if rule.time_column is None:
-            allowed = pd.Index(ref[rule.key].dropna().astype(str).unique())
-            known[rows] = key_index.isin(allowed)[row_codes]
-            continue
-        if work.typed(rule.time_column):
-            t = work.naive_utc(rule.time_column).to_numpy()[rows]
-        else:
-            t = (
-                pd.to_datetime(data[rule.time_column].iloc[rows], utc=True)
-                .dt.tz_localize(None)
-                .to_numpy()
+    if not used:
+        pass
+    elif rule.time_column is None:
+        allowed = np.zeros(len(versions) * n_keys, dtype=bool)
+        for v in used:
+            ref = versions[v][0].data
+            allowed[v * n_keys : (v + 1) * n_keys] = key_index.isin(
+                pd.Index(ref[rule.key].dropna().astype(str).unique())
             )
-        # The reference rows of each value, grouped by value: a row is known when one of
-        # the intervals of its value holds its time (valid_from <= t < valid_to).
-        table_code = key_index.get_indexer(ref[rule.key].astype(str).to_numpy())
-        valid_from = pd.to_datetime(ref[rule.valid_from]).to_numpy()
-        valid_to = pd.to_datetime(ref[rule.valid_to]).fillna(pd.Timestamp.max).to_numpy()
-        used = np.flatnonzero(table_code >= 0)
-        used = used[np.argsort(table_code[used], kind="stable")]
-        table_code, valid_from, valid_to = table_code[used], valid_from[used], valid_to[used]
-        per_key = np.bincount(table_code, minlength=len(keys))
-        first = np.cumsum(per_key) - per_key
-        intervals, start = per_key[row_codes], first[row_codes]
-        hit = np.zeros(len(rows), dtype=bool)
-        for level in range(int(intervals.max()) if len(intervals) else 0):
-            sel = np.flatnonzero(intervals > level)
-            j, ts = start[sel] + level, t[sel]
-            hit[sel[(valid_from[j] <= ts) & (ts < valid_to[j])]] = True
-        known[rows[hit]] = True
+        known = checked & allowed[np.where(checked, slot, 0)]
+    else:
+        if work.typed(rule.time_column):
+            times = work.naive_utc(rule.time_column).to_numpy()
+        else:  # strings: parsed per version as before (format inference is per call)
+            times = np.full(len(data), np.datetime64("NaT"), dtype="datetime64[ns]")
+            for v in used:
+                rows = np.flatnonzero(checked & (row_version == v))
+                times[rows] = (
+                    pd.to_datetime(data[rule.time_column].iloc[rows], utc=True)
+                    .dt.tz_localize(None)
+                    .to_numpy()
+                )
+        # The reference rows of every slot, grouped by slot: a row is known when one of the
+        # intervals of its slot holds its time (valid_from <= t < valid_to).
+        table_slot, table_from, table_to = [], [], []
+        for v in used:
+            ref = versions[v][0].data
+            code = key_index.get_indexer(ref[rule.key].astype(str).to_numpy())
+            kept = code >= 0
+            table_slot.append(v * n_keys + code[kept])
+            table_from.append(pd.to_datetime(ref[rule.valid_from]).to_numpy()[kept])
+            table_to.append(
+                pd.to_datetime(ref[rule.valid_to]).fillna(pd.Timestamp.max).to_numpy()[kept]
+            )
+        t_slot = np.concatenate(table_slot)
+        order = np.argsort(t_slot, kind="stable")
+        t_slot = t_slot[order]
+        t_from, t_to = np.concatenate(table_from)[order], np.concatenate(table_to)[order]
+        if len(t_slot):
+            per_slot = np.bincount(t_slot, minlength=len(versions) * n_keys)
+            first = np.cumsum(per_slot) - per_slot
+            every = bool(checked.all())
+            rows = slice(None) if every else np.flatnonzero(checked)
+            s, t = slot[rows], times[rows]
+            intervals, start = per_slot[s], first[s]
+            # Nearly every value has one interval: compare all rows against their first one,
+            # then only the rows with more intervals against the next ones.
+            j = np.minimum(start, len(t_slot) - 1)
+            hit = (intervals > 0) & (t_from[j] <= t) & (t < t_to[j])
+            for level in range(1, int(intervals.max()) if len(intervals) else 0):
+                sel = np.flatnonzero(intervals > level)
+                j, ts = start[sel] + level, t[sel]
+                hit[sel[(t_from[j] <= ts) & (ts < t_to[j])]] = True
+            if every:
+                known = hit
+            else:
+                known[rows[hit]] = True
     rows = np.flatnonzero(~known)
     _row_rule_findings(
         col,
@@ -850,6 +967,19 @@ def _referential(col: _Collector, inp: GateInput, work: _Work, rule: Referential
         f"have a {rule.column} unknown to reference {rule.reference}"
         + (f" at their {rule.time_column}" if rule.time_column else ""),
     )
+
+
+def _newest_by_day(stamps: pd.Series, parts: _Parts) -> dict[date, pd.Timestamp]:
+    """stamps.groupby(day).max() (NaT when a day has none) as {date: Timestamp}."""
+    array = stamps.array
+    ticks = array.asi8  # NaT is the smallest int64: a maximum skips it unless all are NaT
+    codes = parts.codes
+    if parts.has_nat:
+        ticks, codes = ticks[codes >= 0], codes[codes >= 0]
+    newest = np.full(len(parts.days), np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(newest, codes, ticks)
+    stamps = pd.DatetimeIndex(newest.view(f"datetime64[{array.unit}]")).tz_localize(array.tz)
+    return dict(zip(parts.dates, stamps, strict=True))
 
 
 def _by_day(values: pd.Series, days: np.ndarray) -> dict[date, Any]:
@@ -996,10 +1126,13 @@ def _result(
     else:
         gate_q = pd.DataFrame(columns=REJECT_COLUMNS)
         accepted, accepted_parts = data, parts.series
-    gate_q_by_part = (
-        gate_q.groupby(pd.to_datetime(gate_q["partition_date"]).dt.date).size().to_dict()
-        if len(gate_q)
-        else {}
+    q_codes = parts.window_codes[q_rows]
+    gate_q_by_part = dict(
+        zip(
+            window.partitions,
+            np.bincount(q_codes[q_codes >= 0], minlength=parts.size).tolist(),
+            strict=True,
+        )
     )
     parse_by_part = (
         parse_rejects.groupby(pd.to_datetime(parse_rejects["partition_date"]).dt.date)
@@ -1053,7 +1186,7 @@ def _result(
         for tb in quality.time_bounds:
             if tb.column in data and len(rows):
                 ts = (
-                    work.utc(tb.column).iloc[rows]
+                    work.utc(tb.column).array[rows]
                     if work.typed(tb.column)
                     else pd.to_datetime(data[tb.column].iloc[rows], utc=True)
                 )

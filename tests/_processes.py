@@ -1,0 +1,92 @@
+"""Real `dagster-webserver` and `dagster-daemon` processes for end-to-end tests: started on
+127.0.0.1 with a free port and a temp DAGSTER_HOME holding the shipped dagster.yaml, always
+stopped (process group SIGTERM, then SIGKILL) when the ExitStack closes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        payload = json.loads(resp.read())
+    assert "errors" not in payload, payload
+    return payload["data"]
+
+
+def start(stack: ExitStack, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    out = stack.enter_context(log.open("w"))
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+    def stop() -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+    stack.callback(stop)
+    return proc
+
+
+def start_dagster(
+    stack: ExitStack, tmp: Path, extra_env: dict[str, str], deadline: float
+) -> tuple[int, dict[str, str]]:
+    """Webserver and daemon on the repository's workspace; returns the port once it answers."""
+    home = tmp / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), **extra_env}
+    port = free_port()
+    web = start(
+        stack,
+        [
+            str(BIN / "dagster-webserver"),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env,
+        tmp / "webserver.log",
+    )
+    start(
+        stack, [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, tmp / "daemon.log"
+    )
+    while True:
+        assert web.poll() is None, (tmp / "webserver.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "webserver did not come up"
+        try:
+            graphql(port, "{ version }")
+            return port, env
+        except OSError:
+            time.sleep(1)
