@@ -413,8 +413,16 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     """Like `dagster asset materialize`, plus the run tags that steer a run's lifecycle."""
     import dagster as dg
 
-    from ecm_assets.definitions import defs
-    from ecm_assets.orchestration.factory import REASON_TAG, REPLAY_TAG, RESTATEMENT_TAG
+    from ecm_assets.definitions import build_definitions
+
+    # Built now, not at import: ECM_DATA_DIR / ECM_WAREHOUSE / --warehouse as of this call.
+    defs = build_definitions(warehouse=Path(args.warehouse).resolve() if args.warehouse else None)
+    from ecm_assets.orchestration.factory import (
+        BACKFILL_MODE_TAG,
+        REASON_TAG,
+        REPLAY_TAG,
+        RESTATEMENT_TAG,
+    )
 
     tags: dict[str, str] = {}
     for item in args.tag or []:
@@ -426,6 +434,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         (RESTATEMENT_TAG, args.restatement_reason),
         (REASON_TAG, args.reason),
         (REPLAY_TAG, args.replay_of),
+        (BACKFILL_MODE_TAG, args.mode),
     ):
         if value:
             tags[key] = value
@@ -557,6 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restatement-reason", help="change a closed period (SOURCE_CORRECTION...)")
     p.add_argument("--reason", help="reason code of new versions (LATE_DATA, BUG_FIX...)")
     p.add_argument("--replay-of", help="recompute from the input boundary of this run")
+    p.add_argument(
+        "--mode",
+        choices=("replace", "restatement", "dry_run", "shadow", "compare_only"),
+        help="backfill mode (docs/runbook.md); default replace",
+    )
     p.add_argument("--tag", action="append", help="extra run tag KEY=VALUE")
     p = command("manifest", cmd_manifest, "list run manifests, or show one run's manifest")
     p.add_argument("run_id", nargs="?")

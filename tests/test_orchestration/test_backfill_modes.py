@@ -195,3 +195,15 @@ def test_06_automated_correction_of_a_closed_month_is_held_for_review(bf, capsys
     assert env.ecm_json(capsys, "versions", monthly, MONTH) == versions_before
     held = env.ecm_json(capsys, "review", "list")
     assert any(h["run_id"] == result.run_id for h in held), held
+
+
+def test_07_ecm_materialize_sets_the_mode_tag(bf, capsys, monkeypatch) -> None:
+    env = _needs(bf, "published")
+    monkeypatch.setenv("ECM_DATA_DIR", str(env.root))
+    before = _published(env)
+    payload = env.ecm_json(
+        capsys, "materialize", "--select", EVENTS, "--partition", "2026-09-02", "--mode", "dry_run"
+    )
+    assert payload["success"] and payload["tags"] == {BACKFILL_MODE_TAG: "dry_run"}
+    assert _published(env) == before
+    assert manifest_of(env, capsys, payload["run_id"], EVENTS)["status"] == "VALIDATED"
