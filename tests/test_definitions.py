@@ -95,3 +95,26 @@ def test_every_asset_is_described_and_partitioned() -> None:
         assert entry["has_description"], name
         assert entry["partitions"] is not None, name
         assert entry["backfill_policy"] is not None, name
+
+
+def test_operations_are_deployed_with_safe_defaults() -> None:
+    """Event triggers and schedules ship stopped (an operator turns them on); only the failure
+    alert runs from the first deploy. Every asset carries the retry policy."""
+    sensors = {s.name: s.default_status for s in defs.sensors or []}
+    assert sensors == {
+        "case_events__landing_files": dg.DefaultSensorStatus.STOPPED,
+        "case_sla_daily_metrics__upstream_ready": dg.DefaultSensorStatus.STOPPED,
+        "case_sla_rolling_30d__upstream_ready": dg.DefaultSensorStatus.STOPPED,
+        "case_sla_monthly_report__upstream_ready": dg.DefaultSensorStatus.STOPPED,
+        "case_priority_mix_daily__upstream_ready": dg.DefaultSensorStatus.STOPPED,
+        "ecm_run_failure_alert": dg.DefaultSensorStatus.RUNNING,
+    }
+    schedules = {s.name: (s.cron_schedule, s.execution_timezone) for s in defs.schedules or []}
+    assert schedules == {
+        "daily_lookback_schedule": ("0 1 * * *", "UTC"),
+        "monthly_report_schedule": ("0 3 6 * *", "UTC"),
+    }
+    for asset in defs.assets or []:
+        assert isinstance(asset, dg.AssetsDefinition)
+        policy = asset.node_def.retry_policy
+        assert policy is not None and policy.backoff == dg.Backoff.EXPONENTIAL, asset.key
