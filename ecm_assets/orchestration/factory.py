@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import dagster as dg
 import pandas as pd
@@ -130,6 +131,25 @@ def _record_failure(
             mark_failed(conn, context.run_id, asset, exc, **fields)
     except Exception as ledger_exc:
         context.log.error(f"could not record FAILED in the run manifest: {ledger_exc}")
+
+
+def _raise_gate_failure(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBPublishIOManager,
+    asset: str,
+    failure: dg.Failure,
+    gate: GateResult,
+) -> NoReturn:
+    """End the run FAILED with the gate's verdict and reconciliation as manifest evidence."""
+    _record_failure(
+        context,
+        warehouse,
+        asset,
+        failure,
+        quality=gate.to_json(),
+        reconciliation=gate.reconciliation,
+    )
+    raise failure
 
 
 def _judge(
@@ -404,15 +424,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 },
                 allow_retries=False,
             )
-            _record_failure(
-                context,
-                warehouse,
-                contract.name,
-                failure,
-                quality=gate.to_json(),
-                reconciliation=gate.reconciliation,
-            )
-            raise failure
+            _raise_gate_failure(context, warehouse, contract.name, failure, gate)
         for f in gate.failures:
             if not f.severity.blocks:
                 where = f.partition.isoformat() if f.partition else "run"
@@ -477,15 +489,7 @@ def _evaluate_only(
             f"{contract.name} would be blocked. {blocked_text}",
             allow_retries=False,
         )
-        _record_failure(
-            context,
-            warehouse,
-            contract.name,
-            failure,
-            quality=gate.to_json(),
-            reconciliation=gate.reconciliation,
-        )
-        raise failure
+        _raise_gate_failure(context, warehouse, contract.name, failure, gate)
     request = PublishRequest(
         contract=contract,
         owned_partitions=window.partitions,

@@ -110,6 +110,11 @@ def _settled(port: int, match: Callable[[dict], bool], count: int = 1) -> list[d
     return None
 
 
+def _next_landing_run(port: int, seen: set[str]) -> list[dict] | None:
+    """The settled landing-sensor run(s) not seen before."""
+    return _settled(port, lambda r: r["id"] not in seen and "ecm/landing_change" in r["tags"])
+
+
 def _query(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:
     with connect(warehouse, read_only=True, timeout_seconds=60) as conn:
         return conn.execute(sql, params or []).fetchall()
@@ -173,9 +178,7 @@ def test_sensor_runs_alerts_and_shadow_then_replace_backfill(tmp_path: Path) -> 
         (fix,) = _wait(
             "the correction's run",
             deadline,
-            lambda: _settled(
-                port, lambda r: r["id"] not in seen and "ecm/landing_change" in r["tags"]
-            ),
+            lambda: _next_landing_run(port, seen),
             tmp_path,
         )
         assert fix["status"] == "SUCCESS", fix
@@ -184,7 +187,7 @@ def test_sensor_runs_alerts_and_shadow_then_replace_backfill(tmp_path: Path) -> 
         assert _query(
             warehouse,
             "SELECT business_date, run_id FROM case_events WHERE event_id = 'E9600000001'",
-        ) == [(date(2026, 9, 3 - 1), fix["id"])]
+        ) == [(date(2026, 9, 2), fix["id"])]
         seen.add(fix["id"])
 
         # 3. A file without the priority column: its run fails (FAIL_RUN) and is alerted.
@@ -198,9 +201,7 @@ def test_sensor_runs_alerts_and_shadow_then_replace_backfill(tmp_path: Path) -> 
         (broken,) = _wait(
             "the broken file's run",
             deadline,
-            lambda: _settled(
-                port, lambda r: r["id"] not in seen and "ecm/landing_change" in r["tags"]
-            ),
+            lambda: _next_landing_run(port, seen),
             tmp_path,
         )
         assert broken["status"] == "FAILURE", broken
@@ -221,9 +222,7 @@ def test_sensor_runs_alerts_and_shadow_then_replace_backfill(tmp_path: Path) -> 
         (healed,) = _wait(
             "the run after the broken file was removed",
             deadline,
-            lambda: _settled(
-                port, lambda r: r["id"] not in seen and "ecm/landing_change" in r["tags"]
-            ),
+            lambda: _next_landing_run(port, seen),
             tmp_path,
         )
         assert healed["status"] == "SUCCESS" and healed["tags"]["dagster/partition"] == "2026-09-04"
