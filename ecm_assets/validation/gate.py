@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -330,9 +330,10 @@ _TICKS_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 _FOUR_DIGIT_YEARS = (-62135596800, 253402300799)
 
 
-def _timestamp_strings(values: pd.Series) -> list[str] | None:
-    """str() of each value as a Timestamp ("NaT" when missing), formatted with numpy, for a
-    naive or UTC datetime column; None for any other column."""
+def _timestamp_strings(values: pd.Series) -> tuple[np.ndarray, list[str]] | None:
+    """str() of each value as a Timestamp ("NaT" when missing) for a naive or UTC datetime
+    column, formatted with numpy once per distinct value: (codes, texts), the text of row i
+    being texts[codes[i]]. None for any other column."""
     dtype = values.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
         if str(dtype.tz) != "UTC":
@@ -346,8 +347,9 @@ def _timestamp_strings(values: pd.Series) -> list[str] | None:
     per_second = _TICKS_PER_SECOND.get(array.unit)
     if per_second is None:
         return None
-    missing = np.asarray(array.isna())
-    ticks = np.where(missing, 0, array.asi8)
+    codes, distinct = pd.factorize(array.asi8)  # NaT is the smallest int64
+    missing = distinct == np.iinfo(np.int64).min
+    ticks = np.where(missing, 0, distinct)
     seconds = np.floor_divide(ticks, per_second)
     if len(seconds) and (
         seconds.min() < _FOUR_DIGIT_YEARS[0] or seconds.max() > _FOUR_DIGIT_YEARS[1]
@@ -355,17 +357,17 @@ def _timestamp_strings(values: pd.Series) -> list[str] | None:
         return None
     nanos = (ticks - seconds * per_second) * (10**9 // per_second)
     stamps = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s")
-    out = []
+    texts = []
     for stamp, ns, na in zip(stamps.tolist(), nanos.tolist(), missing.tolist(), strict=True):
         if na:
-            out.append("NaT")
+            texts.append("NaT")
         elif ns == 0:
-            out.append(f"{stamp[:10]} {stamp[11:]}{suffix}")
+            texts.append(f"{stamp[:10]} {stamp[11:]}{suffix}")
         elif ns % 1000 == 0:
-            out.append(f"{stamp[:10]} {stamp[11:]}.{ns // 1000:06d}{suffix}")
+            texts.append(f"{stamp[:10]} {stamp[11:]}.{ns // 1000:06d}{suffix}")
         else:
-            out.append(f"{stamp[:10]} {stamp[11:]}.{ns:09d}{suffix}")
-    return out
+            texts.append(f"{stamp[:10]} {stamp[11:]}.{ns:09d}{suffix}")
+    return codes, texts
 
 
 def _json_column(values: pd.Series) -> list[str]:
@@ -376,15 +378,18 @@ def _json_column(values: pd.Series) -> list[str]:
             array = values.to_numpy()
             if infer_dtype(array, skipna=False) == "string":
                 return list(map(encode_basestring_ascii, array))
-        elif dtype.kind in "iu":
+            return list(map(_json_value, array))
+        if dtype.kind in "iu":
             return [int.__repr__(v) for v in values.tolist()]
-        elif dtype.kind == "b":
+        if dtype.kind == "b":
             return ["true" if v else "false" for v in values.tolist()]
-        elif dtype.kind == "f":
+        if dtype.kind == "f":
             return [_json_float(v) for v in values.tolist()]
     stamps = _timestamp_strings(values)
     if stamps is not None:
-        return [encode_basestring_ascii(v) for v in stamps]
+        codes, texts = stamps
+        encoded = np.array([encode_basestring_ascii(t) for t in texts], dtype=object)
+        return encoded[codes].tolist()
     return [_json_value(v) for v in values]
 
 
@@ -404,11 +409,15 @@ def _original_rows(frame: pd.DataFrame) -> list[str]:
         return []
     if not columns:
         return ["{}"] * len(frame)
-    fields = []
-    for i in sorted(range(len(columns)), key=columns.__getitem__):
-        prefix = encode_basestring_ascii(columns[i]) + ": "
-        fields.append([prefix + v for v in _json_column(frame.iloc[:, i])])
-    return ["{" + ", ".join(values) + "}" for values in zip(*fields, strict=True)]
+    order = sorted(range(len(columns)), key=columns.__getitem__)
+    # One template per frame, '{"a": %s, "b": %s}', filled in once per row.
+    template = (
+        "{"
+        + ", ".join(encode_basestring_ascii(columns[i]).replace("%", "%%") + ": %s" for i in order)
+        + "}"
+    )
+    fields = [_json_column(frame.iloc[:, i]) for i in order]
+    return [template % values for values in zip(*fields, strict=True)]
 
 
 def key_checksum(frame: pd.DataFrame, key: Sequence[str]) -> str:
@@ -425,7 +434,9 @@ def _checksum_of(hashes: np.ndarray) -> str:
     return "k1:" + hashlib.sha256(np.sort(hashes).tobytes()).hexdigest()[:32]
 
 
-def _key_hashes(data: pd.DataFrame, key: Sequence[str]) -> tuple[np.ndarray, bool] | None:
+def _key_hashes(
+    data: pd.DataFrame, key: Sequence[str], parts: _Parts | None = None
+) -> tuple[np.ndarray, bool] | None:
     """Row hashes of `key` equal to hash_pandas_object(frame[key], index=False) for any subset
     `frame` of the rows, computed once for all rows; and whether equal hashes are implied by
     equal keys as DataFrame.duplicated sees them (false for float columns: -0.0 == 0.0).
@@ -441,14 +452,17 @@ def _key_hashes(data: pd.DataFrame, key: Sequence[str]) -> tuple[np.ndarray, boo
     for k in key:
         series = data[k]
         dtype = series.dtype
-        if isinstance(dtype, np.dtype) and dtype.kind == "O":
+        if parts is not None and k == parts.column:
+            # The partition column holds a few distinct days: hash those, then spread them.
+            days = np.append(parts.days, np.datetime64("NaT", "ns"))
+            arrays.append(pd.util.hash_array(days)[parts.codes])
+        elif isinstance(dtype, np.dtype) and dtype.kind == "O":
             values = series.to_numpy()
-            kind = infer_dtype(values, skipna=True)
-            if kind not in ("string", "empty"):
-                return None
             # Without nulls, hashing the strings directly gives what factorizing first gives
             # (the default, much slower for mostly unique keys); nulls hash differently then.
-            plain = kind == "string" and infer_dtype(values, skipna=False) == "string"
+            plain = infer_dtype(values, skipna=False) == "string"
+            if not plain and infer_dtype(values, skipna=True) not in ("string", "empty"):
+                return None
             arrays.append(pd.util.hash_array(values, categorize=not plain))
         elif isinstance(dtype, pd.DatetimeTZDtype) or (
             isinstance(dtype, np.dtype) and dtype.kind in "biufmM"
@@ -475,28 +489,90 @@ def _repeated(hashes: np.ndarray) -> np.ndarray:
 class _Parts:
     """The partition of every row, factorized once and shared by the rules and the manifest."""
 
-    def __init__(self, series: pd.Series, window: PartitionWindow) -> None:
-        self.series = series
-        self.values = series.to_numpy(dtype="datetime64[ns]")
-        codes, days = pd.factorize(self.values)
+    def __init__(
+        self, contract: DatasetContract, data: pd.DataFrame, window: PartitionWindow
+    ) -> None:
+        if contract.partition_column in data.columns:
+            values = _to_datetime(data[contract.partition_column])
+            if getattr(values.dt, "tz", None) is not None:
+                values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        else:
+            values = pd.Series([], dtype="datetime64[ns]")
+        raw = values.to_numpy(dtype="datetime64[ns]")
+        codes, days, self.runs = _factorize_days(raw)
+        normalized = not _at_midnight(pd.Series(days))
+        if not normalized:  # as _partition_dates: already normalized
+            self.series, self.values = values, raw
+        else:
+            self.series = values.dt.normalize()
+            self.values = self.series.to_numpy(dtype="datetime64[ns]")
+            days, inverse = np.unique(pd.DatetimeIndex(days).normalize(), return_inverse=True)
+            days = np.asarray(days, dtype="datetime64[ns]")
+            codes = np.where(codes >= 0, inverse.reshape(-1)[codes], -1)
+            self.runs = None  # two times of one day may lie apart
         self.codes = codes  # index into self.days, -1 for NaT
-        self.days = np.asarray(days, dtype="datetime64[ns]")
+        self.days = days
         self.dates = [pd.Timestamp(d).date() for d in self.days]
-        counts = np.bincount(codes[codes >= 0], minlength=len(self.days))
+        if self.runs is not None:
+            counts, self.has_nat = np.diff(self.runs), False
+        else:
+            counts = np.bincount(codes[codes >= 0], minlength=len(self.days))
+            self.has_nat = bool(len(codes)) and bool((codes < 0).any())
         self.rows_by_part = {d: int(n) for d, n in zip(self.dates, counts.tolist(), strict=True)}
-        self.has_nat = bool(len(codes)) and bool((codes < 0).any())
         position = {p: i for i, p in enumerate(window.partitions)}
+        self.day_of_window = np.full(len(window.partitions), -1, dtype=np.int64)
+        for k, d in enumerate(self.dates):
+            if d in position:
+                self.day_of_window[position[d]] = k
         lookup = np.array([position.get(d, -1) for d in self.dates] + [-1], dtype=np.int64)
         self.size = len(window.partitions)
         #: Index into window.partitions, -1 for rows outside the window.
-        self.window_codes = lookup[codes]
+        self.window_codes = (
+            np.repeat(lookup[:-1], counts) if self.runs is not None else lookup[codes]
+        )
+        #: The partition column as it is, when self.values are its values (no conversion).
+        self.column = (
+            contract.partition_column
+            if contract.partition_column in data.columns
+            and data[contract.partition_column].dtype == np.dtype("datetime64[ns]")
+            and not normalized
+            else None
+        )
 
     def groups(self, keep: np.ndarray | None = None) -> list[np.ndarray]:
         """Row positions (ascending) of each window partition, optionally only `keep` rows."""
-        codes = self.window_codes if keep is None else np.where(keep, self.window_codes, -1)
-        order = np.argsort(codes.astype(np.int16 if self.size < 2**15 else np.int64), kind="stable")
-        counts = np.bincount(codes + 1, minlength=self.size + 1)
-        return np.split(order, np.cumsum(counts)[:-1])[1:]
+        if self.runs is not None:  # rows sorted by partition: each one is a range of rows
+            out = []
+            for k in self.day_of_window.tolist():
+                if k < 0:
+                    out.append(np.zeros(0, dtype=np.int64))
+                    continue
+                lo, hi = int(self.runs[k]), int(self.runs[k + 1])
+                out.append(np.arange(lo, hi) if keep is None else lo + np.flatnonzero(keep[lo:hi]))
+            return out
+        return _group(
+            self.window_codes if keep is None else np.where(keep, self.window_codes, -1), self.size
+        )
+
+
+def _group(codes: np.ndarray, size: int) -> list[np.ndarray]:
+    """Positions (ascending) of each code 0..size-1 (-1: none)."""
+    order = np.argsort(codes.astype(np.int16 if size < 2**15 else np.int64), kind="stable")
+    counts = np.bincount(codes + 1, minlength=size + 1)
+    return np.split(order, np.cumsum(counts)[:-1])[1:]
+
+
+def _factorize_days(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """pd.factorize(values) (codes, uniques) and, when the values are sorted (as transforms
+    write them) the start of each value's run of rows (plus the end), found without hashing."""
+    n = len(values)
+    if n and not np.isnat(values[0]) and bool((values[1:] >= values[:-1]).all()):
+        starts = np.flatnonzero(values[1:] != values[:-1]) + 1
+        runs = np.concatenate([[0], starts, [n]])
+        codes = np.repeat(np.arange(len(runs) - 1), np.diff(runs))
+        return codes, values[runs[:-1]], runs
+    codes, days = pd.factorize(values)
+    return codes, np.asarray(days, dtype="datetime64[ns]"), None
 
 
 class _Work:
@@ -529,7 +605,7 @@ class _Work:
     def key_hashes(self, key: Sequence[str]) -> tuple[np.ndarray, bool] | None:
         key = tuple(key)
         if key not in self._hashes:
-            self._hashes[key] = _key_hashes(self.data, key)
+            self._hashes[key] = _key_hashes(self.data, key, self.parts)
         return self._hashes[key]
 
 
@@ -540,7 +616,9 @@ class _Collector:
     def __init__(self, window: PartitionWindow) -> None:
         self.window = window
         self.findings: list[Finding] = []
-        self.quarantine: dict[int, tuple[int, str, str | None, str | None]] = {}
+        self._batches: list[tuple[np.ndarray, int, str, str | None, Sequence[Any]]] = []
+        self._resolved: tuple[np.ndarray, list[tuple[int, str, str | None, str | None]]] | None
+        self._resolved = None
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -549,43 +627,62 @@ class _Collector:
         self, rows: np.ndarray, rank: int, rule: str, column: str | None, cases: Sequence[Any]
     ) -> None:
         """Remember each row's first failing rule (lowest rank), so it is quarantined once."""
-        for row, case in zip(rows.tolist(), cases, strict=True):
-            current = self.quarantine.get(row)
-            if current is None or rank < current[0]:
-                self.quarantine[row] = (rank, rule, column, _short(case))
+        if len(rows) != len(cases):
+            raise ValueError("every quarantined row needs its failure case")
+        self._batches.append((np.asarray(rows, dtype=np.int64), rank, rule, column, cases))
+        self._resolved = None
+
+    def quarantine(self) -> tuple[np.ndarray, list[tuple[int, str, str | None, str | None]]]:
+        """The quarantined rows (ascending) and for each (rank, rule, column, failure case) of
+        its lowest-ranked rule; between rules of equal rank, the one reported first."""
+        if self._resolved is None:
+            batches = [b for b in self._batches if len(b[0])]
+            if not batches:
+                self._resolved = (np.zeros(0, dtype=np.int64), [])
+                return self._resolved
+            rows = np.concatenate([b[0] for b in batches])
+            ranks = np.concatenate([np.full(len(b[0]), b[1], dtype=np.int64) for b in batches])
+            which = np.concatenate(
+                [np.full(len(b[0]), i, dtype=np.int64) for i, b in enumerate(batches)]
+            )
+            where = np.concatenate([np.arange(len(b[0])) for b in batches])
+            order = np.lexsort((np.arange(len(rows)), ranks, rows))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = rows[order[1:]] != rows[order[:-1]]
+            pick = order[first]
+            chosen = []
+            for b, i in zip(which[pick].tolist(), where[pick].tolist(), strict=True):
+                _, rank, rule, column, cases = batches[b]
+                chosen.append((rank, rule, column, _short(cases[i])))
+            self._resolved = (rows[pick], chosen)
+        return self._resolved
 
 
 def _row_rule_findings(
     col: _Collector,
-    parts: pd.Series,
+    parts: _Parts,
     rule: str,
     severity: Severity,
     column: str | None,
     failed_rows: np.ndarray,
     cases: Sequence[Any],
-    checked_by_part: Mapping[date, int],
     rank: int,
     message: str,
 ) -> None:
     """Per-partition findings of a row-level rule, and quarantine when that is its severity."""
-    failed_parts = (
-        parts.iloc[failed_rows].dt.date if len(failed_rows) else pd.Series([], dtype=object)
-    )
-    by_part: dict[date, list[int]] = {}
-    for pos, p in enumerate(failed_parts.tolist()):
-        by_part.setdefault(p, []).append(pos)
-    for p in col.window.partitions:
-        hits = by_part.get(p, [])
-        sample = tuple(str(_short(cases[i])) for i in hits[:SAMPLE_SIZE])
+    # Positions into failed_rows (and cases) of each window partition's failures, in order.
+    by_part = _group(parts.window_codes[failed_rows], parts.size)
+    for p, hits in zip(col.window.partitions, by_part, strict=True):
+        sample = tuple(str(_short(cases[i])) for i in hits[:SAMPLE_SIZE].tolist())
         col.add(
             Finding(
                 rule,
                 severity,
                 p,
-                passed=not hits,
+                passed=not len(hits),
                 failed=len(hits),
-                checked=int(checked_by_part.get(p, 0)),
-                message=f"{len(hits)} row(s) {message}" if hits else "",
+                checked=int(parts.rows_by_part.get(p, 0)),
+                message=f"{len(hits)} row(s) {message}" if len(hits) else "",
                 column=column,
                 sample=sample,
             )
@@ -622,12 +719,7 @@ def evaluate(inp: GateInput) -> GateResult:
             )
 
     have_partition = contract.partition_column in data.columns
-    parts = _Parts(
-        _partition_dates(contract, data)
-        if have_partition
-        else pd.Series([], dtype="datetime64[ns]"),
-        window,
-    )
+    parts = _Parts(contract, data, window)
     rows_by_part = parts.rows_by_part
 
     # 1. The pandera model: row-level checks route by severity, schema-level ones fail.
@@ -669,13 +761,12 @@ def evaluate(inp: GateInput) -> GateResult:
                 column = None if pd.isna(column) else column
                 _row_rule_findings(
                     col,
-                    parts.series,
+                    parts,
                     f"schema:{rule}",
                     Severity(severity),
                     column,
                     grp["row"].to_numpy(),
                     grp["failure_case"].tolist(),
-                    rows_by_part,
                     int(rank),
                     f"failed {rule}" + (f" on column {column}" if column else ""),
                 )
@@ -797,13 +888,12 @@ def evaluate(inp: GateInput) -> GateResult:
             ]
             _row_rule_findings(
                 col,
-                parts.series,
+                parts,
                 rule.name,
                 rule.severity,
                 ",".join(key),
                 rows,
                 cases,
-                rows_by_part,
                 2000,
                 f"repeat business key {tuple(key)}",
             )
@@ -826,19 +916,18 @@ def evaluate(inp: GateInput) -> GateResult:
         rows = np.flatnonzero(bad)
         _row_rule_findings(
             col,
-            parts.series,
+            parts,
             tb.name,
             tb.severity,
             tb.column,
             rows,
             data[tb.column].iloc[rows].astype(str).tolist(),
-            rows_by_part,
             3000,
             f"have {tb.column} outside their partition",
         )
     if drifts:
         publish = np.ones(len(data), dtype=bool)
-        publish[list(col.quarantine)] = False
+        publish[col.quarantine()[0]] = False
         for position, rule in reversed(drifts):
             col.findings[position:position] = _drift(inp, work, rule, publish)
     return _result(inp, work, col, run_level, decided_early=False)
@@ -889,32 +978,38 @@ def _referential(col: _Collector, inp: GateInput, work: _Work, rule: Referential
                 day_version[k] = v
     row_version = day_version[parts.codes]
     checked = (row_version >= 0) & (codes >= 0)
+    every = bool(checked.all())
     slot = row_version * n_keys + codes
     # The versions with rows to check (a snapshot no row needs is not read).
-    rows_per_version = np.bincount(
-        np.where(checked, row_version + 1, 0), minlength=len(versions) + 1
-    )
-    used = np.flatnonzero(rows_per_version[1:]).tolist()
+    if every:  # each day has rows, and all of them are checked
+        used = sorted(set(day_version[:-1].tolist()))
+    else:
+        per_version = np.bincount(
+            np.where(checked, row_version + 1, 0), minlength=len(versions) + 1
+        )
+        used = np.flatnonzero(per_version[1:]).tolist()
+    rows = slice(None) if every else np.flatnonzero(checked)
+    n_slots = len(versions) * n_keys
     known = np.zeros(len(data), dtype=bool)
     if not used:
         pass
     elif rule.time_column is None:
-        allowed = np.zeros(len(versions) * n_keys, dtype=bool)
+        allowed = np.zeros(n_slots, dtype=bool)
         for v in used:
             ref = versions[v][0].data
             allowed[v * n_keys : (v + 1) * n_keys] = key_index.isin(
                 pd.Index(ref[rule.key].dropna().astype(str).unique())
             )
-        known = checked & allowed[np.where(checked, slot, 0)]
+        known[rows] = allowed[slot[rows]]
     else:
         if work.typed(rule.time_column):
             times = work.naive_utc(rule.time_column).to_numpy()
         else:  # strings: parsed per version as before (format inference is per call)
             times = np.full(len(data), np.datetime64("NaT"), dtype="datetime64[ns]")
             for v in used:
-                rows = np.flatnonzero(checked & (row_version == v))
-                times[rows] = (
-                    pd.to_datetime(data[rule.time_column].iloc[rows], utc=True)
+                on = np.flatnonzero(checked & (row_version == v))
+                times[on] = (
+                    pd.to_datetime(data[rule.time_column].iloc[on], utc=True)
                     .dt.tz_localize(None)
                     .to_numpy()
                 )
@@ -934,35 +1029,33 @@ def _referential(col: _Collector, inp: GateInput, work: _Work, rule: Referential
         order = np.argsort(t_slot, kind="stable")
         t_slot = t_slot[order]
         t_from, t_to = np.concatenate(table_from)[order], np.concatenate(table_to)[order]
-        if len(t_slot):
-            per_slot = np.bincount(t_slot, minlength=len(versions) * n_keys)
-            first = np.cumsum(per_slot) - per_slot
-            every = bool(checked.all())
-            rows = slice(None) if every else np.flatnonzero(checked)
-            s, t = slot[rows], times[rows]
-            intervals, start = per_slot[s], first[s]
-            # Nearly every value has one interval: compare all rows against their first one,
-            # then only the rows with more intervals against the next ones.
-            j = np.minimum(start, len(t_slot) - 1)
-            hit = (intervals > 0) & (t_from[j] <= t) & (t < t_to[j])
-            for level in range(1, int(intervals.max()) if len(intervals) else 0):
-                sel = np.flatnonzero(intervals > level)
-                j, ts = start[sel] + level, t[sel]
-                hit[sel[(t_from[j] <= ts) & (ts < t_to[j])]] = True
-            if every:
-                known = hit
-            else:
-                known[rows[hit]] = True
+        per_slot = np.bincount(t_slot, minlength=n_slots)
+        first = np.cumsum(per_slot) - per_slot
+        # Every row against its slot's first interval (a slot without one has NaT bounds,
+        # which hold no time), then the few rows whose slot has more intervals.
+        has = np.flatnonzero(per_slot)
+        slot_from = np.full(n_slots, np.datetime64("NaT"), dtype=t_from.dtype)
+        slot_to = np.full(n_slots, np.datetime64("NaT"), dtype=t_to.dtype)
+        slot_from[has], slot_to[has] = t_from[first[has]], t_to[first[has]]
+        s, t = slot[rows], times[rows]
+        hit = (slot_from[s] <= t) & (t < slot_to[s])
+        if len(per_slot) and per_slot.max() > 1:
+            multi = np.flatnonzero((per_slot > 1)[s])
+            m_slot, m_t = s[multi], t[multi]
+            for level in range(1, int(per_slot.max())):
+                sel = np.flatnonzero(per_slot[m_slot] > level)
+                j, ts = first[m_slot[sel]] + level, m_t[sel]
+                hit[multi[sel[(t_from[j] <= ts) & (ts < t_to[j])]]] = True
+        known[rows] = hit
     rows = np.flatnonzero(~known)
     _row_rule_findings(
         col,
-        parts.series,
+        parts,
         rule.name,
         rule.severity,
         rule.column,
         rows,
         data[rule.column].iloc[rows].tolist(),
-        parts.rows_by_part,
         1500,
         f"have a {rule.column} unknown to reference {rule.reference}"
         + (f" at their {rule.time_column}" if rule.time_column else ""),
@@ -1025,7 +1118,7 @@ def _drift(inp: GateInput, work: _Work, rule: Drift, publish: np.ndarray) -> lis
 
 
 def _control_totals(
-    inp: GateInput, accepted: pd.DataFrame, accepted_parts: pd.Series
+    inp: GateInput, accepted: pd.DataFrame, accepted_days: Callable[[], np.ndarray]
 ) -> tuple[dict[date, dict[str, dict[str, float]]], list[Finding]]:
     out: dict[date, dict[str, dict[str, float]]] = {p: {} for p in inp.window.partitions}
     findings: list[Finding] = []
@@ -1050,7 +1143,7 @@ def _control_totals(
             source[ct.upstream_column] if ct.upstream_column else pd.Series(1, index=source.index)
         )
         totals_in = _by_day(values[mask], key[mask].to_numpy())
-        totals_out = _by_day(accepted[ct.output_column], accepted_parts.to_numpy())
+        totals_out = _by_day(accepted[ct.output_column], accepted_days())
         for p in inp.window.partitions:
             t_in, t_out = float(totals_in.get(p, 0)), float(totals_out.get(p, 0))
             ok = abs(t_in - t_out) <= 1e-9 * max(1.0, abs(t_in))
@@ -1095,10 +1188,9 @@ def _result(
     findings = list(col.findings)
 
     # Quarantined rows leave the output with their first failing rule as the reason.
-    q_rows = np.array(sorted(col.quarantine), dtype="int64")
+    q_rows, chosen = col.quarantine()
     keep: np.ndarray | None = None
     if len(q_rows):
-        chosen = [col.quarantine[r] for r in q_rows.tolist()]
         bad = data.iloc[q_rows]
         gate_q = pd.DataFrame(
             {
@@ -1122,10 +1214,14 @@ def _result(
         keep = np.ones(len(data), dtype=bool)
         keep[q_rows] = False
         accepted = _rows(data, keep)
-        accepted_parts = parts.series[keep].reset_index(drop=True)
     else:
         gate_q = pd.DataFrame(columns=REJECT_COLUMNS)
-        accepted, accepted_parts = data, parts.series
+        accepted = data
+
+    def accepted_days() -> np.ndarray:
+        """The partition (datetime64[ns]) of each accepted row."""
+        return parts.values if keep is None else parts.values[keep]
+
     q_codes = parts.window_codes[q_rows]
     gate_q_by_part = dict(
         zip(
@@ -1145,7 +1241,7 @@ def _result(
     # Reconciliation: exact count identity, control totals, key checksum, time bounds.
     controls: dict[date, dict[str, dict[str, float]]] = {p: {} for p in window.partitions}
     if not decided_early:
-        controls, control_findings = _control_totals(inp, accepted, accepted_parts)
+        controls, control_findings = _control_totals(inp, accepted, accepted_days)
         findings += control_findings
     counts = inp.counts
     per_partition: dict[str, Any] = {}
@@ -1252,7 +1348,7 @@ def _result(
             decision = Decision.PUBLISH
     if blocked and len(accepted):
         days = np.array([np.datetime64(d, "ns") for d in blocked])
-        accepted = _rows(accepted, ~np.isin(accepted_parts.to_numpy(dtype="datetime64[ns]"), days))
+        accepted = _rows(accepted, ~np.isin(accepted_days(), days))
     quarantined = pd.concat(
         [f for f in (parse_rejects[REJECT_COLUMNS], gate_q[REJECT_COLUMNS]) if len(f)]
         or [gate_q[REJECT_COLUMNS]],

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pytest
@@ -40,7 +41,14 @@ from ecm_assets.contracts.quality import (
 from ecm_assets.contracts.registry import register
 from ecm_assets.contracts.transform import PartitionWindow
 from ecm_assets.publish.protocol import REJECT_COLUMNS
-from ecm_assets.validation.gate import Decision, Finding, GateInput, GateResult, evaluate
+from ecm_assets.validation.gate import (
+    Decision,
+    Finding,
+    GateInput,
+    GateResult,
+    evaluate,
+    key_checksum,
+)
 from tests.test_case_sla._frames import BASE_ORG, landing, org_for, org_frame, raw, snapshot, src
 
 D1, D2, D3 = date(2026, 9, 1), date(2026, 9, 2), date(2026, 9, 3)
@@ -761,6 +769,59 @@ def test_drift_below_the_absolute_floor_passes():
     assert finding(wider, "drift_amount", D1).value == 0.6
 
 
+@pytest.mark.parametrize(
+    ("quality", "bad"),
+    [
+        # Quarantined by a row check of the model (judged before the dataset rules)...
+        (
+            QualityContract(model=ItemsModel, rules=(Drift("amount", 0.1, Severity.WARN),)),
+            row(D1, "b", code="Z", amount=1000.0),
+        ),
+        # ... or by a time bound, which is judged after them.
+        (
+            QualityContract(
+                rules=(Drift("amount", 0.1, Severity.WARN),),
+                time_bounds=(TimeBound("event_ts", severity=Severity.QUARANTINE_RECORD),),
+            ),
+            (D1, "b", "A", 1000.0, "2026-08-31T23:00:00Z"),
+        ),
+    ],
+)
+def test_quarantined_rows_do_not_move_the_drift_metric(quality: QualityContract, bad: Row):
+    # Published: 10 + 5 = 15. Staged: the same rows plus one of 1000 the gate quarantines;
+    # only the rows that would be published are compared: 15 -> 15.
+    published = items(row(D1, "a", amount=10.0), row(D1, "c", amount=5.0))
+    data = items(row(D1, "a", amount=10.0), bad, row(D1, "c", amount=5.0))
+    result = gate(data, quality, D1, published=published)
+
+    assert [r[1] for r in quarantine_rows(result)] == [3]
+    assert result.accepted["item_id"].tolist() == ["a", "c"]
+    drift = finding(result, "drift_amount", D1)
+    assert (drift.passed, drift.value, drift.message) == (True, 0.0, "")
+    assert result.decision == Decision.QUARANTINE_RECORDS
+
+
+def test_drift_still_sees_a_move_of_the_rows_that_are_published():
+    published = items(row(D1, "a", amount=10.0), row(D1, "c", amount=5.0))
+    data = items(
+        row(D1, "a", amount=20.0), row(D1, "b", code="Z", amount=1000.0), row(D1, "c", amount=5.0)
+    )
+    rules = (Drift("amount", 0.1, Severity.WARN), RowCount(Severity.WARN))
+    result = gate(data, QualityContract(model=ItemsModel, rules=rules), D1, published=published)
+
+    drift = finding(result, "drift_amount", D1)
+    assert (drift.passed, drift.value) == (False, 0.666667)
+    assert drift.message == "amount moves from 15 to 25 (66.7%, more than 10.0%)"
+    # The drift finding keeps its place among the findings: in the order of the rules.
+    assert [f.rule for f in result.findings] == [
+        "schema:unknown_code",
+        "drift_amount",
+        "row_count",
+        "reconciliation",
+    ]
+    assert result.decision == Decision.QUARANTINE_RECORDS
+
+
 # --------------------------------------------------------------------------- reconciliation
 
 
@@ -853,6 +914,83 @@ def test_business_key_checksum_covers_only_accepted_rows():
     )
     assert part(with_bad, D1)["accepted"] == 2
     assert part(with_bad, D1)["business_key_checksum"] == part(clean, D1)["business_key_checksum"]
+
+
+@pytest.mark.parametrize("with_nulls", [False, True])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_business_key_checksum_is_key_checksum_of_the_accepted_rows(
+    with_nulls: bool, shuffle: bool
+):
+    # Keys hashed once for all rows give what key_checksum gives on each partition's
+    # accepted rows, with null keys or not, partitions in order or interleaved.
+    rows = [
+        row(D1, "a"),
+        row(D2, "b"),
+        row(D1, "c"),
+        (D1, "q", "A", 1.0, "2026-08-31T23:00:00Z"),  # quarantined by the time bound
+        row(D2, "d"),
+        row(D1, "e"),
+    ]
+    if with_nulls:
+        rows += [row(D1, None), row(D2, None)]  # type: ignore[arg-type]
+    data = items(*rows)
+    if shuffle:
+        data = data.sample(frac=1, random_state=7)
+    bound = TimeBound("event_ts", severity=Severity.QUARANTINE_RECORD)
+    result = gate(data, QualityContract(time_bounds=(bound,)), D1, D2)
+
+    assert result.accepted["item_id"].tolist().count("q") == 0
+    for d in (D1, D2):
+        accepted = result.accepted[result.accepted["business_date"] == pd.Timestamp(d)]
+        assert part(result, d)["business_key_checksum"] == key_checksum(
+            accepted, ITEMS.business_key
+        )
+
+
+def test_duplicate_keys_are_the_rows_dataframe_duplicated_finds():
+    # 0.0 and -0.0 are one key, and so are two missing amounts.
+    data = items(
+        row(D1, "a", amount=0.0),
+        row(D1, "b", amount=-0.0),
+        row(D1, "c", amount=None),
+        row(D1, "d", amount=None),
+        row(D2, "e", amount=0.0),
+    )
+    rule = UniqueKey(Severity.WARN, columns=("business_date", "amount"))
+    result = gate(data, QualityContract(rules=(rule,)), D1, D2)
+
+    assert data.duplicated(["business_date", "amount"]).tolist() == [0, 1, 0, 1, 0]
+    assert finding(result, "duplicate_key", D1).failed == 2
+    assert finding(result, "duplicate_key", D2).passed
+
+
+def test_original_row_is_the_json_of_the_source_row():
+    # Every kind of value a source row may hold, written as json.dumps(row, sort_keys=True,
+    # default=str) writes it.
+    source = pd.DataFrame(
+        {
+            "text": ["b", 'q"\u00e9\u2028\\'],
+            "missing": [None, float("nan")],
+            "count": pd.Series([3, -1], dtype="int64"),
+            "ratio": [0.1, float("-inf")],
+            "flag": [True, False],
+            "at": pd.to_datetime(["2026-09-01T12:00:00.123456789Z", None], utc=True),
+            "day": pd.to_datetime(
+                ["2026-09-01 00:00:00", "2026-09-01 00:00:00.5"], format="ISO8601"
+            ),
+            "local": pd.to_datetime(
+                ["2026-09-01T12:00Z", "2026-03-01T12:00Z"], utc=True
+            ).tz_convert("Europe/Paris"),
+            "other": pd.Series([{"k": [1, None]}, np.int64(7)], dtype=object),
+        }
+    )
+    data = items(row(D1, "a", code="Z"), row(D1, "b", code="Z"))
+    result = gate(data, QualityContract(model=ItemsModel), D1, source_rows=source)
+
+    assert result.quarantined["original_row"].tolist() == [
+        json.dumps(dict(zip(source.columns, values, strict=True)), sort_keys=True, default=str)
+        for values in source.itertuples(index=False, name=None)
+    ]
 
 
 def source(*rows: tuple[str, str, str, float]) -> pd.DataFrame:
