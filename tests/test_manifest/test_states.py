@@ -44,6 +44,8 @@ PATH_TO: dict[RunStatus, list[RunStatus]] = {
     S.UNKNOWN: [S.INPUT_LOCKED, S.RUNNING, S.UNKNOWN],
     S.HELD: [S.INPUT_LOCKED, S.RUNNING, S.VALIDATING, S.HELD],
     S.REJECTED: [S.INPUT_LOCKED, S.RUNNING, S.VALIDATING, S.HELD, S.REJECTED],
+    S.VALIDATED: [S.INPUT_LOCKED, S.RUNNING, S.VALIDATING, S.VALIDATED],
+    S.SHADOWED: [S.INPUT_LOCKED, S.RUNNING, S.VALIDATING, S.SHADOWED],
 }
 RUN, ASSET = "run-1", "unit_values"
 
@@ -110,7 +112,7 @@ def test_no_status_can_return_to_itself() -> None:
 
 @pytest.mark.parametrize("status", sorted(TERMINAL))
 def test_terminal_states_have_no_exits(status) -> None:
-    assert {S.PUBLISHED, S.FAILED, S.REJECTED} == TERMINAL
+    assert {S.PUBLISHED, S.FAILED, S.REJECTED, S.VALIDATED, S.SHADOWED} == TERMINAL
     assert LEGAL_TRANSITIONS[status] == frozenset()
     for target in RunStatus:
         with pytest.raises(IllegalTransitionError, match=r"nothing \(terminal\)"):
@@ -120,8 +122,9 @@ def test_terminal_states_have_no_exits(status) -> None:
 def test_every_live_state_may_fail_and_unknown_only_resolves() -> None:
     for status in set(RunStatus) - TERMINAL:
         assert S.FAILED in LEGAL_TRANSITIONS[status], status
-    # Recovery resolves an unknown commit to what happened; only a human rejects.
-    assert LEGAL_TRANSITIONS[S.UNKNOWN] == TERMINAL - {S.REJECTED}
+    # Recovery resolves an unknown commit to what happened; only a human rejects, and a
+    # non-publishing run that died simply failed.
+    assert LEGAL_TRANSITIONS[S.UNKNOWN] == {S.PUBLISHED, S.FAILED}
     # Only states a dead process can leave behind may be marked UNKNOWN by recovery.
     assert {a for a, b in LEGAL_PAIRS if b == S.UNKNOWN} == IN_FLIGHT - {S.UNKNOWN}
 
