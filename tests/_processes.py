@@ -37,6 +37,22 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     return payload["data"]
 
 
+RUNS = """
+query { runsOrError { ... on Runs { results { runId status tags { key value } } } } }"""
+
+
+def runs(port: int) -> list[dict]:
+    """Every run the instance knows: id, status and tags as a dict."""
+    return [
+        {
+            "id": r["runId"],
+            "status": r["status"],
+            "tags": {t["key"]: t["value"] for t in r["tags"]},
+        }
+        for r in graphql(port, RUNS)["runsOrError"]["results"]
+    ]
+
+
 def start(stack: ExitStack, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     out = stack.enter_context(log.open("w"))
     proc = subprocess.Popen(

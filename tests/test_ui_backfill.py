@@ -13,7 +13,8 @@ import duckdb
 import pytest
 
 from ecm_assets.demo.landing_generator import generate_demo_data
-from tests._processes import graphql, start_dagster
+from ecm_assets.operations.graphql import backfill_status
+from tests._processes import graphql, runs, start_dagster
 
 DEADLINE_SECONDS = 240
 
@@ -25,15 +26,6 @@ mutation($params: LaunchBackfillParams!) {
     ... on PythonError { message }
   }
 }"""
-STATUS = """
-query($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
-    __typename
-    ... on PartitionBackfill { status }
-  }
-}"""
-RUNS = """
-query { runsOrError { ... on Runs { results { runId status tags { key value } } } } }"""
 
 
 @pytest.mark.timeout(DEADLINE_SECONDS + 60)
@@ -71,23 +63,17 @@ def test_thirty_partition_ui_backfill_finishes_without_lock_errors(tmp_path: Pat
 
         status = None
         while time.monotonic() < deadline:
-            status = graphql(port, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-            if status.get("status") in (
-                "COMPLETED",
-                "COMPLETED_SUCCESS",
-                "COMPLETED_FAILED",
-                "FAILED",
-                "CANCELED",
-            ):
+            status = backfill_status(f"http://127.0.0.1:{port}", backfill_id)
+            if status.startswith(("COMPLETED", "FAILED", "CANCELED")):
                 break
             time.sleep(2)
-        runs = graphql(port, RUNS)["runsOrError"]["results"]
-        assert status and status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), (
+        launched_runs = runs(port)
+        assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (
             status,
-            runs,
+            launched_runs,
             (tmp_path / "daemon.log").read_text()[-3000:],
         )
-        assert runs and all(r["status"] == "SUCCESS" for r in runs), runs
+        assert launched_runs and all(r["status"] == "SUCCESS" for r in launched_runs), launched_runs
 
     logs = (tmp_path / "daemon.log").read_text() + (tmp_path / "webserver.log").read_text()
     assert "Could not set lock" not in logs

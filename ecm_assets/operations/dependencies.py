@@ -18,10 +18,9 @@ the last upstream storage id it has seen per upstream and the partitions still w
 
 from __future__ import annotations
 
-import calendar
 import json
 import os
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,6 +28,13 @@ from typing import Any
 import dagster as dg
 
 from ecm_assets.contracts.dataset import Dataset, DatasetContract, Grain, Upstream
+from ecm_assets.contracts.periods import (
+    contiguous_ranges,
+    last_day,
+    partition_of,
+    partitions_between,
+    shift,
+)
 from ecm_assets.operations.schedules import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from ecm_assets.orchestration.factory import (
     CORRECTION_CLASS_TAG,
@@ -41,8 +47,6 @@ from ecm_assets.orchestration.partitions import partitions_for
 
 #: TRIGGER_TAG value of every run a dependency sensor requests.
 TRIGGER = "dependency_sensor"
-#: Most partitions one requested run owns (a month of daily partitions).
-MAX_RANGE = 31
 #: Most waiting partitions the cursor carries; the oldest are dropped first. Dropping is safe:
 #: a waiting partition becomes ready only through a new upstream publish, which re-finds it.
 MAX_PENDING = 400
@@ -56,36 +60,6 @@ PROPAGATED_TAGS = (CORRECTION_CLASS_TAG, RESTATEMENT_TAG, REVIEW_TAG, REASON_TAG
 
 
 # -- pure planner ------------------------------------------------------------------------
-
-
-def shift(partition: date, grain: Grain, n: int) -> date:
-    """The partition n partitions after (n < 0: before) `partition` of this grain."""
-    if grain == "daily":
-        return partition + timedelta(days=n)
-    months = partition.year * 12 + partition.month - 1 + n
-    return date(months // 12, months % 12 + 1, 1)
-
-
-def partition_of(day: date, grain: Grain) -> date:
-    """The partition of this grain that contains `day`."""
-    return day if grain == "daily" else day.replace(day=1)
-
-
-def last_day(partition: date, grain: Grain) -> date:
-    """The last calendar day a partition of this grain covers."""
-    if grain == "daily":
-        return partition
-    return partition.replace(day=calendar.monthrange(partition.year, partition.month)[1])
-
-
-def partitions_between(first: date, last: date, grain: Grain) -> list[date]:
-    """Every partition of this grain from `first` through `last`, inclusive."""
-    out: list[date] = []
-    p = first
-    while p <= last:
-        out.append(p)
-        p = shift(p, grain, 1)
-    return out
 
 
 def _check_grains(downstream: Grain, upstream: Grain) -> None:
@@ -256,35 +230,6 @@ def plan(
         else:
             ready.append(Ready(p, newest, frozenset(triggers)))
     return Plan(tuple(ready), tuple(waiting), tuple(up_to_date))
-
-
-def group_ranges(
-    partitions: Iterable[date],
-    grain: Grain,
-    labels: Mapping[date, Hashable] | None = None,
-    cap: int = MAX_RANGE,
-) -> list[tuple[date, date]]:
-    """Contiguous runs of partitions with the same label, at most `cap` partitions each.
-
-    One range becomes one run under the single-run backfill policy; partitions whose runs need
-    different tags (a closed-period restatement next to an ordinary update) are split apart.
-    """
-    labels = labels or {}
-    out: list[tuple[date, date]] = []
-    size = 0
-    for p in sorted(set(partitions)):
-        if (
-            out
-            and p == shift(out[-1][1], grain, 1)
-            and labels.get(p) == labels.get(out[-1][0])
-            and size < cap
-        ):
-            out[-1] = (out[-1][0], p)
-            size += 1
-        else:
-            out.append((p, p))
-            size = 1
-    return out
 
 
 def merge_tags(tagged: Iterable[tuple[int, Mapping[str, str]]]) -> dict[str, str]:
@@ -509,7 +454,7 @@ def evaluate(
         ]
         propagated[r.partition] = merge_tags(tagged)
     by_partition = {r.partition: r for r in result.ready}
-    ranges = group_ranges(
+    ranges = contiguous_ranges(
         by_partition,
         contract.grain,
         labels={p: tuple(sorted(t.items())) for p, t in propagated.items()},

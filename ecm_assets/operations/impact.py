@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from ecm_assets.contracts.dataset import Dataset, DatasetContract, Grain
+from ecm_assets.contracts.periods import last_day, partition_of, partitions_between, shift
 
 
 @dataclass(frozen=True)
@@ -54,45 +55,19 @@ class ImpactEntry:
         }
 
 
-def _month_start(day: date) -> date:
-    return day.replace(day=1)
-
-
-def _add_months(month: date, n: int) -> date:
-    index = month.year * 12 + month.month - 1 + n
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def align(grain: Grain, day: date) -> date:
-    """The start of the partition of `grain` that contains `day`."""
-    return day if grain == "daily" else _month_start(day)
-
-
-def shift(grain: Grain, partition: date, n: int) -> date:
-    """The partition `n` partitions after (or before, n < 0) `partition`."""
-    return partition + timedelta(days=n) if grain == "daily" else _add_months(partition, n)
-
-
-def window_end(grain: Grain, partition: date) -> date:
-    """The last day (inclusive) that a partition covers."""
-    return partition if grain == "daily" else _add_months(partition, 1) - timedelta(days=1)
-
-
 def count(grain: Grain, first: date, last: date) -> int:
-    if grain == "daily":
-        return (last - first).days + 1
-    return (last.year - first.year) * 12 + last.month - first.month + 1
+    return len(partitions_between(first, last, grain))
 
 
 def last_existing(grain: Grain, until: date) -> date:
     """The last partition whose whole window has ended by `until` (a complete month)."""
-    return shift(grain, align(grain, until + timedelta(days=1)), -1)
+    return shift(partition_of(until + timedelta(days=1), grain), grain, -1)
 
 
 def first_existing(grain: Grain, start: date) -> date:
     """The first partition that starts on or after the partitions start."""
-    first = align(grain, start)
-    return first if first >= start else shift(grain, first, 1)
+    first = partition_of(start, grain)
+    return first if first >= start else shift(first, grain, 1)
 
 
 def _edge(up: Grain, down: Grain, lookback: int, first: date, last: date) -> tuple[date, date, str]:
@@ -102,8 +77,8 @@ def _edge(up: Grain, down: Grain, lookback: int, first: date, last: date) -> tup
     `lookback` earlier upstream partitions (TimeWindowPartitionMapping(start_offset=-L)),
     so the change reaches every downstream window overlapping [first, end of last + L].
     """
-    reach = window_end(up, shift(up, last, lookback))
-    lo, hi = align(down, first), align(down, reach)
+    reach = last_day(shift(last, up, lookback), up)
+    lo, hi = partition_of(first, down), partition_of(reach, down)
     unit = "days" if up == "daily" else "months"
     if up == down:
         why = f"window spillover +{lookback} {unit}" if lookback else "same dates"
@@ -165,7 +140,9 @@ def plan_impact(
         return (lo, hi) if lo <= hi else None
 
     changed = contracts[asset]
-    root = clip(changed.grain, align(changed.grain, first), align(changed.grain, last))
+    root = clip(
+        changed.grain, partition_of(first, changed.grain), partition_of(last, changed.grain)
+    )
     if root is None:
         raise ValueError(
             f"no partition of {asset} in {first}..{last} exists yet "

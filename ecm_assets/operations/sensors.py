@@ -18,6 +18,7 @@ from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
 from ecm_assets.adapters.warehouse import WarehouseLockedError, connect
 from ecm_assets.contracts.dataset import Dataset
+from ecm_assets.contracts.periods import contiguous_ranges
 from ecm_assets.operations.schedules import (
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
@@ -29,7 +30,6 @@ from ecm_assets.operations.triggers import (
     OPEN_WINDOW,
     change_digest,
     classify,
-    contiguous_ranges,
     dump_cursor,
     load_cursor,
     scan,

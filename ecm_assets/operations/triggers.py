@@ -146,17 +146,6 @@ def classify(
     return LOOKBACK
 
 
-def contiguous_ranges(days: Iterable[date], cap: int = 31) -> list[tuple[date, date]]:
-    """Sorted days as [first, last] runs of consecutive dates, at most `cap` days each."""
-    out: list[tuple[date, date]] = []
-    for d in sorted(set(days)):
-        if out and d == out[-1][1] + timedelta(days=1) and (d - out[-1][0]).days < cap:
-            out[-1] = (out[-1][0], d)
-        else:
-            out.append((d, d))
-    return out
-
-
 def change_digest(changes: Iterable[FileChange], seen: Mapping[str, SeenFile]) -> str:
     """A stable id of a set of changes: the same files with the same bytes give the same id."""
     parts = sorted(

@@ -44,7 +44,12 @@ from ecm_assets.orchestration.inputs import (
 )
 from ecm_assets.orchestration.partitions import partitions_for
 from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
-from ecm_assets.orchestration.retries import RETRY_POLICY, is_transient, non_retryable
+from ecm_assets.orchestration.retries import (
+    RETRY_POLICY,
+    is_transient,
+    non_retryable,
+    raise_for_retry_policy,
+)
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager, StagedOutput
 from ecm_assets.publish.modes import (
     NON_PUBLISHING_MODES,
@@ -321,9 +326,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             with warehouse.connect(context) as conn:
                 plan(conn, manifest)
         except Exception as exc:
-            if is_transient(exc):
-                raise
-            raise non_retryable(exc, f"{contract.name}: cannot record the run manifest") from exc
+            raise_for_retry_policy(exc, f"{contract.name}: cannot record the run manifest")
         try:
             # A bad reason code fails before any compute, listing the valid codes.
             for tag in (RESTATEMENT_TAG, REASON_TAG):
@@ -396,13 +399,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             # Recording FAILED must never replace the run's own error (e.g. with a lock
             # timeout), so the operator always sees what actually went wrong.
             _record_failure(context, warehouse, contract.name, exc)
-            if isinstance(exc, dg.Failure) or is_transient(exc):
-                if not isinstance(exc, dg.Failure):
-                    context.log.warning(
-                        f"transient error, the retry policy retries the step: {exc!r}"
-                    )
-                raise
-            raise non_retryable(exc, f"{contract.name} failed before publishing") from exc
+            if is_transient(exc):
+                context.log.warning(f"transient error, the retry policy retries the step: {exc!r}")
+            raise_for_retry_policy(exc, f"{contract.name} failed before publishing")
         partition_keys = {contract.partition_value(k): k for k in keys}
         # Yielded (not logged) so they reach the event log even when the gate fails the run.
         selected = {k.name for k in context.selected_asset_check_keys}
@@ -510,9 +509,7 @@ def _evaluate_only(
         with warehouse.connect(context) as conn:
             evaluation = evaluate_without_publishing(conn, request)
     except Exception as exc:
-        if is_transient(exc):
-            raise
-        raise non_retryable(exc, f"{contract.name} {mode}") from exc
+        raise_for_retry_policy(exc, f"{contract.name} {mode}")
     _observe(context, partition_keys, evaluation, gate)
     changed = [d.partition.isoformat() for d in evaluation.diffs if not d.identical]
     context.log.info(

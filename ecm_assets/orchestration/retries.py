@@ -11,6 +11,8 @@ behind the same holder, so it is not retried either.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import dagster as dg
 
 from ecm_assets.adapters.landing import LandingFileChangedError
@@ -58,3 +60,11 @@ def non_retryable(exc: BaseException, what: str) -> dg.Failure:
         metadata={"error_class": type(exc).__name__, "retryable": False},
         allow_retries=False,
     )
+
+
+def raise_for_retry_policy(exc: Exception, what: str) -> NoReturn:
+    """Re-raise `exc` so Dagster's retry policy retries exactly the transient errors: a
+    Failure or a transient error as it is, anything else as a non-retryable Failure."""
+    if isinstance(exc, dg.Failure) or is_transient(exc):
+        raise exc
+    raise non_retryable(exc, what) from exc

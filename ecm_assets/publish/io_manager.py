@@ -20,7 +20,7 @@ from ecm_assets.adapters.warehouse import connect
 from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import DatasetContract
 from ecm_assets.contracts.registry import contract_for
-from ecm_assets.orchestration.retries import is_transient, non_retryable
+from ecm_assets.orchestration.retries import raise_for_retry_policy
 from ecm_assets.publish.protocol import (
     PublishRequest,
     empty_frame,
@@ -114,9 +114,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 result = publish_partitions(conn, request)
         except Exception as exc:
             # Contract, boundary and closed-period refusals fail the same way every time.
-            if is_transient(exc):
-                raise
-            raise non_retryable(exc, f"publish of {contract.name}") from exc
+            raise_for_retry_policy(exc, f"publish of {contract.name}")
         if obj.blocked and set(owned) <= set(obj.blocked):
             raise dg.Failure(
                 description=f"quality gate FAIL_PARTITION: no partition of {contract.name} "

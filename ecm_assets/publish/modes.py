@@ -34,6 +34,7 @@ from ecm_assets.publish.protocol import (
     _stage_rejects,
     business_checksum_sql,
     partition_checksums,
+    published_table_exists,
 )
 from ecm_assets.publish.staging import staging_table_name
 from ecm_assets.publish.versions import closed_partitions
@@ -104,16 +105,6 @@ class EvaluationResult:
         }
 
 
-def _published_exists(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> bool:
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
-            "AND table_name = ?",
-            [contract.schema, contract.name],
-        ).fetchone()[0]
-    )
-
-
 def diff_against_published(
     conn: duckdb.DuckDBPyConnection,
     contract: DatasetContract,
@@ -132,7 +123,7 @@ def diff_against_published(
         if c.sql_type.upper() in ("BIGINT", "INTEGER", "DOUBLE")
         and c.name not in contract.business_key
     ]
-    if _published_exists(conn, contract):
+    if published_table_exists(conn, contract):
         where = f"WHERE {owned_filter(pcol)}"
         params = owned_params(owned)
         sql = business_checksum_sql(contract, contract.table, where, by_partition=True)
@@ -166,14 +157,14 @@ def diff_against_published(
                     f"SELECT {pcol}, {sums} FROM {contract.table} {where} GROUP BY 1", params
                 ).fetchall()
             }
+            nothing = (None,) * len(numeric)
             for part in set(new) | set(old):
-                moved = {}
-                for i, name in enumerate(numeric):
-                    before = (old.get(part) or [None] * len(numeric))[i] or 0.0
-                    after = (new.get(part) or [None] * len(numeric))[i] or 0.0
-                    if before != after:
-                        moved[name] = (float(before), float(after))
-                deltas[part] = moved
+                pairs = zip(numeric, old.get(part, nothing), new.get(part, nothing), strict=True)
+                deltas[part] = {
+                    name: (float(before or 0.0), float(after or 0.0))
+                    for name, before, after in pairs
+                    if (before or 0.0) != (after or 0.0)
+                }
     out = []
     for d in owned:
         rows, checksum = staged.get(d, (0, None))

@@ -522,10 +522,7 @@ def _check_not_stale(
     publisher fail cleanly instead of silently winning with staler inputs.
     """
     contract = request.contract
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [contract.schema, contract.name],
-    ).fetchone()[0]
+    exists = published_table_exists(conn, contract)
     if not exists:
         return
     pcol = quote_ident(contract.partition_column)
@@ -773,6 +770,17 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
     )
 
 
+def published_table_exists(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> bool:
+    """Whether the table (or, for versioned datasets, the view) consumers read exists yet."""
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
+            "AND table_name = ?",
+            [contract.schema, contract.name],
+        ).fetchone()[0]
+    )
+
+
 def read_partitions(
     conn: duckdb.DuckDBPyConnection,
     contract: DatasetContract,
@@ -782,10 +790,7 @@ def read_partitions(
     with_provenance: bool = False,
 ) -> pd.DataFrame:
     """Published rows of partitions [first, last], in a stable order."""
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [contract.schema, contract.name],
-    ).fetchone()[0]
+    exists = published_table_exists(conn, contract)
     names = contract.column_names + ([n for n, _ in PROVENANCE_COLUMNS] if with_provenance else [])
     if not exists:
         return empty_frame(contract, with_provenance=with_provenance)

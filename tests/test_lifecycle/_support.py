@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 import pandas as pd
+import pytest
 
 from ecm_assets.cli import main
 from ecm_assets.definitions import build_definitions
@@ -76,6 +77,18 @@ class Env:
         code, out, err = self.ecm(capsys, *args, "--json")
         assert code == 0, f"ecm {' '.join(args)} exited {code}: {err}"
         return json.loads(out)
+
+
+def needs(state: dict[str, Any], *steps: str) -> Env:
+    """The shared Env of an ordered scenario, or a skip naming the earlier steps that failed.
+
+    Scenario modules keep `{"env": Env, "done": set()}` in a module fixture; each step adds its
+    name to `done` when it passed, so a later step that builds on it skips instead of failing
+    for a reason that is not its own."""
+    missing = [s for s in steps if s not in state["done"]]
+    if missing:
+        pytest.skip(f"needs earlier step(s) {missing} to have passed")
+    return state["env"]
 
 
 def make_env(demo_root: Path, tmp: Path) -> Env:

@@ -21,6 +21,7 @@ from tests.test_lifecycle._support import (
     make_env,
     manifest_of,
     materializations,
+    needs,
     region_of,
     write_landing_csv,
 )
@@ -43,13 +44,6 @@ BUSINESS = ", ".join(MONTHLY_REPORT.column_names)
 def lc(demo_data, tmp_path_factory):
     env = make_env(demo_data[0], tmp_path_factory.mktemp("restatement"))
     return {"env": env, "done": set()}
-
-
-def _needs(lc, *steps: str) -> Env:
-    missing = [s for s in steps if s not in lc["done"]]
-    if missing:
-        pytest.skip(f"needs earlier step(s) {missing} to have passed")
-    return lc["env"]
 
 
 def _versions(env: Env, capsys) -> dict[int, dict]:
@@ -104,7 +98,7 @@ def test_01_initial_publish_is_version_1(lc, capsys) -> None:
 
 
 def test_02_close_month(lc, capsys) -> None:
-    env = _needs(lc, "initial")
+    env = needs(lc, "initial")
     closed = env.ecm_json(capsys, "close", MONTHLY, MONTH, "--by", "alice")
     assert closed == {"asset": MONTHLY, "partition": MONTH, "closed": True}
     rows = env.query(
@@ -131,7 +125,7 @@ def test_02_close_month(lc, capsys) -> None:
 
 
 def test_03_unchanged_rerun_of_closed_month_adds_no_version(lc, capsys) -> None:
-    env = _needs(lc, "closed")
+    env = needs(lc, "closed")
     result = env.materialize([MONTHLY], partition_key=MONTH)
     (meta,) = materializations(result, MONTHLY)
     assert meta["business_checksum"] == lc["v1"]["checksum"]
@@ -142,7 +136,7 @@ def test_03_unchanged_rerun_of_closed_month_adds_no_version(lc, capsys) -> None:
 
 
 def test_04_correction_without_reason_is_refused(lc, capsys) -> None:
-    env = _needs(lc, "closed")
+    env = needs(lc, "closed")
     write_landing_csv(env.root, date(2026, 9, 5), "events-correction-001.csv", [LATE_EVENT])
     corrected = env.materialize(DAILY, partition_key="2026-09-03")
     (events_meta,) = materializations(corrected, "case_events")
@@ -171,7 +165,7 @@ def test_04_correction_without_reason_is_refused(lc, capsys) -> None:
 
 
 def test_05_restatement_with_reason_publishes_version_2(lc, capsys) -> None:
-    env = _needs(lc, "corrected")
+    env = needs(lc, "corrected")
     result = env.materialize(
         [MONTHLY], partition_key=MONTH, tags={"ecm/restatement_reason": "SOURCE_CORRECTION"}
     )
@@ -202,7 +196,7 @@ def test_05_restatement_with_reason_publishes_version_2(lc, capsys) -> None:
 
 
 def test_06_diff_shows_exactly_the_late_event(lc, capsys) -> None:
-    env = _needs(lc, "restated")
+    env = needs(lc, "restated")
     region = region_of(env.root, "U01", date(2026, 9, 3))
     # N from version 1's stored rows, not from the package's diff.
     (n,) = env.query(
@@ -232,7 +226,7 @@ def test_06_diff_shows_exactly_the_late_event(lc, capsys) -> None:
 
 
 def test_07_rollback_to_version_1(lc, capsys) -> None:
-    env = _needs(lc, "restated")
+    env = needs(lc, "restated")
     row = env.ecm_json(
         capsys, "rollback", MONTHLY, MONTH, "--to", "1", "--reason", "wrong file", "--by", "bob"
     )
@@ -277,7 +271,7 @@ def _publish_once_more(env: Env, capsys, expected_version: int, reason: str) -> 
 
 
 def test_08_publish_adds_one_version_of_rows_whatever_is_kept(lc, capsys) -> None:
-    env = _needs(lc, "rolled_back")
+    env = needs(lc, "rolled_back")
     # Two versions kept: version 3 (restating version 1, the current one after the rollback).
     _publish_once_more(env, capsys, 3, "LATE_DATA")
     versions = _versions(env, capsys)
@@ -331,7 +325,7 @@ def _unknown_reason_attempt(lc, capsys) -> dict:
 
 
 def test_09_unknown_restatement_reason_is_refused(lc, capsys) -> None:
-    _needs(lc, "corrected")
+    needs(lc, "corrected")
     attempt = _unknown_reason_attempt(lc, capsys)
     assert attempt["after"] == attempt["before"]
     assert "TYPO_REASON" in attempt["messages"]
@@ -340,7 +334,7 @@ def test_09_unknown_restatement_reason_is_refused(lc, capsys) -> None:
 
 
 def test_10_unknown_restatement_reason_message_lists_valid_codes(lc, capsys) -> None:
-    _needs(lc, "corrected")
+    needs(lc, "corrected")
     messages = _unknown_reason_attempt(lc, capsys)["messages"]
     for code in (Reason.SOURCE_CORRECTION, Reason.LATE_DATA, Reason.BUG_FIX, Reason.RESTATEMENT):
         assert code.value in messages, messages

@@ -27,7 +27,7 @@ from ecm_assets.adapters.warehouse import connect
 from ecm_assets.demo.landing_generator import generate_demo_data
 from ecm_assets.operations.graphql import backfill_status, launch_partition_backfill
 from ecm_assets.orchestration.factory import BACKFILL_MODE_TAG
-from tests._processes import graphql, start_dagster
+from tests._processes import graphql, runs, start_dagster
 
 DEADLINE_SECONDS = 270
 SENSOR = "case_events__landing_files"
@@ -42,8 +42,6 @@ mutation($s: SensorSelector!) {
     ... on PythonError { message }
   }
 }"""
-RUNS = """
-query { runsOrError { ... on Runs { results { runId status tags { key value } } } } }"""
 TERMINAL_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -80,19 +78,6 @@ class Webhook:
         self.server.server_close()
 
 
-def _runs(port: int) -> list[dict[str, Any]]:
-    out = []
-    for r in graphql(port, RUNS)["runsOrError"]["results"]:
-        out.append(
-            {
-                "id": r["runId"],
-                "status": r["status"],
-                "tags": {t["key"]: t["value"] for t in r["tags"]},
-            }
-        )
-    return out
-
-
 def _wait(what: str, deadline: float, probe: Callable[[], Any], logs: Path) -> Any:
     while time.monotonic() < deadline:
         value = probe()
@@ -104,9 +89,9 @@ def _wait(what: str, deadline: float, probe: Callable[[], Any], logs: Path) -> A
 
 
 def _settled(port: int, match: Callable[[dict], bool], count: int = 1) -> list[dict] | None:
-    runs = [r for r in _runs(port) if match(r)]
-    if len(runs) >= count and all(r["status"] in TERMINAL_RUN for r in runs):
-        return runs
+    found = [r for r in runs(port) if match(r)]
+    if len(found) >= count and all(r["status"] in TERMINAL_RUN for r in found):
+        return found
     return None
 
 
@@ -215,7 +200,7 @@ def test_sensor_runs_alerts_and_shadow_then_replace_backfill(tmp_path: Path) -> 
         assert alert["partitions"] == "2026-09-04"
         assert "landing_columns" in alert["rule"] and alert["decision"] == "FAIL_RUN", alert
         assert "case_events" in alert["assets"]
-        assert not any(r["status"] == "FAILURE" for r in _runs(port) if r["id"] == fix["id"])
+        assert not any(r["status"] == "FAILURE" for r in runs(port) if r["id"] == fix["id"])
 
         # 4. Removing the file recomputes the date it fed, from the files that remain.
         (data / "landing/case_events/ingest_date=2026-09-04/events-broken.csv").unlink()
@@ -241,7 +226,7 @@ def test_sensor_runs_alerts_and_shadow_then_replace_backfill(tmp_path: Path) -> 
             lambda: backfill_status(url, shadow_id).startswith(("COMPLETED", "FAILED", "CANCELED")),
             tmp_path,
         )
-        shadow_runs = [r for r in _runs(port) if r["tags"].get("dagster/backfill") == shadow_id]
+        shadow_runs = [r for r in runs(port) if r["tags"].get("dagster/backfill") == shadow_id]
         assert shadow_runs and all(r["status"] == "SUCCESS" for r in shadow_runs), shadow_runs
         assert (
             _query(
@@ -281,7 +266,7 @@ def test_sensor_runs_alerts_and_shadow_then_replace_backfill(tmp_path: Path) -> 
             tmp_path,
         )
         assert status == "COMPLETED_SUCCESS", status
-        (replace_run,) = [r for r in _runs(port) if r["tags"].get("dagster/backfill") == replace_id]
+        (replace_run,) = [r for r in runs(port) if r["tags"].get("dagster/backfill") == replace_id]
         after = _query(
             warehouse,
             "SELECT business_date, run_id, count(*) FROM case_events WHERE business_date <= ? "

@@ -16,6 +16,7 @@ from ecm_assets.case_sla.contracts import DAILY_METRICS, MONTHLY_REPORT, ROLLING
 from ecm_assets.case_sla.datasets import DATASETS
 from ecm_assets.case_sla.priority_mix import PRIORITY_MIX
 from ecm_assets.contracts.dataset import Upstream
+from ecm_assets.contracts.periods import contiguous_ranges
 from ecm_assets.definitions import build_definitions
 from ecm_assets.operations.dependencies import (
     TRIGGER,
@@ -27,7 +28,6 @@ from ecm_assets.operations.dependencies import (
     aligned,
     build_dependency_sensors,
     candidates,
-    group_ranges,
     merge_tags,
     plan,
     window,
@@ -163,22 +163,22 @@ def test_up_to_date_partitions_are_dropped_and_newer_inputs_make_stale() -> None
 
 def test_group_ranges_are_contiguous_capped_and_split_by_label() -> None:
     parts = [*days("2026-09-01", "2026-09-03"), d("2026-09-05")]
-    assert group_ranges(parts, "daily") == [
+    assert contiguous_ranges(parts, "daily") == [
         (d("2026-09-01"), d("2026-09-03")),
         (d("2026-09-05"), d("2026-09-05")),
     ]
-    assert group_ranges(days("2026-01-01", "2026-03-01"), "daily", cap=31) == [
+    assert contiguous_ranges(days("2026-01-01", "2026-03-01"), "daily", cap=31) == [
         (d("2026-01-01"), d("2026-01-31")),
         (d("2026-02-01"), d("2026-03-01")),
     ]
     labels = {d("2026-09-02"): "closed", d("2026-09-03"): "closed"}
-    assert group_ranges(days("2026-09-01", "2026-09-04"), "daily", labels) == [
+    assert contiguous_ranges(days("2026-09-01", "2026-09-04"), "daily", labels) == [
         (d("2026-09-01"), d("2026-09-01")),
         (d("2026-09-02"), d("2026-09-03")),
         (d("2026-09-04"), d("2026-09-04")),
     ]
     months = [d("2026-01-01"), d("2026-02-01"), d("2026-04-01")]
-    assert group_ranges(months, "monthly") == [
+    assert contiguous_ranges(months, "monthly") == [
         (d("2026-01-01"), d("2026-02-01")),
         (d("2026-04-01"), d("2026-04-01")),
     ]

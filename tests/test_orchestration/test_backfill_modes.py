@@ -23,6 +23,7 @@ from tests.test_lifecycle._support import (
     make_env,
     manifest_of,
     materializations,
+    needs,
     write_landing_csv,
 )
 
@@ -43,13 +44,6 @@ BUSINESS = ", ".join(CASE_EVENTS.column_names)
 def bf(demo_data, tmp_path_factory):
     env = make_env(demo_data[0], tmp_path_factory.mktemp("backfill_modes"))
     return {"env": env, "done": set()}
-
-
-def _needs(bf, *steps: str) -> Env:
-    missing = [s for s in steps if s not in bf["done"]]
-    if missing:
-        pytest.skip(f"needs earlier step(s) {missing} to have passed")
-    return bf["env"]
 
 
 def _published(env: Env) -> list[tuple]:
@@ -86,7 +80,7 @@ def test_01_publish_then_a_late_file_lands(bf) -> None:
 
 @pytest.mark.parametrize("mode", ["dry_run", "compare_only"])
 def test_02_dry_run_and_compare_only_write_nothing_but_the_manifest(bf, capsys, mode) -> None:
-    env = _needs(bf, "published")
+    env = needs(bf, "published")
     result = env.materialize([EVENTS], first=FIRST, last=LAST, tags={BACKFILL_MODE_TAG: mode})
 
     assert materializations(result, EVENTS) == []  # consumers' data did not change
@@ -116,7 +110,7 @@ def test_02_dry_run_and_compare_only_write_nothing_but_the_manifest(bf, capsys, 
 
 
 def test_03_shadow_writes_only_the_shadow_schema(bf, capsys) -> None:
-    env = _needs(bf, "published")
+    env = needs(bf, "published")
     result = env.materialize([EVENTS], first=FIRST, last=LAST, tags={BACKFILL_MODE_TAG: "shadow"})
 
     assert materializations(result, EVENTS) == []
@@ -137,7 +131,7 @@ def test_03_shadow_writes_only_the_shadow_schema(bf, capsys) -> None:
 
 
 def test_04_replace_publishes_what_shadow_showed(bf, capsys) -> None:
-    env = _needs(bf, "shadow")
+    env = needs(bf, "shadow")
     result = env.materialize([EVENTS], first=FIRST, last=LAST, tags={BACKFILL_MODE_TAG: "replace"})
     assert len(materializations(result, EVENTS)) == 8  # one per published partition
     assert [r[:-1] for r in _published(env)] == bf["shadow_rows"]
@@ -157,7 +151,7 @@ def _restarts(result: dg.ExecuteInProcessResult) -> int:
     ],
 )
 def test_05_bad_mode_tags_fail_before_compute_and_are_not_retried(bf, tags, expected) -> None:
-    env = _needs(bf, "published")
+    env = needs(bf, "published")
     result = env.materialize([EVENTS], partition_key=FIRST, tags=tags, expect_success=False)
     text = failure_messages(result)
     assert expected in text, text
@@ -165,7 +159,7 @@ def test_05_bad_mode_tags_fail_before_compute_and_are_not_retried(bf, tags, expe
 
 
 def test_06_automated_correction_of_a_closed_month_is_held_for_review(bf, capsys) -> None:
-    env = _needs(bf, "published")
+    env = needs(bf, "published")
     monthly = "case_sla_monthly_report"
     env.materialize(["case_sla_daily_metrics"], first=FIRST, last=LAST)
     env.materialize([monthly], partition_key=MONTH)
@@ -198,7 +192,7 @@ def test_06_automated_correction_of_a_closed_month_is_held_for_review(bf, capsys
 
 
 def test_07_ecm_materialize_sets_the_mode_tag(bf, capsys, monkeypatch) -> None:
-    env = _needs(bf, "published")
+    env = needs(bf, "published")
     monkeypatch.setenv("ECM_DATA_DIR", str(env.root))
     before = _published(env)
     payload = env.ecm_json(

@@ -13,10 +13,10 @@ import pytest
 
 from tests.test_lifecycle._support import (
     MONTH,
-    Env,
     failure_messages,
     make_env,
     manifest_of,
+    needs,
     write_landing_csv,
 )
 
@@ -29,13 +29,6 @@ MONTHLY = "case_sla_monthly_report"
 def qa(demo_data, tmp_path_factory):
     env = make_env(demo_data[0], tmp_path_factory.mktemp("quality"))
     return {"env": env, "done": set()}
-
-
-def _needs(qa, *steps: str) -> Env:
-    missing = [s for s in steps if s not in qa["done"]]
-    if missing:
-        pytest.skip(f"needs earlier step(s) {missing} to have passed")
-    return qa["env"]
 
 
 def _check_evaluations(
@@ -124,7 +117,7 @@ def test_01_range_run_quarantines_per_partition_and_reconciles(qa, capsys) -> No
 
 
 def test_02_blocked_partition_publishes_the_rest_and_stops_downstream(qa, capsys) -> None:
-    env = _needs(qa, "published")
+    env = needs(qa, "published")
     before = env.query("SELECT count(*) FROM main.case_events WHERE business_date = '2026-09-08'")
     # 09-09 and 09-10 hold no business events (only unparseable rows land there): empty days.
     result = env.materialize(DAILY, first="2026-09-08", last="2026-09-10", expect_success=False)
@@ -165,7 +158,7 @@ def test_02_blocked_partition_publishes_the_rest_and_stops_downstream(qa, capsys
 
 
 def test_03_closed_month_restatement_beyond_threshold_is_held(qa, capsys) -> None:
-    env = _needs(qa, "published")
+    env = needs(qa, "published")
     first = env.materialize([MONTHLY], partition_key=MONTH)
     env.ecm_json(capsys, "close", MONTHLY, MONTH, "--by", "alice")
     before = env.query(f"SELECT sum(sla_breached) FROM main.{MONTHLY}")[0][0]
@@ -195,7 +188,7 @@ def test_03_closed_month_restatement_beyond_threshold_is_held(qa, capsys) -> Non
 
 
 def test_04_approve_publishes_exactly_the_held_rows(qa, capsys) -> None:
-    env = _needs(qa, "held")
+    env = needs(qa, "held")
     run_id = qa["held"]
     held_rows = env.query(
         f"SELECT * EXCLUDE (run_id, as_of) FROM ecm_review.{MONTHLY}__"
@@ -227,7 +220,7 @@ def test_04_approve_publishes_exactly_the_held_rows(qa, capsys) -> None:
 
 
 def test_05_reject_ends_the_run_and_publishes_nothing(qa, capsys) -> None:
-    env = _needs(qa, "approved")
+    env = needs(qa, "approved")
     write_landing_csv(env.root, date(2026, 9, 3), "late-review-2.csv", _breaching_cases("92", 120))
     env.materialize(DAILY, first="2026-09-01", last="2026-09-03")
     before = env.query(f"SELECT * FROM main.{MONTHLY} ORDER BY region, unit_id")
