@@ -68,6 +68,14 @@ def month_days(month_start: date) -> list[date]:
     return [month_start + timedelta(days=i) for i in range((nxt - month_start).days)]
 
 
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """ISO 8601 text as UTC timestamps (NaT where it does not parse); already parsed
+    timestamps are converted to UTC without parsing them again."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+
+
 def attribute_partitions(
     event_ts: pd.Series, ingest_date: pd.Series, lateness_days: int
 ) -> tuple[pd.Series, pd.Series]:
@@ -76,9 +84,10 @@ def attribute_partitions(
     A row belongs to its UTC event date if it arrived within `lateness_days` of it (and not
     before it); otherwise, or when its timestamp does not parse, to its ingest date. Shared by
     the case-events transform and the landing sensor, so the sensor requests exactly the
-    partitions whose rows a file changes.
+    partitions whose rows a file changes. `event_ts` may be text or timestamps already parsed
+    by `parse_timestamps` (then they are not parsed twice).
     """
-    ts = pd.to_datetime(event_ts, utc=True, errors="coerce", format="ISO8601")
+    ts = parse_timestamps(event_ts)
     ingest = pd.to_datetime(ingest_date).astype("datetime64[ns]")
     event_day = ts.dt.tz_localize(None).dt.normalize().astype("datetime64[ns]")
     lateness = pd.Timedelta(days=lateness_days)
