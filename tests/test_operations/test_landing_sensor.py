@@ -15,7 +15,7 @@ import pytest
 from ecm_assets.case_sla.contracts import CASE_EVENTS
 from ecm_assets.contracts.boundaries import LandingFile
 from ecm_assets.contracts.periods import contiguous_ranges
-from ecm_assets.definitions import build_definitions
+from ecm_assets.definitions import case_sla_definitions as build_definitions
 from ecm_assets.operations.triggers import (
     CLOSED_PERIOD,
     LOOKBACK,
@@ -249,7 +249,7 @@ def test_correction_moving_an_event_to_another_date_requests_the_date_it_leaves(
     _publish_events(warehouse, [("E1", date(2026, 9, 10)), ("E2", date(2026, 9, 10))])
     _write(tmp_path, "2026-09-11", "b.csv", [_event("E1", "2026-09-11T08:00:00Z")])
     index = PublishedIndex(warehouse, CASE_EVENTS)
-    changes, _ = scan(tmp_path / "landing", SOURCE, {}, index)
+    changes, _ = scan(tmp_path / "landing", SOURCE, {}, index=index)
     assert [c.dates for c in changes] == [(date(2026, 9, 10), date(2026, 9, 11))]
     # Without a published E1 (or without the index) only the new date is touched.
     changes, _ = scan(tmp_path / "landing", SOURCE, {})
@@ -260,7 +260,9 @@ def test_unparseable_resend_does_not_request_the_valid_rows_date(tmp_path: Path)
     warehouse = tmp_path / "warehouse.duckdb"
     _publish_events(warehouse, [("E1", date(2026, 9, 10))])
     _write(tmp_path, "2026-09-11", "b.csv", [_event("E1", "not-a-time")])
-    changes, _ = scan(tmp_path / "landing", SOURCE, {}, PublishedIndex(warehouse, CASE_EVENTS))
+    changes, _ = scan(
+        tmp_path / "landing", SOURCE, {}, index=PublishedIndex(warehouse, CASE_EVENTS)
+    )
     assert [c.dates for c in changes] == [(date(2026, 9, 11),)]
 
 
@@ -270,5 +272,7 @@ def test_resend_beyond_the_old_dates_horizon_does_not_request_it(tmp_path: Path)
     warehouse = tmp_path / "warehouse.duckdb"
     _publish_events(warehouse, [("E1", date(2026, 9, 3))])
     _write(tmp_path, "2026-09-09", "b.csv", [_event("E1", "2026-09-09T08:00:00Z")])
-    changes, _ = scan(tmp_path / "landing", SOURCE, {}, PublishedIndex(warehouse, CASE_EVENTS))
+    changes, _ = scan(
+        tmp_path / "landing", SOURCE, {}, index=PublishedIndex(warehouse, CASE_EVENTS)
+    )
     assert [c.dates for c in changes] == [(date(2026, 9, 9),)]
