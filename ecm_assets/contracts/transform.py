@@ -18,6 +18,8 @@ class PartitionWindow:
     """The partitions a run owns, as partition-column values (dates), in order."""
 
     partitions: tuple[date, ...]
+    #: The zone whose calendar days the partitions are (the contract's timezone).
+    timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         if not self.partitions:
@@ -166,20 +168,23 @@ def attribute_partitions(
     event_ts: pd.Series,
     ingest_date: pd.Series,
     lateness_days: int,
+    timezone: str = "UTC",
     rule: TimestampRule | None = None,
     parsed: ParsedTimestamps | None = None,
 ) -> tuple[pd.Series, pd.Series]:
     """The partition each landing row belongs to, and whether its timestamp is in horizon.
 
-    A row belongs to its UTC event date if it arrived within `lateness_days` of it (and not
-    before it); otherwise, or when its timestamp does not parse, to its ingest date. Shared by
-    the case-events transform and the landing sensor (both read timestamps by the same
-    declared rule), so the sensor requests exactly the partitions whose rows a file changes.
+    A row belongs to its event date in `timezone` (the contract's business day) if it arrived
+    within `lateness_days` of it (and not before it); otherwise, or when its timestamp does
+    not parse, to its ingest date. Shared by the case-events transform and the landing
+    sensor (both read timestamps by the same declared rule), so the sensor requests exactly
+    the partitions whose rows a file changes.
     """
     ts = (parsed or parse_timestamps(event_ts, rule)).utc
     ingest = pd.to_datetime(ingest_date).astype("datetime64[ns]")
     ts.index = ingest.index
-    event_day = ts.dt.tz_localize(None).dt.normalize().astype("datetime64[ns]")
+    event_day = ts.dt.tz_convert(timezone).dt.tz_localize(None).dt.normalize()
+    event_day = event_day.astype("datetime64[ns]")
     lateness = pd.Timedelta(days=lateness_days)
     in_horizon = ts.notna() & (event_day <= ingest) & (event_day >= ingest - lateness)
     return event_day.where(in_horizon, ingest), in_horizon
