@@ -143,9 +143,12 @@ def build_landing_sensor(
         warehouse_io_manager: DuckDBPublishIOManager,
     ) -> dg.SensorResult | dg.SkipReason:
         seen = load_cursor(context.cursor)
+        time_rule = dataset.quality.timestamp_rule(source.time_column)
         index = PublishedIndex(Path(warehouse_io_manager.database), contract)
         try:
-            changes, remembered = scan(Path(landing.root), source, seen, contract.timezone, index)
+            changes, remembered = scan(
+                Path(landing.root), source, seen, contract.timezone, time_rule, index
+            )
         except WarehouseLockedError as exc:
             return dg.SkipReason(f"warehouse busy, superseded rows unknown; retrying: {exc}")
         if not changes:

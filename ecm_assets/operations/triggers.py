@@ -31,6 +31,7 @@ from ecm_assets.adapters.landing import LandingReadError, list_landing_files, re
 from ecm_assets.adapters.warehouse import connect, quote_ident
 from ecm_assets.contracts.boundaries import LandingFile
 from ecm_assets.contracts.dataset import DatasetContract, LandingSource
+from ecm_assets.contracts.quality import TimestampRule
 from ecm_assets.contracts.transform import attribute_partitions
 
 OPEN_WINDOW = "open_window"
@@ -121,6 +122,7 @@ def file_dates(
     source: LandingSource,
     file: LandingFile,
     timezone: str = "UTC",
+    time_rule: TimestampRule | None = None,
     index: PublishedIndex | None = None,
 ) -> tuple[tuple[date, ...], str]:
     """The partitions a file's rows belong to, by the same attribution the transform uses,
@@ -142,7 +144,11 @@ def file_dates(
     if rows.empty:
         return (file.ingest_date,), "no rows"
     partition, in_horizon = attribute_partitions(
-        rows[source.time_column], rows["_ingest_date"], source.lateness_days, timezone
+        rows[source.time_column],
+        rows["_ingest_date"],
+        source.lateness_days,
+        timezone,
+        time_rule,
     )
     days = {d.date() for d in pd.to_datetime(partition).dropna()}
     if index is not None and key:
@@ -158,10 +164,12 @@ def scan(
     source: LandingSource,
     seen: Mapping[str, SeenFile],
     timezone: str = "UTC",
+    time_rule: TimestampRule | None = None,
     index: PublishedIndex | None = None,
 ) -> tuple[list[FileChange], dict[str, SeenFile]]:
-    """New, changed and deleted files since `seen`, and what to remember now; with `index`,
-    a file's dates include those of the published rows it supersedes."""
+    """New, changed and deleted files since `seen`, and what to remember now; timestamps
+    are read by the dataset's declared `time_rule`, as the transform reads them. With
+    `index`, a file's dates include those of the published rows it supersedes."""
     current = {f.path: f for f in list_landing_files(root, source.name, date.min, date.max)}
     changes: list[FileChange] = []
     remembered: dict[str, SeenFile] = {}
@@ -170,7 +178,7 @@ def scan(
         if before is not None and before.sha256 == f.sha256:
             remembered[path] = before
             continue
-        dates, note = file_dates(root, source, f, timezone, index)
+        dates, note = file_dates(root, source, f, timezone, time_rule, index)
         kind = "new" if before is None else "changed"
         if before is not None:  # a changed file also changes the dates it used to feed
             dates = tuple(sorted(set(dates) | set(before.dates)))
