@@ -413,7 +413,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     """Like `dagster asset materialize`, plus the run tags that steer a run's lifecycle."""
     import dagster as dg
 
-    from ecm_assets.definitions import build_definitions
+    from ecm_assets.definitions import case_sla_definitions as build_definitions
 
     # Built now, not at import: ECM_DATA_DIR / ECM_WAREHOUSE / --warehouse as of this call.
     defs = build_definitions(warehouse=Path(args.warehouse).resolve() if args.warehouse else None)
@@ -474,7 +474,6 @@ def cmd_impact(args: argparse.Namespace) -> int:
         RESTATEMENT_TAG,
         TRIGGER_TAG,
     )
-    from ecm_assets.orchestration.partitions import PARTITIONS_START
 
     if args.mode not in BACKFILL_MODES:
         raise ValueError(f"--mode {args.mode!r} is not one of {', '.join(BACKFILL_MODES)}")
@@ -489,7 +488,6 @@ def cmd_impact(args: argparse.Namespace) -> int:
         args.first,
         last,
         until=until,
-        start=date.fromisoformat(PARTITIONS_START),
     )
     total = sum(e.partitions for e in plan)
     backfill_id = None
