@@ -16,9 +16,9 @@ def _jobs_dir(args: argparse.Namespace) -> Path:
 
 
 def _warehouse(args: argparse.Namespace) -> Path:
-    from ecm_assets.definitions import warehouse_path
+    from ecm_assets.location import default_warehouse
 
-    return Path(args.warehouse) if args.warehouse else warehouse_path()
+    return Path(args.warehouse) if args.warehouse else default_warehouse()
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -112,7 +112,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_source(args: argparse.Namespace) -> int:
-    from ecm_assets.definitions import data_dir
+    from ecm_assets.location import default_data_dir as data_dir
     from ecm_assets.sync.demo_source import create_source, write
 
     url = args.url or f"sqlite:///{data_dir() / 'customer_history.sqlite'}"

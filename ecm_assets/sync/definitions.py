@@ -14,6 +14,9 @@ from pathlib import Path
 import dagster as dg
 
 from ecm_assets.adapters.warehouse import connect
+from ecm_assets.orchestration.factory import WAREHOUSE_POOL
+from ecm_assets.orchestration.retries import RETRY_POLICY, raise_for_retry_policy
+from ecm_assets.sync.connectors import SourceError
 from ecm_assets.sync.runner import DependencyNotMetError, run_job, unmet_dependencies
 from ecm_assets.sync.spec import JobSpec, load_specs
 from ecm_assets.sync.validation import SyncValidationError
@@ -45,10 +48,12 @@ def _build_asset(spec: JobSpec, warehouse: Path, specs: dict[str, JobSpec]) -> d
         deps=deps,
         description=spec.description or f"ECM sync job {spec.job_id} ({spec.job_type}).",
         kinds={"duckdb", spec.source.connector},
+        retry_policy=RETRY_POLICY,  # a retry resumes the run from its checkpoints
+        pool=WAREHOUSE_POOL,
         tags={"ecm/sync_job": spec.job_id.replace(".", "_")},
         metadata={
             "dagster/table_name": f"{spec.store}.{spec.table}",
-            "ecm/job_spec": spec.path,
+            "ecm/job_spec": Path(spec.path).name,
             "ecm/partitioning": f"{spec.partitioning.strategy} on {spec.partitioning.key} x "
             f"{len(spec.partitioning.partition_ids)}",
             "ecm/cursor": f"({spec.source.cursor.column}, {spec.source.cursor.tiebreaker})",
@@ -66,9 +71,14 @@ def _build_asset(spec: JobSpec, warehouse: Path, specs: dict[str, JobSpec]) -> d
                     "quality_decision": "FAIL_RUN",
                     "failed_rules": ", ".join(f.rule for f in exc.failures),
                 },
+                allow_retries=False,
             ) from exc
         except DependencyNotMetError as exc:
-            raise dg.Failure(description=str(exc)) from exc
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        except SourceError as exc:
+            raise dg.Failure(description=f"{spec.job_id}: {exc}") from exc  # retried: resumes
+        except Exception as exc:
+            raise_for_retry_policy(exc, f"sync {spec.job_id}")
         for key in keys:
             merged = result.merged.get(key)
             context.add_asset_metadata(
@@ -128,9 +138,9 @@ def build_sync_definitions(
     jobs_dir: Path | str, warehouse: Path | str | None = None
 ) -> dg.Definitions:
     """Definitions for every job spec in `jobs_dir` (validated on load)."""
-    from ecm_assets.definitions import warehouse_path
+    from ecm_assets.location import default_warehouse
 
-    warehouse = Path(warehouse) if warehouse else warehouse_path()
+    warehouse = Path(warehouse) if warehouse else default_warehouse()
     specs = load_specs(jobs_dir)
     by_id = {s.job_id: s for s in specs}
     assets: list = []
