@@ -142,7 +142,8 @@ def build_landing_sensor(
         warehouse_io_manager: DuckDBPublishIOManager,
     ) -> dg.SensorResult | dg.SkipReason:
         seen = load_cursor(context.cursor)
-        changes, remembered = scan(Path(landing.root), source, seen, contract.timezone)
+        time_rule = dataset.quality.timestamp_rule(source.time_column)
+        changes, remembered = scan(Path(landing.root), source, seen, contract.timezone, time_rule)
         if not changes:
             return dg.SkipReason(f"no new or changed files under landing/{source.name}")
         try:

@@ -30,6 +30,7 @@ import pandas as pd
 from ecm_assets.adapters.landing import LandingReadError, list_landing_files, read_landing_files
 from ecm_assets.contracts.boundaries import LandingFile
 from ecm_assets.contracts.dataset import LandingSource
+from ecm_assets.contracts.quality import TimestampRule
 from ecm_assets.contracts.transform import attribute_partitions
 
 OPEN_WINDOW = "open_window"
@@ -77,7 +78,11 @@ def dump_cursor(seen: Mapping[str, SeenFile]) -> str:
 
 
 def file_dates(
-    root: Path, source: LandingSource, file: LandingFile, timezone: str = "UTC"
+    root: Path,
+    source: LandingSource,
+    file: LandingFile,
+    timezone: str = "UTC",
+    time_rule: TimestampRule | None = None,
 ) -> tuple[tuple[date, ...], str]:
     """The partitions a file's rows belong to, by the same attribution the transform uses.
 
@@ -93,16 +98,25 @@ def file_dates(
     if rows.empty:
         return (file.ingest_date,), "no rows"
     partition, _ = attribute_partitions(
-        rows[source.time_column], rows["_ingest_date"], source.lateness_days, timezone
+        rows[source.time_column],
+        rows["_ingest_date"],
+        source.lateness_days,
+        timezone,
+        time_rule,
     )
     days = sorted({d.date() for d in pd.to_datetime(partition).dropna()})
     return tuple(days or [file.ingest_date]), ""
 
 
 def scan(
-    root: Path, source: LandingSource, seen: Mapping[str, SeenFile], timezone: str = "UTC"
+    root: Path,
+    source: LandingSource,
+    seen: Mapping[str, SeenFile],
+    timezone: str = "UTC",
+    time_rule: TimestampRule | None = None,
 ) -> tuple[list[FileChange], dict[str, SeenFile]]:
-    """New, changed and deleted files since `seen`, and what to remember now."""
+    """New, changed and deleted files since `seen`, and what to remember now; timestamps
+    are read by the dataset's declared `time_rule`, as the transform reads them."""
     current = {f.path: f for f in list_landing_files(root, source.name, date.min, date.max)}
     changes: list[FileChange] = []
     remembered: dict[str, SeenFile] = {}
@@ -111,7 +125,7 @@ def scan(
         if before is not None and before.sha256 == f.sha256:
             remembered[path] = before
             continue
-        dates, note = file_dates(root, source, f, timezone)
+        dates, note = file_dates(root, source, f, timezone, time_rule)
         kind = "new" if before is None else "changed"
         if before is not None:  # a changed file also changes the dates it used to feed
             dates = tuple(sorted(set(dates) | set(before.dates)))
