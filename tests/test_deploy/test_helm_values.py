@@ -133,7 +133,11 @@ def _unknown_keys(value: Any, documented: Any, path: str = "") -> list[str]:
         return []
     if isinstance(documented, list):
         assert isinstance(value, list), f"{path} must be a list"
-        return [k for i, item in enumerate(value) for k in _unknown_keys(item, documented[0], f"{path}[{i}]")]
+        return [
+            k
+            for i, item in enumerate(value)
+            for k in _unknown_keys(item, documented[0], f"{path}[{i}]")
+        ]
     assert isinstance(value, dict), f"{path} must be a mapping, got {value!r}"
     unknown = []
     for key, sub in value.items():
