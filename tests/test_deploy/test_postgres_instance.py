@@ -18,7 +18,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-psycopg2 = pytest.importorskip("psycopg2")
+if os.environ.get("CI") == "true":
+    import psycopg2  # CI installs the dev extras: a missing driver fails, never skips
+else:
+    psycopg2 = pytest.importorskip("psycopg2", reason="dagster-postgres is not installed")
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
