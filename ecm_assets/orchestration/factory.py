@@ -445,7 +445,8 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             contract,
             gate.accepted,
             boundary,
-            gate.quarantined,
+            # Quarantined rows, and the rows of blocked partitions (kept in blocked_rows).
+            gate.rejects,
             mode=mode,
             reason=tags.get(REASON_TAG) or None,
             restatement_reason=restatement_reason,
