@@ -21,3 +21,8 @@ def contract_for(name: str) -> DatasetContract:
         raise KeyError(
             f"no dataset contract is registered for {name!r}; known: {sorted(_CONTRACTS)}"
         ) from None
+
+
+def registered_contracts() -> list[DatasetContract]:
+    """Every registered contract (the datasets of the loaded definitions), by name."""
+    return [_CONTRACTS[name] for name in sorted(_CONTRACTS)]

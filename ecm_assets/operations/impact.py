@@ -112,7 +112,7 @@ def _topological(contracts: dict[str, DatasetContract]) -> list[str]:
 
 
 def plan_impact(
-    datasets: Iterable[Dataset],
+    datasets: Iterable[Dataset | DatasetContract],
     asset: str,
     first: date,
     last: date,
@@ -126,7 +126,7 @@ def plan_impact(
     months complete by then); None means no upper clip. `start` is the partitions start;
     None means no lower clip. Partitions outside them are not planned: they do not exist.
     """
-    contracts = {d.contract.name: d.contract for d in datasets}
+    contracts = {c.name: c for c in (getattr(d, "contract", d) for d in datasets)}
     if asset not in contracts:
         raise ValueError(f"unknown asset {asset!r}; valid assets: {', '.join(sorted(contracts))}")
     if first > last:
