@@ -13,6 +13,8 @@ class PartitionWindow:
     """The partitions a run owns, as partition-column values (dates), in order."""
 
     partitions: tuple[date, ...]
+    #: The zone whose calendar days the partitions are (the contract's timezone).
+    timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         if not self.partitions:
@@ -69,18 +71,19 @@ def month_days(month_start: date) -> list[date]:
 
 
 def attribute_partitions(
-    event_ts: pd.Series, ingest_date: pd.Series, lateness_days: int
+    event_ts: pd.Series, ingest_date: pd.Series, lateness_days: int, timezone: str = "UTC"
 ) -> tuple[pd.Series, pd.Series]:
     """The partition each landing row belongs to, and whether its timestamp is in horizon.
 
-    A row belongs to its UTC event date if it arrived within `lateness_days` of it (and not
-    before it); otherwise, or when its timestamp does not parse, to its ingest date. Shared by
-    the case-events transform and the landing sensor, so the sensor requests exactly the
-    partitions whose rows a file changes.
+    A row belongs to its event date in `timezone` (the contract's business day) if it arrived
+    within `lateness_days` of it (and not before it); otherwise, or when its timestamp does
+    not parse, to its ingest date. Shared by the case-events transform and the landing
+    sensor, so the sensor requests exactly the partitions whose rows a file changes.
     """
     ts = pd.to_datetime(event_ts, utc=True, errors="coerce", format="ISO8601")
     ingest = pd.to_datetime(ingest_date).astype("datetime64[ns]")
-    event_day = ts.dt.tz_localize(None).dt.normalize().astype("datetime64[ns]")
+    event_day = ts.dt.tz_convert(timezone).dt.tz_localize(None).dt.normalize()
+    event_day = event_day.astype("datetime64[ns]")
     lateness = pd.Timedelta(days=lateness_days)
     in_horizon = ts.notna() & (event_day <= ingest) & (event_day >= ingest - lateness)
     return event_day.where(in_horizon, ingest), in_horizon

@@ -35,7 +35,7 @@ import pandas as pd
 import pytest
 
 from ecm_assets.case_sla.contracts import EVENT_TYPES, LANDING_COLUMNS, PRIORITIES
-from ecm_assets.definitions import build_definitions
+from ecm_assets.definitions import case_sla_definitions as build_definitions
 from ecm_assets.demo.landing_generator import generate_demo_data
 from ecm_assets.manifest.ledger import Manifest, load_manifests
 from ecm_assets.publish.protocol import BLOCKED_TABLE, QUARANTINE_TABLE
