@@ -1506,6 +1506,8 @@ def _blocked_rows(
     """The accepted rows of blocked partitions as evidence rows (REJECT_COLUMNS)."""
     rows = accepted.iloc[np.flatnonzero(withheld)]
     when = pd.to_datetime(days[withheld])
+    codes, uniques = pd.factorize(when)
+    reasons = np.array([_short(blocked[t.date()]) for t in uniques], dtype=object)
     source = None
     if inp.source_rows is not None and len(inp.source_rows) == len(inp.data):
         positions = np.arange(len(inp.data)) if keep is None else np.flatnonzero(keep)
@@ -1521,7 +1523,7 @@ def _blocked_rows(
             else None,
             "reason": "partition_blocked",
             "column_name": None,
-            "failure_case": [_short(blocked[t.date()]) for t in when],
+            "failure_case": reasons[codes],
             "original_row": _original_rows(source if source is not None else rows),
         }
     )[REJECT_COLUMNS]
