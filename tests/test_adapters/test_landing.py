@@ -30,6 +30,11 @@ def land(root: Path, ingest: str, name: str, content: str | bytes) -> Path:
     return path
 
 
+def nullable(values: pd.Series) -> list[object]:
+    """Text values with nulls as None (the frame's text columns are Arrow-backed)."""
+    return [None if pd.isna(v) else v for v in values]
+
+
 def read_all(root: Path, first: str = "2026-09-01", last: str = "2026-09-30") -> pd.DataFrame:
     files = list_landing_files(root, SOURCE, date.fromisoformat(first), date.fromisoformat(last))
     return read_landing_files(root, files, COLUMNS)
@@ -81,7 +86,7 @@ def test_read_keeps_every_field_as_text_with_source_metadata(tmp_path):
     assert row["_source_file"] == f"{SOURCE}/ingest_date=2026-09-02/a.csv"
     assert row["_source_line"] == 2
     assert row["_ingest_date"] == pd.Timestamp("2026-09-02")
-    assert row["_parse_error"] is None
+    assert pd.isna(row["_parse_error"])
 
 
 def test_csv_line_with_wrong_field_count_is_kept_as_a_parse_error(tmp_path):
@@ -95,7 +100,7 @@ def test_csv_line_with_wrong_field_count_is_kept_as_a_parse_error(tmp_path):
     out = read_all(tmp_path)
 
     assert list(out["_source_line"]) == [2, 3, 4, 5]
-    assert list(out["event_id"]) == ["e1", None, None, "e4"]
+    assert nullable(out["event_id"]) == ["e1", None, None, "e4"]
     errors = out.set_index("_source_line")["_parse_error"]
     assert errors[3] == "expected 3 fields, found 2: e2,U1"
     assert errors[4] == "expected 3 fields, found 4: e3,U1,3,surplus"
@@ -115,8 +120,8 @@ def test_malformed_jsonl_lines_are_kept_as_parse_errors(tmp_path):
     out = read_all(tmp_path)
 
     assert list(out["_source_line"]) == [1, 2, 4, 5]
-    assert list(out["event_id"]) == ["e1", None, None, "e5"]
-    assert list(out["value"]) == ["1", None, None, None]
+    assert nullable(out["event_id"]) == ["e1", None, None, "e5"]
+    assert nullable(out["value"]) == ["1", None, None, None]
     errors = out.set_index("_source_line")["_parse_error"]
     assert errors[2].startswith("malformed JSON")
     assert errors[4] == "malformed JSON: not a JSON object"
