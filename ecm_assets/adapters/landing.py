@@ -38,12 +38,23 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ecm_assets.contracts.boundaries import LandingFile
+from ecm_assets.contracts.quality import JSON_TYPES_COLUMN
 
 INGEST_DIR = re.compile(r"^ingest_date=(\d{4}-\d{2}-\d{2})$")
 SUFFIXES = (".csv", ".jsonl")
 #: `_raw_text` holds the verbatim text of a record that did not parse (null otherwise); its
 #: lines are `_source_line` .. `_source_line` + its newline count.
-META_COLUMNS = ["_source_file", "_source_line", "_ingest_date", "_parse_error", "_raw_text"]
+#: `_json_types` (JSON_TYPES_COLUMN) lists `;column=type;` of JSON values that were neither
+#: strings nor null, for the gate's TextRule.json_types.
+META_COLUMNS = [
+    "_source_file",
+    "_source_line",
+    "_ingest_date",
+    "_parse_error",
+    JSON_TYPES_COLUMN,
+    "_raw_text",
+]
+ROW_META = ["_source_line", "_parse_error", JSON_TYPES_COLUMN, "_raw_text"]
 #: Text columns of the frame: Arrow-backed, so a large landing read stays near its byte size.
 TEXT_DTYPE = pd.ArrowDtype(pa.string())
 BOM = b"\xef\xbb\xbf"
@@ -546,6 +557,7 @@ def _assemble(
     meta = {
         "_source_line": pa.array(first + 1, pa.int64()),
         "_parse_error": pa.array(errors, pa.string()),
+        JSON_TYPES_COLUMN: pa.nulls(count, pa.string()),
         "_raw_text": pa.array(raws, pa.string()),
     }
     for key, value in meta.items():
@@ -558,6 +570,27 @@ def _text(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True)
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "object" if isinstance(value, dict) else "array"
+
+
+def _json_types(columns: Sequence[str], values: Sequence[object]) -> str | None:
+    """`;column=type;...` of the values that are neither strings nor null (the gate's
+    TextRule.json_types judges them), None when there are none."""
+    typed = [
+        f"{c}={_json_type(v)}"
+        for c, v in zip(columns, values, strict=True)
+        if v is not None and not isinstance(v, str)
+    ]
+    return ";" + ";".join(typed) + ";" if typed else None
 
 
 def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
@@ -621,6 +654,7 @@ def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
     slow = np.flatnonzero(~fast)
     keep = fast.copy()
     values: dict[int, list[str | None]] = {}
+    kinds: dict[int, str | None] = {}
     errors: dict[int, str] = {}
     seen_extra: list[tuple[int, int, str]] = []
     known = set(names)
@@ -638,7 +672,9 @@ def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
         except ValueError as exc:
             errors[i] = f"malformed JSON: {exc}"[:SAMPLE_CHARS]
             continue
-        values[i] = [_text(record.get(c)) for c in names]
+        raw_values = [record.get(c) for c in names]
+        values[i] = [_text(v) for v in raw_values]
+        kinds[i] = _json_types(names, raw_values)
         seen_extra += [(int(i), k, key) for k, key in enumerate(record) if key not in known]
     extras = out.column("extra")
     flat = pa.compute.list_flatten(extras)
@@ -666,23 +702,36 @@ def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
         table = pa.table(dict(zip(names, arrays, strict=True))).take(pa.array(rows))
     raws: list[str | None] = [None] * len(rows)
     errs: list[str | None] = [None] * len(rows)
+    types: list[str | None] = [None] * len(rows)
+    if kinds:
+        where = {int(r): k for k, r in enumerate(rows)}
+        for i, kind in kinds.items():
+            types[where[i]] = kind
     if errors:
         where = {int(r): k for k, r in enumerate(rows)}
         for i, message in errors.items():
             errs[where[i]] = message
             raws[where[i]] = _text_of(body, int(lines.start[i]), int(lines.end[i]))
     return _Parsed(
-        _assemble_json(table, names, rows + 1, errs, raws),
+        _assemble_json(table, names, rows + 1, errs, raws, types),
         list(extra),
         {"lines": n, "records": len(rows), "blank_lines": blank, "rejected": len(errors)},
     )
 
 
 def _assemble_json(
-    table: pa.Table, names: list[str], lines: np.ndarray, errors: list, raws: list
+    table: pa.Table,
+    names: list[str],
+    lines: np.ndarray,
+    errors: list,
+    raws: list,
+    types: list | None = None,
 ) -> pa.Table:
+    """The row meta columns appended to a file's contract columns."""
     table = table.append_column("_source_line", pa.array(lines, pa.int64()))
     table = table.append_column("_parse_error", pa.array(errors, pa.string()))
+    kinds = pa.array(types if types is not None else [None] * len(lines), pa.string())
+    table = table.append_column(JSON_TYPES_COLUMN, kinds)
     return table.append_column("_raw_text", pa.array(raws, pa.string()))
 
 
@@ -714,7 +763,7 @@ def read_landing_files(
         if parsed.extra:
             issues.append({"file": f.path, "extra_columns": parsed.extra})
         accounts.append({"file": f.path, **parsed.stats})
-        tables.append(parsed.table.select([*names, "_source_line", "_parse_error", "_raw_text"]))
+        tables.append(parsed.table.select([*names, *ROW_META]))
         sources.append(f.path)
         ingests.append(f.ingest_date)
         counts.append(parsed.table.num_rows)
