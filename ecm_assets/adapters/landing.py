@@ -55,7 +55,7 @@ META_COLUMNS = [
     "_raw_text",
 ]
 ROW_META = ["_source_line", "_parse_error", JSON_TYPES_COLUMN, "_raw_text"]
-#: Text columns of the frame: Arrow-backed, so a large landing read stays near its byte size.
+#: The contract's text columns: Arrow-backed, so a large read stays near its byte size.
 TEXT_DTYPE = pd.ArrowDtype(pa.string())
 BOM = b"\xef\xbb\xbf"
 #: Longest sample of raw content an error message may quote (escaped).
@@ -771,7 +771,12 @@ def read_landing_files(
         table = pa.concat_tables(tables)
     else:
         table = _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], [])
-    out = table.to_pandas(types_mapper=lambda t: TEXT_DTYPE if t == pa.string() else None)
+    out = table.select(names).to_pandas(
+        types_mapper=lambda t: TEXT_DTYPE if t == pa.string() else None
+    )
+    # Meta text is almost always null: plain object columns (None), cheap at any size.
+    for column in ROW_META:
+        out[column] = table.column(column).to_pandas()
     codes = np.repeat(np.arange(len(sources)), counts)
     categories = sorted(set(sources))
     order = np.array([categories.index(s) for s in sources], dtype=np.int64)
