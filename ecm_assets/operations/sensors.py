@@ -24,6 +24,7 @@ from ecm_assets.operations.triggers import (
     CLOSED_PERIOD,
     LOOKBACK,
     OPEN_WINDOW,
+    PublishedIndex,
     change_digest,
     classify,
     dump_cursor,
@@ -143,7 +144,13 @@ def build_landing_sensor(
     ) -> dg.SensorResult | dg.SkipReason:
         seen = load_cursor(context.cursor)
         time_rule = dataset.quality.timestamp_rule(source.time_column)
-        changes, remembered = scan(Path(landing.root), source, seen, contract.timezone, time_rule)
+        index = PublishedIndex(Path(warehouse_io_manager.database), contract)
+        try:
+            changes, remembered = scan(
+                Path(landing.root), source, seen, contract.timezone, time_rule, index
+            )
+        except WarehouseLockedError as exc:
+            return dg.SkipReason(f"warehouse busy, superseded rows unknown; retrying: {exc}")
         if not changes:
             return dg.SkipReason(f"no new or changed files under landing/{source.name}")
         try:
