@@ -130,8 +130,11 @@ def build_landing_sensor(
         description=(
             f"New or changed files under landing/{source.name}/ (by sha256) request runs of "
             f"exactly the {contract.name} partitions they touch: dates the running lookback "
-            "schedule will recompute are left to it, older open dates are recomputed now, "
-            "closed months get a restatement held for manual review."
+            "schedule will recompute are left to it, older open dates are recomputed now. "
+            "A date in a closed month is recomputed as a correction held for manual review "
+            f"at {contract.name} itself: its rows, and everything computed from them up to "
+            "the closed report, stay as certified until a person approves (then the "
+            "downstream runs restate the chain without a second review) or rejects it."
         ),
         asset_selection=[dg.AssetKey(contract.name)],
         minimum_interval_seconds=sensor_interval_seconds(),
