@@ -21,7 +21,7 @@ from ecm_assets.operations.alerts import AlertSink, ecm_run_failure_alert
 from ecm_assets.operations.dependencies import build_dependency_sensors
 from ecm_assets.operations.schedules import SCHEDULES
 from ecm_assets.operations.sensors import build_landing_sensors
-from ecm_assets.orchestration.factory import IO_MANAGER_KEY, build_assets
+from ecm_assets.orchestration.factory import IO_MANAGER_KEY, build_assets, build_mode_jobs
 from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager
 
@@ -37,8 +37,10 @@ def warehouse_path() -> Path:
 def build_definitions(data: Path | None = None, warehouse: Path | None = None) -> dg.Definitions:
     data = data or data_dir()
     warehouse = warehouse or warehouse_path()
+    assets = build_assets(DATASETS)
     return dg.Definitions(
-        assets=build_assets(DATASETS),
+        assets=assets,
+        jobs=build_mode_jobs(assets),
         schedules=SCHEDULES,
         sensors=[
             *build_landing_sensors(list(DATASETS), SCHEDULE_LOOKBACK_DAYS),

@@ -32,6 +32,7 @@ CONTRACT = DatasetContract(
     business_key=("business_date", "priority", "event_type"),
     upstream=(Upstream("case_events"),),
     group="case_sla",
+    owners=("team:enforcement-analytics",),
 )
 
 

@@ -74,6 +74,8 @@ class DatasetContract:
     code_version: str = "1"
     schema: str = "main"
     tags: dict[str, str] = field(default_factory=dict)
+    #: Who answers for the dataset (Dagster owners: an email or "team:NAME").
+    owners: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
