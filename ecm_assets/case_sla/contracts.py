@@ -19,6 +19,9 @@ SCHEDULE_LOOKBACK_DAYS = 3
 OWNERS = ("team:enforcement-analytics",)
 #: Daily metrics start only from case events published within this many hours.
 UPSTREAM_MAX_AGE_HOURS = 24.0
+#: First business date of the case-SLA data (the demo generates from here): the partitions
+#: start where the data starts, so the UI shows the whole range filled.
+PARTITIONS_START = "2026-09-01"
 
 CASE_EVENTS = DatasetContract(
     name="case_events",
@@ -50,6 +53,7 @@ CASE_EVENTS = DatasetContract(
     landing=LandingSource("case_events", LATENESS_DAYS, LANDING_COLUMNS, "event_ts"),
     reference=("org_hierarchy",),
     group="case_sla",
+    start=PARTITIONS_START,
     owners=OWNERS,
 )
 
@@ -86,6 +90,7 @@ DAILY_METRICS = DatasetContract(
     ),
     reference=("sla_calendar",),
     group="case_sla",
+    start=PARTITIONS_START,
     owners=OWNERS,
 )
 
@@ -111,6 +116,7 @@ ROLLING_30D = DatasetContract(
     business_key=("business_date", "unit_id", "region"),
     upstream=(Upstream("case_sla_daily_metrics", lookback_partitions=ROLLING_WINDOW_DAYS - 1),),
     group="case_sla",
+    start=PARTITIONS_START,
     owners=OWNERS,
 )
 
@@ -136,5 +142,6 @@ MONTHLY_REPORT = DatasetContract(
     business_key=("report_month", "region", "unit_id"),
     upstream=(Upstream("case_sla_daily_metrics"),),
     group="case_sla",
+    start=PARTITIONS_START,
     owners=OWNERS,
 )

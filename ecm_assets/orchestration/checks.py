@@ -68,7 +68,7 @@ def _rule_severities(quality: QualityContract) -> dict[str, tuple[str, bool]]:
         "landing_columns": (f"missing FAIL_RUN, extra {quality.landing_extra_column}", True),
         "landing_encoding": ("FAIL_RUN", True),
     }
-    for rule in [*quality.rules, *quality.controls, *quality.time_bounds]:
+    for rule in [*quality.rules, *quality.controls, *quality.time_bounds, *quality.values]:
         out[rule.name] = (str(rule.severity), Severity(rule.severity).blocks)
     return out
 

@@ -351,7 +351,8 @@ def _observe(
 def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
     """The asset of one dataset; see the module docstring for what it does per run."""
     contract = dataset.contract
-    register(contract)
+    partitions = partitions_for(contract)
+    register(contract, dataset)
     ins = {
         u.dataset: dg.AssetIn(
             key=u.dataset,
@@ -390,12 +391,12 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             )
         },
         ins=ins,
-        partitions_def=partitions_for(contract.grain),
+        partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=RETRY_POLICY,
         required_resource_keys=resource_keys,
         pool=WAREHOUSE_POOL,
-        check_specs=check_specs(contract, dataset.quality, partitions_for(contract.grain)),
+        check_specs=check_specs(contract, dataset.quality, partitions),
         can_subset=True,
     )
     def _asset(
@@ -403,7 +404,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
     ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
         warehouse: DuckDBPublishIOManager = getattr(context.resources, IO_MANAGER_KEY)
         keys = tuple(sorted(context.partition_keys))
-        window = PartitionWindow(tuple(contract.partition_value(k) for k in keys))
+        window = PartitionWindow(
+            tuple(contract.partition_value(k) for k in keys), timezone=contract.timezone
+        )
         tags = dict(context.run.tags)
         restatement_reason = tags.get(RESTATEMENT_TAG) or None
         replay_of = tags.get(REPLAY_TAG) or None
@@ -666,16 +669,20 @@ def build_mode_jobs(assets: list[dg.AssetsDefinition]) -> list:
     its runs succeed; a non-publishing run materializes nothing, which an asset backfill of
     the dataset itself would count as failed partitions.
     """
-    groups: dict[str, list[dg.AssetsDefinition]] = {}
+    # A job has one partitions definition: datasets partitioned alike share the jobs.
+    groups: dict[dg.PartitionsDefinition | None, list[dg.AssetsDefinition]] = {}
     for a in assets:
-        groups.setdefault(mode_job_name("", a), []).append(a)
+        groups.setdefault(a.partitions_def, []).append(a)
     jobs = []
+    taken: set[str] = set()
     for members in groups.values():
         names = [a.key.path[-1] for a in members]
+        suffix = "" if mode_job_name("", members[0]) not in taken else f"_{names[0]}"
+        taken.add(mode_job_name("", members[0]))
         for mode in NON_PUBLISHING_MODES:
             jobs.append(
                 dg.define_asset_job(
-                    name=mode_job_name(mode, members[0]),
+                    name=mode_job_name(mode, members[0]) + suffix,
                     selection=dg.AssetSelection.assets(*names).without_checks(),
                     partitions_def=members[0].partitions_def,
                     tags={BACKFILL_MODE_TAG: mode, TRIGGER_TAG: f"{mode}_job"},
