@@ -714,6 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--asset")
     p.add_argument("--data", help="data directory (default: $ECM_DATA_DIR)")
+    from ecm_assets.sync.cli import add_sync_commands
+
+    add_sync_commands(sub)
     return parser
 
 

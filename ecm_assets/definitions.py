@@ -5,11 +5,13 @@ ECM_DATA_DIR (default ./data) holds `landing/` and `reference/`; ECM_WAREHOUSE (
 $ECM_DATA_DIR/warehouse.duckdb) is the DuckDB file the assets publish to;
 ECM_DURABLE_STAGING=1 stages in warehouse tables instead of temp tables (docs/publish.md).
 ECM_SENSOR_INTERVAL_SECONDS (default 60) paces the sensors; ECM_ALERT_WEBHOOK_URL receives
-failure alerts as JSON (docs/runbook.md).
+failure alerts as JSON (docs/runbook.md); ECM_SYNC_JOBS_DIR replaces the shipped sync job
+specs (the seed's historical-sync-001 demo, docs/sync.md).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +20,7 @@ from ecm_assets import build_definitions
 from ecm_assets.case_sla.contracts import SCHEDULE_LOOKBACK_DAYS
 from ecm_assets.case_sla.datasets import DATASETS
 from ecm_assets.location import default_data_dir, default_warehouse
+from ecm_assets.sync.spec import SHIPPED_JOBS_DIR
 
 
 def data_dir() -> Path:
@@ -39,6 +42,7 @@ def case_sla_definitions(data: Path | None = None, warehouse: Path | None = None
         monthly_schedule=["case_sla_monthly_report"],
         landing_sensors=["case_events"],
         dependency_sensors=[d.contract.name for d in DATASETS if d.contract.upstream],
+        jobs_dir=os.environ.get("ECM_SYNC_JOBS_DIR") or SHIPPED_JOBS_DIR,
     )
 
 

@@ -62,6 +62,7 @@ def build_definitions(
     dependency_sensors: Sequence[str] = (),
     alert_webhook_url: str | None = None,
     durable_staging: bool | None = None,
+    jobs_dir: str | Path | None = None,
 ) -> dg.Definitions:
     """A complete code location for `datasets`.
 
@@ -73,7 +74,8 @@ def build_definitions(
     - `landing_sensors`: datasets whose new or changed landing files request runs;
     - `dependency_sensors`: datasets started once the upstream partitions they read publish.
     The failure alert is always on; `alert_webhook_url` (default $ECM_ALERT_WEBHOOK_URL) also
-    receives each alert as JSON.
+    receives each alert as JSON. `jobs_dir`: a directory of ECM sync job specs, each merged in
+    as a partitioned sync asset with its schedule (docs/sync.md).
     """
     by_name: dict[str, Dataset] = {}
     for d in datasets:
@@ -123,7 +125,7 @@ def build_definitions(
         ecm_run_failure_alert,
     ]
     assets = build_assets(all_datasets)
-    return dg.Definitions(
+    location = dg.Definitions(
         assets=assets,
         # dry_run_daily, shadow_monthly, ...: the non-publishing backfill modes, by name.
         jobs=build_mode_jobs(assets),
@@ -139,3 +141,8 @@ def build_definitions(
             "alerts": AlertSink(webhook_url=alert_webhook_url),
         },
     )
+    if jobs_dir is None:
+        return location
+    from ecm_assets.sync.definitions import build_sync_definitions
+
+    return dg.Definitions.merge(location, build_sync_definitions(jobs_dir, database))
