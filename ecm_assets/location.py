@@ -25,7 +25,12 @@ from ecm_assets.operations.schedules import (
     build_monthly_schedule,
 )
 from ecm_assets.operations.sensors import build_landing_sensors
-from ecm_assets.orchestration.factory import IO_MANAGER_KEY, build_assets, build_mode_jobs
+from ecm_assets.orchestration.factory import (
+    IO_MANAGER_KEY,
+    build_assets,
+    build_mode_jobs,
+    build_source_assets,
+)
 from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager
 
@@ -126,7 +131,7 @@ def build_definitions(
     ]
     assets = build_assets(all_datasets)
     location = dg.Definitions(
-        assets=assets,
+        assets=[*build_source_assets(all_datasets), *assets],
         # dry_run_daily, shadow_monthly, ...: the non-publishing backfill modes, by name.
         jobs=build_mode_jobs(assets),
         schedules=schedules,
