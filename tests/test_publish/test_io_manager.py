@@ -193,7 +193,7 @@ def test_single_partition_publishes_that_partition_with_metadata(tmp_path):
     assert ":n2-" in meta["business_checksum"].value
     boundary = meta["input_boundary"].value
     assert boundary["partitions"] == ["2026-09-03"]
-    assert boundary["snapshot_id"].startswith("snap-")
+    assert meta["snapshot_id"].value.startswith("snap-")
 
 
 def test_partition_range_publishes_every_partition_in_one_run(tmp_path):
