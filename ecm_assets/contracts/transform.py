@@ -188,3 +188,19 @@ def attribute_partitions(
     lateness = pd.Timedelta(days=lateness_days)
     in_horizon = ts.notna() & (event_day <= ingest) & (event_day >= ingest - lateness)
     return event_day.where(in_horizon, ingest), in_horizon
+
+
+def run_sql(query: str, **relations: pd.DataFrame) -> pd.DataFrame:
+    """Run a SQL transform over plain frames in an in-memory DuckDB (session time zone UTC).
+
+    Each keyword names a relation the query reads (`FROM case_events`). A SQL transform is a
+    pure function like any other: same frames in, same rows out, testable without a
+    warehouse; DuckDB runs the joins, sorts and aggregates columnar and on every core.
+    """
+    import duckdb  # imported here: pandas-only transforms need no DuckDB at import time
+
+    with duckdb.connect() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        for name, frame in relations.items():
+            conn.register(name, frame)
+        return conn.execute(query).df()
