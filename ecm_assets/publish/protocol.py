@@ -27,7 +27,9 @@ import pandas as pd
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
 from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract
 from ecm_assets.contracts.transform import REJECT_COLUMNS
+from ecm_assets.manifest.lease import liveness
 from ecm_assets.manifest.ledger import (
+    EVENT_OWED,
     Manifest,
     ensure_ledger,
     load_manifests,
@@ -89,6 +91,10 @@ class StaleInputError(PublishError):
     """The published partition came from a newer input lock than this run's."""
 
 
+class AttemptSettledError(PublishError):
+    """The attempt asking to publish was already settled (by recovery) while it computed."""
+
+
 @dataclass(frozen=True)
 class PublishRequest:
     contract: DatasetContract
@@ -115,6 +121,10 @@ class PublishRequest:
     hold: bool = False
     #: Set when `ecm review approve` publishes a held run: who approved it and why.
     approval: Mapping[str, str] | None = None
+    #: The ledger attempt this output was computed by (set by runs, which plan it): a publish
+    #: is refused unless that attempt is still the latest and still live. None: the caller
+    #: planned nothing, and the protocol records a new attempt itself.
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -467,6 +477,18 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
     """The run's manifest, moved to RUNNING; created here when the caller planned none."""
     asset = request.contract.name
     found = load_manifests(conn, run_id=request.run_id, asset=asset)
+    if request.attempt is not None:
+        current = found[0] if found else None
+        if current is None or current.attempt != request.attempt or current.status in TERMINAL:
+            where = (
+                "no manifest"
+                if current is None
+                else f"attempt {current.attempt} is {current.status} ({current.status_detail})"
+            )
+            raise AttemptSettledError(
+                f"run {request.run_id} {asset} attempt {request.attempt} may not publish: "
+                f"{where}. A settled attempt never publishes; a retry is a new attempt."
+            )
     if not found or found[0].status in TERMINAL:
         plan(
             conn,
@@ -483,16 +505,15 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
         status = RunStatus.PLANNED
     else:
         status = found[0].status
-    if status == RunStatus.HELD and request.approval is not None:
-        who = request.approval.get("actor", "?")
-        transition(
-            conn,
-            request.run_id,
-            asset,
-            RunStatus.RUNNING,
-            detail=f"approved by {who}: {request.approval.get('note', '')}"[:2000],
-        )
-        status = RunStatus.RUNNING
+    if request.approval is not None:
+        if status != RunStatus.HELD:
+            raise PublishError(
+                f"run {request.run_id} {asset}: manifest is {status}, not HELD; only held "
+                "output can be approved"
+            )
+        # HELD -> RUNNING -> ... -> PUBLISHED happens inside the publishing transaction
+        # (_approval_transitions): a failed approval leaves the run HELD, retryable.
+        return
     if status == RunStatus.PLANNED:
         transition(
             conn,
@@ -511,6 +532,22 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
             f"run {request.run_id} {asset}: manifest is {status}, expected RUNNING; run "
             f"`ecm recover {request.run_id}` first"
         )
+
+
+def _approval_transitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest) -> None:
+    """The moves a run makes before its commit, made by an approval inside its transaction."""
+    assert request.approval is not None
+    who = request.approval.get("actor", "?")
+    run_id, asset = request.run_id, request.contract.name
+    transition(
+        conn,
+        run_id,
+        asset,
+        RunStatus.RUNNING,
+        detail=f"approved by {who}: {request.approval.get('note', '')}"[:2000],
+    )
+    transition(conn, run_id, asset, RunStatus.VALIDATING)
+    transition(conn, run_id, asset, RunStatus.COMMITTING)
 
 
 def _check_not_stale(
@@ -607,6 +644,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
 
     ensure_ledger(conn)
     _ensure_running_manifest(conn, request)
+    approving = request.approval is not None
     # The same check `ecm recover` runs: settle what dead runs left on these partitions.
     recoveries = recover(conn, asset=asset, partitions=owned, exclude_run=run_id, contract=contract)
     staging_name = staging_table_name(contract, run_id)
@@ -616,7 +654,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         else f"temp.main.{quote_ident(staging_name)}"
     )
     debris = []
-    for name in staging_tables(conn, contract):
+    for name in _debris_tables(conn, contract, staging_name):
         drop_staging_table(conn, name)
         debris.append(name)
     if debris:
@@ -627,7 +665,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         failpoint("publish.before_staging")
         _stage(conn, request, staging)
         failpoint("publish.after_staging")
-        transition(conn, run_id, asset, RunStatus.VALIDATING)
+        if not approving:
+            transition(conn, run_id, asset, RunStatus.VALIDATING)
         _check_owned_boundary(conn, request, staging)
         per_partition, checksum = partition_checksums(conn, contract, staging)
         by_partition = {d.isoformat(): per_partition[d][0] for d in sorted(per_partition)}
@@ -659,7 +698,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
                 recoveries=tuple(recoveries),
                 held=True,
             )
-        transition(conn, run_id, asset, RunStatus.COMMITTING)
+        if not approving:
+            transition(conn, run_id, asset, RunStatus.COMMITTING)
         pcol = quote_ident(contract.partition_column)
         names = ", ".join(
             quote_ident(c) for c in [*contract.column_names, *(n for n, _ in PROVENANCE_COLUMNS)]
@@ -667,6 +707,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
 
         conn.execute("BEGIN TRANSACTION")
         in_transaction = True
+        if approving:
+            _approval_transitions(conn, request)
         versions: dict[str, int | None] = {}
         replaced = 0
         if versioned:
@@ -737,6 +779,9 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             detail=detail,
             finished_at=now(),
             outputs=outputs,
+            # The outbox: Dagster is owed this publish's materializations until an instance
+            # is seen to hold them (operations/outbox.py), whatever happens after COMMIT.
+            dagster_event=EVENT_OWED,
             **extra,
         )
         failpoint("publish.before_commit")  # after the ledger write
@@ -746,7 +791,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
     except BaseException as exc:
         if in_transaction:
             conn.execute("ROLLBACK")
-        mark_failed(conn, run_id, asset, exc)
+        if not approving:  # a failed approval rolled back to HELD: approve again
+            mark_failed(conn, run_id, asset, exc)
         raise
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {staging}")
@@ -768,6 +814,29 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         recoveries=tuple(recoveries),
         blocked=tuple(d.isoformat() for d in sorted(request.blocked)),
     )
+
+
+def _debris_tables(
+    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, own: str
+) -> list[str]:
+    """Durable staging tables that no live attempt will use again: this run's own leftover,
+    and those of settled or dead runs. A live run of other partitions keeps its staging."""
+    owners = {
+        staging_table_name(contract, m.run_id): m
+        for m in load_manifests(conn, asset=contract.name)
+    }
+    out = []
+    for name in staging_tables(conn, contract):
+        manifest = owners.get(name)
+        keep = (
+            name != own
+            and manifest is not None
+            and manifest.status not in TERMINAL
+            and (manifest.status == RunStatus.HELD or liveness(conn, manifest)[0])
+        )
+        if not keep:
+            out.append(name)
+    return out
 
 
 def published_table_exists(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> bool:
