@@ -19,6 +19,8 @@ heartbeat, so recovery elsewhere knows it is alive (manifest/lease.py).
 """
 
 import dataclasses
+import os
+import socket
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
@@ -83,6 +85,9 @@ REVIEW_TAG = "ecm/review"
 #: Concurrency pool of every step that writes the warehouse: DuckDB admits one writing
 #: process, so dagster.yaml limits this pool to one step at a time across all runs.
 WAREHOUSE_POOL = "ecm_duckdb_warehouse"
+#: Run tag naming the process working on a run ("host:pid"): how `ecm recover` tells a dead
+#: run from a live one in Dagster (operations/runs.py).
+WORKER_TAG = "ecm/worker"
 
 
 def _partition_mapping(lookback: int) -> dg.TimeWindowPartitionMapping | None:
@@ -326,6 +331,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             parameters={k: v for k, v in tags.items() if k.startswith(("ecm/", "dagster/"))},
             output_boundary=[d.isoformat() for d in window.partitions],
         )
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        if context.run.tags.get(WORKER_TAG) != worker:
+            context.instance.add_run_tags(context.run_id, {WORKER_TAG: worker})
         try:
             with warehouse.connect(context) as conn:
                 published = begin_attempt(conn, manifest, context.instance)

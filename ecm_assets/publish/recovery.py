@@ -156,15 +156,15 @@ def recover_manifest(
             RunStatus.FAILED,
             detail=f"recovery: partial staging {staging} dropped; nothing was published",
         )
-        return result(Decision.FAILED_CLEANED, f"dropped staging table {staging}")
+        return result(Decision.FAILED_CLEANED, f"dropped staging table {staging}; {why}")
     transition(
         conn,
         manifest.run_id,
         manifest.asset,
         RunStatus.FAILED,
-        detail="recovery: process died before staging; nothing to clean",
+        detail=f"recovery: process died before staging ({why}); nothing to clean",
     )
-    return result(Decision.SAFE_TO_RETRY, "no staging and no published rows of this run")
+    return result(Decision.SAFE_TO_RETRY, f"no staging and no published rows of this run; {why}")
 
 
 def recover(
