@@ -12,7 +12,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 DAILY_ASSETS := case_events,case_sla_daily_metrics,case_sla_rolling_30d,case_priority_mix_daily
 
-.PHONY: install demo test dev lint bench clean dagster-home
+.PHONY: install demo test dev dev-postgres lint bench clean dagster-home
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,19 @@ test: install
 
 dev: install dagster-home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The Dagster instance on PostgreSQL (docs/deploy.md); the warehouse stays DuckDB.
+DAGSTER_HOME_PG ?= $(CURDIR)/.dagster_home_pg
+dev-postgres: export DAGSTER_PG_HOST ?= 127.0.0.1
+dev-postgres: export DAGSTER_PG_PORT ?= 5432
+dev-postgres: export DAGSTER_PG_USER ?= postgres
+dev-postgres: export DAGSTER_PG_PASSWORD ?=
+dev-postgres: export DAGSTER_PG_DB ?= ecm_dagster
+dev-postgres: install
+	mkdir -p $(DAGSTER_HOME_PG)
+	ln -sf $(CURDIR)/dagster.postgres.yaml $(DAGSTER_HOME_PG)/dagster.yaml
+	$(BIN)/python deploy/ensure_pg_database.py
+	DAGSTER_HOME=$(DAGSTER_HOME_PG) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: install
 	$(BIN)/ruff check .

@@ -109,6 +109,9 @@ class BenchInput:
     reference: dict[date, ReferenceSnapshot]
     #: What the gate should quarantine, by the reason it reports (first failing rule).
     expected: dict[str, int]
+    #: The landing text of the rows' timestamps (RFC 3339 with Z), which the gate's
+    #: TimestampRule judges, as parse_case_events hands it over.
+    source_rows: pd.DataFrame | None = None
 
     def gate_input(self) -> GateInput:
         return GateInput(
@@ -119,6 +122,7 @@ class BenchInput:
             rejects=self.rejects,
             counts=self.counts,
             reference={"org_hierarchy": self.reference},
+            source_rows=self.source_rows,
         )
 
 
@@ -291,6 +295,9 @@ def make_input(rows: int, days: int, seed: int) -> BenchInput:
         rejects=pd.DataFrame(columns=REJECT_COLUMNS),
         reference=_org_snapshots(dates, reorg),
         expected=expected,
+        source_rows=pd.DataFrame(
+            {"event_ts": frame["event_ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype(object)}
+        ),
     )
 
 

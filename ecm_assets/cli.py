@@ -1,4 +1,4 @@
-"""`ecm`: operator commands around the code location (demo data, warehouse summary)."""
+"""`ecm`: operator commands around a code location (any team's: -m, -f, -w, --definitions)."""
 
 from __future__ import annotations
 
@@ -50,10 +50,14 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def warehouse_summary(database: Path) -> list[dict[str, object]]:
-    """Partitions, rows and runs of every published table, read-only."""
-    from ecm_assets.case_sla.datasets import DATASETS
+def warehouse_summary(
+    database: Path, datasets: list[Dataset] | None = None
+) -> list[dict[str, object]]:
+    """Partitions, rows and runs of every published table of these datasets, read-only."""
+    if datasets is None:
+        from ecm_assets.case_sla.datasets import DATASETS
 
+        datasets = list(DATASETS)
     rows: list[dict[str, object]] = []
     with connect(database, read_only=True) as conn:
         tables = {
@@ -62,7 +66,7 @@ def warehouse_summary(database: Path) -> list[dict[str, object]]:
                 "SELECT table_schema, table_name FROM information_schema.tables"
             ).fetchall()
         }
-        for dataset in DATASETS:
+        for dataset in datasets:
             c = dataset.contract
             if (c.schema, c.name) not in tables:
                 rows.append({"table": f"{c.schema}.{c.name}", "partitions": 0, "rows": 0})
@@ -98,13 +102,11 @@ def warehouse_summary(database: Path) -> list[dict[str, object]]:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from ecm_assets.definitions import warehouse_path
-
-    database = Path(args.warehouse) if args.warehouse else warehouse_path()
+    database = _warehouse(args)
     if not database.exists():
         print(f"warehouse {database} does not exist yet: run `make demo` first", file=sys.stderr)
         return 1
-    rows = warehouse_summary(database)
+    rows = warehouse_summary(database, list(_datasets(args).values()))
     if args.json:
         print(json.dumps({"warehouse": str(database), "tables": rows}, indent=2))
         return 0
@@ -117,23 +119,59 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _locations(args: argparse.Namespace) -> list:
+    """The code locations the command serves (loaded once per command)."""
+    from ecm_assets.operations.locations import load_locations
+
+    if getattr(args, "_locations", None) is None:
+        args._locations = load_locations(
+            module=getattr(args, "module_name", None),
+            file=getattr(args, "python_file", None),
+            workspace=getattr(args, "workspace", None),
+            definitions=getattr(args, "definitions", None),
+            location=getattr(args, "location", None),
+        )
+    return args._locations
+
+
 def _warehouse(args: argparse.Namespace) -> Path:
-    from ecm_assets.definitions import warehouse_path
+    """--warehouse, else the one warehouse the location's IO manager publishes to."""
+    if getattr(args, "warehouse", None):
+        return Path(args.warehouse)
+    asset = getattr(args, "asset", None)
+    locations = _locations(args)
+    if asset:
+        from ecm_assets.operations.locations import datasets_of
 
-    return Path(args.warehouse) if getattr(args, "warehouse", None) else warehouse_path()
+        found = datasets_of(locations).get(asset)
+        if found is not None and found[0].warehouse is not None:
+            return found[0].warehouse
+    warehouses = {loc.warehouse for loc in locations if loc.warehouse is not None}
+    if len(warehouses) > 1:
+        raise LookupError(
+            "the code locations publish to different warehouses "
+            f"({', '.join(f'{loc.name}: {loc.warehouse}' for loc in locations)}); "
+            "choose one with -l LOCATION or --warehouse"
+        )
+    if warehouses:
+        return warehouses.pop()
+    from ecm_assets.location import default_warehouse
+
+    return default_warehouse()
 
 
-def _datasets() -> dict[str, Dataset]:
-    from ecm_assets.case_sla.datasets import DATASETS
-    from ecm_assets.definitions import defs  # noqa: F401  (registers every contract)
+def _datasets(args: argparse.Namespace) -> dict[str, Dataset]:
+    from ecm_assets.operations.locations import datasets_of
 
-    return {d.contract.name: d for d in DATASETS}
+    return {name: d for name, (_, d) in datasets_of(_locations(args)).items()}
 
 
-def _dataset(name: str) -> Dataset:
-    datasets = _datasets()
+def _dataset(args: argparse.Namespace, name: str) -> Dataset:
+    datasets = _datasets(args)
     if name not in datasets:
-        raise LookupError(f"unknown asset {name!r}; known: {', '.join(sorted(datasets))}")
+        raise LookupError(
+            f"unknown asset {name!r}; valid assets: {', '.join(sorted(datasets)) or '(none)'}"
+        )
     return datasets[name]
 
 
@@ -154,7 +192,7 @@ def _emit(args: argparse.Namespace, payload: object, table: list[dict[str, objec
 def cmd_manifest(args: argparse.Namespace) -> int:
     from ecm_assets.manifest.ledger import load_manifests, status_history
 
-    _datasets()
+    _datasets(args)
     with connect(_warehouse(args), read_only=True) as conn:
         manifests = load_manifests(conn, run_id=args.run_id, asset=args.asset)
         if args.run_id and not manifests:
@@ -191,7 +229,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 def cmd_close(args: argparse.Namespace) -> int:
     from ecm_assets.publish.versions import close_partition
 
-    contract = _dataset(args.asset).contract
+    contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition)
     with connect(_warehouse(args)) as conn:
         close_partition(conn, contract, partition, actor=args.by, note=args.note)
@@ -206,7 +244,7 @@ def cmd_close(args: argparse.Namespace) -> int:
 def cmd_versions(args: argparse.Namespace) -> int:
     from ecm_assets.publish.versions import list_versions
 
-    contract = _dataset(args.asset).contract
+    contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition) if args.partition else None
     with connect(_warehouse(args), read_only=True) as conn:
         versions = list_versions(conn, contract.name, partition)
@@ -231,7 +269,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from ecm_assets.publish.versions import diff_versions
 
-    contract = _dataset(args.asset).contract
+    contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition)
     with connect(_warehouse(args), read_only=True) as conn:
         diff = diff_versions(conn, contract, partition, args.old, args.new)
@@ -243,7 +281,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from ecm_assets.publish.versions import rollback
 
-    contract = _dataset(args.asset).contract
+    contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition)
     with connect(_warehouse(args)) as conn:
         old, new = rollback(conn, contract, partition, args.to, actor=args.by, reason=args.reason)
@@ -260,7 +298,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_recover(args: argparse.Namespace) -> int:
     from ecm_assets.publish.recovery import recover
 
-    _datasets()
+    _datasets(args)
     with connect(_warehouse(args)) as conn, ExitStack() as stack:
         results = recover(conn, run_id=args.run_id, force=args.force)
         rows = [
@@ -308,17 +346,24 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ecm_assets.definitions import data_dir
+    from ecm_assets.location import default_data_dir
     from ecm_assets.operations.replay import replay_run
 
-    root = Path(args.data) if args.data else data_dir()
+    datasets = _datasets(args)
+    landing_root = reference_root = None
+    if args.data:
+        landing_root, reference_root = Path(args.data) / "landing", Path(args.data) / "reference"
+    else:
+        for loc in _locations(args):
+            landing_root = landing_root or loc.landing_root
+            reference_root = reference_root or loc.reference_root
     result = replay_run(
         _warehouse(args),
-        _datasets(),
+        datasets,
         args.run_id,
         asset=args.asset,
-        landing_root=root / "landing",
-        reference_root=root / "reference",
+        landing_root=landing_root or default_data_dir() / "landing",
+        reference_root=reference_root or default_data_dir() / "reference",
     )
     row = {
         "run_id": result.run_id,
@@ -339,7 +384,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     """Rows the gate or the parser rejected for one partition, with the rule that caught them."""
     from ecm_assets.publish.protocol import BLOCKED_TABLE, QUARANTINE_TABLE
 
-    contract = _dataset(args.asset).contract
+    contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition)
     table = BLOCKED_TABLE if args.blocked else QUARANTINE_TABLE
     with connect(_warehouse(args), read_only=True) as conn:
@@ -387,7 +432,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     """Held runs: list them, approve one (publish exactly its rows) or reject it."""
     from ecm_assets.operations.review import approve, list_held, reject
 
-    _datasets()
+    _datasets(args)
     if args.action == "list":
         with connect(_warehouse(args), read_only=True) as conn:
             held = list_held(conn, args.asset)
@@ -443,16 +488,35 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     """Like `dagster asset materialize`, plus the run tags that steer a run's lifecycle."""
     import dagster as dg
 
-    from ecm_assets.definitions import build_definitions
-
-    # Built now, not at import: ECM_DATA_DIR / ECM_WAREHOUSE / --warehouse as of this call.
-    defs = build_definitions(warehouse=Path(args.warehouse).resolve() if args.warehouse else None)
+    from ecm_assets.operations.locations import datasets_of
     from ecm_assets.orchestration.factory import (
         BACKFILL_MODE_TAG,
+        IO_MANAGER_KEY,
         REASON_TAG,
         REPLAY_TAG,
         RESTATEMENT_TAG,
     )
+    from ecm_assets.publish.io_manager import DuckDBPublishIOManager
+
+    found = datasets_of(_locations(args))
+    selected = [a.strip() for a in args.select.split(",") if a.strip()]
+    for name in selected:
+        if name not in found:
+            raise LookupError(
+                f"unknown asset {name!r}; valid assets: {', '.join(sorted(found)) or '(none)'}"
+            )
+    homes = {found[name][0].name for name in selected}
+    if len(homes) > 1:
+        raise ValueError(f"--select spans code locations {sorted(homes)}; select from one")
+    location = found[selected[0]][0]
+    defs = location.defs
+    resources = dict(defs.resources or {})
+    if args.warehouse:
+        io = resources.get(IO_MANAGER_KEY)
+        resources[IO_MANAGER_KEY] = DuckDBPublishIOManager(
+            database=str(Path(args.warehouse).resolve()),
+            durable_staging=bool(getattr(io, "durable_staging", False)),
+        )
 
     tags: dict[str, str] = {}
     for item in args.tag or []:
@@ -473,15 +537,21 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         first, sep, last = args.partition_range.partition("...")
         if not sep:
             raise ValueError(f"--partition-range {args.partition_range!r} is not START...END")
+        for name in selected:
+            contract = found[name][1].contract
+            if contract.partition_value(first) > contract.partition_value(last):
+                raise ValueError(f"--partition-range {args.partition_range!r}: start after end")
         tags["dagster/asset_partition_range_start"] = first
         tags["dagster/asset_partition_range_end"] = last
     else:
         partition_key = args.partition
+        for name in selected:
+            found[name][1].contract.partition_value(partition_key)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     result = dg.materialize(
         list(defs.assets or []),
-        selection=args.select,
-        resources=defs.resources,
+        selection=selected,
+        resources=resources,
         partition_key=partition_key,
         tags=tags,
         instance=instance,
@@ -494,7 +564,6 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def cmd_impact(args: argparse.Namespace) -> int:
     """Assets and partition ranges a change reaches; with --launch, one backfill of them all."""
-    from ecm_assets.case_sla.datasets import DATASETS
     from ecm_assets.operations.graphql import launch_partition_backfill
     from ecm_assets.operations.impact import plan_impact
     from ecm_assets.orchestration.factory import (
@@ -504,7 +573,6 @@ def cmd_impact(args: argparse.Namespace) -> int:
         RESTATEMENT_TAG,
         TRIGGER_TAG,
     )
-    from ecm_assets.orchestration.partitions import PARTITIONS_START
 
     if args.mode not in BACKFILL_MODES:
         raise ValueError(f"--mode {args.mode!r} is not one of {', '.join(BACKFILL_MODES)}")
@@ -514,12 +582,11 @@ def cmd_impact(args: argparse.Namespace) -> int:
     # The last partition that exists: yesterday UTC, a business day being complete.
     until = args.until or datetime.now(UTC).date() - timedelta(days=1)
     plan = plan_impact(
-        DATASETS,
+        list(_datasets(args).values()),
         args.asset,
         args.first,
         last,
         until=until,
-        start=date.fromisoformat(PARTITIONS_START),
     )
     total = sum(e.partitions for e in plan)
     backfill_id = None
@@ -561,9 +628,26 @@ def cmd_impact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _location_options() -> argparse.ArgumentParser:
+    """How a command finds its code location: the same options as `dagster`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    where = parent.add_argument_group(
+        "code location (default: [tool.dagster] of ./pyproject.toml, else ecm_assets.definitions)"
+    )
+    where.add_argument("-m", "--module-name", help="Python module with the Definitions")
+    where.add_argument("-f", "--python-file", help="Python file with the Definitions")
+    where.add_argument("-w", "--workspace", help="workspace.yaml (every location in it)")
+    where.add_argument("-l", "--location", help="the one location of the workspace to use")
+    where.add_argument(
+        "--definitions", help="MODULE:ATTRIBUTE or FILE.py:ATTRIBUTE of a Definitions object"
+    )
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    location = _location_options()
 
     demo = sub.add_parser("demo-data", help="write deterministic demo landing + reference data")
     demo.add_argument("--start", type=_date, required=True, help="first business date")
@@ -576,13 +660,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo_data)
 
-    summary = sub.add_parser("summary", help="partitions and rows of every published table")
+    summary = sub.add_parser(
+        "summary", help="partitions and rows of every published table", parents=[location]
+    )
     summary.add_argument("--warehouse", help="DuckDB file (default: $ECM_WAREHOUSE)")
     summary.add_argument("--json", action="store_true")
     summary.set_defaults(func=cmd_summary)
 
     def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, parents=[location])
         p.add_argument("--warehouse", help="DuckDB file (default: $ECM_WAREHOUSE)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
@@ -658,6 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--asset")
     p.add_argument("--data", help="data directory (default: $ECM_DATA_DIR)")
+    from ecm_assets.sync.cli import add_sync_commands
+
+    add_sync_commands(sub)
     return parser
 
 

@@ -1,11 +1,12 @@
-"""The code location: every dataset's asset, and the resources that bound their IO.
+"""The shipped code location: the case-SLA datasets, as one call of `build_definitions`.
 
 Paths come from the environment so the same code serves the demo, tests and production:
 ECM_DATA_DIR (default ./data) holds `landing/` and `reference/`; ECM_WAREHOUSE (default
 $ECM_DATA_DIR/warehouse.duckdb) is the DuckDB file the assets publish to;
 ECM_DURABLE_STAGING=1 stages in warehouse tables instead of temp tables (docs/publish.md).
 ECM_SENSOR_INTERVAL_SECONDS (default 60) paces the sensors; ECM_ALERT_WEBHOOK_URL receives
-failure alerts as JSON (docs/runbook.md).
+failure alerts as JSON (docs/runbook.md); ECM_SYNC_JOBS_DIR replaces the shipped sync job
+specs (the seed's historical-sync-001 demo, docs/sync.md).
 """
 
 from __future__ import annotations
@@ -15,47 +16,34 @@ from pathlib import Path
 
 import dagster as dg
 
+from ecm_assets import build_definitions
 from ecm_assets.case_sla.contracts import SCHEDULE_LOOKBACK_DAYS
 from ecm_assets.case_sla.datasets import DATASETS
-from ecm_assets.operations.alerts import AlertSink, ecm_run_failure_alert
-from ecm_assets.operations.dependencies import build_dependency_sensors
-from ecm_assets.operations.schedules import SCHEDULES
-from ecm_assets.operations.sensors import build_landing_sensors
-from ecm_assets.orchestration.factory import IO_MANAGER_KEY, build_assets
-from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
-from ecm_assets.publish.io_manager import DuckDBPublishIOManager
+from ecm_assets.location import default_data_dir, default_warehouse
+from ecm_assets.sync.spec import SHIPPED_JOBS_DIR
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("ECM_DATA_DIR", "data")).resolve()
+    return default_data_dir()
 
 
 def warehouse_path() -> Path:
-    return Path(os.environ.get("ECM_WAREHOUSE", str(data_dir() / "warehouse.duckdb"))).resolve()
+    return default_warehouse()
 
 
-def build_definitions(data: Path | None = None, warehouse: Path | None = None) -> dg.Definitions:
-    data = data or data_dir()
-    warehouse = warehouse or warehouse_path()
-    return dg.Definitions(
-        assets=build_assets(DATASETS),
-        schedules=SCHEDULES,
-        sensors=[
-            *build_landing_sensors(list(DATASETS), SCHEDULE_LOOKBACK_DAYS),
-            *build_dependency_sensors(DATASETS),
-            ecm_run_failure_alert,
-        ],
-        resources={
-            IO_MANAGER_KEY: DuckDBPublishIOManager(
-                database=str(warehouse),
-                durable_staging=os.environ.get("ECM_DURABLE_STAGING", "0") == "1",
-            ),
-            "landing": LandingZone(root=str(data / "landing")),
-            "reference": ReferenceStore(root=str(data / "reference")),
-            # Failed runs are logged; set ECM_ALERT_WEBHOOK_URL to also POST them as JSON.
-            "alerts": AlertSink(webhook_url=os.environ.get("ECM_ALERT_WEBHOOK_URL", "")),
-        },
+def case_sla_definitions(data: Path | None = None, warehouse: Path | None = None) -> dg.Definitions:
+    """The case-SLA location; `data` / `warehouse` override the environment (tests)."""
+    return build_definitions(
+        DATASETS,
+        data_dir=data,
+        warehouse=warehouse,
+        lookback_schedule=[d.contract.name for d in DATASETS if d.contract.grain == "daily"],
+        lookback_days=SCHEDULE_LOOKBACK_DAYS,
+        monthly_schedule=["case_sla_monthly_report"],
+        landing_sensors=["case_events"],
+        dependency_sensors=[d.contract.name for d in DATASETS if d.contract.upstream],
+        jobs_dir=os.environ.get("ECM_SYNC_JOBS_DIR") or SHIPPED_JOBS_DIR,
     )
 
 
-defs = build_definitions()
+defs = case_sla_definitions()

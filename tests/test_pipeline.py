@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from ecm_assets.definitions import build_definitions
+from ecm_assets.definitions import case_sla_definitions as build_definitions
 from tests.conftest import DEMO_END, DEMO_START
 
 LAST_INGEST = DEMO_END + timedelta(days=5)

@@ -19,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 from ecm_assets.contracts.boundaries import LandingFile
+from ecm_assets.contracts.quality import JSON_TYPES_COLUMN
 
 INGEST_DIR = re.compile(r"^ingest_date=(\d{4}-\d{2}-\d{2})$")
 SUFFIXES = (".csv", ".jsonl")
-META_COLUMNS = ["_source_file", "_source_line", "_ingest_date", "_parse_error"]
+META_COLUMNS = ["_source_file", "_source_line", "_ingest_date", "_parse_error", JSON_TYPES_COLUMN]
 
 
 class LandingFileChangedError(RuntimeError):
@@ -127,10 +128,11 @@ def _rows_from_csv(
                     *([None] * len(columns)),
                     line_no,
                     f"expected {width} fields, found {len(record)}: {','.join(record)[:200]}",
+                    None,
                 ]
             )
             continue
-        rows.append([*(record[p] for p in positions), line_no, None])
+        rows.append([*(record[p] for p in positions), line_no, None, None])
     return rows, extra
 
 
@@ -139,6 +141,27 @@ def _text(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True)
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "object" if isinstance(value, dict) else "array"
+
+
+def _json_types(columns: Sequence[str], values: Sequence[object]) -> str | None:
+    """`;column=type;...` of the values that are neither strings nor null (the gate's
+    TextRule.json_types judges them), None when there are none."""
+    typed = [
+        f"{c}={_json_type(v)}"
+        for c, v in zip(columns, values, strict=True)
+        if v is not None and not isinstance(v, str)
+    ]
+    return ";" + ";".join(typed) + ";" if typed else None
 
 
 def _rows_from_jsonl(text: str, columns: Sequence[str]) -> tuple[list[list[object]], list[str]]:
@@ -157,13 +180,13 @@ def _rows_from_jsonl(text: str, columns: Sequence[str]) -> tuple[list[list[objec
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except ValueError as exc:
-            rows.append([*([None] * len(columns)), line_no, f"malformed JSON: {exc}"[:200]])
+            rows.append([*([None] * len(columns)), line_no, f"malformed JSON: {exc}"[:200], None])
             continue
         values = [record.get(c) for c in columns]
         for key in record:
             if key not in known:
                 extra[key] = None
-        rows.append([*(_text(v) for v in values), line_no, None])
+        rows.append([*(_text(v) for v in values), line_no, None, _json_types(columns, values)])
     return rows, list(extra)
 
 
@@ -177,7 +200,7 @@ def read_landing_files(
     """
     frames: list[pd.DataFrame] = []
     issues: list[dict[str, object]] = []
-    names = [*columns, "_source_line", "_parse_error"]
+    names = [*columns, "_source_line", "_parse_error", JSON_TYPES_COLUMN]
     for f in files:
         data = (Path(root) / f.path).read_bytes()
         if _sha256(data) != f.sha256:

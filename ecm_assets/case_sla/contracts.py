@@ -17,6 +17,9 @@ ROLLING_WINDOW_DAYS = 30
 SCHEDULE_LOOKBACK_DAYS = 3
 #: Daily metrics start only from case events published within this many hours.
 UPSTREAM_MAX_AGE_HOURS = 24.0
+#: First business date of the case-SLA data (the demo generates from here): the partitions
+#: start where the data starts, so the UI shows the whole range filled.
+PARTITIONS_START = "2026-09-01"
 
 CASE_EVENTS = DatasetContract(
     name="case_events",
@@ -43,6 +46,7 @@ CASE_EVENTS = DatasetContract(
     landing=LandingSource("case_events", LATENESS_DAYS, LANDING_COLUMNS, "event_ts"),
     reference=("org_hierarchy",),
     group="case_sla",
+    start=PARTITIONS_START,
 )
 
 DAILY_METRICS = DatasetContract(
@@ -78,6 +82,7 @@ DAILY_METRICS = DatasetContract(
     ),
     reference=("sla_calendar",),
     group="case_sla",
+    start=PARTITIONS_START,
 )
 
 ROLLING_30D = DatasetContract(
@@ -102,6 +107,7 @@ ROLLING_30D = DatasetContract(
     business_key=("business_date", "unit_id", "region"),
     upstream=(Upstream("case_sla_daily_metrics", lookback_partitions=ROLLING_WINDOW_DAYS - 1),),
     group="case_sla",
+    start=PARTITIONS_START,
 )
 
 MONTHLY_REPORT = DatasetContract(
@@ -126,4 +132,5 @@ MONTHLY_REPORT = DatasetContract(
     business_key=("report_month", "region", "unit_id"),
     upstream=(Upstream("case_sla_daily_metrics"),),
     group="case_sla",
+    start=PARTITIONS_START,
 )

@@ -9,8 +9,10 @@ Rules, all deterministic for a given set of landing rows:
   count as a duplicate, changed values as a correction; both are `duplicate` in the identity
   read = kept + rejected + duplicate.
 - Rejection here only of rows that cannot become a typed, dated event (malformed line,
-  missing event_id, unparseable or out-of-horizon timestamp). Every other rule (missing
-  case_id, unknown type, priority or unit) is the quality gate's, with its contract severity.
+  missing event_id, unparseable, out-of-range-year or out-of-horizon timestamp). Timestamps
+  are read by the contract's declared TimestampRule (EVENT_TS_RULE). Every other rule
+  (missing case_id, unknown type, priority or unit, id shape, a timestamp without a zone) is
+  the quality gate's, with its contract severity.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ import numpy as np
 import pandas as pd
 
 from ecm_assets.case_sla.contracts import CASE_EVENTS, LANDING_COLUMNS, LATENESS_DAYS
+from ecm_assets.case_sla.quality import EVENT_TS_RULE
 from ecm_assets.contracts.boundaries import ReferenceSnapshot
+from ecm_assets.contracts.quality import JSON_TYPES_COLUMN
 from ecm_assets.contracts.transform import (
     REJECT_COLUMNS,
     PartitionWindow,
     ReconciliationError,
     TransformResult,
     attribute_partitions,
+    parse_timestamps,
 )
 
 COUNT_COLUMNS = ["read", "kept", "rejected", "duplicate", "corrections_applied", "late_arrivals"]
@@ -121,10 +126,14 @@ def parse_case_events(
     lateness = pd.Timedelta(days=lateness_days)
     raw = landing.reset_index(drop=True).copy()
     raw["_ingest_date"] = pd.to_datetime(raw["_ingest_date"]).astype("datetime64[ns]")
-    raw["_ts"] = pd.to_datetime(raw["event_ts"], utc=True, errors="coerce", format="ISO8601")
+    parsed = parse_timestamps(raw["event_ts"], EVENT_TS_RULE)
+    raw["_ts"] = parsed.utc
+    raw["_ts_problem"] = parsed.problem
     raw["_partition"], raw["_in_horizon"] = attribute_partitions(
-        raw["event_ts"], raw["_ingest_date"], lateness_days
+        raw["event_ts"], raw["_ingest_date"], lateness_days, parsed=parsed
     )
+    if JSON_TYPES_COLUMN not in raw.columns:
+        raw[JSON_TYPES_COLUMN] = None
     # Arrival order: ingest day, then file name, then line. The landing reader already yields
     # rows in that order, so the sort is skipped when it would change nothing.
     keys = ["_ingest_date", "_source_file", "_source_line"]
@@ -154,6 +163,8 @@ def parse_case_events(
 
     reject(mine["_parse_error"].notna(), "malformed_line", None, mine["_parse_error"])
     reject(_blank(mine["event_id"]), "missing_event_id", "event_id", mine["event_id"])
+    out_of_range = mine["_ts_problem"] == "year_out_of_range"
+    reject(out_of_range, "event_ts_year_out_of_range", "event_ts", mine["event_ts"])
     reject(mine["_ts"].isna(), "unparseable_event_ts", "event_ts", mine["event_ts"])
     reject(~mine["_in_horizon"], "event_ts_outside_arrival_horizon", "event_ts", mine["event_ts"])
     # Rows with a value the contract does not accept (missing case_id, unknown type, priority
@@ -182,7 +193,8 @@ def parse_case_events(
     data = data.sort_values(["business_date", "event_id", "source_file"], kind="stable")
     # The landing values of each output row, so a row the gate quarantines is kept as it
     # arrived, not as it was typed.
-    source_rows = kept.loc[data.index, list(LANDING_COLUMNS)].reset_index(drop=True)
+    # With the JSON types of the values, which the gate's TextRules judge.
+    source_rows = kept.loc[data.index, [*LANDING_COLUMNS, JSON_TYPES_COLUMN]].reset_index(drop=True)
     data = data.reset_index(drop=True)[CASE_EVENTS.column_names]
 
     bad = mine[reason.notna()]

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ecm_assets.contracts.dataset import Column, Dataset, DatasetContract, Upstream
-from ecm_assets.contracts.quality import (
+from ecm_assets import (
+    Column,
     ControlTotal,
+    Dataset,
+    DatasetContract,
+    PartitionWindow,
     QualityContract,
     RowCount,
     Severity,
     UniqueKey,
+    Upstream,
 )
-from ecm_assets.contracts.transform import PartitionWindow
 
 CONTRACT = DatasetContract(
     name="case_priority_mix_daily",
@@ -32,6 +35,7 @@ CONTRACT = DatasetContract(
     business_key=("business_date", "priority", "event_type"),
     upstream=(Upstream("case_events"),),
     group="case_sla",
+    start="2026-09-01",
 )
 
 

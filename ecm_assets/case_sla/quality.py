@@ -4,8 +4,10 @@ Every severity is used on a realistic rule:
 - INFO: the share of days without a p90 resolution time is only recorded.
 - WARN: a day whose newest event is long before midnight (a feed that may have stopped
   early), and a landing file with columns we do not know.
-- QUARANTINE_RECORD: missing case_id, unknown event type or priority, and a unit missing
-  from the org hierarchy pinned for the event time (referential).
+- QUARANTINE_RECORD: missing case_id, unknown event type or priority, a unit missing
+  from the org hierarchy pinned for the event time (referential), ids that are not plain
+  identifiers (a JSON object or number, a NUL byte, padding, more than 64 characters) and
+  event timestamps without a zone.
 - FAIL_PARTITION: an empty business day, and a day quarantining more than 5% of its rows.
 - FAIL_RUN: a missing column, a duplicate business key, broken control totals or counts.
 - MANUAL_REVIEW: a restatement that moves a closed month's breach count by more than 2%.
@@ -13,6 +15,7 @@ Every severity is used on a realistic rule:
 
 from __future__ import annotations
 
+import string
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +34,9 @@ from ecm_assets.contracts.quality import (
     Referential,
     RowCount,
     Severity,
+    TextRule,
     TimeBound,
+    TimestampRule,
     UniqueKey,
     on_failure,
 )
@@ -43,6 +48,22 @@ MAX_CLOSED_MONTH_BREACH_DRIFT = 0.02
 
 _QUARANTINE = on_failure(Severity.QUARANTINE_RECORD)
 _FAIL_RUN = on_failure(Severity.FAIL_RUN)
+
+#: What an id of the case feeds consists of: letters, digits and . _ : -
+ID_CHARACTERS = string.ascii_letters + string.digits + "._:-"
+ID_MAX_LENGTH = 64
+#: event_ts is RFC 3339 with a zone: the feeds declare no source zone, so a value without
+#: one is not taken as UTC but quarantined. The transform reads timestamps by this rule.
+EVENT_TS_RULE = TimestampRule("event_ts", Severity.QUARANTINE_RECORD, require_zone=True)
+#: event_type, priority and unit_id need no text rule: only values of their closed lists
+#: (EVENT_TYPES, PRIORITIES, the pinned org hierarchy) are published.
+CASE_EVENT_VALUES = (
+    *(
+        TextRule(c, Severity.QUARANTINE_RECORD, max_length=ID_MAX_LENGTH, characters=ID_CHARACTERS)
+        for c in ("event_id", "case_id")
+    ),
+    EVENT_TS_RULE,
+)
 
 
 def _present(series: pd.Series) -> pd.Series:
@@ -154,6 +175,7 @@ CASE_EVENTS_QUALITY = QualityContract(
         QuarantineRate(MAX_QUARANTINE_RATE, Severity.FAIL_PARTITION),
     ),
     time_bounds=(TimeBound("event_ts"),),
+    values=CASE_EVENT_VALUES,
 )
 
 DAILY_METRICS_QUALITY = QualityContract(

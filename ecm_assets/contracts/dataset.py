@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ecm_assets.contracts.quality import NO_QUALITY, QualityContract
 
@@ -20,6 +21,26 @@ PublishMode = Literal["replace", "versioned"]
 #: Columns the publish protocol adds to every published row. They are provenance, never
 #: business data, so they are excluded from the business checksum.
 PROVENANCE_COLUMNS: tuple[tuple[str, str], ...] = (("run_id", "VARCHAR"), ("as_of", "TIMESTAMPTZ"))
+
+
+class PartitioningError(ValueError):
+    """A contract's partitioning (start, end, timezone, grain) is not a valid declaration."""
+
+
+class PartitionKeyError(ValueError):
+    """A partition key is not one of the dataset's partitions; the message names the range."""
+
+
+def _iso_date(contract: str, what: str, value: str | date | None) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    try:
+        parsed = date.fromisoformat(value) if len(value) == 10 else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.isoformat() != value:
+        raise PartitioningError(f"contract {contract}: {what}={value!r} is not a YYYY-MM-DD date")
+    return parsed
 
 
 @dataclass(frozen=True)
@@ -51,8 +72,9 @@ class LandingSource:
     name: str
     lateness_days: int
     columns: tuple[str, ...]
-    #: The column whose UTC date is a row's business date (within lateness_days of its
-    #: ingest date); the landing sensor reads it to know which partitions a file touches.
+    #: The column whose date (in the contract's timezone) is a row's business date, within
+    #: lateness_days of its ingest date; the landing sensor reads it to know which partitions
+    #: a file touches.
     time_column: str | None = None
 
 
@@ -74,8 +96,17 @@ class DatasetContract:
     code_version: str = "1"
     schema: str = "main"
     tags: dict[str, str] = field(default_factory=dict)
+    #: First partition (YYYY-MM-DD; a month start for monthly). Required to become an asset:
+    #: the partitions start where the data starts.
+    start: str | date | None = None
+    #: Last partition, inclusive; None: partitions keep coming.
+    end: str | date | None = None
+    #: IANA name of the zone whose calendar days are the business dates (partition keys,
+    #: the landing sensor's date attribution, schedule ticks).
+    timezone: str = "UTC"
 
     def __post_init__(self) -> None:
+        self._validate_partitioning()
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"contract {self.name}: duplicate column names in {names}")
@@ -93,6 +124,47 @@ class DatasetContract:
                 f"contract {self.name}: partition column {partition.name!r} must be DATE NOT NULL"
             )
 
+    def _validate_partitioning(self) -> None:
+        if self.grain not in ("daily", "monthly"):
+            raise PartitioningError(
+                f"contract {self.name}: grain={self.grain!r}; use 'daily' or 'monthly'"
+            )
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise PartitioningError(
+                f"contract {self.name}: timezone={self.timezone!r} is not an IANA zone name "
+                "(e.g. 'UTC', 'Asia/Jakarta')"
+            ) from None
+        start = _iso_date(self.name, "start", self.start)
+        end = _iso_date(self.name, "end", self.end)
+        if end is not None and start is None:
+            raise PartitioningError(f"contract {self.name}: end={end} needs a start")
+        if self.grain == "monthly":
+            for what, value in (("start", start), ("end", end)):
+                if value is not None and value.day != 1:
+                    raise PartitioningError(
+                        f"contract {self.name}: monthly {what}={value} is not a month start "
+                        f"(use {value.replace(day=1)})"
+                    )
+        if start is not None and end is not None and end < start:
+            raise PartitioningError(f"contract {self.name}: end={end} is before start={start}")
+
+    @property
+    def start_date(self) -> date:
+        """The first partition; a contract without a start cannot become an asset."""
+        start = _iso_date(self.name, "start", self.start)
+        if start is None:
+            raise PartitioningError(
+                f"contract {self.name}: declare where its partitions start, "
+                "start='YYYY-MM-DD' (the first business date of its data)"
+            )
+        return start
+
+    @property
+    def end_date(self) -> date | None:
+        return _iso_date(self.name, "end", self.end)
+
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
@@ -107,17 +179,38 @@ class DatasetContract:
                 return c
         raise KeyError(f"contract {self.name} has no column {name!r}")
 
+    def describe_partitions(self) -> str:
+        """The valid partition keys in words, for error messages."""
+        first = self.start_date.isoformat() if self.start is not None else "?"
+        last = self.end_date.isoformat() if self.end is not None else "open end"
+        every = "a month start" if self.grain == "monthly" else "every day"
+        return f"{self.grain} {first}..{last} ({every}, YYYY-MM-DD, {self.timezone})"
+
     def partition_value(self, partition_key: str) -> date:
-        """The partition column value that a Dagster partition key owns."""
-        try:
-            value = date.fromisoformat(partition_key[:10])
-        except ValueError as exc:
-            raise ValueError(
-                f"dataset {self.name}: partition key {partition_key!r} is not an ISO date"
-            ) from exc
+        """The partition column value a Dagster partition key owns; the whole key must be one
+        of this dataset's partitions (nothing after the date, inside start..end)."""
+        value = None
+        if isinstance(partition_key, str) and len(partition_key) == 10:
+            try:
+                value = date.fromisoformat(partition_key)
+            except ValueError:
+                value = None
+        if value is None or value.isoformat() != partition_key:
+            raise PartitionKeyError(
+                f"dataset {self.name}: partition key {partition_key!r} is not a partition; "
+                f"valid: {self.describe_partitions()}"
+            )
         if self.grain == "monthly" and value.day != 1:
-            raise ValueError(
-                f"dataset {self.name}: monthly partition key {partition_key!r} is not a month start"
+            raise PartitionKeyError(
+                f"dataset {self.name}: monthly partition key {partition_key!r} is not a month "
+                f"start; valid: {self.describe_partitions()}"
+            )
+        start = _iso_date(self.name, "start", self.start)
+        end = self.end_date
+        if (start is not None and value < start) or (end is not None and value > end):
+            raise PartitionKeyError(
+                f"dataset {self.name}: partition {partition_key} is outside its partitions; "
+                f"valid: {self.describe_partitions()}"
             )
         return value
 

@@ -8,10 +8,11 @@ routes every failure by that severity; nothing else decides what a failure does.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import pandera.pandas as pa
 
@@ -170,6 +171,97 @@ class TimeBound:
     name: str = "event_time_in_partition"
 
 
+#: JSON types a JSONL landing value can have (`integer` is a number without a fraction).
+JSON_TYPES = ("string", "number", "integer", "boolean", "object", "array")
+#: Meta column of raw landing rows: the JSON type of every value that was not a string or
+#: null, as `;column=type;...` (null when all were), so the gate can judge JSON types after
+#: the reader turned such values into text.
+JSON_TYPES_COLUMN = "_json_types"
+
+
+@dataclass(frozen=True)
+class TextRule:
+    """What a text value must look like to be published (spec: bad values never pass as data).
+
+    Nulls and empty strings are the schema's business (nullable, missing_* checks); every
+    other value is judged, first failure wins, each with its own quarantine reason:
+    `<column>_json_type` (a JSONL value of another JSON type, e.g. an object rendered as
+    text), `<column>_control_character` (NUL or another C0/C1 control), `<column>_too_long` /
+    `<column>_too_short`, `<column>_untrimmed` (leading or trailing whitespace, with
+    trim="reject"), `<column>_characters` (a character outside `characters`) and
+    `<column>_pattern` (the whole value must match `pattern`).
+    With trim="strip" padded values are stripped before any rule judges them.
+    """
+
+    column: str
+    severity: Severity = Severity.QUARANTINE_RECORD
+    min_length: int = 0
+    max_length: int | None = None
+    #: The characters a value may consist of (`<column>_characters` otherwise); checked on
+    #: the bytes of the whole column at once, so much cheaper than an equivalent pattern.
+    characters: str | None = None
+    #: A regular expression the whole value must match (RE2 syntax, no backreferences).
+    pattern: str | None = None
+    trim: Literal["reject", "strip", "allow"] = "reject"
+    control_characters: bool = False
+    #: JSON types a value may have in a JSONL file; CSV values are always strings.
+    json_types: tuple[str, ...] = ("string",)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.column}_values")
+        if self.min_length < 0 or (
+            self.max_length is not None and self.max_length < max(self.min_length, 1)
+        ):
+            raise ValueError(
+                f"rule {self.name}: length bounds [{self.min_length}, {self.max_length}] are empty"
+            )
+        if self.trim not in ("reject", "strip", "allow"):
+            raise ValueError(f"rule {self.name}: trim must be reject, strip or allow")
+        unknown = set(self.json_types) - set(JSON_TYPES)
+        if unknown or not self.json_types:
+            raise ValueError(
+                f"rule {self.name}: json_types {self.json_types} are not among {JSON_TYPES}"
+            )
+        if self.pattern is not None:
+            re.compile(self.pattern)  # a typo fails at import, not in a run
+        if self.characters is not None and not self.characters:
+            raise ValueError(f"rule {self.name}: characters must not be empty")
+
+
+@dataclass(frozen=True)
+class TimestampRule:
+    """How the text timestamps of a landing column are read and which ones are data.
+
+    RFC 3339 / ISO 8601 with a zone (`Z`, `z` or an offset) is read as that instant. A value
+    without a zone is read in `source_zone` when the source declares one; otherwise, with
+    require_zone, it fails this rule (`<column>_without_zone`) instead of being taken as UTC.
+    Years outside [min_year, max_year] are `<column>_year_out_of_range`, not unparseable.
+    """
+
+    column: str
+    severity: Severity = Severity.QUARANTINE_RECORD
+    require_zone: bool = True
+    #: IANA zone of values that carry no offset (e.g. "Europe/Berlin"); None: none declared.
+    source_zone: str | None = None
+    min_year: int = 1900
+    max_year: int = 2200
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.column}_zone")
+        if self.min_year > self.max_year:
+            raise ValueError(f"rule {self.name}: min_year {self.min_year} > {self.max_year}")
+        if self.source_zone is not None:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(self.source_zone)  # an unknown zone fails at import, not in a run
+
+
+ValueRule = TextRule | TimestampRule
+
 DatasetRule = RowCount | NullRate | Freshness | UniqueKey | Referential | Drift | QuarantineRate
 
 
@@ -181,6 +273,8 @@ class QualityContract:
     rules: tuple[DatasetRule, ...] = ()
     controls: tuple[ControlTotal, ...] = ()
     time_bounds: tuple[TimeBound, ...] = ()
+    #: Declared value rules per column: text shape and timestamp zones.
+    values: tuple[ValueRule, ...] = ()
     #: A landing file carrying columns the contract does not know (they are ignored).
     landing_extra_column: Severity = Severity.WARN
     #: Counts that do not reconcile (input != accepted + quarantined + duplicate).
@@ -194,8 +288,16 @@ class QualityContract:
         names += [rule.name for rule in self.rules]
         names += [c.name for c in self.controls]
         names += [t.name for t in self.time_bounds]
+        names += [v.name for v in self.values]
         names += ["reconciliation", "landing_columns", "landing_encoding"]
         return list(dict.fromkeys(names))
+
+    def timestamp_rule(self, column: str | None) -> TimestampRule | None:
+        """The declared reading of a timestamp column (None: RFC 3339 read as it is)."""
+        for rule in self.values:
+            if isinstance(rule, TimestampRule) and rule.column == column:
+                return rule
+        return None
 
 
 NO_QUALITY = QualityContract()

@@ -407,9 +407,23 @@ def _write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8", newline="")
 
 
-def _write_snapshot(version_dir: Path, name: str, version: str, published_on: date) -> None:
+def _write_snapshot(
+    version_dir: Path,
+    name: str,
+    version: str,
+    published_on: date,
+    file: str,
+    key_columns: list[str] | None = None,
+) -> None:
     """Written after the payload, so a present snapshot.json implies a complete version."""
-    meta = {"name": name, "version": version, "published_on": published_on.isoformat()}
+    meta: dict[str, object] = {
+        "name": name,
+        "version": version,
+        "published_on": published_on.isoformat(),
+        "file": file,
+    }
+    if key_columns:
+        meta["key_columns"] = key_columns
     _write_json(version_dir / "snapshot.json", meta)
 
 
@@ -445,7 +459,9 @@ def _write_reference(reference_dir: Path, start: date, end: date) -> None:
         pd.DataFrame(rows, columns=header).to_csv(
             version_dir / "units.csv", index=False, lineterminator="\n", encoding="utf-8"
         )
-        _write_snapshot(version_dir, "org_hierarchy", version, published)
+        _write_snapshot(
+            version_dir, "org_hierarchy", version, published, "units.csv", ["unit_id", "valid_from"]
+        )
 
     span = (end - start).days
     first_holiday = start + timedelta(days=span // 4)
@@ -462,7 +478,7 @@ def _write_reference(reference_dir: Path, start: date, end: date) -> None:
             "holidays": [h.isoformat() for h in holidays],
         }
         _write_json(cal_dir / version / "calendar.json", payload)
-        _write_snapshot(cal_dir / version, "sla_calendar", version, published)
+        _write_snapshot(cal_dir / version, "sla_calendar", version, published, "calendar.json")
 
 
 def _write_readme(path: Path, summary: DemoDataSummary, *, seed: int, scale: float) -> None:

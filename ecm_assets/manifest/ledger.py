@@ -192,10 +192,21 @@ def plan(conn: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manifest:
                 f"run {manifest.run_id} already published {manifest.asset}; a new publish needs "
                 "a new run"
             )
-        if status not in TERMINAL:
+        if status == RunStatus.HELD:
             raise ManifestInFlightError(
-                f"run {manifest.run_id} {manifest.asset} attempt {attempt} is still {status}; "
-                f"settle it first (`ecm recover {manifest.run_id}`)"
+                f"run {manifest.run_id} {manifest.asset} attempt {attempt} is HELD for review; "
+                "approve or reject it (`ecm review`)"
+            )
+        if status not in TERMINAL:
+            # The caller decided the earlier attempt is over (runs settle it through
+            # recovery first, and refuse while its lease is alive): it ends FAILED.
+            transition(
+                conn,
+                manifest.run_id,
+                manifest.asset,
+                RunStatus.FAILED,
+                detail=f"superseded by attempt {attempt + 1} of the same run",
+                finished_at=now(),
             )
         # Dagster re-executes a failed step under the same run id: a new attempt, the
         # failed one stays as evidence.

@@ -387,7 +387,7 @@ def evaluate(
         if found:
             last_seen[u.dataset] = max(last_seen.get(u.dataset, 0), *found.values())
     with dg.partition_loading_context(effective_dt=now):
-        last_key = partitions_for(contract.grain).get_last_partition_key()
+        last_key = partitions_for(contract).get_last_partition_key()
     found_candidates = candidates(contract, new, cursor.pending, _day(last_key), grains)
     messages: list[str] = []
     if found_candidates.incomplete:
@@ -508,7 +508,7 @@ def build_dependency_sensor(
     )
 
     @dg.sensor(
-        name=f"{contract.name}__upstream_ready",
+        name=dependency_sensor_name(contract),
         target=[dg.AssetKey(contract.name)],
         minimum_interval_seconds=sensor_interval_seconds(),
         default_status=dg.DefaultSensorStatus.STOPPED,
@@ -533,6 +533,10 @@ def build_dependency_sensor(
         return dg.SensorResult(skip_reason=" | ".join(tick.messages), cursor=cursor)
 
     return _sensor
+
+
+def dependency_sensor_name(contract: DatasetContract) -> str:
+    return f"{contract.name}__upstream_ready"
 
 
 def build_dependency_sensors(

@@ -123,8 +123,9 @@ def plan_impact(
     """Every asset a change to `asset` partitions first..last reaches, in topological order.
 
     `until` is the last business date whose partitions exist (daily: that day; monthly: the
-    months complete by then); None means no upper clip. `start` is the partitions start;
-    None means no lower clip. Partitions outside them are not planned: they do not exist.
+    months complete by then); None means no upper clip. `start` is an extra lower clip besides
+    each contract's own start; partitions outside a contract's start..end and outside these
+    clips are not planned: they do not exist.
     """
     contracts = {d.contract.name: d.contract for d in datasets}
     if asset not in contracts:
@@ -132,21 +133,23 @@ def plan_impact(
     if first > last:
         raise ValueError(f"the changed range {first}..{last} is empty (first after last)")
 
-    def clip(grain: Grain, lo: date, hi: date) -> tuple[date, date] | None:
-        if start is not None:
-            lo = max(lo, first_existing(grain, start))
+    def clip(contract: DatasetContract, lo: date, hi: date) -> tuple[date, date] | None:
+        grain = contract.grain
+        for floor in (start, contract.start):
+            if floor is not None:
+                lo = max(lo, first_existing(grain, date.fromisoformat(str(floor))))
+        if contract.end is not None:
+            hi = min(hi, date.fromisoformat(str(contract.end)))
         if until is not None:
             hi = min(hi, last_existing(grain, until))
         return (lo, hi) if lo <= hi else None
 
     changed = contracts[asset]
-    root = clip(
-        changed.grain, partition_of(first, changed.grain), partition_of(last, changed.grain)
-    )
+    root = clip(changed, partition_of(first, changed.grain), partition_of(last, changed.grain))
     if root is None:
         raise ValueError(
             f"no partition of {asset} in {first}..{last} exists yet "
-            f"(partitions from {start or 'the start'} to {until or 'now'})"
+            f"(partitions {changed.describe_partitions()}, existing through {until or 'now'})"
         )
     reached: dict[str, ImpactEntry] = {
         asset: ImpactEntry(
@@ -176,7 +179,7 @@ def plan_impact(
                 source.first,
                 source.last,
             )
-            span = clip(contract.grain, lo, hi)
+            span = clip(contract, lo, hi)
             if span is not None:
                 found.append((*span, source.depth + 1, upstream.dataset, why))
         if not found:

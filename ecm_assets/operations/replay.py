@@ -71,7 +71,9 @@ def replay_run(
             upstream.append(
                 UpstreamFrame(read.dataset, read.first_partition, read.last_partition, frame)
             )
-    window = PartitionWindow(tuple(contract.partition_value(k) for k in recorded.partitions))
+    window = PartitionWindow(
+        tuple(contract.partition_value(k) for k in recorded.partitions), timezone=contract.timezone
+    )
     _, kwargs = lock_inputs(
         dataset,
         window,

@@ -20,11 +20,7 @@ from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 from ecm_assets.adapters.warehouse import WarehouseLockedError, connect
 from ecm_assets.contracts.dataset import Dataset
 from ecm_assets.contracts.periods import contiguous_ranges
-from ecm_assets.operations.schedules import (
-    PARTITION_RANGE_END_TAG,
-    PARTITION_RANGE_START_TAG,
-    daily_lookback_schedule,
-)
+from ecm_assets.operations.schedules import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from ecm_assets.operations.triggers import (
     CLOSED_PERIOD,
     LOOKBACK,
@@ -71,8 +67,10 @@ def closed_months(database: Path, datasets: list[Dataset]) -> set[date]:
     return out
 
 
-def schedule_running(instance: dg.DagsterInstance, name: str) -> bool:
+def schedule_running(instance: dg.DagsterInstance, name: str | None) -> bool:
     """Whether the daily lookback schedule is on: only then is a date in its window left to it."""
+    if name is None:
+        return False
     states = instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
     # Our schedules default to STOPPED, so only an operator's explicit start counts.
     return any(s.name == name and s.status == InstigatorStatus.RUNNING for s in states)
@@ -116,9 +114,16 @@ def landing_run_requests(
 
 
 def build_landing_sensor(
-    dataset: Dataset, all_datasets: list[Dataset], lookback_days: int
+    dataset: Dataset,
+    all_datasets: list[Dataset],
+    lookback_days: int,
+    lookback_schedule: str | None = None,
 ) -> dg.SensorDefinition:
-    """The sensor of one dataset that reads landing files."""
+    """The sensor of one dataset that reads landing files.
+
+    `lookback_schedule` names the schedule that recomputes this dataset's last
+    `lookback_days` dates, if any: while it runs, dates in its window are left to it.
+    """
     contract = dataset.contract
     source = contract.landing
     if source is None:
@@ -142,7 +147,8 @@ def build_landing_sensor(
         warehouse_io_manager: DuckDBPublishIOManager,
     ) -> dg.SensorResult | dg.SkipReason:
         seen = load_cursor(context.cursor)
-        changes, remembered = scan(Path(landing.root), source, seen)
+        time_rule = dataset.quality.timestamp_rule(source.time_column)
+        changes, remembered = scan(Path(landing.root), source, seen, contract.timezone, time_rule)
         if not changes:
             return dg.SkipReason(f"no new or changed files under landing/{source.name}")
         try:
@@ -151,15 +157,24 @@ def build_landing_sensor(
             # Nothing is lost: the cursor stays, the next tick sees the same changes.
             return dg.SkipReason(f"warehouse busy, closed periods unknown; retrying: {exc}")
         now = datetime.now(UTC)
-        running = schedule_running(context.instance, daily_lookback_schedule.name)
+        running = schedule_running(context.instance, lookback_schedule)
         by_class: dict[str, list[date]] = {}
-        for day in sorted({d for c in changes for d in c.dates}):
+        touched = sorted({d for c in changes for d in c.dates})
+        start, end = contract.start_date, contract.end_date
+        outside = [d for d in touched if d < start or (end is not None and d > end)]
+        if outside:
+            context.log.warning(
+                f"{contract.name} has no partitions for dates {', '.join(map(str, outside))} "
+                f"({contract.describe_partitions()}); their rows are not requested"
+            )
+        for day in (d for d in touched if d not in set(outside)):
             cls = classify(
                 day,
                 now=now,
                 lookback_days=lookback_days,
                 closed_months=closed,
                 schedule_running=running,
+                timezone=contract.timezone,
             )
             by_class.setdefault(cls, []).append(day)
         sequence = load_sequence(context.cursor) + 1
@@ -173,7 +188,7 @@ def build_landing_sensor(
             context.log.info(f"{cls}: {', '.join(d.isoformat() for d in days)}")
         if by_class.get(OPEN_WINDOW):
             context.log.info(
-                f"left to {daily_lookback_schedule.name} (running): "
+                f"left to {lookback_schedule} (running): "
                 f"{', '.join(d.isoformat() for d in by_class[OPEN_WINDOW])}"
             )
         return dg.SensorResult(
@@ -184,11 +199,20 @@ def build_landing_sensor(
     return _sensor
 
 
-def build_landing_sensors(datasets: list[Dataset], lookback_days: int) -> list[dg.SensorDefinition]:
+def build_landing_sensors(
+    watched: list[Dataset],
+    all_datasets: list[Dataset],
+    lookback_days: int,
+    lookback_schedule: dict[str, str] | None = None,
+) -> list[dg.SensorDefinition]:
+    """One landing sensor per watched dataset; each must read landing files.
+
+    `lookback_schedule` maps a dataset name to the lookback schedule that covers it.
+    """
+    covered = lookback_schedule or {}
     return [
-        build_landing_sensor(d, datasets, lookback_days)
-        for d in datasets
-        if d.contract.landing is not None
+        build_landing_sensor(d, all_datasets, lookback_days, covered.get(d.contract.name))
+        for d in watched
     ]
 
 

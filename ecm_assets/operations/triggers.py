@@ -21,20 +21,22 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
 from ecm_assets.adapters.landing import LandingReadError, list_landing_files, read_landing_files
 from ecm_assets.contracts.boundaries import LandingFile
 from ecm_assets.contracts.dataset import LandingSource
+from ecm_assets.contracts.quality import TimestampRule
 from ecm_assets.contracts.transform import attribute_partitions
 
 OPEN_WINDOW = "open_window"
 LOOKBACK = "lookback"
 CLOSED_PERIOD = "closed_period"
-#: UTC time of the daily lookback schedule's tick (its cron is "0 1 * * *").
+#: Business-day time of the daily lookback schedule's tick (its cron is "0 1 * * *").
 SCHEDULE_TICK = time(1, 0)
 
 
@@ -84,7 +86,11 @@ def dump_cursor(seen: Mapping[str, SeenFile], sequence: int = 0) -> str:
 
 
 def file_dates(
-    root: Path, source: LandingSource, file: LandingFile
+    root: Path,
+    source: LandingSource,
+    file: LandingFile,
+    timezone: str = "UTC",
+    time_rule: TimestampRule | None = None,
 ) -> tuple[tuple[date, ...], str]:
     """The partitions a file's rows belong to, by the same attribution the transform uses.
 
@@ -100,16 +106,25 @@ def file_dates(
     if rows.empty:
         return (file.ingest_date,), "no rows"
     partition, _ = attribute_partitions(
-        rows[source.time_column], rows["_ingest_date"], source.lateness_days
+        rows[source.time_column],
+        rows["_ingest_date"],
+        source.lateness_days,
+        timezone,
+        time_rule,
     )
     days = sorted({d.date() for d in pd.to_datetime(partition).dropna()})
     return tuple(days or [file.ingest_date]), ""
 
 
 def scan(
-    root: Path, source: LandingSource, seen: Mapping[str, SeenFile]
+    root: Path,
+    source: LandingSource,
+    seen: Mapping[str, SeenFile],
+    timezone: str = "UTC",
+    time_rule: TimestampRule | None = None,
 ) -> tuple[list[FileChange], dict[str, SeenFile]]:
-    """New, changed and deleted files since `seen`, and what to remember now."""
+    """New, changed and deleted files since `seen`, and what to remember now; timestamps
+    are read by the dataset's declared `time_rule`, as the transform reads them."""
     current = {f.path: f for f in list_landing_files(root, source.name, date.min, date.max)}
     changes: list[FileChange] = []
     remembered: dict[str, SeenFile] = {}
@@ -118,7 +133,7 @@ def scan(
         if before is not None and before.sha256 == f.sha256:
             remembered[path] = before
             continue
-        dates, note = file_dates(root, source, f)
+        dates, note = file_dates(root, source, f, timezone, time_rule)
         kind = "new" if before is None else "changed"
         if before is not None:  # a changed file also changes the dates it used to feed
             dates = tuple(sorted(set(dates) | set(before.dates)))
@@ -130,12 +145,12 @@ def scan(
     return changes, remembered
 
 
-def next_schedule_date(now: datetime) -> date:
-    """The UTC date of the daily schedule's next tick at or after `now`."""
+def next_schedule_date(now: datetime, timezone: str = "UTC") -> date:
+    """The business date (in `timezone`) of the daily schedule's next tick at or after `now`."""
     if now.tzinfo is None:
         raise ValueError(f"now={now!r} is naive; pass an aware datetime")
-    utc = now.astimezone(UTC)
-    return utc.date() if utc.time() < SCHEDULE_TICK else utc.date() + timedelta(days=1)
+    local = now.astimezone(ZoneInfo(timezone))
+    return local.date() if local.time() < SCHEDULE_TICK else local.date() + timedelta(days=1)
 
 
 def classify(
@@ -145,11 +160,13 @@ def classify(
     lookback_days: int,
     closed_months: Iterable[date],
     schedule_running: bool,
+    timezone: str = "UTC",
 ) -> str:
     """The correction class of a changed partition (see the module docstring)."""
     if day.replace(day=1) in set(closed_months):
         return CLOSED_PERIOD
-    if schedule_running and day >= next_schedule_date(now) - timedelta(days=lookback_days):
+    next_tick = next_schedule_date(now, timezone)
+    if schedule_running and day >= next_tick - timedelta(days=lookback_days):
         return OPEN_WINDOW
     return LOOKBACK
 

@@ -41,6 +41,8 @@ def _rule_severities(quality: QualityContract) -> dict[str, str]:
         out[c.name] = str(c.severity)
     for t in quality.time_bounds:
         out[t.name] = str(t.severity)
+    for v in quality.values:
+        out[v.name] = str(v.severity)
     return out
 
 

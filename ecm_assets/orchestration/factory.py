@@ -268,7 +268,8 @@ def _observe(
 def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
     """The asset of one dataset; see the module docstring for what it does per run."""
     contract = dataset.contract
-    register(contract)
+    partitions = partitions_for(contract)
+    register(contract, dataset)
     ins = {
         u.dataset: dg.AssetIn(
             key=u.dataset,
@@ -286,7 +287,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         name=contract.name,
         description=contract.description,
         ins=ins,
-        partitions_def=partitions_for(contract.grain),
+        partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         # dry_run, shadow and compare_only publish nothing, so they yield no materialization.
         output_required=False,
@@ -297,7 +298,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         code_version=contract.code_version,
         kinds={"duckdb", "pandas"},
         pool=WAREHOUSE_POOL,
-        check_specs=check_specs(contract, dataset.quality, partitions_for(contract.grain)),
+        check_specs=check_specs(contract, dataset.quality, partitions),
         tags={"ecm/publish_mode": contract.publish_mode, **contract.tags},
         metadata={
             "ecm/table": f"{contract.schema}.{contract.name}",
@@ -311,7 +312,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
     ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
         warehouse: DuckDBPublishIOManager = getattr(context.resources, IO_MANAGER_KEY)
         keys = tuple(sorted(context.partition_keys))
-        window = PartitionWindow(tuple(contract.partition_value(k) for k in keys))
+        window = PartitionWindow(
+            tuple(contract.partition_value(k) for k in keys), timezone=contract.timezone
+        )
         tags = dict(context.run.tags)
         restatement_reason = tags.get(RESTATEMENT_TAG) or None
         replay_of = tags.get(REPLAY_TAG) or None

@@ -30,13 +30,14 @@ from ecm_assets.manifest.ledger import (
     EVENT_OWED,
     MANIFEST_TABLE,
     Manifest,
+    ManifestInFlightError,
     ensure_ledger,
     load_manifests,
     plan,
     set_dagster_event,
 )
 from ecm_assets.manifest.states import UNSETTLED, RunStatus
-from ecm_assets.publish.recovery import _visible_run_ids, recover
+from ecm_assets.publish.recovery import Decision, _visible_run_ids, recover
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -170,7 +171,12 @@ def begin_attempt(
     if latest and latest[0].status == RunStatus.PUBLISHED:
         return latest[0]
     if latest and latest[0].status in UNSETTLED:
-        recover(conn, run_id=manifest.run_id, asset=manifest.asset)
+        for result in recover(conn, run_id=manifest.run_id, asset=manifest.asset):
+            if result.decision in (Decision.STILL_RUNNING, Decision.MANUAL_REVIEW_REQUIRED):
+                raise ManifestInFlightError(
+                    f"run {manifest.run_id} {manifest.asset}: an earlier attempt is not over "
+                    f"({result.decision}: {result.evidence}); see `ecm recover {manifest.run_id}`"
+                )
     plan(conn, manifest)
     acquire(conn, manifest)
     return None

@@ -29,6 +29,9 @@ from ecm_assets.manifest.states import TERMINAL, UNSETTLED, RunStatus
 from ecm_assets.publish.staging import drop_staging_table, staging_table_name, staging_tables
 from ecm_assets.publish.versions import VERSIONS, ensure_version_ledger
 
+#: Manifest modes of ECM sync runs (ecm_assets.sync): they own no date partitions.
+SYNC_MODES = frozenset({"incremental", "full_extraction"})
+
 
 class Decision(StrEnum):
     ALREADY_PUBLISHED = "ALREADY_PUBLISHED"
@@ -182,6 +185,8 @@ def recover(
     for manifest in load_manifests(conn, run_id=run_id, asset=asset, statuses=UNSETTLED):
         if manifest.run_id == exclude_run:
             continue
+        if manifest.mode in SYNC_MODES:
+            continue  # a sync run resumes from its checkpoints on its next call (docs/sync.md)
         if partitions is not None:
             owned = {date.fromisoformat(p) for p in manifest.output_boundary}
             if not owned & set(partitions):

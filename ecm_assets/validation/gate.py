@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_arrow
+import pyarrow.compute as pc
 from pandas.api.types import infer_dtype, is_datetime64_any_dtype
 from pandas.core.util.hashing import combine_hash_arrays
 from pandera.errors import SchemaErrors
@@ -32,6 +35,7 @@ from pandera.errors import SchemaErrors
 from ecm_assets.contracts.boundaries import ReferenceSnapshot
 from ecm_assets.contracts.dataset import Dataset, DatasetContract
 from ecm_assets.contracts.quality import (
+    JSON_TYPES_COLUMN,
     SEVERITY_KEY,
     Drift,
     Freshness,
@@ -41,9 +45,17 @@ from ecm_assets.contracts.quality import (
     Referential,
     RowCount,
     Severity,
+    TextRule,
+    TimestampRule,
     UniqueKey,
 )
-from ecm_assets.contracts.transform import REJECT_COLUMNS, PartitionWindow, TransformResult
+from ecm_assets.contracts.transform import (
+    REJECT_COLUMNS,
+    PartitionWindow,
+    TransformResult,
+    has_zone,
+    text_array,
+)
 
 #: How many failure cases a finding keeps as a sample.
 SAMPLE_SIZE = 5
@@ -721,6 +733,8 @@ def evaluate(inp: GateInput) -> GateResult:
     have_partition = contract.partition_column in data.columns
     parts = _Parts(contract, data, window)
     rows_by_part = parts.rows_by_part
+    # Declared trimming happens before any rule judges the values.
+    stripped = _strip_declared(data, quality)
 
     # 1. The pandera model: row-level checks route by severity, schema-level ones fail.
     if quality.model is not None:
@@ -796,7 +810,14 @@ def evaluate(inp: GateInput) -> GateResult:
             )
         return _result(inp, work, col, run_level, decided_early=True)
 
-    # 2. Dataset-level rules.
+    # 2. Declared value rules: text shape, JSON types, timestamp zones.
+    for i, rule in enumerate(quality.values):
+        if isinstance(rule, TextRule):
+            _text_rule(col, inp, work, rule, 1200 + i, stripped.get(rule.column, 0))
+        else:
+            _timestamp_rule(col, inp, work, rule, 1200 + i, run_level)
+
+    # 3. Dataset-level rules.
     drifts: list[tuple[int, Drift]] = []
     for rule in quality.rules:
         if isinstance(rule, RowCount):
@@ -931,6 +952,302 @@ def evaluate(inp: GateInput) -> GateResult:
         for position, rule in reversed(drifts):
             col.findings[position:position] = _drift(inp, work, rule, publish)
     return _result(inp, work, col, run_level, decided_early=False)
+
+
+# --------------------------------------------------------------------------- value rules
+
+#: A control character (C0, DEL, C1), or whitespace at either end (RE2 syntax).
+_CONTROL = r"[\x00-\x1f\x7f-\x9f]"
+_PADDED = r"^[\s\p{Z}]|[\s\p{Z}]$"
+#: First or last UTF-8 byte that may belong to whitespace: ASCII whitespace (as str.isspace
+#: sees it) and every non-ASCII byte (candidates, confirmed by _PADDED).
+_EDGE_BYTES = np.zeros(256, dtype=bool)
+_EDGE_BYTES[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20]] = True
+_EDGE_BYTES[0x80:] = True
+#: C0 controls, DEL, and 0xC2 (lead byte of the C1 controls U+0080..U+009F).
+_CONTROL_BYTES = np.zeros(256, dtype=bool)
+_CONTROL_BYTES[:0x20] = True
+_CONTROL_BYTES[[0x7F, 0xC2]] = True
+
+
+def _mask(values: pa_arrow.Array | pa_arrow.ChunkedArray) -> np.ndarray:
+    """An Arrow boolean result as a numpy mask, null as False."""
+    return np.asarray(values.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+class _Text:
+    """A text column as one Arrow array plus its raw UTF-8 bytes and offsets, so byte-level
+    screens run over the whole column in a numpy pass and regexes only over candidates."""
+
+    def __init__(self, values: pd.Series) -> None:
+        self.arr = text_array(values)
+        n = len(self.arr)
+        _, offsets, data = self.arr.buffers()
+        first = self.arr.offset
+        self.offsets = np.frombuffer(offsets, dtype=np.int64)[first : first + n + 1]
+        self.bytes = (
+            np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+        )
+        self.length = pc.utf8_length(self.arr).fill_null(0).to_numpy(zero_copy_only=False)
+        self.present = ~np.asarray(self.arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        self._histogram: np.ndarray | None = None
+
+    def rows_of(self, byte_hits: np.ndarray) -> np.ndarray:
+        """Mask of the rows holding any of the byte positions `byte_hits` (a byte mask)."""
+        out = np.zeros(len(self.arr), dtype=bool)
+        positions = np.flatnonzero(byte_hits)
+        if len(positions):
+            out[np.searchsorted(self.offsets, positions, side="right") - 1] = True
+        return out
+
+    def control_candidates(self) -> np.ndarray:
+        """Rows with a C0 control or DEL byte, or a 0xC2 byte (the UTF-8 lead byte of the C1
+        controls, and of other Latin-1 characters: candidates, confirmed by _CONTROL)."""
+        return self._rows_with(_CONTROL_BYTES)
+
+    def _rows_with(self, table: np.ndarray) -> np.ndarray:
+        """Rows holding a byte for which `table` (256 booleans) is True: one lookup pass."""
+        b = self.bytes[self.offsets[0] : self.offsets[-1]]
+        if self._histogram is None:  # one counting pass answers "any such byte?" for all
+            self._histogram = np.bincount(b, minlength=256)
+        if not self._histogram[table].any():
+            return np.zeros(len(self.arr), dtype=bool)
+        return self.rows_of(np.concatenate([np.zeros(self.offsets[0], dtype=bool), table[b]]))
+
+    def padding_candidates(self) -> np.ndarray:
+        """Rows whose first or last byte may be whitespace."""
+        nonempty = self.offsets[1:] > self.offsets[:-1]
+        out = np.zeros(len(self.arr), dtype=bool)
+        rows = np.flatnonzero(nonempty)
+        if len(rows):
+            head = self.bytes[self.offsets[:-1][rows]]
+            tail = self.bytes[self.offsets[1:][rows] - 1]
+            out[rows] = _EDGE_BYTES[head] | _EDGE_BYTES[tail]
+        return out
+
+    def outside_characters(self, characters: str) -> np.ndarray:
+        """Candidate rows with a byte outside the allowed set (non-ASCII bytes are candidates
+        when the set holds non-ASCII characters; confirmed by a regex on those rows)."""
+        allowed = np.zeros(256, dtype=bool)
+        allowed[[ord(ch) for ch in characters if ord(ch) < 128]] = True
+        if any(ord(ch) >= 128 for ch in characters):
+            allowed[0x80:] = True
+        return self._rows_with(~allowed)
+
+    def regex(self, rows: np.ndarray, pattern: str) -> np.ndarray:
+        """Whether each of `rows` contains a match of the RE2 `pattern`."""
+        if not len(rows):
+            return np.zeros(0, dtype=bool)
+        return _mask(pc.match_substring_regex(self.arr.take(pa_arrow.array(rows)), pattern))
+
+
+def _strip_declared(data: pd.DataFrame, quality: QualityContract) -> dict[str, int]:
+    """Strip the columns whose TextRule says trim="strip" (in `data`, a frame of the gate's
+    own); how many values each stripping changed."""
+    changed: dict[str, int] = {}
+    for rule in quality.values:
+        if not isinstance(rule, TextRule) or rule.trim != "strip" or rule.column not in data:
+            continue
+        values = data[rule.column]
+        if not (isinstance(values.dtype, np.dtype) and values.dtype.kind == "O"):
+            continue
+        text = _Text(values)
+        candidates = np.flatnonzero(text.padding_candidates())
+        rows = candidates[text.regex(candidates, _PADDED)]
+        if len(rows):
+            sub = text.arr.take(pa_arrow.array(rows))
+            column = values.to_numpy(dtype=object, copy=True)
+            column[rows] = pc.utf8_trim_whitespace(sub).to_pylist()
+            data[rule.column] = pd.Series(column, index=data.index, dtype=object)
+        changed[rule.column] = len(rows)
+    return changed
+
+
+def _escaped(values: pd.Series) -> list[str]:
+    """Short, escaped samples of failing values: no raw control characters or megabytes."""
+    short = values.astype(str).str.slice(0, 200)
+    return short.str.encode("unicode_escape").str.decode("ascii").tolist()
+
+
+def _json_type_failures(inp: GateInput, rule: TextRule, n: int) -> np.ndarray:
+    """Rows whose landing value had a JSON type the rule does not allow (e.g. an object
+    rendered as text by the reader)."""
+    src = inp.source_rows
+    bad = np.zeros(n, dtype=bool)
+    if src is None or len(src) != n or JSON_TYPES_COLUMN not in src:
+        return bad
+    types = src[JSON_TYPES_COLUMN]
+    typed = np.flatnonzero(types.notna().to_numpy())
+    if not len(typed):
+        return bad
+    found = types.iloc[typed].str.extract(f";{re.escape(rule.column)}=([a-z]+);", expand=False)
+    allowed = set(rule.json_types) | ({"integer"} if "number" in rule.json_types else set())
+    bad[typed] = (found.notna() & ~found.isin(sorted(allowed))).to_numpy()
+    return bad
+
+
+def _value_findings(
+    col: _Collector,
+    parts: _Parts,
+    rule: str,
+    severity: Severity,
+    column: str,
+    rows: np.ndarray,
+    reasons: np.ndarray,
+    cases: list[str],
+    rank: int,
+    note: str = "",
+    value: float | None = None,
+) -> None:
+    """Per-partition findings of a value rule whose failures each carry their own reason
+    (quarantined under that reason when that is the rule's severity)."""
+    by_part = _group(parts.window_codes[rows], parts.size)
+    for p, hits in zip(col.window.partitions, by_part, strict=True):
+        what = ""
+        if len(hits):
+            names, counts = np.unique(reasons[hits].astype(str), return_counts=True)
+            what = ", ".join(f"{r} {k}" for r, k in zip(names, counts.tolist(), strict=True))
+        col.add(
+            Finding(
+                rule,
+                severity,
+                p,
+                passed=not len(hits),
+                failed=len(hits),
+                checked=int(parts.rows_by_part.get(p, 0)),
+                message=f"{len(hits)} row(s) fail {rule}: {what}{note}" if len(hits) else note,
+                column=column,
+                sample=tuple(cases[i] for i in hits[:SAMPLE_SIZE].tolist()),
+                value=value,
+            )
+        )
+    if severity == Severity.QUARANTINE_RECORD and len(rows):
+        for reason in sorted(set(reasons.tolist())):
+            pick = np.flatnonzero(reasons == reason)
+            col.quarantine_rows(rows[pick], rank, reason, column, [cases[i] for i in pick])
+
+
+def _text_rule(
+    col: _Collector, inp: GateInput, work: _Work, rule: TextRule, rank: int, stripped: int
+) -> None:
+    """A TextRule over a whole column: lengths in one Arrow pass, control characters,
+    padding and allowed characters as numpy passes over the column's bytes, a pattern in
+    one RE2 pass; the reason of each failing row is worked out on those rows only."""
+    data, parts = work.data, work.parts
+    if rule.column not in data:
+        return  # a missing column is the schema's finding
+    n = len(data)
+    text = _Text(data[rule.column])
+    judged = text.present & (text.length > 0)  # empty values: the schema's (missing_*)
+    too_long = (
+        judged & (text.length > rule.max_length)
+        if rule.max_length is not None
+        else np.zeros(n, dtype=bool)
+    )
+    too_short = text.present & (text.length < rule.min_length)
+    wrong_type = _json_type_failures(inp, rule, n)
+    suspect = too_long | too_short | wrong_type
+    if not rule.control_characters:
+        suspect |= judged & text.control_candidates()
+    if rule.trim == "reject":
+        suspect |= judged & text.padding_candidates()
+    if rule.characters is not None:
+        suspect |= judged & text.outside_characters(rule.characters)
+    pattern_ok = None
+    if rule.pattern is not None:
+        pattern_ok = _mask(pc.match_substring_regex(text.arr, f"^(?:{rule.pattern})$"))
+        suspect |= judged & ~pattern_ok
+    rows = np.flatnonzero(suspect)
+    c = rule.column
+    # Exact checks on the candidate rows, in order of precedence: the first one names it.
+    checks: list[tuple[str, np.ndarray]] = [(f"{c}_json_type", wrong_type[rows])]
+    if not rule.control_characters:
+        checks.append((f"{c}_control_character", text.regex(rows, _CONTROL)))
+    checks.append((f"{c}_too_long", too_long[rows]))
+    checks.append((f"{c}_too_short", too_short[rows]))
+    if rule.trim == "reject":
+        checks.append((f"{c}_untrimmed", text.regex(rows, _PADDED)))
+    if rule.characters is not None:
+        allowed = "".join(f"\\x{{{ord(ch):x}}}" for ch in sorted(set(rule.characters)))
+        checks.append((f"{c}_characters", text.regex(rows, f"[^{allowed}]")))
+    if pattern_ok is not None:
+        checks.append((f"{c}_pattern", ~pattern_ok[rows]))
+    reasons = np.full(len(rows), "", dtype=object)
+    for reason, hit in reversed(checks):
+        reasons[hit] = reason
+    failing = reasons != ""
+    # Empty values are judged by min_length only; a candidate no exact check confirms passes.
+    keep = failing & (judged[rows] | too_short[rows])
+    rows, reasons = rows[keep], reasons[keep]
+    cases = _escaped(data[rule.column].iloc[rows]) if len(rows) else []
+    note = f" ({stripped} value(s) stripped of padding)" if stripped else ""
+    _value_findings(
+        col,
+        parts,
+        rule.name,
+        rule.severity,
+        rule.column,
+        rows,
+        reasons,
+        cases,
+        rank,
+        note,
+        float(stripped) if rule.trim == "strip" else None,
+    )
+
+
+def _timestamp_rule(
+    col: _Collector,
+    inp: GateInput,
+    work: _Work,
+    rule: TimestampRule,
+    rank: int,
+    run_level: list[Finding],
+) -> None:
+    """Timestamps without a zone (when neither allowed nor read in a declared source zone),
+    judged on the text as it arrived; typed values whose year is outside the range."""
+    data, parts = work.data, work.parts
+    if rule.column not in data:
+        return
+    n = len(data)
+    src = inp.source_rows
+    if src is not None and len(src) == n and rule.column in src:
+        text = src[rule.column]
+    elif not is_datetime64_any_dtype(data[rule.column].dtype):
+        text = data[rule.column]
+    else:
+        text = None
+    c = rule.column
+    bad = np.zeros(n, dtype=bool)
+    reasons = np.full(n, "", dtype=object)
+    if is_datetime64_any_dtype(data[c].dtype):
+        ts = work.utc(c)
+        lo = pd.Timestamp(year=max(rule.min_year, 1678), month=1, day=1, tz="UTC")
+        hi = pd.Timestamp(year=min(rule.max_year, 2261) + 1, month=1, day=1, tz="UTC")
+        out = (ts.notna() & ((ts < lo) | (ts >= hi))).to_numpy()
+        reasons[out] = f"{c}_year_out_of_range"
+        bad |= out
+    if rule.require_zone and rule.source_zone is None:
+        if text is None:
+            run_level.append(
+                Finding(
+                    rule.name,
+                    Severity.FAIL_RUN,
+                    None,
+                    passed=False,
+                    column=c,
+                    message=f"{c} is typed and no source text was kept: whether its values "
+                    "carried a zone cannot be judged (pass source_rows)",
+                )
+            )
+            return
+        naive = text.notna().to_numpy() & ~has_zone(text) & ~bad
+        reasons[naive] = f"{c}_without_zone"
+        bad |= naive
+    rows = np.flatnonzero(bad)
+    source = text if text is not None else data[c]
+    cases = _escaped(source.iloc[rows]) if len(rows) else []
+    _value_findings(col, parts, rule.name, rule.severity, c, rows, reasons[rows], cases, rank)
 
 
 def _referential(col: _Collector, inp: GateInput, work: _Work, rule: Referential) -> None:
@@ -1166,6 +1483,12 @@ def _control_totals(
     return out, findings
 
 
+def _evidence(source_rows: pd.DataFrame) -> pd.DataFrame:
+    """The landing values of source_rows, without the reader's meta columns (`_...`)."""
+    meta = [c for c in source_rows.columns if isinstance(c, str) and c.startswith("_")]
+    return source_rows.drop(columns=meta) if meta else source_rows
+
+
 def _rows(data: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
     """data[keep].reset_index(drop=True) with one copy of the rows instead of two."""
     out = data.take(np.flatnonzero(keep))
@@ -1205,7 +1528,7 @@ def _result(
                 "column_name": [c[2] for c in chosen],
                 "failure_case": [c[3] for c in chosen],
                 "original_row": _original_rows(
-                    inp.source_rows.iloc[q_rows]
+                    _evidence(inp.source_rows).iloc[q_rows]
                     if inp.source_rows is not None and len(inp.source_rows) == len(data)
                     else bad
                 ),

@@ -80,3 +80,69 @@ def test_a_date_before_every_snapshot_raises_naming_the_date(tmp_path):
 def test_unknown_reference_name_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="'sla_calendar'"):
         pin_snapshots(tmp_path, "sla_calendar", [date(2026, 9, 1)])
+
+
+# --- generic reference datasets ----------------------------------------------------------------
+
+
+def publish_zones(root: Path, version: str, effective: str, rows: list[str], **meta) -> Path:
+    snap = root / "zones" / version
+    snap.mkdir(parents=True)
+    (snap / "zones.csv").write_text("zone_id,borough,valid_from\n" + "\n".join(rows) + "\n")
+    meta = {"name": "zones", "version": version, "effective_from": effective, **meta}
+    (snap / "snapshot.json").write_text(json.dumps(meta))
+    return snap
+
+
+def test_any_name_is_a_reference_dataset_with_keys_and_dates(tmp_path):
+    publish_zones(
+        tmp_path,
+        "v1",
+        "2015-01-01",
+        ["Z1,Queens,2014-01-01", "Z2,Bronx,2014-01-01"],
+        file="zones.csv",
+        key_columns=["zone_id"],
+    )
+    snap = pin_snapshots(tmp_path, "zones", [date(2015, 6, 1)])[date(2015, 6, 1)]
+    assert snap.binding.published_on == date(2015, 1, 1)
+    assert list(snap.data["zone_id"]) == ["Z1", "Z2"]
+    assert str(snap.data["valid_from"].dtype).startswith("datetime64")
+
+
+def test_versions_sort_by_effective_date_then_numeric_version(tmp_path):
+    """Regression: versions compared as text, so v10 sorted before v9."""
+    from ecm_assets.adapters.reference import list_versions
+
+    for v in ("v9", "v10", "v2"):
+        publish_zones(tmp_path, v, "2015-01-01", [f"Z{v},Queens,2014-01-01"])
+    publish_zones(tmp_path, "v1", "2015-02-01", ["Z1,Queens,2014-01-01"])
+    assert [v for _, v in list_versions(tmp_path, "zones")] == ["v2", "v9", "v10", "v1"]
+    pinned = pin_snapshots(tmp_path, "zones", [date(2015, 1, 15), date(2015, 2, 1)])
+    assert pinned[date(2015, 1, 15)].binding.version == "v10"
+    assert pinned[date(2015, 2, 1)].binding.version == "v1"
+
+
+@pytest.mark.parametrize(
+    ("meta", "rows", "message"),
+    [
+        ({"key_columns": ["zone_id"]}, ["Z1,Q,2014-01-01", "Z1,B,2014-01-01"], "not unique"),
+        ({"key_columns": ["nope"]}, ["Z1,Q,2014-01-01"], r"columns \['nope'\] are declared"),
+        ({}, ["Z1,Q,someday"], r"row 2 column valid_from: 'someday' is not a date"),
+        ({"file": "missing.csv"}, ["Z1,Q,2014-01-01"], "file 'missing.csv' is missing"),
+    ],
+)
+def test_malformed_snapshots_name_file_and_field(tmp_path, meta, rows, message):
+    from ecm_assets.adapters.reference import ReferenceDataError
+
+    publish_zones(tmp_path, "v1", "2015-01-01", rows, **meta)
+    with pytest.raises(ReferenceDataError, match=message):
+        pin_snapshots(tmp_path, "zones", [date(2015, 1, 1)])
+
+
+def test_snapshot_json_without_effective_date_is_named(tmp_path):
+    from ecm_assets.adapters.reference import ReferenceDataError
+
+    snap = publish_zones(tmp_path, "v1", "2015-01-01", ["Z1,Q,2014-01-01"])
+    (snap / "snapshot.json").write_text(json.dumps({"name": "zones", "version": "v1"}))
+    with pytest.raises(ReferenceDataError, match="'effective_from' is missing"):
+        pin_snapshots(tmp_path, "zones", [date(2015, 1, 1)])

@@ -220,6 +220,8 @@ def test_reference_snapshots(generated: tuple[DemoDataSummary, list]) -> None:
         "name": "org_hierarchy",
         "version": "v0001",
         "published_on": "2026-08-25",
+        "file": "units.csv",
+        "key_columns": ["unit_id", "valid_from"],
     }
     assert snapshot("org_hierarchy", "v0002")["published_on"] == "2026-08-31"
     assert snapshot("sla_calendar", "v0001")["published_on"] == "2026-08-25"

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from ecm_assets.cli import main
-from ecm_assets.definitions import build_definitions
+from ecm_assets.definitions import case_sla_definitions as build_definitions
 
 EVENTS_DIR = Path("landing") / "case_events"
 MONTH = "2026-09-01"

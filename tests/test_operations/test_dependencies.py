@@ -12,12 +12,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ecm_assets.case_sla.contracts import DAILY_METRICS, MONTHLY_REPORT, ROLLING_30D
+from ecm_assets.case_sla.contracts import CASE_EVENTS, DAILY_METRICS, MONTHLY_REPORT, ROLLING_30D
 from ecm_assets.case_sla.datasets import DATASETS
 from ecm_assets.case_sla.priority_mix import PRIORITY_MIX
 from ecm_assets.contracts.dataset import Upstream
 from ecm_assets.contracts.periods import contiguous_ranges
-from ecm_assets.definitions import build_definitions
+from ecm_assets.definitions import case_sla_definitions as build_definitions
 from ecm_assets.operations.dependencies import (
     TRIGGER,
     Candidates,
@@ -41,7 +41,7 @@ from ecm_assets.orchestration.factory import (
     REVIEW_TAG,
     TRIGGER_TAG,
 )
-from ecm_assets.orchestration.partitions import DAILY
+from ecm_assets.orchestration.partitions import partitions_for
 
 NOW = datetime(2026, 9, 10, 12, tzinfo=UTC)
 EVENTS = "case_events"
@@ -377,7 +377,7 @@ def test_monthly_report_waits_for_its_month(instance: dg.DagsterInstance) -> Non
     assert "no new upstream publishes" not in message
 
 
-@dg.asset(name=EVENTS, partitions_def=DAILY)
+@dg.asset(name=EVENTS, partitions_def=partitions_for(CASE_EVENTS))
 def _events_stand_in() -> dg.MaterializeResult:
     """Stands in for case_events: a real run with real tags that publishes one partition."""
     return dg.MaterializeResult()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ecm_assets.case_sla.datasets import DATASETS
+from ecm_assets.case_sla.datasets import DATASETS as CASE_SLA
 from ecm_assets.cli import main
 from ecm_assets.contracts.dataset import Column, Dataset, DatasetContract, Grain, Upstream
 from ecm_assets.operations.graphql import (
@@ -24,6 +25,11 @@ from ecm_assets.operations.impact import ImpactEntry, plan_impact
 
 FAR = date(2030, 1, 1)
 JUNE_15 = date(2026, 6, 15)
+#: The case-SLA graph with partitions from 2026-01-01, so the arithmetic is shown mid-year.
+DATASETS = tuple(
+    dataclasses.replace(d, contract=dataclasses.replace(d.contract, start="2026-01-01"))
+    for d in CASE_SLA
+)
 
 
 def _ranges(plan: list[ImpactEntry]) -> dict[str, tuple[str, str, int]]:
@@ -91,6 +97,21 @@ def test_only_existing_partitions_are_planned() -> None:
     assert _ranges(clipped)["case_events"] == ("2026-01-01", "2026-01-02", 2)
     with pytest.raises(ValueError, match="exists yet"):
         plan_impact(DATASETS, "case_events", JUNE_15, JUNE_15, until=date(2026, 6, 14))
+
+
+def test_each_contract_clips_to_its_own_partitions() -> None:
+    """A change before a dataset's start plans only the partitions that exist (from 09-01)."""
+    plan = plan_impact(CASE_SLA, "case_events", date(2026, 8, 30), date(2026, 9, 2), until=FAR)
+    assert _ranges(plan)["case_events"] == ("2026-09-01", "2026-09-02", 2)
+    assert _ranges(plan)["case_sla_monthly_report"] == ("2026-09-01", "2026-10-01", 2)
+    ended = dataclasses.replace(
+        CASE_SLA[0], contract=dataclasses.replace(CASE_SLA[0].contract, end="2026-09-10")
+    )
+    assert _ranges(plan_impact([ended], "case_events", date(2026, 9, 5), FAR, until=FAR)) == {
+        "case_events": ("2026-09-05", "2026-09-10", 6)
+    }
+    with pytest.raises(ValueError, match=r"partitions daily 2026-09-01\.\.open end"):
+        plan_impact(CASE_SLA, "case_events", JUNE_15, JUNE_15, until=FAR)
 
 
 def test_a_downstream_change_does_not_reach_upstream() -> None:
@@ -288,32 +309,32 @@ def test_launch_errors_carry_the_server_message() -> None:
 
 def test_cli_prints_the_impact_as_json(capsys) -> None:
     code = main(
-        ["impact", "case_events", "--from", "2026-06-15", "--until", "2030-01-01", "--json"]
+        ["impact", "case_events", "--from", "2026-09-15", "--until", "2030-01-01", "--json"]
     )
     out, err = capsys.readouterr()
     assert code == 0, err
     payload = json.loads(out)
     assert payload["until"] == "2030-01-01" and payload["backfill_id"] is None
     assert {e["asset"]: (e["first"], e["last"]) for e in payload["impact"]} == {
-        "case_events": ("2026-06-15", "2026-06-15"),
-        "case_sla_daily_metrics": ("2026-06-15", "2026-07-14"),
-        "case_priority_mix_daily": ("2026-06-15", "2026-06-15"),
-        "case_sla_rolling_30d": ("2026-06-15", "2026-08-12"),
-        "case_sla_monthly_report": ("2026-06-01", "2026-07-01"),
+        "case_events": ("2026-09-15", "2026-09-15"),
+        "case_sla_daily_metrics": ("2026-09-15", "2026-10-14"),
+        "case_priority_mix_daily": ("2026-09-15", "2026-09-15"),
+        "case_sla_rolling_30d": ("2026-09-15", "2026-11-12"),
+        "case_sla_monthly_report": ("2026-09-01", "2026-10-01"),
     }
     assert payload["partitions"] == 1 + 30 + 1 + 59 + 2 and payload["assets"] == 5
     # The table form ends with the totals.
-    assert main(["impact", "case_events", "--from", "2026-06-15", "--until", "2030-01-01"]) == 0
+    assert main(["impact", "case_events", "--from", "2026-09-15", "--until", "2030-01-01"]) == 0
     out, _ = capsys.readouterr()
     assert "window spillover +29 days" in out
     assert out.strip().splitlines()[-1].startswith("total: 5 assets, 93 partitions")
-    assert main(["impact", "nope", "--from", "2026-06-15"]) == 2
+    assert main(["impact", "nope", "--from", "2026-09-15"]) == 2
     assert "valid assets" in capsys.readouterr().err
 
 
 def test_cli_launches_one_backfill_with_the_mode_tags(capsys) -> None:
-    args = ["impact", "case_events", "--from", "2026-06-15", "--to", "2026-06-16"]
-    args += ["--until", "2026-06-30", "--launch", "--mode", "restatement"]
+    args = ["impact", "case_events", "--from", "2026-09-15", "--to", "2026-09-16"]
+    args += ["--until", "2026-09-30", "--launch", "--mode", "restatement"]
     # A restatement needs its reason; nothing is launched without it.
     assert main([*args, "--url", "http://127.0.0.1:9"]) == 2
     assert "--restatement-reason" in capsys.readouterr().err
@@ -337,11 +358,11 @@ def test_cli_launches_one_backfill_with_the_mode_tags(capsys) -> None:
     assert {
         p["assetKey"]["path"][0]: p["partitions"]["range"] for p in params["partitionsByAssets"]
     } == {
-        "case_events": {"start": "2026-06-15", "end": "2026-06-16"},
-        "case_sla_daily_metrics": {"start": "2026-06-15", "end": "2026-06-30"},
-        "case_priority_mix_daily": {"start": "2026-06-15", "end": "2026-06-16"},
-        "case_sla_rolling_30d": {"start": "2026-06-15", "end": "2026-06-30"},
-        "case_sla_monthly_report": {"start": "2026-06-01", "end": "2026-06-01"},
+        "case_events": {"start": "2026-09-15", "end": "2026-09-16"},
+        "case_sla_daily_metrics": {"start": "2026-09-15", "end": "2026-09-30"},
+        "case_priority_mix_daily": {"start": "2026-09-15", "end": "2026-09-16"},
+        "case_sla_rolling_30d": {"start": "2026-09-15", "end": "2026-09-30"},
+        "case_sla_monthly_report": {"start": "2026-09-01", "end": "2026-09-01"},
     }
     assert {t["key"]: t["value"] for t in params["tags"]} == {
         "ecm/backfill_mode": "restatement",

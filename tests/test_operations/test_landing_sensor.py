@@ -15,7 +15,7 @@ import pytest
 from ecm_assets.case_sla.contracts import CASE_EVENTS
 from ecm_assets.contracts.boundaries import LandingFile
 from ecm_assets.contracts.periods import contiguous_ranges
-from ecm_assets.definitions import build_definitions
+from ecm_assets.definitions import case_sla_definitions as build_definitions
 from ecm_assets.operations.triggers import (
     CLOSED_PERIOD,
     LOOKBACK,

@@ -17,19 +17,23 @@ from dagster._core.storage.tags import (
 )
 from dagster._utils.schedules import schedule_execution_time_iterator
 
-from ecm_assets.case_sla.contracts import LATENESS_DAYS, SCHEDULE_LOOKBACK_DAYS
-from ecm_assets.definitions import build_definitions
+from ecm_assets.case_sla.contracts import CASE_EVENTS, LATENESS_DAYS, SCHEDULE_LOOKBACK_DAYS
+from ecm_assets.definitions import case_sla_definitions as build_definitions
+from ecm_assets.definitions import defs
 from ecm_assets.operations.schedules import (
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
-    SCHEDULES,
-    daily_lookback_schedule,
     lookback_dates,
     month_to_report,
-    monthly_report_schedule,
 )
 from ecm_assets.orchestration.factory import TRIGGER_TAG
-from ecm_assets.orchestration.partitions import DAILY
+from ecm_assets.orchestration.partitions import partitions_for
+
+#: The shipped location's schedules, as `build_definitions` made them.
+SCHEDULES = list(defs.schedules)
+daily_lookback_schedule = defs.get_schedule_def("daily_lookback_schedule")
+monthly_report_schedule = defs.get_schedule_def("monthly_report_schedule")
+DAILY = partitions_for(CASE_EVENTS)
 
 DAILY_KEYS = {
     dg.AssetKey(k)
@@ -42,9 +46,10 @@ DAILY_KEYS = {
 }
 MONTHLY_KEY = dg.AssetKey("case_sla_monthly_report")
 
-#: Spans both US DST transitions (2026-03-08, 2026-11-01) and Europe's (2026-03-29, 2026-10-25).
-DST_SPAN_START = datetime(2026, 3, 1, tzinfo=UTC)
-DST_SPAN_END = datetime(2026, 12, 1, tzinfo=UTC)  # exclusive: last tick day is 2026-11-30
+#: Inside the case-SLA partitions (from 2026-09-01), spans both Europe's DST transitions
+#: (2026-10-25, 2027-03-28) and the US's (2026-11-01, 2027-03-14).
+DST_SPAN_START = datetime(2026, 10, 1, tzinfo=UTC)
+DST_SPAN_END = datetime(2027, 4, 10, tzinfo=UTC)  # exclusive: last tick day is 2027-04-09
 
 
 @pytest.fixture(scope="module")
@@ -205,27 +210,27 @@ def test_schedule_targets_resolve_against_the_real_assets(repo: dg.RepositoryDef
 
 
 def test_daily_spec_example(repo: dg.RepositoryDefinition, instance: dg.DagsterInstance) -> None:
-    data = _evaluate(daily_lookback_schedule, datetime(2026, 7, 4, 1, tzinfo=UTC), repo, instance)
+    data = _evaluate(daily_lookback_schedule, datetime(2026, 10, 4, 1, tzinfo=UTC), repo, instance)
     assert data.skip_message is None
     [request] = data.run_requests
-    assert request.run_key == "lookback:2026-07-01..2026-07-03"
+    assert request.run_key == "lookback:2026-10-01..2026-10-03"
     assert set(request.asset_selection) == DAILY_KEYS
     assert request.partition_key is None
-    assert request.partition_key_range == dg.PartitionKeyRange("2026-07-01", "2026-07-03")
+    assert request.partition_key_range == dg.PartitionKeyRange("2026-10-01", "2026-10-03")
     assert request.tags[TRIGGER_TAG] == "lookback_schedule"
-    assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2026-07-01"
-    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2026-07-03"
+    assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2026-10-01"
+    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2026-10-03"
 
 
 @pytest.mark.parametrize(
     ("tick_day", "expected"),
     [
-        (date(2025, 12, 30), None),
-        (date(2026, 1, 1), None),
-        (date(2026, 1, 2), ("2026-01-01", "2026-01-01")),
-        (date(2026, 1, 3), ("2026-01-01", "2026-01-02")),
-        (date(2026, 1, 4), ("2026-01-01", "2026-01-03")),
-        (date(2026, 1, 5), ("2026-01-02", "2026-01-04")),
+        (date(2026, 8, 30), None),
+        (date(2026, 9, 1), None),
+        (date(2026, 9, 2), ("2026-09-01", "2026-09-01")),
+        (date(2026, 9, 3), ("2026-09-01", "2026-09-02")),
+        (date(2026, 9, 4), ("2026-09-01", "2026-09-03")),
+        (date(2026, 9, 5), ("2026-09-02", "2026-09-04")),
     ],
 )
 def test_daily_range_is_clipped_to_the_partitions_start(
@@ -246,19 +251,19 @@ def test_daily_range_is_clipped_to_the_partitions_start(
 
 
 def test_monthly_request(repo: dg.RepositoryDefinition, instance: dg.DagsterInstance) -> None:
-    data = _evaluate(monthly_report_schedule, datetime(2026, 7, 6, 3, tzinfo=UTC), repo, instance)
+    data = _evaluate(monthly_report_schedule, datetime(2026, 10, 6, 3, tzinfo=UTC), repo, instance)
     [request] = data.run_requests
-    assert request.run_key == "monthly:2026-06"
-    assert request.partition_key == "2026-06-01"
+    assert request.run_key == "monthly:2026-09"
+    assert request.partition_key == "2026-09-01"
     assert list(request.asset_selection) == [MONTHLY_KEY]
     assert request.tags[TRIGGER_TAG] == "monthly_schedule"
-    assert request.tags["dagster/partition"] == "2026-06-01"
+    assert request.tags["dagster/partition"] == "2026-09-01"
 
 
 def test_monthly_skips_before_the_partitions_start(
     repo: dg.RepositoryDefinition, instance: dg.DagsterInstance
 ) -> None:
-    data = _evaluate(monthly_report_schedule, datetime(2026, 1, 6, 3, tzinfo=UTC), repo, instance)
+    data = _evaluate(monthly_report_schedule, datetime(2026, 9, 6, 3, tzinfo=UTC), repo, instance)
     assert not data.run_requests
     assert "before the partitions start" in (data.skip_message or "")
 
@@ -279,7 +284,7 @@ def test_one_run_owns_the_range(instance: dg.DagsterInstance) -> None:
     )
     [request] = _evaluate(
         daily_lookback_schedule,
-        datetime(2026, 7, 4, 1, tzinfo=UTC),
+        datetime(2026, 10, 4, 1, tzinfo=UTC),
         defs.get_repository_def(),
         instance,
     ).run_requests
@@ -288,7 +293,7 @@ def test_one_run_owns_the_range(instance: dg.DagsterInstance) -> None:
         instance=instance, tags=request.tags, asset_selection=list(request.asset_selection)
     )
     assert result.success
-    expected = dg.PartitionKeyRange("2026-07-01", "2026-07-03")
+    expected = dg.PartitionKeyRange("2026-10-01", "2026-10-03")
     assert seen == {k.to_user_string(): expected for k in DAILY_KEYS}
     assert len(instance.get_run_records(dg.RunsFilter(run_ids=[result.run_id]))) == 1
 
@@ -301,7 +306,8 @@ def test_daily_ticks_across_dst(
 ) -> None:
     ticks = _ticks(daily_lookback_schedule)
     utc_days = [t.astimezone(UTC).date() for t in ticks]
-    first_day, last_day = date(2026, 3, 1), date(2026, 11, 30)
+    first_day = DST_SPAN_START.date()
+    last_day = DST_SPAN_END.date() - timedelta(days=1)
     # Exactly one tick per UTC day (no double fire, no missing day), always at 01:00 UTC.
     assert utc_days == _days(first_day, last_day)
     assert {t.astimezone(UTC).time().isoformat() for t in ticks} == {"01:00:00"}
@@ -342,7 +348,8 @@ def test_monthly_ticks_across_dst(
     ticks = _ticks(monthly_report_schedule)
     # One tick a month, at 03:00 UTC on day LATENESS_DAYS + 1.
     assert [t.astimezone(UTC) for t in ticks] == [
-        datetime(2026, m, LATENESS_DAYS + 1, 3, tzinfo=UTC) for m in range(3, 12)
+        datetime(2026 + (m - 1) // 12, (m - 1) % 12 + 1, LATENESS_DAYS + 1, 3, tzinfo=UTC)
+        for m in range(10, 17)
     ]
     months: Counter[str] = Counter()
     for tick in ticks:
@@ -352,5 +359,6 @@ def test_monthly_ticks_across_dst(
         assert request.tags[TRIGGER_TAG] == "monthly_schedule"
         assert request.run_key == f"monthly:{request.partition_key[:7]}"
         months[request.partition_key] += 1
-    # Each month February..October is requested exactly once, and nothing else.
-    assert months == Counter(f"2026-{m:02d}-01" for m in range(2, 11))
+    # Each month September..March is requested exactly once, and nothing else.
+    expected = [date(2026 + (m - 1) // 12, (m - 1) % 12 + 1, 1) for m in range(9, 16)]
+    assert months == Counter(d.isoformat() for d in expected)

@@ -11,7 +11,7 @@ import pytest
 
 import ecm_assets.orchestration.inputs as inputs
 from ecm_assets.adapters.landing import LandingFileChangedError, LandingReadError
-from ecm_assets.definitions import build_definitions
+from ecm_assets.definitions import case_sla_definitions as build_definitions
 from ecm_assets.orchestration.retries import RETRY_POLICY, is_transient, non_retryable
 from tests.test_lifecycle._support import failure_messages
 

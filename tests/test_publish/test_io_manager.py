@@ -31,6 +31,7 @@ SOURCE = DatasetContract(
     grain="daily",
     business_key=("business_date", "unit_id"),
     group="iotest",
+    start="2026-01-01",
 )
 
 SUMMARY = DatasetContract(
@@ -48,6 +49,7 @@ SUMMARY = DatasetContract(
     business_key=("business_date",),
     upstream=(Upstream(SOURCE.name, lookback_partitions=2),),
     group="iotest",
+    start="2026-01-01",
 )
 
 

@@ -28,7 +28,7 @@ import pytest
 
 from ecm_assets.case_sla.contracts import CASE_EVENTS
 from ecm_assets.cli import main as ecm
-from ecm_assets.definitions import build_definitions
+from ecm_assets.definitions import case_sla_definitions as build_definitions
 from ecm_assets.manifest.ledger import Manifest, load_manifest, load_manifests, plan, transition
 from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
 from ecm_assets.publish.failpoints import ENV_VAR
@@ -52,7 +52,7 @@ MATERIALIZE_SCRIPT = textwrap.dedent(
 
     import dagster as dg
 
-    from ecm_assets.definitions import build_definitions
+    from ecm_assets.definitions import case_sla_definitions as build_definitions
 
     defs = build_definitions(Path(sys.argv[1]), Path(sys.argv[2]))
     dg.materialize(

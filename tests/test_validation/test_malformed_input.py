@@ -35,7 +35,7 @@ import pandas as pd
 import pytest
 
 from ecm_assets.case_sla.contracts import EVENT_TYPES, LANDING_COLUMNS, PRIORITIES
-from ecm_assets.definitions import build_definitions
+from ecm_assets.definitions import case_sla_definitions as build_definitions
 from ecm_assets.demo.landing_generator import generate_demo_data
 from ecm_assets.manifest.ledger import Manifest, load_manifests
 from ecm_assets.publish.protocol import BLOCKED_TABLE, QUARANTINE_TABLE
@@ -213,23 +213,24 @@ def test_wrong_types_are_rejected_at_parse_and_the_rest_is_published(corpus: Cor
     records.append({**good_rows(1, "OBJ")[0], "event_ts": {"seconds": 5}})  # line 26
     records.append({**good_rows(1, "ARR")[0], "event_ts": [2026, 9, 1]})  # line 27
     records.append({**good_rows(1, "NUL")[0], "event_ts": None})  # line 28
-    records.append({**good_rows(1, "J")[0], "event_id": 4242})  # line 29: a number, still valid
+    records.append({**good_rows(1, "J")[0], "event_id": 4242})  # line 29: a number, not an id
     jsonl_file = corpus.write("events-001.jsonl", jsonl_text(records))
 
     out = corpus.run(expect_success=True)
 
-    # 70 + 25 + 1 good rows; 4 unparseable timestamps; 4 of 100 = 4% <= 5%.
-    out.assert_reconciles(input=100, accepted=96, quarantined=4)
-    assert len(out.published) == 96
-    assert "4242" in set(out.published["event_id"])  # a JSON number becomes its text
+    # 70 + 25 good rows; 4 unparseable timestamps; a JSON number as event_id: 5 of 100 <= 5%.
+    out.assert_reconciles(input=100, accepted=95, quarantined=5)
+    assert len(out.published) == 95
+    assert "4242" not in set(out.published["event_id"])  # TextRule json_types=("string",)
     assert out.counts["rejected_at_parse"] == 4
-    assert out.counts["quarantined_by_gate"] == 0
+    assert out.counts["quarantined_by_gate"] == 1
     got = out.rejected[["source_file", "source_line", "reason", "column_name", "failure_case"]]
     assert got.values.tolist() == [
         [csv_file, 72, "unparseable_event_ts", "event_ts", "not-a-timestamp"],
         [jsonl_file, 26, "unparseable_event_ts", "event_ts", '{"seconds": 5}'],
         [jsonl_file, 27, "unparseable_event_ts", "event_ts", "[2026, 9, 1]"],
         [jsonl_file, 28, "unparseable_event_ts", "event_ts", None],
+        [jsonl_file, 29, "event_id_json_type", "event_id", "4242"],
     ]
     # The original row is kept as evidence: the raw text values, by landing column.
     assert json.loads(out.rejected["original_row"].iloc[0])["event_id"] == "BADCSV0000"
@@ -378,13 +379,12 @@ def test_truncated_lines_are_rejected_as_malformed_with_physical_line_numbers(
 
     out = corpus.run(expect_success=True)
 
-    # 96 good rows; 4 malformed lines; 4 of 100 = 4% <= 5%.
-    out.assert_reconciles(input=100, accepted=96, quarantined=4)
+    # 95 good rows; 4 malformed lines; a newline inside an id; 5 of 100 = 5% <= 5%.
+    out.assert_reconciles(input=100, accepted=95, quarantined=5)
     assert out.counts["rejected_at_parse"] == 4
-    multi = out.published[out.published["event_id"] == "G0010"].iloc[0]
-    assert (multi["case_id"], multi["source_line"]) == ("C-multi\nline", 12)
     got = out.rejected[["source_file", "source_line", "reason", "column_name"]]
     assert got.values.tolist() == [
+        [csv_file, 12, "case_id_control_character", "case_id"],
         [csv_file, 51, "malformed_line", None],
         [csv_file, 52, "malformed_line", None],
         [jsonl_file, 50, "malformed_line", None],
@@ -395,6 +395,7 @@ def test_truncated_lines_are_rejected_as_malformed_with_physical_line_numbers(
     except ValueError as exc:
         cut_error = f"malformed JSON: {exc}"
     assert out.rejected["failure_case"].tolist() == [
+        "C-multi\\nline",  # escaped evidence
         "expected 6 fields, found 3: T1,C-T1,opened",
         "expected 6 fields, found 7: T2,C-T2,opened,2026-09-01T10:00:00Z,U01,P1,extra",
         cut_error,
@@ -402,7 +403,7 @@ def test_truncated_lines_are_rejected_as_malformed_with_physical_line_numbers(
     ]
     assert cut_error.startswith("malformed JSON: Unterminated string")
     # Nothing of a malformed line is trusted, so its original row holds no values.
-    assert json.loads(out.rejected["original_row"].iloc[0]) == dict.fromkeys(HEADER)
+    assert json.loads(out.rejected["original_row"].iloc[1]) == dict.fromkeys(HEADER)
 
 
 # --------------------------------------------------------------------------- 7. huge values
@@ -415,30 +416,31 @@ HUGE_EVENT_ID = "E" * 100_000
 def test_huge_values_are_published_or_quarantined_with_short_failure_cases(
     corpus: Corpus,
 ) -> None:
-    rows = good_rows(50, "G")
-    rows.append({**good_rows(1, "H")[0], "event_id": HUGE_EVENT_ID})  # line 52
-    corpus.write("events-000.csv", csv_text(rows))
+    rows = good_rows(100, "G")
+    rows.append({**good_rows(1, "H")[0], "event_id": HUGE_EVENT_ID})  # line 102
+    csv_file = corpus.write("events-000.csv", csv_text(rows))
     records = good_rows(8, "J")
-    records.append({**good_rows(1, "K")[0], "case_id": HUGE_CASE_ID})  # line 9: valid
-    records.append({**good_rows(1, "U")[0], "unit_id": "U" * 200_000})  # line 10: unknown unit
+    records.append({**good_rows(1, "K")[0], "case_id": HUGE_CASE_ID})  # line 9
+    records.append({**good_rows(1, "U")[0], "unit_id": "U" * 200_000})  # line 10
     records.append({**good_rows(1, "T")[0], "event_ts": "2" * 200_000})  # line 11: bad ts
     jsonl_file = corpus.write("events-001.jsonl", jsonl_text(records))
 
     out = corpus.run(expect_success=True)
 
-    # 50 + 1 + 8 + 1 valid rows; one unknown unit (gate), one bad timestamp (parse): 2 of 62.
-    out.assert_reconciles(input=62, accepted=60, quarantined=2)
-    published = dict(zip(out.published["event_id"], out.published["case_id"], strict=True))
-    assert published[HUGE_EVENT_ID] == "C-H0000"
-    assert published["K0000"] == HUGE_CASE_ID
+    # 100 + 8 good rows; two ids longer than 64 characters and an unknown unit (gate), one
+    # bad timestamp (parse): 4 of 112 quarantined.
+    out.assert_reconciles(input=112, accepted=108, quarantined=4)
+    assert out.published["case_id"].str.len().max() <= 64
     got = out.rejected[["source_file", "source_line", "reason", "column_name"]]
     assert got.values.tolist() == [
+        [csv_file, 102, "event_id_too_long", "event_id"],
+        [jsonl_file, 9, "case_id_too_long", "case_id"],
         [jsonl_file, 10, "unknown_unit_id", "unit_id"],
         [jsonl_file, 11, "unparseable_event_ts", "event_ts"],
     ]
-    assert out.rejected["failure_case"].tolist() == ["U" * 500, "2" * 500]
+    assert out.rejected["failure_case"].tolist() == ["E" * 200, "C" * 200, "U" * 500, "2" * 500]
     # The original row is evidence: kept whole.
-    assert json.loads(out.rejected["original_row"].iloc[0])["unit_id"] == "U" * 200_000
+    assert json.loads(out.rejected["original_row"].iloc[2])["unit_id"] == "U" * 200_000
 
 
 def test_huge_csv_field_is_rejected_or_published_not_a_crash(corpus: Corpus) -> None:
@@ -508,3 +510,38 @@ def test_day_quarantining_more_than_5_percent_is_blocked(corpus: Corpus) -> None
     [evaluation] = out.check_evaluations("schema")  # pandera rules report under schema
     assert (evaluation.passed, evaluation.partition) == (False, PARTITION)
     assert evaluation.metadata["failed_rows"].value == 2
+
+
+# --------------------------------------------------------------------------- 9. hostile values
+
+
+def test_hostile_values_are_quarantined_by_the_declared_value_rules(corpus: Corpus) -> None:
+    """Issue 11 item 2: each of these was published as valid data."""
+    rows = good_rows(150, "G")
+    rows.append({**good_rows(1, "N")[0], "case_id": "C-N\x000"})  # line 152: NUL byte
+    rows.append({**good_rows(1, "P")[0], "case_id": "  C-P0000 "})  # line 153: padded
+    rows.append({**good_rows(1, "Z")[0], "event_ts": f"{PARTITION}T10:00:00"})  # 154: no zone
+    rows.append({**good_rows(1, "L")[0], "event_ts": f"{PARTITION}t10:00:00z"})  # 155: valid
+    rows.append({**good_rows(1, "Y")[0], "event_ts": "99999-09-01T10:00:00Z"})  # 156
+    csv_file = corpus.write("events-000.csv", csv_text(rows))
+    records: list[dict[str, Any]] = list(good_rows(10, "J"))
+    records.append({**good_rows(1, "O")[0], "case_id": {"nested": {"deep": 1}}})  # line 11
+    records.append({**good_rows(1, "M")[0], "case_id": 12345})  # line 12
+    jsonl_file = corpus.write("events-001.jsonl", jsonl_text(records))
+
+    out = corpus.run(expect_success=True)
+
+    out.assert_reconciles(input=167, accepted=161, quarantined=6)
+    assert "L0000" in set(out.published["event_id"])
+    got = out.rejected[["source_file", "source_line", "reason"]].values.tolist()
+    assert got == [
+        [csv_file, 152, "case_id_control_character"],
+        [csv_file, 153, "case_id_untrimmed"],
+        [csv_file, 154, "event_ts_without_zone"],
+        [csv_file, 156, "event_ts_year_out_of_range"],
+        [jsonl_file, 11, "case_id_json_type"],
+        [jsonl_file, 12, "case_id_json_type"],
+    ]
+    assert not out.published["case_id"].str.contains("\x00|^ | $|nested").any()
+    [evaluation] = out.check_evaluations("case_id_values")
+    assert evaluation.passed is False

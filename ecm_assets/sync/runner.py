@@ -1,0 +1,447 @@
+"""One sync run: lock a boundary, stage keyset pages, judge, merge each partition atomically.
+
+    PLANNED -> INPUT_LOCKED (boundary captured) -> RUNNING (pages staged, checkpointed)
+      -> VALIDATING (spec rules) -> COMMITTING (one transaction per partition) -> PUBLISHED
+
+The manifest is the project's run manifest (asset = the job's asset name); per-partition
+progress is the checkpoint ledger. A run killed at any point is resumed by the next call
+for the same partitions: same run id, same boundary, same :last_sync; extraction continues
+after the last staged page, completed partitions are skipped, the others are merged. A run
+the rules aborted is final and never resumed. No Dagster here: the asset, the CLI and the
+tests all call `run_job`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ecm_assets.adapters.warehouse import connect
+from ecm_assets.manifest.ledger import (
+    Manifest,
+    ensure_ledger,
+    load_manifests,
+    mark_failed,
+    now,
+    plan,
+    transition,
+)
+from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
+from ecm_assets.sync import checkpoints
+from ecm_assets.sync.connectors import Boundary, SourceConnector, redacted
+from ecm_assets.sync.processors import PROCESSORS
+from ecm_assets.sync.sink import (
+    MergeResult,
+    dedupe_staged,
+    ensure_store,
+    merge_partition,
+    reset_staging,
+    stage_keys,
+    stage_page,
+    store_exists,
+    tables_for,
+)
+from ecm_assets.sync.spec import JobSpec
+from ecm_assets.sync.validation import SyncValidationError, judge_run, quality_record
+from ecm_assets.validation.gate import Decision, Finding
+
+log = logging.getLogger(__name__)
+
+
+class DependencyNotMetError(RuntimeError):
+    """A job this sync depends on has not succeeded recently enough."""
+
+
+@dataclass
+class SyncResult:
+    job_id: str
+    run_id: str
+    job_type: str
+    resumed: bool
+    last_sync: Any
+    boundary: dict[str, Any]
+    pages: int = 0
+    rows_extracted: int = 0
+    merged: dict[str, MergeResult] = field(default_factory=dict)
+    skipped_partitions: list[str] = field(default_factory=list)
+    decision: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows_written(self) -> int:
+        return sum(m.written for m in self.merged.values())
+
+    @property
+    def hard_deleted(self) -> int:
+        return sum(m.hard_deleted for m in self.merged.values())
+
+
+def _resumable(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> Manifest | None:
+    """The job's newest run, if a crash or an error (not a rule) left it unfinished."""
+    runs = load_manifests(conn, asset=spec.asset_name)
+    if not runs:
+        return None
+    newest = runs[-1]
+    if not newest.input_boundary or "boundary" not in newest.input_boundary:
+        return None
+    if newest.status in IN_FLIGHT or (newest.status == RunStatus.FAILED and newest.quality is None):
+        return newest
+    return None
+
+
+def unmet_dependencies(
+    conn: duckdb.DuckDBPyConnection, spec: JobSpec, at: datetime | None = None
+) -> list[str]:
+    """Why the spec's dependencies do not hold now (empty: they all hold)."""
+    at = at or now()
+    problems = []
+    for dep in spec.dependencies:
+        names = {dep.job, "sync_" + "".join(c if c.isalnum() or c == "_" else "_" for c in dep.job)}
+        runs = [m for n in names for m in load_manifests(conn, asset=n)]
+        finished = sorted(
+            (m for m in runs if m.finished_at is not None), key=lambda m: m.finished_at
+        )
+        if dep.status == "success" and (
+            not finished or finished[-1].status != RunStatus.PUBLISHED
+        ):
+                last = finished[-1].status if finished else "no run"
+                problems.append(f"{dep.job}: last run is {last}, status success required")
+        if dep.window is not None:
+            ok = [m for m in finished if m.status == RunStatus.PUBLISHED]
+            if not ok or ok[-1].finished_at < at - dep.window:
+                when = ok[-1].finished_at.isoformat() if ok else "never"
+                problems.append(f"{dep.job}: last success {when}, needed within {dep.window}")
+    return problems
+
+
+def _prior_unfinished_to_fail(conn, spec: JobSpec, keep: str | None) -> None:
+    for m in load_manifests(conn, asset=spec.asset_name, statuses=IN_FLIGHT):
+        if m.run_id != keep:
+            if m.status == RunStatus.RUNNING or m.status == RunStatus.VALIDATING:
+                transition(
+                    conn,
+                    m.run_id,
+                    m.asset,
+                    RunStatus.FAILED,
+                    finished_at=now(),
+                    detail="superseded: a sync of other partitions started fresh",
+                )
+            elif m.status in (RunStatus.COMMITTING, RunStatus.UNKNOWN):
+                if m.status == RunStatus.COMMITTING:
+                    transition(
+                        conn,
+                        m.run_id,
+                        m.asset,
+                        RunStatus.UNKNOWN,
+                        detail="superseded while committing",
+                    )
+                transition(
+                    conn,
+                    m.run_id,
+                    m.asset,
+                    RunStatus.FAILED,
+                    finished_at=now(),
+                    detail="superseded: partitions it merged keep their checkpoints",
+                )
+
+
+def _tx(conn: duckdb.DuckDBPyConnection, work: Callable[[], Any]) -> Any:
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        out = work()
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return out
+
+
+def run_job(
+    spec: JobSpec,
+    warehouse: Path | str,
+    *,
+    partitions: list[str] | None = None,
+    job_type: str | None = None,
+    run_id: str | None = None,
+    check_dependencies: bool = False,
+    on_alert: Callable[[str], None] | None = None,
+    on_page: Callable[[int], None] | None = None,
+) -> SyncResult:
+    """Run (or resume) one sync of `spec` into the warehouse; see the module docstring."""
+    started = time.perf_counter()
+    wanted = list(partitions or spec.partitioning.partition_ids)
+    unknown = [p for p in wanted if p not in spec.partitioning.partition_ids]
+    if unknown:
+        raise ValueError(
+            f"sync job {spec.job_id} has no partition(s) {unknown}; it has "
+            f"{spec.partitioning.partition_ids}"
+        )
+    connector = SourceConnector(spec.source)
+    try:
+        with connect(warehouse) as conn:
+            conn.execute("SET enable_progress_bar = false")
+            try:
+                return _run(
+                    conn,
+                    spec,
+                    connector,
+                    wanted,
+                    job_type,
+                    run_id,
+                    check_dependencies,
+                    on_alert,
+                    on_page,
+                    started,
+                )
+            except (SyncValidationError, DependencyNotMetError):
+                raise
+            except Exception as exc:
+                # Recorded FAILED without a quality verdict: the next call resumes the run.
+                for m in load_manifests(conn, asset=spec.asset_name, statuses=IN_FLIGHT)[-1:]:
+                    mark_failed(conn, m.run_id, m.asset, exc)
+                raise
+    finally:
+        connector.close()
+
+
+def _run(
+    conn, spec, connector, wanted, job_type, run_id, check_dependencies, on_alert, on_page, started
+) -> SyncResult:
+    ensure_ledger(conn)
+    checkpoints.ensure_checkpoints(conn)
+    asset = spec.asset_name
+    if check_dependencies:
+        problems = unmet_dependencies(conn, spec)
+        if problems:
+            raise DependencyNotMetError(f"sync job {spec.job_id} waits for: " + "; ".join(problems))
+
+    resume = _resumable(conn, spec)
+    if resume is not None and sorted(resume.output_boundary) != sorted(wanted):
+        resume = None
+    if resume is not None:
+        run_id = resume.run_id
+        ib = resume.input_boundary or {}
+        job_type = ib["job_type"]
+        boundary = Boundary.from_json(ib["boundary"])
+        last_sync = connector.decode(ib["last_sync"])
+        log.info("resuming sync %s run %s at its recorded boundary", spec.job_id, run_id)
+    else:
+        job_type = job_type or spec.job_type
+        run_id = run_id or f"sync-{uuid.uuid4().hex[:12]}"
+        _prior_unfinished_to_fail(conn, spec, None)
+        previous = checkpoints.completed_boundaries(conn, spec.job_id, wanted)
+        prev_tops = [
+            (b.get("next_updated_at"), b.get("max_id_at_boundary"))
+            for p in wanted
+            if (b := previous.get(p)) and b.get("next_updated_at") is not None
+        ]
+        if job_type == "full_extraction" or len(prev_tops) < len(wanted):
+            last_sync = connector.minimum
+        else:
+            # ${previous_job.end_time}: the oldest recorded boundary of these partitions,
+            # minus the overlap re-read. Never the wall clock.
+            low = connector.decode(min(str(u) for u, _ in prev_tops))
+            last_sync = _minus(low, spec.source.cursor.overlap)
+        boundary = connector.capture_boundary(last_sync)
+        if prev_tops:
+            newest = max(prev_tops, key=lambda b: (str(b[0]), b[1]))
+            if boundary.next_updated_at is None or (str(boundary.next_updated_at), 0) < (
+                str(newest[0]),
+                0,
+            ):
+                # The source clock or its rows went backwards: a boundary never does.
+                boundary = Boundary(
+                    newest[0], newest[1], boundary.source_now, boundary.held_by_open_transaction
+                )
+        reset_staging(conn, spec)
+    result = SyncResult(
+        spec.job_id,
+        run_id,
+        job_type,
+        resume is not None,
+        connector.encode(last_sync),
+        boundary.to_json(),
+    )
+    input_boundary = {
+        "source": redacted(connector.url),
+        "job_type": job_type,
+        "last_sync": connector.encode(last_sync),
+        "boundary": boundary.to_json(),
+        "cursor": [spec.source.cursor.column, spec.source.cursor.tiebreaker],
+        "safety_lag_seconds": spec.source.cursor.safety_lag.total_seconds(),
+        "overlap_seconds": spec.source.cursor.overlap.total_seconds(),
+    }
+    plan(
+        conn,
+        Manifest(
+            run_id=run_id,
+            asset=asset,
+            code_version=None,
+            mode=job_type,
+            parameters={"job_id": spec.job_id, "spec": spec.path},
+            input_boundary=input_boundary,
+            output_boundary=wanted,
+        ),
+    )
+    transition(
+        conn,
+        run_id,
+        asset,
+        RunStatus.INPUT_LOCKED,
+        input_boundary=input_boundary,
+        input_locked_at=now(),
+    )
+    transition(conn, run_id, asset, RunStatus.RUNNING, started_at=now())
+    checkpoints.start(conn, spec.job_id, run_id, wanted, boundary.to_json())
+    state = {c.partition: c for c in checkpoints.load_checkpoints(conn, spec.job_id, run_id)}
+    result.skipped_partitions = [p for p in wanted if state[p].status == "completed"]
+    extracting = all(state[p].status == "in_progress" for p in wanted)
+    reconcile = job_type == "full_extraction"
+    src = spec.source
+
+    if extracting:
+        cursors = [state[p].last_cursor for p in wanted if state[p].last_cursor]
+        after = max(cursors, key=lambda c: (str(c[0]), c[1])) if cursors else None
+        processor = PROCESSORS[spec.processor]
+        while boundary.next_updated_at is not None:
+            frame = connector.read_page(last_sync, boundary, after, spec.page_rows)
+            if frame.empty:
+                break
+            last = (
+                connector.encode(frame[src.cursor.column].iloc[-1]),
+                _plain(frame[src.cursor.tiebreaker].iloc[-1]),
+            )
+            frame = processor.apply(frame, spec.transform_config)
+
+            def page(frame=frame, last=last) -> int:
+                counts = stage_page(conn, spec, run_id, frame)
+                dropped = [p for p in counts if p not in wanted]
+                if dropped:
+                    conn.execute(
+                        f"DELETE FROM {tables_for(spec).staging} WHERE _run_id = ? AND NOT "
+                        "list_contains(?::VARCHAR[], _partition)",
+                        [run_id, wanted],
+                    )
+                checkpoints.advance_all(conn, spec.job_id, run_id, wanted, counts, last)
+                return sum(n for p, n in counts.items() if p in wanted)
+
+            result.rows_extracted += _tx(conn, page)
+            result.pages += 1
+            after = last
+            if on_page is not None:
+                on_page(result.pages)
+            if len(frame) < spec.page_rows:
+                break
+
+        def staged() -> None:
+            if result.pages:
+                dedupe_staged(conn, spec, run_id)
+            if reconcile:
+                stage_keys(conn, spec, run_id, connector.live_keys())
+            checkpoints.advance_all(conn, spec.job_id, run_id, wanted, {}, None, "staged")
+
+        _tx(conn, staged)
+
+    transition(conn, run_id, asset, RunStatus.VALIDATING)
+    decision, findings = judge_run(
+        conn, spec, run_id, source_now=boundary.source_now, reconcile_deletes=reconcile
+    )
+    result.decision, result.findings = str(decision), findings
+    quality = quality_record(decision, findings)
+    if decision == Decision.FAIL_RUN:
+        error = SyncValidationError(
+            spec.job_id, run_id, [f for f in findings if not f.passed and f.severity.blocks]
+        )
+        transition(
+            conn,
+            run_id,
+            asset,
+            RunStatus.FAILED,
+            finished_at=now(),
+            quality=quality,
+            detail=str(error)[:2000],
+        )
+        if on_alert is not None:
+            on_alert(str(error))
+        raise error
+
+    transition(conn, run_id, asset, RunStatus.COMMITTING, quality=quality)
+    _ensure_staging_shape(conn, spec)
+    ensure_store(conn, spec)
+    todo = [p for p in wanted if state[p].status != "completed"]
+    synced_at = now()
+
+    def outputs() -> dict[str, Any]:
+        return {
+            "table": f"{spec.store}.{spec.table}",
+            "rows_extracted": result.rows_extracted,
+            "rows_written": result.rows_written,
+            "hard_deleted": result.hard_deleted,
+            "partitions_merged": sorted(result.merged),
+            "partitions_skipped": result.skipped_partitions,
+        }
+
+    last_partition = todo[-1] if todo else None
+    for partition in todo:
+
+        def merge(partition: str = partition) -> MergeResult:
+            if store_exists(conn, spec):
+                merged = merge_partition(
+                    conn, spec, run_id, partition, synced_at=synced_at, reconcile_deletes=reconcile
+                )
+            else:
+                merged = MergeResult(partition, 0, 0, 0, 0)
+            checkpoints.advance(
+                conn, spec.job_id, run_id, partition, status="completed", rows_merged=merged.written
+            )
+            result.merged[partition] = merged
+            if partition == last_partition:
+                transition(
+                    conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs()
+                )
+            return merged
+
+        _tx(conn, merge)
+    if not todo:
+        transition(conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs())
+    reset_staging(conn, spec)  # published: its staged rows are no longer evidence of anything
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _ensure_staging_shape(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
+    """A run that staged no page still merges (hard deletes): give it an empty staging."""
+    t = tables_for(spec)
+    has = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ecm_staging' AND "
+        "table_name = ?",
+        ["sync__" + spec.table],
+    ).fetchone()[0]
+    if not has and store_exists(conn, spec):
+        conn.execute("CREATE SCHEMA IF NOT EXISTS ecm_staging")
+        conn.execute(
+            f"CREATE TABLE {t.staging} AS SELECT * EXCLUDE (_delete_kind, run_id, _synced_at), "
+            f"CAST(NULL AS VARCHAR) AS _run_id FROM {t.store} LIMIT 0"
+        )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _minus(value: Any, delta) -> Any:
+    if isinstance(value, datetime):
+        return value - delta
+    # SQLite text timestamps: shift in the same text format.
+    stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00")) - delta
+    text = stamp.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return text

@@ -1,0 +1,311 @@
+"""The upsert sink: staged pages, then a version-aware merge by key into the context store.
+
+Staging is a warehouse table (`ecm_staging.sync__<table>`) whose rows carry the run id, the
+partition, the row version and the tombstone flag. A page and its checkpoint commit in one
+transaction; a partition's merge, its checkpoint and (for the last one) the run's manifest
+commit in another. The merge keeps, per key, the newest version seen by the run and writes
+it only where the store holds no row or an older version: a re-read row (overlap, replay)
+changes nothing, and an older version never overwrites a newer one. Soft deletes arrive as
+ordinary versions with `_deleted`; a full extraction also tombstones keys the source no
+longer has (hard deletes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from ecm_assets.adapters.warehouse import quote_ident
+from ecm_assets.sync.partitioning import partition_sql
+from ecm_assets.sync.spec import JobSpec
+
+STAGING_SCHEMA = "ecm_staging"
+#: Columns the sync adds to every store row, after the source's own columns.
+SYNC_COLUMNS = (
+    "_partition",
+    "_version",
+    "_deleted",
+    "_delete_kind",
+    "_source_cursor",
+    "run_id",
+    "_synced_at",
+)
+
+
+@dataclass(frozen=True)
+class Tables:
+    staging: str
+    keys: str
+    store: str
+    store_schema: str
+    store_name: str
+
+
+def tables_for(spec: JobSpec) -> Tables:
+    return Tables(
+        staging=f"{quote_ident(STAGING_SCHEMA)}.{quote_ident('sync__' + spec.table)}",
+        keys=f"{quote_ident(STAGING_SCHEMA)}.{quote_ident('sync_keys__' + spec.table)}",
+        store=f"{quote_ident(spec.store)}.{quote_ident(spec.table)}",
+        store_schema=spec.store,
+        store_name=spec.table,
+    )
+
+
+def _exists(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
+            "table_name = ?",
+            [schema, name],
+        ).fetchone()[0]
+    )
+
+
+def store_exists(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> bool:
+    return _exists(conn, spec.store, spec.table)
+
+
+def reset_staging(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
+    """A fresh run starts with empty staging (an unfinished run is resumed, never dropped)."""
+    t = tables_for(spec)
+    conn.execute(f"DROP TABLE IF EXISTS {t.staging}")
+    conn.execute(f"DROP TABLE IF EXISTS {t.keys}")
+
+
+def _page_select(spec: JobSpec, frame: pd.DataFrame) -> tuple[str, list[Any]]:
+    src = spec.source
+    part_expr, params = partition_sql(spec.partitioning)
+    cols = []
+    for name in frame.columns:
+        q = quote_ident(str(name))
+        # A column that is NULL on the whole first page must not be typed INTEGER by guess.
+        if frame[name].dtype == object and frame[name].isna().all():
+            cols.append(f"CAST({q} AS VARCHAR) AS {q}")
+        else:
+            cols.append(q)
+    version = quote_ident(src.version_column or src.cursor.column)
+    if src.deleted_column:
+        d = quote_ident(src.deleted_column)
+        deleted = (
+            f"coalesce({d} IS NOT NULL AND lower(CAST({d} AS VARCHAR)) NOT IN "
+            "('0', 'false', 'f', ''), false)"
+        )
+    else:
+        deleted = "false"
+    cursor = (
+        f"CAST({quote_ident(src.cursor.column)} AS VARCHAR) || '|' || "
+        f"CAST({quote_ident(src.cursor.tiebreaker)} AS VARCHAR)"
+    )
+    select = (
+        f"SELECT {', '.join(cols)}, CAST(? AS VARCHAR) AS _run_id, {part_expr} AS _partition, "
+        f"{version} AS _version, {deleted} AS _deleted, {cursor} AS _source_cursor "
+        "FROM __ecm_sync_page"
+    )
+    return select, params
+
+
+def stage_page(
+    conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, frame: pd.DataFrame
+) -> dict[str, int]:
+    """Append one page to staging; rows per partition. Call inside the page transaction."""
+    t = tables_for(spec)
+    conn.register("__ecm_sync_page", frame)
+    try:
+        select, params = _page_select(spec, frame)
+        if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
+            conn.execute(f"CREATE TABLE {t.staging} AS {select} LIMIT 0", [run_id, *params])
+        else:
+            _add_new_columns(conn, t.staging, STAGING_SCHEMA, "sync__" + spec.table, frame)
+        conn.execute(f"INSERT INTO {t.staging} BY NAME {select}", [run_id, *params])
+        counts = conn.execute(
+            f"SELECT {partition_sql(spec.partitioning)[0]} AS p, count(*) FROM __ecm_sync_page "
+            "GROUP BY p",
+            partition_sql(spec.partitioning)[1],
+        ).fetchall()
+    finally:
+        conn.unregister("__ecm_sync_page")
+    unmatched = sum(n for p, n in counts if p is None)
+    if unmatched:
+        raise ValueError(
+            f"sync job {spec.job_id}: {unmatched} row(s) have a {spec.partitioning.key} value "
+            f"no partition names (list partitioning allows {list(spec.partitioning.values)})"
+        )
+    return {p: int(n) for p, n in counts}
+
+
+def _add_new_columns(conn, table: str, schema: str, name: str, frame: pd.DataFrame) -> None:
+    """A source column that appears later is added as nullable (the project's one rule)."""
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND "
+            "table_name = ?",
+            [schema, name],
+        ).fetchall()
+    }
+    for column in frame.columns:
+        if str(column) not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(str(column))} VARCHAR")
+
+
+def stage_keys(conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, keys: pd.Series) -> int:
+    """The source's live keys for hard-delete reconciliation (full extraction)."""
+    t = tables_for(spec)
+    frame = pd.DataFrame({"key": keys.to_numpy(), "_run_id": run_id})
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
+    conn.register("__ecm_sync_keys", frame)
+    try:
+        if not _exists(conn, STAGING_SCHEMA, "sync_keys__" + spec.table):
+            conn.execute(f"CREATE TABLE {t.keys} AS SELECT * FROM __ecm_sync_keys LIMIT 0")
+        conn.execute(f"DELETE FROM {t.keys} WHERE _run_id = ?", [run_id])
+        conn.execute(f"INSERT INTO {t.keys} SELECT * FROM __ecm_sync_keys")
+    finally:
+        conn.unregister("__ecm_sync_keys")
+    return len(frame)
+
+
+def ensure_store(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
+    """Create the context-store table from the staged columns, or add new ones."""
+    t = tables_for(spec)
+    if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
+        return
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(spec.store)}")
+    if not store_exists(conn, spec):
+        conn.execute(
+            f"CREATE TABLE {t.store} AS SELECT * EXCLUDE (_run_id, _deleted, _source_cursor), "
+            "_deleted, CAST(NULL AS VARCHAR) AS _delete_kind, _source_cursor, "
+            "CAST(NULL AS VARCHAR) AS run_id, CAST(NULL AS TIMESTAMPTZ) AS _synced_at "
+            f"FROM {t.staging} LIMIT 0"
+        )
+        return
+    staged = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? "
+        "AND table_name = ?",
+        [STAGING_SCHEMA, "sync__" + spec.table],
+    ).fetchall()
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND "
+            "table_name = ?",
+            [spec.store, spec.table],
+        ).fetchall()
+    }
+    for name, dtype in staged:
+        if name not in have and name != "_run_id":
+            conn.execute(f"ALTER TABLE {t.store} ADD COLUMN {quote_ident(name)} {dtype}")
+
+
+def dedupe_staged(conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str) -> int:
+    """Keep one staged row per key (its newest version): a row updated during the scan can
+    be read twice. One pass when there is nothing to drop."""
+    t = tables_for(spec)
+    key = quote_ident(spec.source.key)
+    total, distinct = conn.execute(
+        f"SELECT count(*), count(DISTINCT {key}) FROM {t.staging} WHERE _run_id = ?", [run_id]
+    ).fetchone()
+    if total == distinct:
+        return 0
+    return int(
+        conn.execute(
+            f"DELETE FROM {t.staging} WHERE rowid IN (SELECT rid FROM (SELECT rowid AS rid, "
+            f"row_number() OVER (PARTITION BY {key} ORDER BY _version DESC, _source_cursor "
+            f"DESC) AS rn FROM {t.staging} WHERE _run_id = ?) WHERE rn > 1)",
+            [run_id],
+        ).fetchone()[0]
+    )
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    partition: str
+    staged: int
+    written: int
+    unchanged: int
+    hard_deleted: int
+
+
+def merge_partition(
+    conn: duckdb.DuckDBPyConnection,
+    spec: JobSpec,
+    run_id: str,
+    partition: str,
+    *,
+    synced_at: Any,
+    reconcile_deletes: bool,
+) -> MergeResult:
+    """Version-aware upsert of one partition's staged rows (deduplicated by
+    `dedupe_staged`); call inside the partition's transaction."""
+    t = tables_for(spec)
+    key = quote_ident(spec.source.key)
+    columns = [
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND "
+            "table_name = ? ORDER BY ordinal_position",
+            [STAGING_SCHEMA, "sync__" + spec.table],
+        ).fetchall()
+        if r[0] != "_run_id"
+    ]
+    names = ", ".join(quote_ident(c) for c in columns)
+    staged_rows = f"FROM {t.staging} s WHERE s._run_id = ? AND s._partition = ?"
+    staged = conn.execute(f"SELECT count(*) {staged_rows}", [run_id, partition]).fetchone()[0]
+    provenance = "CASE WHEN s._deleted THEN 'soft' END, CAST(? AS VARCHAR), CAST(? AS TIMESTAMPTZ)"
+    # Keys the store has never seen: appended.
+    inserted = conn.execute(
+        f"INSERT INTO {t.store} ({names}, _delete_kind, run_id, _synced_at) SELECT "
+        f"{', '.join('s.' + quote_ident(c) for c in columns)}, {provenance} {staged_rows} "
+        f"AND NOT EXISTS (SELECT 1 FROM {t.store} x WHERE x.{key} = s.{key})",
+        [run_id, synced_at, run_id, partition],
+    ).fetchone()[0]
+    # Keys it holds at an older version: replaced; an equal or newer version stays.
+    sets = ", ".join(
+        f"{quote_ident(c)} = s.{quote_ident(c)}" for c in columns if c != spec.source.key
+    )
+    updated = conn.execute(
+        f"UPDATE {t.store} AS x SET {sets}, _delete_kind = CASE WHEN s._deleted THEN 'soft' "
+        "END, run_id = CAST(? AS VARCHAR), _synced_at = CAST(? AS TIMESTAMPTZ) "
+        f"{staged_rows} AND x.{key} = s.{key} AND s._version > x._version",
+        [run_id, synced_at, run_id, partition],
+    ).fetchone()[0]
+    hard = 0
+    if reconcile_deletes:
+        hard = conn.execute(
+            f"UPDATE {t.store} SET _deleted = true, _delete_kind = 'hard', run_id = ?, "
+            f"_synced_at = ? WHERE _partition = ? AND coalesce(_delete_kind, '') <> 'hard' AND "
+            f"{key} NOT IN (SELECT key FROM {t.keys} WHERE _run_id = ?)",
+            [run_id, synced_at, partition, run_id],
+        ).fetchone()[0]
+    written = int(inserted) + int(updated)
+    return MergeResult(partition, int(staged), written, int(staged) - written, int(hard))
+
+
+def store_rows_after_merge(
+    conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, reconcile_deletes: bool
+) -> int:
+    """Live rows the store will hold once every staged partition is merged (row_count)."""
+    t = tables_for(spec)
+    key = quote_ident(spec.source.key)
+    union = [
+        f"SELECT {key} AS k, _version AS v, _deleted AS d, 1 AS pri FROM {t.staging} "
+        "WHERE _run_id = ?"
+    ]
+    params: list[Any] = [run_id]
+    if store_exists(conn, spec):
+        union.append(f"SELECT {key}, _version, _deleted, 0 FROM {t.store}")
+    live = ""
+    if reconcile_deletes:
+        live = f" AND k IN (SELECT key FROM {t.keys} WHERE _run_id = ?)"
+        params.append(run_id)
+    return int(
+        conn.execute(
+            f"SELECT count(*) FROM (SELECT k, d FROM ({' UNION ALL '.join(union)}) QUALIFY "
+            f"row_number() OVER (PARTITION BY k ORDER BY v DESC, pri DESC) = 1) WHERE NOT d"
+            f"{live}",
+            params,
+        ).fetchone()[0]
+    )

@@ -1,0 +1,157 @@
+"""The public API and `build_definitions`: a list of datasets becomes a complete location."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+import ecm_assets
+from ecm_assets import Column, Dataset, DatasetContract, LandingSource, PartitionWindow, Upstream
+from ecm_assets.case_sla.datasets import DATASETS
+
+PUBLIC = {
+    "Column",
+    "ControlTotal",
+    "Dataset",
+    "DatasetContract",
+    "LandingSource",
+    "PartitionWindow",
+    "QualityContract",
+    "Referential",
+    "RowCount",
+    "Severity",
+    "TransformResult",
+    "UniqueKey",
+    "Upstream",
+    "build_definitions",
+}
+
+
+def test_public_names_import_from_the_package() -> None:
+    assert set(ecm_assets.__all__) >= PUBLIC
+    for name in ecm_assets.__all__:
+        assert getattr(ecm_assets, name) is not None
+
+
+def test_the_contract_side_imports_no_dagster() -> None:
+    code = "import sys, ecm_assets; from ecm_assets import Dataset; print('dagster' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _kept(window: PartitionWindow) -> pd.DataFrame:
+    return pd.DataFrame({"day": list(window.partitions), "n": 1})
+
+
+SRC = Dataset(
+    DatasetContract(
+        name="loc_src",
+        description="source",
+        columns=(Column("day", "DATE", nullable=False), Column("n", "BIGINT")),
+        partition_column="day",
+        grain="daily",
+        business_key=("day",),
+        start="2015-01-01",
+        end="2015-12-31",
+        timezone="Asia/Jakarta",
+        landing=LandingSource("loc_src", 2, ("day",), "day"),
+    ),
+    _kept,
+)
+DOWN = Dataset(
+    DatasetContract(
+        name="loc_down",
+        description="downstream",
+        columns=(Column("day", "DATE", nullable=False), Column("n", "BIGINT")),
+        partition_column="day",
+        grain="daily",
+        business_key=("day",),
+        upstream=(Upstream("loc_src"),),
+        start="2015-01-01",
+        timezone="Asia/Jakarta",
+    ),
+    lambda loc_src, window: loc_src,
+)
+
+
+def test_nothing_is_scheduled_or_sensed_unless_named(tmp_path: Path) -> None:
+    defs = ecm_assets.build_definitions([SRC, DOWN], data_dir=tmp_path)
+    assert list(defs.schedules or []) == []
+    assert [s.name for s in defs.sensors or []] == ["ecm_run_failure_alert"]
+    repo = defs.get_repository_def()
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
+        "loc_src",
+        "loc_down",
+    }
+    assert set(defs.resources or {}) == {"warehouse_io_manager", "landing", "reference", "alerts"}
+    assert defs.resources["warehouse_io_manager"].database == str(tmp_path / "warehouse.duckdb")
+    src = repo.assets_defs_by_key[dg.AssetKey("loc_src")].partitions_def
+    assert src.timezone == "Asia/Jakarta"
+    keys = src.get_partition_keys()
+    assert (keys[0], keys[-1], len(keys)) == ("2015-01-01", "2015-12-31", 365)
+
+
+def test_opted_in_schedules_and_sensors_follow_the_contract(tmp_path: Path) -> None:
+    defs = ecm_assets.build_definitions(
+        [SRC, DOWN],
+        data_dir=tmp_path,
+        warehouse=tmp_path / "w.duckdb",
+        lookback_schedule=["loc_src", "loc_down"],
+        lookback_days=2,
+        landing_sensors=["loc_src"],
+        dependency_sensors=["loc_down"],
+    )
+    [schedule] = defs.schedules
+    assert (schedule.name, schedule.execution_timezone) == (
+        "daily_lookback_schedule",
+        "Asia/Jakarta",
+    )
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert {s.name for s in defs.sensors} == {
+        "loc_src__landing_files",
+        "loc_down__upstream_ready",
+        "ecm_run_failure_alert",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lookback_schedule": ["nope"]}, r"lookback_schedule: unknown datasets \['nope'\]"),
+        ({"landing_sensors": ["loc_down"]}, r"\['loc_down'\] declare no landing source"),
+        ({"dependency_sensors": ["loc_src"]}, r"\['loc_src'\] read no upstream"),
+        ({"monthly_schedule": ["loc_src"]}, r"only monthly datasets"),
+        ({"landing_sensors": "loc_src"}, r"list of dataset names"),
+    ],
+)
+def test_bad_opt_ins_are_named(tmp_path: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        ecm_assets.build_definitions([SRC, DOWN], data_dir=tmp_path, **kwargs)
+
+
+def test_datasets_without_start_or_twice_are_refused(tmp_path: Path) -> None:
+    import dataclasses
+
+    contract = dataclasses.replace(SRC.contract, start=None, end=None)
+    no_start = dataclasses.replace(SRC, contract=contract)
+    with pytest.raises(ValueError, match="declare where its partitions start"):
+        ecm_assets.build_definitions([no_start], data_dir=tmp_path)
+    with pytest.raises(ValueError, match="two datasets are named 'loc_src'"):
+        ecm_assets.build_definitions([SRC, SRC], data_dir=tmp_path)
+
+
+def test_the_shipped_location_is_one_call() -> None:
+    from ecm_assets.definitions import defs
+
+    names = {d.contract.name for d in DATASETS}
+    assert {
+        k.to_user_string() for k in defs.get_repository_def().asset_graph.get_all_asset_keys()
+    } == names
+    keys = defs.get_repository_def().assets_defs_by_key[dg.AssetKey("case_events")]
+    # The demo's partitions start where its data starts (2026-09-01), so the UI shows them filled.
+    assert keys.partitions_def.get_first_partition_key() == "2026-09-01"

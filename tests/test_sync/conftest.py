@@ -1,0 +1,71 @@
+"""Sync test sources: a small SQLite customer_history, or a PostgreSQL schema per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ecm_assets.sync.spec import SHIPPED_JOBS_DIR, JobSpec, parse_spec
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def make_spec(
+    url: str, connector: str = "sqlite", table: str = "customer_history", **overrides
+) -> JobSpec:
+    data = json.loads((SHIPPED_JOBS_DIR / "historical-sync-001.json").read_text())
+    data["source"]["url"] = url
+    data["source"]["connector"] = connector
+    data["source"]["query"] = f"SELECT * FROM {table} WHERE updated_at >= :last_sync"
+    data["checkpoint"] = {"every_rows": overrides.pop("page_rows", 500)}
+    for key, value in overrides.items():
+        node = data
+        *parents, last = key.split("__")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return parse_spec(data, f"<test spec {table}>")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'source.sqlite'}"
+
+
+def _pg_reachable() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3
+        ):
+            return None
+    except Exception as exc:  # any failure to connect means: not here
+        return str(exc).splitlines()[0]
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """(url, schema): a fresh schema on the local PostgreSQL, dropped afterwards."""
+    why = _pg_reachable()
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required in CI: {why}")
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {why}")
+    import psycopg
+
+    schema = f"ecm_sync_{uuid.uuid4().hex[:10]}"
+    dsn = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    try:
+        yield url, schema
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
