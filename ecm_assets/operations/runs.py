@@ -16,13 +16,16 @@ but still hold slots (their process died before releasing them) are freed too.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 
+from ecm_assets.adapters.warehouse import connect
 from ecm_assets.manifest.lease import liveness
 from ecm_assets.manifest.ledger import load_manifests
 from ecm_assets.manifest.states import UNSETTLED
@@ -30,6 +33,8 @@ from ecm_assets.orchestration.factory import WAREHOUSE_POOL, WORKER_TAG
 
 if TYPE_CHECKING:
     import dagster as dg
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -150,3 +155,36 @@ def pool_holders(
         else:
             out.append((slot.run_id, *run_alive(conn, instance, run)))
     return out
+
+
+class PoolBlockedError(RuntimeError):
+    """The warehouse pool slot is held by a run whose worker is gone: a step would wait forever."""
+
+
+def refuse_dead_pool_holders(instance: dg.DagsterInstance, database: str | Path) -> None:
+    """Before launching: name the run that holds the pool slot, and what to run if it is dead.
+
+    Dagster itself only logs "Step blocked by limit for pool" and waits; a slot of a killed
+    run is never released, so the wait would never end.
+    """
+    path = Path(database)
+    if not path.exists():
+        holders = pool_holders(None, instance)
+    else:
+        with connect(path, read_only=True, timeout_seconds=10) as conn:
+            holders = pool_holders(conn, instance)
+    dead = [(run_id, why) for run_id, alive, why in holders if not alive]
+    if dead:
+        run_id, why = dead[0]
+        raise PoolBlockedError(
+            f"pool {WAREHOUSE_POOL} is blocked: its slot is held by run {run_id}, which is "
+            f"not running ({why}); run `ecm recover --warehouse {path}` to mark it failed "
+            "and free the slot, then retry"
+        )
+    for run_id, _, why in holders:
+        log.warning(
+            "pool %s slot held by run %s (%s); this run's steps wait for it",
+            WAREHOUSE_POOL,
+            run_id,
+            why,
+        )

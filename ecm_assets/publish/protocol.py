@@ -553,12 +553,21 @@ def _approval_transitions(conn: duckdb.DuckDBPyConnection, request: PublishReque
 def _check_not_stale(
     conn: duckdb.DuckDBPyConnection, request: PublishRequest, owned: list[date]
 ) -> None:
-    """Refuse to replace output computed from a newer input lock with output from an older one.
+    """Refuse to publish output computed from inputs that are no longer what is published.
 
-    Two runs of one partition are serialized by the warehouse lock; this makes the later
-    publisher fail cleanly instead of silently winning with staler inputs.
+    Checked under the warehouse lock, against what was read, not against a clock: every
+    upstream range the input boundary locked names the runs whose rows it read; if those
+    partitions now show other runs (upstream was republished since), this output is stale.
+    A dataset that reads no upstream (only landing files) has no published input to compare,
+    so its runs are ordered by their input lock time: the later publisher of a partition
+    fails cleanly instead of silently winning with staler inputs.
     """
     contract = request.contract
+    reads = (request.input_boundary or {}).get("upstream") or []
+    for read in reads:
+        _check_upstream_unchanged(conn, request, read)
+    if reads:
+        return
     exists = published_table_exists(conn, contract)
     if not exists:
         return
@@ -574,6 +583,38 @@ def _check_not_stale(
             f"an input locked at {newer[2].isoformat()}, after this run's input lock "
             f"({request.as_of.isoformat()}); refusing to replace newer output with older. "
             "Rerun to lock a fresh input boundary."
+        )
+
+
+def _check_upstream_unchanged(
+    conn: duckdb.DuckDBPyConnection, request: PublishRequest, read: Mapping[str, Any]
+) -> None:
+    from ecm_assets.contracts.registry import contract_for
+
+    try:
+        upstream = contract_for(read["dataset"])
+    except KeyError:
+        return  # not a dataset of this code location: nothing to compare against
+    first, last = read["first_partition"], read["last_partition"]
+    now_ids: tuple[str, ...] = ()
+    if published_table_exists(conn, upstream):
+        pcol = quote_ident(upstream.partition_column)
+        now_ids = tuple(
+            sorted(
+                r
+                for (r,) in conn.execute(
+                    f"SELECT DISTINCT run_id FROM {upstream.table} WHERE {pcol} BETWEEN ? AND ?",
+                    [date.fromisoformat(first), date.fromisoformat(last)],
+                ).fetchall()
+            )
+        )
+    then = tuple(sorted(read.get("run_ids") or ()))
+    if now_ids != then:
+        raise StaleInputError(
+            f"dataset {request.contract.name}: run {request.run_id} read {upstream.name} "
+            f"{first}..{last} as published by runs {list(then)}, but it is now published by "
+            f"{list(now_ids)}; refusing to publish output of superseded input. Rerun to read "
+            "the current upstream."
         )
 
 

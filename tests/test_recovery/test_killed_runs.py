@@ -143,6 +143,18 @@ def test_kill_after_commit_before_the_dagster_event_is_reported_by_recover(
         assert manifest.run_id in _in_progress(instance)
         assert manifest.run_id in _claimed(instance)
 
+    # The next launch does not wait forever behind the dead run's slot: it says who holds
+    # it and what to run.
+    monkeypatch.setenv("DAGSTER_HOME", str(home["home"]))
+    monkeypatch.setenv("ECM_DATA_DIR", str(home["data"]))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = ecm(["materialize", "--select", "case_events", "--partition", FIRST,
+                    "--warehouse", str(warehouse)])  # fmt: skip
+    assert code == 2
+    assert manifest.run_id in err.getvalue() and "ecm recover" in err.getvalue()
+    assert len(err.getvalue().strip().splitlines()) == 1
+
     decisions = _recover(home, warehouse, monkeypatch)
 
     by_decision = {d["decision"]: d for d in decisions}
