@@ -381,27 +381,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    """Rows the gate or the parser rejected for one partition, with the rule that caught them."""
-    from ecm_assets.publish.protocol import BLOCKED_TABLE, QUARANTINE_TABLE
+    """Rows the gate or the parser rejected for one partition, with the rule that caught them:
+    those of the current version (or of --run), judged with the rows readers see."""
+    from ecm_assets.publish.quarantine import quarantine_rows
 
     contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition)
-    table = BLOCKED_TABLE if args.blocked else QUARANTINE_TABLE
     with connect(_warehouse(args), read_only=True) as conn:
-        exists = conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = "
-            "'ecm_quarantine' AND table_name = ?",
-            ["blocked_rows" if args.blocked else "rejected_rows"],
-        ).fetchone()[0]
-        rows = []
-        if exists:
-            cursor = conn.execute(
-                f"SELECT * FROM {table} WHERE asset = ? AND partition_date = ? "
-                "ORDER BY source_file, source_line, reason LIMIT ?",
-                [contract.name, partition, args.limit],
-            )
-            names = [d[0] for d in cursor.description]
-            rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+        rows = quarantine_rows(
+            conn,
+            contract,
+            partition,
+            blocked=args.blocked,
+            run_id=args.run,
+            limit=args.limit,
+        )
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -726,6 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--blocked", action="store_true", help="rows of partitions the quality gate blocked"
     )
+    p.add_argument("--run", help="the rows one run judged (default: the current version's)")
     p = command("review", cmd_review, "runs held for manual review: list, approve, reject")
     p.add_argument("action", choices=["list", "approve", "reject"])
     p.add_argument("run_id", nargs="?")

@@ -23,6 +23,8 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ecm_assets.case_sla.contracts import CASE_EVENTS, LANDING_COLUMNS, LATENESS_DAYS
 from ecm_assets.case_sla.quality import EVENT_TS_RULE
@@ -41,36 +43,76 @@ COUNT_COLUMNS = ["read", "kept", "rejected", "duplicate", "corrections_applied",
 
 
 def _blank(series: pd.Series) -> pd.Series:
-    return series.isna() | (series.astype(str).str.strip() == "")
+    """Null or whitespace only; one vectorized pass (no per-row Python for text columns)."""
+    values = series.to_numpy(dtype=object, na_value=None)
+    missing = pd.isna(values)
+    text = pd.array(np.where(missing, "", values).astype(str), dtype="string[pyarrow]")
+    stripped = pc.utf8_trim_whitespace(pa.array(text))
+    return pd.Series(missing | (pc.utf8_length(stripped).to_numpy() == 0), index=series.index)
 
 
-def _superseded(frame: pd.DataFrame, lateness: pd.Timedelta) -> tuple[pd.Series, pd.Series]:
-    """Which rows a later arrival of the same event_id replaces, and whether values changed."""
-    superseded = pd.Series(False, index=frame.index)
-    changed = pd.Series(False, index=frame.index)
-    has_id = ~_blank(frame["event_id"])
-    ids = frame.loc[has_id, "event_id"]
-    repeated = ids[ids.duplicated(keep=False)].index
+def _days(values: pd.Series) -> np.ndarray:
+    """Dates as int64 day numbers, for sorting and comparing without objects."""
+    return values.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").astype(np.int64)
+
+
+def _superseded(
+    frame: pd.DataFrame, has_id: pd.Series, valid: pd.Series, lateness_days: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows a later valid arrival of the same event_id replaces, and whether values changed.
+
+    A row is replaced by the latest later arrival of its event_id that is itself a valid event
+    (typed and dated: no parse error, a timestamp that parses, in the arrival horizon) and
+    arrived in a file the row's partition still reads (ingest date <= partition + lateness).
+    A row that cannot be typed never replaces one that can. Vectorized: event_ids are
+    factorized once; rows are ordered by (id code, arrival) with integer sorts only.
+    """
+    n = len(frame)
+    superseded = np.zeros(n, dtype=bool)
+    changed = np.zeros(n, dtype=bool)
+    codes, _ = pd.factorize(frame["event_id"].where(has_id))
+    repeated = np.flatnonzero(
+        (codes >= 0) & (np.bincount(codes[codes >= 0])[codes] > 1)
+        if (codes >= 0).any()
+        else np.zeros(n, dtype=bool)
+    )
     if len(repeated) == 0:
         return superseded, changed
-    sub = frame.loc[repeated, ["_arrival", "_ingest_date", "_partition", *LANDING_COLUMNS]]
-    sub = sub.reset_index(names="_row")
-    pairs = sub.merge(sub, on="event_id", suffixes=("", "_later"))
-    pairs = pairs[
-        (pairs["_arrival_later"] > pairs["_arrival"])
-        & (pairs["_ingest_date_later"] <= pairs["_partition"] + lateness)
-    ]
-    if pairs.empty:
+    arrival = frame["_arrival"].to_numpy()[repeated]
+    code = codes[repeated]
+    order = np.lexsort((arrival, code))
+    rows = repeated[order]  # frame positions, grouped by event_id, in arrival order
+    code = code[order]
+    ingest = _days(frame["_ingest_date"])[rows]
+    partition = _days(frame["_partition"])[rows]
+    ok = valid.to_numpy()[rows]
+    # Within a group ingest dates never decrease with arrival, so the qualifying later
+    # arrivals of row i are the valid ones in (i, k], k = last row of the group with
+    # ingest <= partition_i + lateness: found by one searchsorted over (code, ingest).
+    base = min(ingest.min(), partition.min())
+    span = int(max(ingest.max(), partition.max()) - base) + lateness_days + 2
+    key = code.astype(np.int64) * span + (ingest - base)
+    k = (
+        np.searchsorted(
+            key, code.astype(np.int64) * span + (partition - base + lateness_days), side="right"
+        )
+        - 1
+    )
+    positions = np.arange(len(rows))
+    last_valid = np.maximum.accumulate(np.where(ok, positions, -1))
+    latest = last_valid[k]
+    replaced = latest > positions
+    if not replaced.any():
         return superseded, changed
-    # Compare with the latest qualifying arrival: that is the version the partition keeps.
-    latest = pairs.sort_values(["_row", "_arrival_later"]).drop_duplicates("_row", keep="last")
-    differs = np.zeros(len(latest), dtype=bool)
-    for col in LANDING_COLUMNS[1:]:  # event_id is the join key, equal by construction
-        a = latest[col].fillna("\0").astype(str).to_numpy()
-        b = latest[f"{col}_later"].fillna("\0").astype(str).to_numpy()
+    old_rows, new_rows = rows[replaced], rows[latest[replaced]]
+    differs = np.zeros(len(old_rows), dtype=bool)
+    for col in LANDING_COLUMNS[1:]:  # event_id is equal by construction
+        values = frame[col].to_numpy(dtype=object, na_value="\0")
+        a = values[old_rows].astype(str)
+        b = values[new_rows].astype(str)
         differs |= a != b
-    superseded.loc[latest["_row"].to_numpy()] = True
-    changed.loc[latest["_row"].to_numpy()] = differs
+    superseded[old_rows] = True
+    changed[old_rows] = differs
     return superseded, changed
 
 
@@ -123,9 +165,9 @@ def parse_case_events(
     lateness_days: int = LATENESS_DAYS,
 ) -> TransformResult:
     """Typed, deduplicated events of the window's business dates; see the module docstring."""
-    lateness = pd.Timedelta(days=lateness_days)
-    raw = landing.reset_index(drop=True).copy()
+    raw = landing.reset_index(drop=True)
     raw["_ingest_date"] = pd.to_datetime(raw["_ingest_date"]).astype("datetime64[ns]")
+    # Timestamps are parsed once; attribution reuses the parsed values.
     parsed = parse_timestamps(raw["event_ts"], EVENT_TS_RULE)
     raw["_ts"] = parsed.utc
     raw["_ts_problem"] = parsed.problem
@@ -143,9 +185,10 @@ def parse_case_events(
         order = raw.sort_values(keys, kind="stable").index
         raw["_arrival"] = pd.Series(np.arange(len(raw)), index=order).reindex(raw.index)
 
-    superseded, changed = _superseded(raw, lateness)
-    raw["_superseded"] = superseded
-    raw["_changed"] = changed
+    has_id = ~_blank(raw["event_id"])
+    valid = has_id & raw["_parse_error"].isna() & raw["_ts"].notna() & raw["_in_horizon"]
+    raw["_has_id"] = has_id
+    raw["_superseded"], raw["_changed"] = _superseded(raw, has_id, valid, lateness_days)
 
     window_days = pd.DatetimeIndex([pd.Timestamp(d) for d in window.partitions])
     mine = raw[raw["_partition"].isin(window_days)].copy()
@@ -162,7 +205,7 @@ def parse_case_events(
             failure[hit] = case[hit]
 
     reject(mine["_parse_error"].notna(), "malformed_line", None, mine["_parse_error"])
-    reject(_blank(mine["event_id"]), "missing_event_id", "event_id", mine["event_id"])
+    reject(~mine["_has_id"], "missing_event_id", "event_id", mine["event_id"])
     out_of_range = mine["_ts_problem"] == "year_out_of_range"
     reject(out_of_range, "event_ts_year_out_of_range", "event_ts", mine["event_ts"])
     reject(mine["_ts"].isna(), "unparseable_event_ts", "event_ts", mine["event_ts"])
@@ -190,18 +233,29 @@ def parse_case_events(
             "source_line": kept["_source_line"].astype("int64"),
         }
     )
-    data = data.sort_values(["business_date", "event_id", "source_file"], kind="stable")
+    order = _output_order(data)
     # The landing values of each output row, so a row the gate quarantines is kept as it
     # arrived, not as it was typed.
     # With the JSON types of the values, which the gate's TextRules judge.
-    source_rows = kept.loc[data.index, [*LANDING_COLUMNS, JSON_TYPES_COLUMN]].reset_index(drop=True)
-    data = data.reset_index(drop=True)[CASE_EVENTS.column_names]
+    source_rows = kept[[*LANDING_COLUMNS, JSON_TYPES_COLUMN]].take(order).reset_index(drop=True)
+    data = data.take(order).reset_index(drop=True)[CASE_EVENTS.column_names]
 
     bad = mine[reason.notna()]
     originals = [
-        json.dumps(dict(zip(LANDING_COLUMNS, values, strict=True)), sort_keys=True)
+        json.dumps(
+            {c: None if pd.isna(v) else v for c, v in zip(LANDING_COLUMNS, values, strict=True)},
+            sort_keys=True,
+        )
         for values in bad[list(LANDING_COLUMNS)].itertuples(index=False, name=None)
     ]
+    if "_raw_text" in bad:
+        # A line the reader could not parse keeps its verbatim text and line range.
+        for i, (raw, line) in enumerate(zip(bad["_raw_text"], bad["_source_line"], strict=True)):
+            if not pd.isna(raw):
+                row = json.loads(originals[i])
+                row["_raw_text"] = raw
+                row["_source_lines"] = [int(line), int(line) + raw.count("\n")]
+                originals[i] = json.dumps(row, sort_keys=True)
     rejects = pd.DataFrame(
         {
             "partition_date": bad["_partition"],
@@ -243,6 +297,20 @@ def parse_case_events(
             f"{row['rejected']} + duplicate {row['duplicate']}; nothing is published"
         )
     return TransformResult(data=data, rejects=rejects, counts=counts, source_rows=source_rows)
+
+
+def _output_order(data: pd.DataFrame) -> np.ndarray:
+    """Positions sorting by (business_date, event_id, source_file), stable; strings are
+    compared in Arrow (byte order, as Python orders str), not as Python objects."""
+    table = pa.table(
+        {
+            "d": _days(data["business_date"]),
+            "e": pa.array(data["event_id"], type=pa.string(), from_pandas=True),
+            "f": pa.array(data["source_file"], type=pa.string(), from_pandas=True),
+        }
+    )
+    keys = [("d", "ascending"), ("e", "ascending"), ("f", "ascending")]
+    return pc.sort_indices(table, sort_keys=keys).to_numpy()
 
 
 def landing_ingest_range(

@@ -1,6 +1,7 @@
 """Worked example of adding a dataset: a contract and a pure transform, nothing else.
 
-Daily event counts per priority, read from the published case events.
+Daily event counts per priority, read from the published case events. The transform is SQL
+run by DuckDB over the upstream frame (`run_sql`); a pandas function works the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ecm_assets import (
     UniqueKey,
     Upstream,
 )
+from ecm_assets.contracts.transform import run_sql
 
 CONTRACT = DatasetContract(
     name="case_priority_mix_daily",
@@ -39,13 +41,23 @@ CONTRACT = DatasetContract(
 )
 
 
+#: A SQL transform: the same pure-function contract, the work done by DuckDB. GROUP BY keeps
+#: null keys where pandas' groupby drops them, hence the filter.
+PRIORITY_MIX_SQL = """
+SELECT business_date::DATE AS business_date, priority, event_type, count(*) AS events,
+       count(DISTINCT case_id) AS cases
+FROM case_events
+WHERE business_date IS NOT NULL AND priority IS NOT NULL AND event_type IS NOT NULL
+GROUP BY ALL
+ORDER BY ALL
+"""
+
+
 def priority_mix(case_events: pd.DataFrame, window: PartitionWindow) -> pd.DataFrame:
     """Counts per business date, priority and event type."""
-    out = (
-        case_events.groupby(["business_date", "priority", "event_type"])
-        .agg(events=("event_id", "size"), cases=("case_id", "nunique"))
-        .reset_index()
-    )
+    out = run_sql(PRIORITY_MIX_SQL, case_events=case_events)
+    out["business_date"] = pd.to_datetime(out["business_date"]).astype("datetime64[ns]")
+    out = out.astype({"priority": object, "event_type": object})
     return out.astype({"events": "int64", "cases": "int64"})[CONTRACT.column_names]
 
 

@@ -12,7 +12,7 @@ works (publish/lease.py); recovery treats an attempt as alive while its lease is
 unless the attempt's own host proves its process is gone.
 
 The outbox: `dagster_event` is set to OWED in the transaction that publishes, and cleared
-only once the Dagster instance is known to hold the materialization (operations/outbox.py).
+only once the Dagster instance is known to hold the materialization (publish/outbox.py).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from ecm_assets.operations.triggers import (
     CLOSED_PERIOD,
     LOOKBACK,
     OPEN_WINDOW,
+    PublishedIndex,
     change_digest,
     change_run_key,
     classify,
@@ -134,8 +135,11 @@ def build_landing_sensor(
         description=(
             f"New or changed files under landing/{source.name}/ (by sha256) request runs of "
             f"exactly the {contract.name} partitions they touch: dates the running lookback "
-            "schedule will recompute are left to it, older open dates are recomputed now, "
-            "closed months get a restatement held for manual review."
+            "schedule will recompute are left to it, older open dates are recomputed now. "
+            "A date in a closed month is recomputed as a correction held for manual review "
+            f"at {contract.name} itself: its rows, and everything computed from them up to "
+            "the closed report, stay as certified until a person approves (then the "
+            "downstream runs restate the chain without a second review) or rejects it."
         ),
         asset_selection=[dg.AssetKey(contract.name)],
         minimum_interval_seconds=sensor_interval_seconds(),
@@ -148,7 +152,13 @@ def build_landing_sensor(
     ) -> dg.SensorResult | dg.SkipReason:
         seen = load_cursor(context.cursor)
         time_rule = dataset.quality.timestamp_rule(source.time_column)
-        changes, remembered = scan(Path(landing.root), source, seen, contract.timezone, time_rule)
+        index = PublishedIndex(Path(warehouse_io_manager.database), contract)
+        try:
+            changes, remembered = scan(
+                Path(landing.root), source, seen, contract.timezone, time_rule, index
+            )
+        except WarehouseLockedError as exc:
+            return dg.SkipReason(f"warehouse busy, superseded rows unknown; retrying: {exc}")
         if not changes:
             return dg.SkipReason(f"no new or changed files under landing/{source.name}")
         try:

@@ -28,8 +28,9 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from ecm_assets.adapters.landing import LandingReadError, list_landing_files, read_landing_files
+from ecm_assets.adapters.warehouse import connect, quote_ident
 from ecm_assets.contracts.boundaries import LandingFile
-from ecm_assets.contracts.dataset import LandingSource
+from ecm_assets.contracts.dataset import DatasetContract, LandingSource
 from ecm_assets.contracts.quality import TimestampRule
 from ecm_assets.contracts.transform import attribute_partitions
 
@@ -85,35 +86,85 @@ def dump_cursor(seen: Mapping[str, SeenFile], sequence: int = 0) -> str:
     )
 
 
+@dataclass(frozen=True)
+class PublishedIndex:
+    """Business key -> partition of the published rows (the dataset's own table): where a
+    re-sent row lives now, so a file that moves it to another date also requests the date
+    it leaves, and that partition's run drops the superseded row."""
+
+    database: Path
+    contract: DatasetContract
+
+    @property
+    def key_column(self) -> str | None:
+        keys = [k for k in self.contract.business_key if k != self.contract.partition_column]
+        return keys[0] if len(keys) == 1 else None
+
+    def superseded_dates(self, keys: pd.Series, ingest: pd.Series, lateness_days: int) -> set[date]:
+        """Published partitions holding one of `keys` whose run still reads a file of that
+        ingest date (ingest <= partition + lateness): those rows are superseded by it."""
+        if self.key_column is None or not Path(self.database).exists() or keys.empty:
+            return set()
+        probe = pd.DataFrame(  # noqa: F841 - read by name in the SQL below
+            {"k": keys.astype(str).to_numpy(), "ingest": pd.to_datetime(ingest).to_numpy()}
+        )
+        table = f"{quote_ident(self.contract.schema)}.{quote_ident(self.contract.name)}"
+        key, part = quote_ident(self.key_column), quote_ident(self.contract.partition_column)
+        with connect(self.database, read_only=True, timeout_seconds=10) as conn:
+            exists = conn.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                [self.contract.schema, self.contract.name],
+            ).fetchone()[0]
+            if not exists:
+                return set()
+            rows = conn.execute(
+                f"SELECT DISTINCT t.{part} FROM {table} t JOIN probe p ON t.{key} = p.k "
+                f"WHERE p.ingest::DATE <= t.{part} + ?::INTEGER",
+                [lateness_days],
+            ).fetchall()
+        return {r[0] for r in rows}
+
+
 def file_dates(
     root: Path,
     source: LandingSource,
     file: LandingFile,
     timezone: str = "UTC",
     time_rule: TimestampRule | None = None,
+    index: PublishedIndex | None = None,
 ) -> tuple[tuple[date, ...], str]:
-    """The partitions a file's rows belong to, by the same attribution the transform uses.
+    """The partitions a file's rows belong to, by the same attribution the transform uses,
+    plus (with `index`) the partitions of the published rows its valid rows supersede.
 
     A file that cannot be read at all feeds its ingest date: the run for that date fails on
-    it with an error naming the file, which is how the operator learns of it.
+    it with an error naming the file, which is how the operator learns of it. A row whose
+    timestamp does not parse supersedes nothing (the transform rejects it), so it adds no
+    date of another row.
     """
     if source.time_column is None:
         return (file.ingest_date,), "no time column: ingest date"
+    key = index.key_column if index is not None else None
+    columns = [source.time_column, *([key] if key and key != source.time_column else [])]
     try:
-        rows = read_landing_files(root, [file], [source.time_column])
+        rows = read_landing_files(root, [file], columns)
     except LandingReadError as exc:
         return (file.ingest_date,), f"unreadable ({exc}); its ingest date fails on it"
     if rows.empty:
         return (file.ingest_date,), "no rows"
-    partition, _ = attribute_partitions(
+    partition, in_horizon = attribute_partitions(
         rows[source.time_column],
         rows["_ingest_date"],
         source.lateness_days,
         timezone,
         time_rule,
     )
-    days = sorted({d.date() for d in pd.to_datetime(partition).dropna()})
-    return tuple(days or [file.ingest_date]), ""
+    days = {d.date() for d in pd.to_datetime(partition).dropna()}
+    if index is not None and key:
+        valid = in_horizon & rows["_parse_error"].isna() & rows[key].notna()
+        days |= index.superseded_dates(
+            rows.loc[valid, key], rows.loc[valid, "_ingest_date"], source.lateness_days
+        )
+    return tuple(sorted(days) or [file.ingest_date]), ""
 
 
 def scan(
@@ -122,9 +173,11 @@ def scan(
     seen: Mapping[str, SeenFile],
     timezone: str = "UTC",
     time_rule: TimestampRule | None = None,
+    index: PublishedIndex | None = None,
 ) -> tuple[list[FileChange], dict[str, SeenFile]]:
     """New, changed and deleted files since `seen`, and what to remember now; timestamps
-    are read by the dataset's declared `time_rule`, as the transform reads them."""
+    are read by the dataset's declared `time_rule`, as the transform reads them. With
+    `index`, a file's dates include those of the published rows it supersedes."""
     current = {f.path: f for f in list_landing_files(root, source.name, date.min, date.max)}
     changes: list[FileChange] = []
     remembered: dict[str, SeenFile] = {}
@@ -133,7 +186,7 @@ def scan(
         if before is not None and before.sha256 == f.sha256:
             remembered[path] = before
             continue
-        dates, note = file_dates(root, source, f, timezone, time_rule)
+        dates, note = file_dates(root, source, f, timezone, time_rule, index)
         kind = "new" if before is None else "changed"
         if before is not None:  # a changed file also changes the dates it used to feed
             dates = tuple(sorted(set(dates) | set(before.dates)))

@@ -55,6 +55,7 @@ from ecm_assets.orchestration.retries import (
     non_retryable,
     raise_for_retry_policy,
 )
+from ecm_assets.publish.closed_periods import continues_reviewed_correction, guarded_partitions
 from ecm_assets.publish.io_manager import AlreadyPublished, DuckDBPublishIOManager, StagedOutput
 from ecm_assets.publish.modes import (
     NON_PUBLISHING_MODES,
@@ -207,16 +208,22 @@ def backfill_mode(tags: Mapping[str, str]) -> str:
 
 
 def review_closed_periods(
-    gate: GateResult, window: PartitionWindow, closed: frozenset[date]
+    gate: GateResult, window: PartitionWindow, guarded: Mapping[date, str]
 ) -> GateResult:
-    """Hold for a person any change an automated correction makes to a closed period.
+    """Hold for a person any change an automated correction makes to a closed period or to
+    a partition it was computed from (`guarded`: partition -> the closed partition it feeds).
 
-    Sensors request restatements of closed periods with REVIEW_TAG: the output is computed
-    and judged, then held (MANUAL_REVIEW) instead of replacing certified numbers unattended.
+    Sensors request corrections of closed periods with REVIEW_TAG: the output is computed
+    and judged, then held (MANUAL_REVIEW) instead of replacing certified numbers, or the
+    rows they were computed from, unattended (docs/lifecycle.md).
     """
-    touched = sorted(d for d in window.partitions if d in closed and d not in gate.blocked)
+    touched = sorted(d for d in window.partitions if d in guarded and d not in gate.blocked)
     if not touched or gate.decision == Decision.FAIL_RUN:
         return gate
+    feeds = ", ".join(
+        d.isoformat() if guarded[d].endswith(d.isoformat()) else f"{d} (feeds {guarded[d]})"
+        for d in touched
+    )
     finding = Finding(
         rule="closed_period_review",
         severity=Severity.MANUAL_REVIEW,
@@ -224,8 +231,8 @@ def review_closed_periods(
         passed=False,
         failed=len(touched),
         checked=len(window.partitions),
-        message=f"requested with {REVIEW_TAG}=closed_periods and changes closed period(s) "
-        f"{', '.join(d.isoformat() for d in touched)}: a person approves or rejects it",
+        message=f"requested with {REVIEW_TAG}=closed_periods and changes closed period(s) or "
+        f"their upstream: {feeds}; a person approves or rejects it",
     )
     return dataclasses.replace(
         gate, decision=Decision.MANUAL_REVIEW, findings=[*gate.findings, finding]
@@ -436,10 +443,11 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             )
             result = run_transform(dataset, kwargs)
             gate = _judge(context, warehouse, dataset, window, result, kwargs)
-            if tags.get(REVIEW_TAG) == "closed_periods" and contract.publish_mode == "versioned":
+            if tags.get(REVIEW_TAG) == "closed_periods":
                 with warehouse.connect(context, read_only=True) as conn:
-                    closed = frozenset(closed_partitions(conn, contract.name))
-                gate = review_closed_periods(gate, window, closed)
+                    guarded = guarded_partitions(conn, contract, window.partitions)
+                    if guarded and not continues_reviewed_correction(conn, boundary):
+                        gate = review_closed_periods(gate, window, guarded)
         except LandingReadError as exc:
             # The input cannot even be read into rows: the gate's FAIL_RUN, named as such.
             gate = failure_result(contract, dataset.quality, window, exc.rule, str(exc))
@@ -495,7 +503,8 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             contract,
             gate.accepted,
             boundary,
-            gate.quarantined,
+            # Quarantined rows, and the rows of blocked partitions (kept in blocked_rows).
+            gate.rejects,
             mode=mode,
             reason=tags.get(REASON_TAG) or None,
             restatement_reason=restatement_reason,

@@ -50,9 +50,12 @@ from ecm_assets.publish.staging import (
     staging_tables,
 )
 from ecm_assets.publish.versions import (
+    EMPTY_CHECKSUM,
     check_closed_partitions,
     ensure_versioned_storage,
     publish_versions,
+    versions_table,
+    versions_table_name,
 )
 
 log = logging.getLogger(__name__)
@@ -325,36 +328,47 @@ def _check_owned_boundary(
 
 
 def _reconcile_table_schema(
-    conn: duckdb.DuckDBPyConnection, contract: DatasetContract
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    *,
+    table_name: str | None = None,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
     """Create the final table, or apply the one evolution rule: new nullable columns are added.
 
     Returns the ALTER statements to run inside the publish transaction. A dropped column or
     a changed type is refused: reinterpreting published rows needs an explicit migration.
+    The same rule holds for the versions table of a versioned dataset (`table_name`, with
+    its `version` column in `extra`): every version shares its columns.
     """
+    name = table_name or contract.name
+    table = f"{quote_ident(contract.schema)}.{quote_ident(name)}"
     existing = conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [contract.schema, contract.name],
+        [contract.schema, name],
     ).fetchall()
-    if not existing:
+    if not existing and table_name is None:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(contract.schema)}")
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {contract.table} ({', '.join(_ddl_columns(contract))})"
         )
         return []
-    have = {name: dtype for name, dtype in existing}
+    have = {column: dtype for column, dtype in existing}
     wanted = {c.name: c.sql_type for c in contract.columns}
     wanted.update(dict(PROVENANCE_COLUMNS))
+    wanted.update(dict(extra))
     problems = []
-    for name, dtype in have.items():
-        if name not in wanted:
-            problems.append(f"column {name!r} ({dtype}) is published but no longer in the contract")
-        elif _normalise_type(wanted[name]) != _normalise_type(dtype):
-            problems.append(f"column {name!r} changed type from {dtype} to {wanted[name]}")
+    for column, dtype in have.items():
+        if column not in wanted:
+            problems.append(
+                f"column {column!r} ({dtype}) is published but no longer in the contract"
+            )
+        elif _normalise_type(wanted[column]) != _normalise_type(dtype):
+            problems.append(f"column {column!r} changed type from {dtype} to {wanted[column]}")
     if problems:
         raise SchemaMismatchError(
-            f"table {contract.table} does not match contract {contract.name} v"
+            f"table {table} does not match contract {contract.name} v"
             f"{contract.code_version}: {'; '.join(problems)}. Only new nullable columns are "
             "added automatically; migrate the table explicitly (see docs/publish.md)."
         )
@@ -363,12 +377,10 @@ def _reconcile_table_schema(
         if c.name not in have:
             if not c.nullable:
                 raise SchemaMismatchError(
-                    f"table {contract.table}: new column {c.name!r} is NOT NULL, so published "
+                    f"table {table}: new column {c.name!r} is NOT NULL, so published "
                     "rows cannot take it; declare it nullable or migrate explicitly"
                 )
-            alters.append(
-                f"ALTER TABLE {contract.table} ADD COLUMN {quote_ident(c.name)} {c.sql_type}"
-            )
+            alters.append(f"ALTER TABLE {table} ADD COLUMN {quote_ident(c.name)} {c.sql_type}")
     return alters
 
 
@@ -550,6 +562,50 @@ def _approval_transitions(conn: duckdb.DuckDBPyConnection, request: PublishReque
     transition(conn, run_id, asset, RunStatus.COMMITTING)
 
 
+def _verify_stored(
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    owned: list[date],
+    staged: dict[date, tuple[int, str]],
+    versions: Mapping[str, int | None],
+) -> None:
+    """Inside the publish transaction: the rows now stored for each owned partition have the
+    checksum taken from staging, which is the one recorded. A cast or storage layer that
+    changed a value (1.5 stored as 2) rolls the publish back instead of certifying it."""
+    pcol = quote_ident(contract.partition_column)
+    if contract.publish_mode == "versioned":
+        stored: dict[date, tuple[int, str]] = {}
+        table = versions_table(contract)
+        for partition in owned:
+            version = versions.get(partition.isoformat())
+            if version is None:
+                continue
+            sql = business_checksum_sql(contract, table, f"WHERE {pcol} = ? AND version = ?")
+            n, a, b = conn.execute(sql, [partition, version]).fetchone()
+            stored[partition] = (n, _format_checksum(n, a, b))
+    else:
+        sql = business_checksum_sql(
+            contract, contract.table, f"WHERE {owned_filter(pcol)}", by_partition=True
+        )
+        stored = {
+            p: (n, _format_checksum(n, a, b))
+            for p, n, a, b in conn.execute(sql, owned_params(owned)).fetchall()
+        }
+    for partition in owned:
+        if contract.publish_mode == "versioned" and versions.get(partition.isoformat()) is None:
+            continue
+        want = staged.get(partition, (0, EMPTY_CHECKSUM))
+        got = stored.get(partition, (0, EMPTY_CHECKSUM))
+        if want[0] == 0 and got[0] == 0:
+            continue
+        if got != want:
+            raise PublishError(
+                f"dataset {contract.name}: the stored rows of partition {partition} do not match "
+                f"the staged rows ({got[0]} rows, checksum {got[1]}; staged {want[0]} rows, "
+                f"{want[1]}): a value changed on the way into the table; nothing was published"
+            )
+
+
 def _check_not_stale(
     conn: duckdb.DuckDBPyConnection, request: PublishRequest, owned: list[date]
 ) -> None:
@@ -717,7 +773,12 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             check_closed_partitions(
                 conn, contract, owned, per_partition, request.restatement_reason
             )
-            alters: list[str] = []
+            alters = _reconcile_table_schema(
+                conn,
+                contract,
+                table_name=versions_table_name(contract),
+                extra=(("version", "BIGINT"),),
+            )
         else:
             alters = _reconcile_table_schema(conn, contract)
         _check_not_stale(conn, request, owned)
@@ -752,6 +813,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             _approval_transitions(conn, request)
         versions: dict[str, int | None] = {}
         replaced = 0
+        for statement in alters:
+            conn.execute(statement)
         if versioned:
             versions = publish_versions(
                 conn,
@@ -765,8 +828,6 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             )
             failpoint("publish.after_delete")
         else:
-            for statement in alters:
-                conn.execute(statement)
             failpoint("publish.before_delete")
             replaced = conn.execute(
                 f"DELETE FROM {contract.table} WHERE {owned_filter(pcol)}", owned_params(owned)
@@ -777,11 +838,17 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             conn.execute(
                 f"INSERT INTO {contract.table} ({names}) SELECT {names} FROM {staging}{order}"
             )
-        # The run owns its partitions' quarantine too: rows rejected by an earlier run of
-        # these partitions are replaced even when this run rejected nothing.
+        # What readers now see must be exactly what was staged and judged.
+        _verify_stored(conn, contract, owned, per_partition, versions)
+        # Quarantine belongs to the run that judged it (docs/publish.md). Replace mode: the
+        # run owns its partitions' quarantine, so an earlier run's rows are replaced even when
+        # this run rejected nothing. Versioned: every version keeps its own (a retry of this
+        # run replaces its own rows); the current version's run selects what is shown.
+        own_run = " AND run_id = ?" if versioned else ""
         conn.execute(
-            f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND {owned_filter('partition_date')}",
-            [asset, *owned_params(owned)],
+            f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND "
+            f"{owned_filter('partition_date')}{own_run}",
+            [asset, *owned_params(owned), *([run_id] if versioned else [])],
         )
         quarantined = 0 if rejects is None else append_rows(conn, QUARANTINE_TABLE, rejects)
         keep_blocked_rows(conn, asset, run_id, blocked_rejects)
@@ -821,7 +888,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             finished_at=now(),
             outputs=outputs,
             # The outbox: Dagster is owed this publish's materializations until an instance
-            # is seen to hold them (operations/outbox.py), whatever happens after COMMIT.
+            # is seen to hold them (publish/outbox.py), whatever happens after COMMIT.
             dagster_event=EVENT_OWED,
             **extra,
         )
@@ -863,8 +930,7 @@ def _debris_tables(
     """Durable staging tables that no live attempt will use again: this run's own leftover,
     and those of settled or dead runs. A live run of other partitions keeps its staging."""
     owners = {
-        staging_table_name(contract, m.run_id): m
-        for m in load_manifests(conn, asset=contract.name)
+        staging_table_name(contract, m.run_id): m for m in load_manifests(conn, asset=contract.name)
     }
     out = []
     for name in staging_tables(conn, contract):

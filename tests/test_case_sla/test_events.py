@@ -543,3 +543,54 @@ def test_open_ended_hierarchy_as_loaded_from_reference_files():
     frame = landing(raw("E1", unit_id="U02", line=2), raw("E2", unit_id="U01", line=3))
     result = parse_case_events(frame, window(D2), org_for(D2, data=org))
     assert result.data[["event_id", "region"]].values.tolist() == [["E1", "South"], ["E2", "North"]]
+
+
+# --------------------------------------------------------------------------- moved events
+
+
+def test_resend_with_unparseable_timestamp_never_supersedes_the_valid_row():
+    # E1 dated 09-02 arrives on 09-02; a later file re-sends E1 with a timestamp that does
+    # not parse. The resend is rejected (attributed to its ingest date, 09-03) and the valid
+    # E1 stays published: a row that cannot be typed must not delete a good one.
+    frame = landing(
+        raw(event_ts="2026-09-02T10:00:00Z", ingest="2026-09-02"),
+        raw(event_ts="2026-13-45T25:99:00Z", ingest="2026-09-03"),
+    )
+    result = parse_case_events(frame, window(D2, D3), org_for(D2, D3))
+    assert result.data[["event_id", "business_date"]].values.tolist() == [["E1", day("2026-09-02")]]
+    assert result.rejects[["partition_date", "reason"]].values.tolist() == [
+        [day("2026-09-03"), "unparseable_event_ts"]
+    ]
+    assert counts_row(result, D2) == zero_counts(read=1, kept=1)
+    assert counts_row(result, D3) == zero_counts(read=1, rejected=1)
+
+
+def test_resend_outside_the_arrival_horizon_never_supersedes_the_valid_row():
+    # The resend's timestamp parses but lies after its ingest date: it is rejected, so it is
+    # no valid version of E1 either.
+    frame = landing(
+        raw(event_ts="2026-09-02T10:00:00Z", ingest="2026-09-02"),
+        raw(event_ts="2026-09-20T10:00:00Z", ingest="2026-09-03"),
+    )
+    result = parse_case_events(frame, window(D2, D3), org_for(D2, D3))
+    assert result.data["business_date"].tolist() == [day("2026-09-02")]
+    assert counts_row(result, D2) == zero_counts(read=1, kept=1)
+    assert counts_row(result, D3) == zero_counts(read=1, rejected=1)
+
+
+def test_malformed_resend_after_a_valid_correction_keeps_the_correction():
+    # E1 (09-02), its valid correction (09-03), then an unparseable resend (09-04): the
+    # correction is the latest valid version and stays; the original is superseded by it.
+    frame = landing(
+        raw(priority="P1", ingest="2026-09-02"),
+        raw(priority="P2", ingest="2026-09-03"),
+        raw(event_ts="not-a-date", ingest="2026-09-04"),
+    )
+    result = parse_case_events(frame, window(D2, D3, D4), org_for(D2, D3, D4))
+    assert result.data[["event_id", "priority", "ingest_date"]].values.tolist() == [
+        ["E1", "P2", day("2026-09-03")]
+    ]
+    assert counts_row(result, D2) == zero_counts(
+        read=2, kept=1, duplicate=1, corrections_applied=1, late_arrivals=1
+    )
+    assert counts_row(result, D4) == zero_counts(read=1, rejected=1)

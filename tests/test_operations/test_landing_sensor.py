@@ -20,6 +20,7 @@ from ecm_assets.operations.triggers import (
     CLOSED_PERIOD,
     LOOKBACK,
     OPEN_WINDOW,
+    PublishedIndex,
     change_digest,
     classify,
     file_dates,
@@ -268,3 +269,48 @@ def test_file_deleted_readded_deleted_gets_a_new_run_key_for_every_change(env) -
         keys.append(request.run_key)
         cursor = result.cursor
     assert len(set(keys)) == 4, keys
+
+
+def _publish_events(warehouse: Path, rows: list[tuple[str, date]]) -> None:
+    """A warehouse whose published case_events hold these (event_id, business_date) rows."""
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("CREATE TABLE case_events (event_id VARCHAR, business_date DATE)")
+        conn.executemany("INSERT INTO case_events VALUES (?, ?)", rows)
+
+
+def test_correction_moving_an_event_to_another_date_requests_the_date_it_leaves(
+    tmp_path: Path,
+) -> None:
+    # E1 was published on 09-10; a file of 09-11 re-sends it dated 09-11. The run must
+    # recompute 09-10 too, or E1 stays published in both partitions.
+    warehouse = tmp_path / "warehouse.duckdb"
+    _publish_events(warehouse, [("E1", date(2026, 9, 10)), ("E2", date(2026, 9, 10))])
+    _write(tmp_path, "2026-09-11", "b.csv", [_event("E1", "2026-09-11T08:00:00Z")])
+    index = PublishedIndex(warehouse, CASE_EVENTS)
+    changes, _ = scan(tmp_path / "landing", SOURCE, {}, index=index)
+    assert [c.dates for c in changes] == [(date(2026, 9, 10), date(2026, 9, 11))]
+    # Without a published E1 (or without the index) only the new date is touched.
+    changes, _ = scan(tmp_path / "landing", SOURCE, {})
+    assert [c.dates for c in changes] == [(date(2026, 9, 11),)]
+
+
+def test_unparseable_resend_does_not_request_the_valid_rows_date(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    _publish_events(warehouse, [("E1", date(2026, 9, 10))])
+    _write(tmp_path, "2026-09-11", "b.csv", [_event("E1", "not-a-time")])
+    changes, _ = scan(
+        tmp_path / "landing", SOURCE, {}, index=PublishedIndex(warehouse, CASE_EVENTS)
+    )
+    assert [c.dates for c in changes] == [(date(2026, 9, 11),)]
+
+
+def test_resend_beyond_the_old_dates_horizon_does_not_request_it(tmp_path: Path) -> None:
+    # 09-03's run reads files up to 09-08 only: a resend ingested 09-09 cannot supersede the
+    # row published there, so recomputing 09-03 would change nothing.
+    warehouse = tmp_path / "warehouse.duckdb"
+    _publish_events(warehouse, [("E1", date(2026, 9, 3))])
+    _write(tmp_path, "2026-09-09", "b.csv", [_event("E1", "2026-09-09T08:00:00Z")])
+    changes, _ = scan(
+        tmp_path / "landing", SOURCE, {}, index=PublishedIndex(warehouse, CASE_EVENTS)
+    )
+    assert [c.dates for c in changes] == [(date(2026, 9, 9),)]

@@ -104,16 +104,17 @@ class Outcome:
         return [e for e in self.result.get_asset_check_evaluations() if e.check_name == name]
 
     def assert_reconciles(
-        self, *, input: int, accepted: int, quarantined: int, duplicate: int = 0
+        self, *, input: int, accepted: int, quarantined: int, duplicate: int = 0, blocked: int = 0
     ) -> None:
         c = self.counts
-        assert (c["input"], c["accepted"], c["quarantined"], c["duplicate"]) == (
+        assert (c["input"], c["accepted"], c["quarantined"], c["duplicate"], c["blocked"]) == (
             input,
             accepted,
             quarantined,
             duplicate,
+            blocked,
         )
-        assert c["input"] == c["accepted"] + c["quarantined"] + c["duplicate"]
+        assert c["input"] == c["accepted"] + c["quarantined"] + c["duplicate"] + c["blocked"]
         assert c["identity_holds"] is True
 
 
@@ -402,8 +403,14 @@ def test_truncated_lines_are_rejected_as_malformed_with_physical_line_numbers(
         "malformed JSON: not a JSON object",
     ]
     assert cut_error.startswith("malformed JSON: Unterminated string")
-    # Nothing of a malformed line is trusted, so its original row holds no values.
-    assert json.loads(out.rejected["original_row"].iloc[1]) == dict.fromkeys(HEADER)
+    # Nothing of a malformed line is trusted as a value, but its text is kept verbatim,
+    # with the physical lines it spans.
+    assert json.loads(out.rejected["original_row"].iloc[1]) == {
+        **dict.fromkeys(HEADER),
+        "_raw_text": "T1,C-T1,opened",
+        "_source_lines": [51, 51],
+    }
+    assert json.loads(out.rejected["original_row"].iloc[3])["_raw_text"] == cut
 
 
 # --------------------------------------------------------------------------- 7. huge values
@@ -489,14 +496,18 @@ def test_day_quarantining_more_than_5_percent_is_blocked(corpus: Corpus) -> None
     assert f"{PARTITION}: quarantine_rate: 2 of 10 rows quarantined (20.00%)" in out.errors
     assert out.published.empty
     assert out.rejected.empty  # a blocked day's rejects are evidence in blocked_rows
-    got = out.blocked[["source_file", "source_line", "reason", "column_name", "failure_case"]]
+    rejected = out.blocked[out.blocked["reason"] != "partition_blocked"]
+    got = rejected[["source_file", "source_line", "reason", "column_name", "failure_case"]]
     assert got.values.tolist() == [
         [csv_file, 5, "unknown_event_type", "event_type", "closed_by_bot"],
         [csv_file, 9, "unknown_event_type", "event_type", "merged"],
     ]
+    # The 8 rows that passed the row rules are withheld with the day, and kept too.
+    withheld = out.blocked[out.blocked["reason"] == "partition_blocked"]
+    assert sorted(withheld["source_line"]) == [2, 3, 4, 6, 7, 8, 10, 11]
     assert out.blocked["run_id"].unique().tolist() == [out.result.run_id]
     assert all(r.startswith("quarantine_rate: 2 of 10 rows") for r in out.blocked["blocked_reason"])
-    out.assert_reconciles(input=10, accepted=8, quarantined=2)
+    out.assert_reconciles(input=10, accepted=0, quarantined=2, blocked=8)
     assert out.manifest.status == "FAILED"
     assert out.manifest.quality is not None
     assert out.manifest.quality["decision"] == "FAIL_PARTITION"

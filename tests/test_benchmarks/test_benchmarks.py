@@ -1,0 +1,67 @@
+"""Every script under benchmarks/ runs at toy size, so none can silently break again.
+
+The numbers are not asserted (timings belong to the scripts' ratios against their peers);
+what is asserted is that each script runs to the end and reports, and that the pipeline
+benchmark's semantic cross-check (the SQL peer's business rows equal ours) passes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+TOY_ARGS = {
+    "pipeline.py": ["--days", "2", "--scale", "0.05", "--single-day-scale", "0.05"],
+    "gate.py": [
+        "--rows",
+        "3000",
+        "--days",
+        "2",
+        "--repeat",
+        "1",
+        "--no-memory",
+        "--profile",
+        "never",
+    ],
+    "publish.py": [
+        "--rows",
+        "500",
+        "--history-partitions",
+        "2",
+        "--history-rows-per-partition",
+        "50",
+        "--reps",
+        "1",
+        "--cases",
+        "baseline,ours,ours@365",
+        "--no-profile",
+    ],
+}
+
+
+def test_every_benchmark_has_a_toy_size() -> None:
+    assert sorted(p.name for p in BENCHMARKS.glob("*.py")) == sorted(TOY_ARGS)
+
+
+@pytest.mark.parametrize("script", sorted(TOY_ARGS))
+def test_benchmark_runs_at_toy_size(script: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *TOY_ARGS[script]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    if script == "pipeline.py":
+        assert output.count("cross-check: business rows and rejects equal") == 2, output
+        assert "| range | case_priority_mix_daily |" in output
