@@ -133,9 +133,7 @@ def liveness(conn: duckdb.DuckDBPyConnection, manifest: Manifest) -> tuple[bool,
     if here and pid == os.getpid() and (lease is None or lease.owner == PROCESS_OWNER):
         with _ACTIVE_LOCK:
             working = key in _ACTIVE
-        return working, (
-            "this process is working on it" if working else "this process left it"
-        )
+        return working, ("this process is working on it" if working else "this process left it")
     if here and pid is not None and not _pid_alive(pid):
         return False, f"process {pid} on {host} (its host, this one) is gone"
     if lease is None:

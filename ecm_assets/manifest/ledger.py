@@ -77,9 +77,7 @@ _ADDED_COLUMNS = ("attempt", "dagster_event")
 
 
 #: Fields only the state machine itself writes.
-_MANAGED_FIELDS = frozenset(
-    {"run_id", "asset", "attempt", "status", "status_detail", "updated_at"}
-)
+_MANAGED_FIELDS = frozenset({"run_id", "asset", "attempt", "status", "status_detail", "updated_at"})
 
 
 class ManifestNotFoundError(LookupError):
@@ -334,9 +332,7 @@ def load_manifests(
         where.append("list_contains(?::VARCHAR[], status)")
         params.append(wanted)
     latest = (
-        ""
-        if all_attempts
-        else "QUALIFY attempt = max(attempt) OVER (PARTITION BY run_id, asset)"
+        "" if all_attempts else "QUALIFY attempt = max(attempt) OVER (PARTITION BY run_id, asset)"
     )
     source = f"(SELECT * FROM {MANIFEST_TABLE} {latest})"
     clause = f"WHERE {' AND '.join(where)}" if where else ""

@@ -138,9 +138,7 @@ def deliver_owed(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance) 
                 )
             )
             reported.append(partition)
-        set_dagster_event(
-            conn, manifest.run_id, manifest.asset, manifest.attempt, EVENT_DELIVERED
-        )
+        set_dagster_event(conn, manifest.run_id, manifest.asset, manifest.attempt, EVENT_DELIVERED)
         deliveries.append(
             Delivery(
                 manifest.run_id,
