@@ -20,7 +20,7 @@ from ecm_assets.adapters.warehouse import connect
 from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import DatasetContract
 from ecm_assets.contracts.registry import contract_for
-from ecm_assets.manifest.ledger import MANIFEST_TABLE
+from ecm_assets.manifest.ledger import MANIFEST_TABLE, Manifest
 from ecm_assets.orchestration.retries import raise_for_retry_policy
 from ecm_assets.publish.protocol import (
     PublishRequest,
@@ -49,9 +49,19 @@ class StagedOutput:
     blocked: dict[date, str] = field(default_factory=dict)
     #: MANUAL_REVIEW: keep the validated rows for `ecm review`, publish nothing.
     hold: bool = False
+    #: The ledger attempt that computed this output: only it may publish it.
+    attempt: int | None = None
+
     #: Each partition's own figures (counts, quality, its boundary summary) for its
     #: materialization; run-level evidence stays in the manifest.
     partition_metadata: dict[date, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlreadyPublished:
+    """A step retry of an attempt that had committed: report the recorded publish again."""
+
+    manifest: Manifest
 
 
 class DuckDBPublishIOManager(dg.ConfigurableIOManager):
@@ -78,6 +88,27 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
         published partitions reach the event log before the step fails: Dagster then shows
         those partitions materialized and the blocked ones failed, and downstream stops.
         """
+        if isinstance(obj, AlreadyPublished):
+            outputs = obj.manifest.outputs or {}
+            rows = outputs.get("rows_by_partition") or {}
+            for key in context.asset_partition_keys:
+                iso = contract_for(obj.manifest.asset).partition_value(key).isoformat()
+                context.step_context.add_asset_metadata(
+                    {"dagster/row_count": dg.MetadataValue.int(int(rows.get(iso, 0)))},
+                    partition_key=key,
+                )
+            context.add_output_metadata(
+                {
+                    "dagster/table_name": str(outputs.get("table", "")),
+                    "run_business_checksum": str(outputs.get("business_checksum", "")),
+                    "manifest": manifest_locator(context.run_id, obj.manifest.asset),
+                    "manifest_status": "PUBLISHED",
+                    "attempt": dg.MetadataValue.int(obj.manifest.attempt),
+                    "ecm/run_id": context.run_id,
+                    "republished": "no: reported from the ledger after a step retry",
+                }
+            )
+            return
         if not isinstance(obj, StagedOutput):
             raise TypeError(
                 f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}; "
@@ -105,6 +136,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             blocked=obj.blocked,
             quality=obj.quality,
             hold=obj.hold,
+            attempt=obj.attempt,
         )
         blocked_text = "; ".join(f"{d}: {why}" for d, why in sorted(obj.blocked.items()))
         try:
@@ -176,6 +208,8 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             "as_of": obj.input_boundary.locked_at.isoformat(),
             "owned_partitions": f"{owned[0].isoformat()}..{owned[-1].isoformat()} ({len(owned)})",
             "manifest": manifest_locator(context.run_id, contract.name),
+            "manifest_status": "PUBLISHED",
+            "ecm/run_id": context.run_id,
             **(
                 {
                     "recovered_runs": dg.MetadataValue.json(
