@@ -59,18 +59,11 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
 
     def connect(self, context: Any, *, read_only: bool = False):
         """A warehouse connection that logs lock waits to the run; used by assets too."""
-
-        def on_retry(attempt: int, sleep: float, exc: BaseException) -> None:
-            context.log.warning(
-                f"warehouse {self.database} is locked by another process (attempt {attempt}); "
-                f"retrying in {sleep:.2f}s: {exc}"
-            )
-
         return connect(
             self.database,
             read_only=read_only,
             timeout_seconds=self.lock_timeout_seconds,
-            on_retry=on_retry,
+            logger=context.log,
         )
 
     def handle_output(self, context: dg.OutputContext, obj: StagedOutput) -> Iterator[Any]:

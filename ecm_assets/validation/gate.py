@@ -400,6 +400,10 @@ def _timestamp_strings(values: pd.Series) -> tuple[np.ndarray, list[str]] | None
 def _json_column(values: pd.Series) -> list[str]:
     """_json_value of each value of the column, as iterating the column yields them."""
     dtype = values.dtype
+    if isinstance(dtype, pd.ArrowDtype | pd.StringDtype) and pd.api.types.is_string_dtype(dtype):
+        # Arrow-backed text (the landing reader's): nulls are JSON null, as None would be.
+        array = values.to_numpy(dtype=object, na_value=None)
+        return [encode_basestring_ascii(v) if v is not None else "null" for v in array]
     if isinstance(dtype, np.dtype):
         if dtype.kind == "O":
             array = values.to_numpy()

@@ -403,8 +403,14 @@ def test_truncated_lines_are_rejected_as_malformed_with_physical_line_numbers(
         "malformed JSON: not a JSON object",
     ]
     assert cut_error.startswith("malformed JSON: Unterminated string")
-    # Nothing of a malformed line is trusted, so its original row holds no values.
-    assert json.loads(out.rejected["original_row"].iloc[1]) == dict.fromkeys(HEADER)
+    # Nothing of a malformed line is trusted as a value, but its text is kept verbatim,
+    # with the physical lines it spans.
+    assert json.loads(out.rejected["original_row"].iloc[1]) == {
+        **dict.fromkeys(HEADER),
+        "_raw_text": "T1,C-T1,opened",
+        "_source_lines": [51, 51],
+    }
+    assert json.loads(out.rejected["original_row"].iloc[3])["_raw_text"] == cut
 
 
 # --------------------------------------------------------------------------- 7. huge values
