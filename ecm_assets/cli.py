@@ -299,18 +299,48 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from ecm_assets.publish.recovery import recover
 
     _datasets(args)
-    with connect(_warehouse(args)) as conn:
+    with connect(_warehouse(args)) as conn, ExitStack() as stack:
         results = recover(conn, run_id=args.run_id, force=args.force)
-    rows = [
-        {
-            "run_id": r.run_id,
-            "asset": r.asset,
-            "was": r.previous_status,
-            "decision": str(r.decision),
-            "evidence": r.evidence,
-        }
-        for r in results
-    ]
+        rows = [
+            {
+                "run_id": r.run_id,
+                "asset": r.asset,
+                "was": r.previous_status,
+                "decision": str(r.decision),
+                "evidence": r.evidence,
+            }
+            for r in results
+        ]
+        if os.environ.get("DAGSTER_HOME"):
+            # Dagster's side of a dead run: its STARTED status and its pool slot, then the
+            # materializations the ledger's outbox still owes the instance.
+            import dagster as dg
+
+            from ecm_assets.operations.runs import settle_dagster_runs
+            from ecm_assets.publish.outbox import deliver_owed
+
+            instance = stack.enter_context(dg.DagsterInstance.get())
+            for s in settle_dagster_runs(conn, instance, run_id=args.run_id, force=args.force):
+                rows.append(
+                    {
+                        "run_id": s.run_id,
+                        "asset": "(dagster run)",
+                        "was": s.was,
+                        "decision": s.decision,
+                        "evidence": s.evidence,
+                    }
+                )
+            for d in deliver_owed(conn, instance):
+                rows.append(
+                    {
+                        "run_id": d.run_id,
+                        "asset": d.asset,
+                        "was": "PUBLISHED",
+                        "decision": "DAGSTER_EVENT_REPORTED" if d.reported else "OUTBOX_SETTLED",
+                        "evidence": f"reported {list(d.reported)}, already in Dagster "
+                        f"{list(d.already_in_dagster)}, superseded {list(d.superseded)}",
+                    }
+                )
     _emit(args, rows, rows)
     return 0
 
@@ -512,6 +542,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         for name in selected:
             found[name][1].contract.partition_value(partition_key)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    if instance is not None:
+        from ecm_assets.operations.runs import refuse_dead_pool_holders
+
+        refuse_dead_pool_holders(instance, resources[IO_MANAGER_KEY].database)
     result = dg.materialize(
         list(defs.assets or []),
         selection=selected,

@@ -67,12 +67,20 @@ def load_cursor(text: str | None) -> dict[str, SeenFile]:
     }
 
 
-def dump_cursor(seen: Mapping[str, SeenFile]) -> str:
+def load_sequence(text: str | None) -> int:
+    """How many change events the cursor has seen: the next one is numbered one higher."""
+    if not text:
+        return 0
+    return int(json.loads(text).get("sequence", 0))
+
+
+def dump_cursor(seen: Mapping[str, SeenFile], sequence: int = 0) -> str:
     return json.dumps(
         {
             "files": {
                 p: [f.sha256, [d.isoformat() for d in f.dates]] for p, f in sorted(seen.items())
-            }
+            },
+            "sequence": sequence,
         },
         separators=(",", ":"),
     )
@@ -217,8 +225,22 @@ def classify(
 
 
 def change_digest(changes: Iterable[FileChange], seen: Mapping[str, SeenFile]) -> str:
-    """A stable id of a set of changes: the same files with the same bytes give the same id."""
+    """A stable id of a set of changes: the same files with the same bytes give the same id.
+
+    Not unique over time (a file flipped back to earlier bytes repeats it): run keys pair it
+    with the cursor's change sequence (`change_run_key`)."""
     parts = sorted(
         f"{c.kind}:{c.path}:{seen[c.path].sha256 if c.path in seen else '-'}" for c in changes
     )
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def change_run_key(sequence: int, digest: str) -> str:
+    """The id of one change event: the cursor's sequence number, then the changed bytes.
+
+    Dagster launches a run key once and silently drops a repeat. The sequence is counted in
+    the cursor, which Dagster saves with the tick's requests, so the same tick evaluated again
+    (a crash before the cursor was saved) gives the same key, and every later change event,
+    even one that restores bytes seen before, gives a new one.
+    """
+    return f"{sequence}:{digest}"

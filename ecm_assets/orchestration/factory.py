@@ -11,12 +11,16 @@ This is the only orchestration code a dataset needs. The asset:
    blocked partitions and a hold for manual review go to the IO manager,
 5. hands rows, rejects and boundary to the publish IO manager, which stages, checks and swaps.
 
-The run manifest records each step: PLANNED when the step starts, INPUT_LOCKED with the
-boundary, RUNNING before the transform, FAILED if anything raises; the IO manager takes it
-from there to PUBLISHED.
+The run manifest records each step: PLANNED when the step starts (a step retry is a new
+attempt; one whose run already published succeeds by reporting that publish), INPUT_LOCKED
+with the boundary, RUNNING before the transform, FAILED if anything raises; the IO manager
+takes it from there to PUBLISHED. The step holds a lease on its attempt, renewed by a
+heartbeat, so recovery elsewhere knows it is alive (manifest/lease.py).
 """
 
 import dataclasses
+import os
+import socket
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
@@ -32,7 +36,8 @@ from ecm_assets.contracts.dataset import Dataset, DatasetContract
 from ecm_assets.contracts.quality import Drift, Severity
 from ecm_assets.contracts.registry import register
 from ecm_assets.contracts.transform import PartitionWindow, TransformResult
-from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, plan, transition
+from ecm_assets.manifest.lease import Heartbeat, release
+from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, transition
 from ecm_assets.manifest.states import RunStatus
 from ecm_assets.orchestration.checks import check_evaluations, check_specs
 from ecm_assets.orchestration.inputs import (
@@ -51,12 +56,13 @@ from ecm_assets.orchestration.retries import (
     raise_for_retry_policy,
 )
 from ecm_assets.publish.closed_periods import continues_reviewed_correction, guarded_partitions
-from ecm_assets.publish.io_manager import DuckDBPublishIOManager, StagedOutput
+from ecm_assets.publish.io_manager import AlreadyPublished, DuckDBPublishIOManager, StagedOutput
 from ecm_assets.publish.modes import (
     NON_PUBLISHING_MODES,
     EvaluationResult,
     evaluate_without_publishing,
 )
+from ecm_assets.publish.outbox import begin_attempt
 from ecm_assets.publish.protocol import PublishRequest, read_partitions
 from ecm_assets.publish.versions import closed_partitions, parse_reason
 from ecm_assets.validation.gate import Decision, Finding, GateResult, failure_result, judge
@@ -80,6 +86,9 @@ REVIEW_TAG = "ecm/review"
 #: Concurrency pool of every step that writes the warehouse: DuckDB admits one writing
 #: process, so dagster.yaml limits this pool to one step at a time across all runs.
 WAREHOUSE_POOL = "ecm_duckdb_warehouse"
+#: Run tag naming the process working on a run ("host:pid"): how `ecm recover` tells a dead
+#: run from a live one in Dagster (operations/runs.py).
+WORKER_TAG = "ecm/worker"
 
 
 def _partition_mapping(lookback: int) -> dg.TimeWindowPartitionMapping | None:
@@ -334,11 +343,47 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             parameters={k: v for k, v in tags.items() if k.startswith(("ecm/", "dagster/"))},
             output_boundary=[d.isoformat() for d in window.partitions],
         )
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        if context.run.tags.get(WORKER_TAG) != worker:
+            context.instance.add_run_tags(context.run_id, {WORKER_TAG: worker})
         try:
             with warehouse.connect(context) as conn:
-                plan(conn, manifest)
+                published = begin_attempt(conn, manifest, context.instance)
         except Exception as exc:
             raise_for_retry_policy(exc, f"{contract.name}: cannot record the run manifest")
+        if published is not None:
+            # A step retry after this run's attempt committed: the publish stands, and the
+            # step succeeds by reporting it again instead of failing "already published".
+            context.log.info(
+                f"run {context.run_id} already published {contract.name} (attempt "
+                f"{published.attempt}); reporting that publish, not recomputing"
+            )
+            yield from _yield_check_outputs(
+                context, {k.name for k in context.selected_asset_check_keys}
+            )
+            yield dg.Output(AlreadyPublished(published))
+            return
+        # The lease says "alive" to recovery elsewhere for as long as this attempt works.
+        heartbeat = Heartbeat(warehouse.database).start()
+        try:
+            yield from _attempt(context, upstream, warehouse, manifest, window, keys, tags)
+        finally:
+            heartbeat.stop()
+            release(manifest.run_id, manifest.asset, manifest.attempt)
+
+    def _attempt(
+        context: dg.AssetExecutionContext,
+        upstream: dict[str, pd.DataFrame],
+        warehouse: DuckDBPublishIOManager,
+        manifest: Manifest,
+        window: PartitionWindow,
+        keys: tuple[str, ...],
+        tags: dict[str, str],
+    ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
+        """Lock inputs, transform, judge, stage: the work of one leased attempt."""
+        mode = manifest.mode
+        restatement_reason = tags.get(RESTATEMENT_TAG) or None
+        replay_of = tags.get(REPLAY_TAG) or None
         try:
             # A bad reason code fails before any compute, listing the valid codes.
             for tag in (RESTATEMENT_TAG, REASON_TAG):
@@ -452,7 +497,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         }
         if not publishing:
             yield from _yield_check_outputs(context, selected)
-            _evaluate_only(context, warehouse, contract, mode, window, boundary, gate, tags)
+            _evaluate_only(
+                context, warehouse, contract, mode, window, boundary, gate, tags, manifest
+            )
             return
         staged = StagedOutput(
             contract,
@@ -467,6 +514,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             quality=gate.to_json(),
             blocked=dict(gate.blocked),
             hold=gate.decision == Decision.MANUAL_REVIEW,
+            attempt=manifest.attempt,
         )
         yield from _yield_check_outputs(context, selected)
         yield dg.Output(staged, metadata=metadata)
@@ -492,6 +540,7 @@ def _evaluate_only(
     boundary: InputBoundary,
     gate: GateResult,
     tags: Mapping[str, str],
+    manifest: Manifest,
 ) -> None:
     """dry_run, compare_only, shadow: judge and diff, write the manifest (and the shadow)."""
     partition_keys = {contract.partition_value(k): k for k in context.partition_keys}
@@ -518,6 +567,7 @@ def _evaluate_only(
         durable_staging=False,
         blocked=dict(gate.blocked),
         quality=gate.to_json(),
+        attempt=manifest.attempt,
     )
     try:
         with warehouse.connect(context) as conn:

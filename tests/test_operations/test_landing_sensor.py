@@ -233,6 +233,44 @@ def test_change_digest_is_stable_and_content_addressed(tmp_path: Path) -> None:
     assert change_digest(changes2, seen2) != change_digest(changes, seen)
 
 
+def test_file_flipping_v1_v2_v1_v2_gets_a_new_run_key_for_every_change(env) -> None:
+    """Dagster drops a request whose run key it has seen: every change event needs its own."""
+    root, _, defs, instance = env
+    cursor = _evaluate(defs, instance, None).cursor
+    v1 = [_event("E9700000003", "2026-09-03T09:00:00Z")]
+    v2 = [_event("E9700000003", "2026-09-03T10:00:00Z")]
+    keys = []
+    for rows in (v1, v2, v1, v2):
+        _write(root, "2026-09-05", "events-flip.csv", rows)
+        result = _evaluate(defs, instance, cursor)
+        (request,) = result.run_requests
+        # The same tick evaluated again (a crash before the cursor was saved): same key.
+        assert [r.run_key for r in _evaluate(defs, instance, cursor).run_requests] == [
+            request.run_key
+        ]
+        keys.append(request.run_key)
+        cursor = result.cursor
+    assert len(set(keys)) == 4, keys
+
+
+def test_file_deleted_readded_deleted_gets_a_new_run_key_for_every_change(env) -> None:
+    root, _, defs, instance = env
+    cursor = _evaluate(defs, instance, None).cursor
+    keys = []
+    for present in (True, False, True, False):
+        path = root / "landing" / "case_events" / "ingest_date=2026-09-05" / "events-gone.csv"
+        if present:
+            row = _event("E9700000004", "2026-09-04T09:00:00Z")
+            _write(root, "2026-09-05", "events-gone.csv", [row])
+        else:
+            path.unlink()
+        result = _evaluate(defs, instance, cursor)
+        (request,) = result.run_requests
+        keys.append(request.run_key)
+        cursor = result.cursor
+    assert len(set(keys)) == 4, keys
+
+
 def _publish_events(warehouse: Path, rows: list[tuple[str, date]]) -> None:
     """A warehouse whose published case_events hold these (event_id, business_date) rows."""
     with duckdb.connect(str(warehouse)) as conn:
