@@ -443,6 +443,8 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 f"{[f'{b.name}@{b.version}' for b in boundary.reference]}"
                 + (f" (replay of run {replay_of})" if replay_of else "")
             )
+            for entry in boundary.ignored_landing:
+                context.log.warning(f"landing entry {entry.path} ignored: {entry.reason}")
             result = run_transform(dataset, kwargs)
             gate = _judge(context, warehouse, dataset, window, result, kwargs)
             if tags.get(REVIEW_TAG) == "closed_periods":
