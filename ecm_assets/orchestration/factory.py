@@ -111,7 +111,7 @@ def _counts_metadata(counts: pd.DataFrame | None, gate: GateResult) -> dict[str,
             if name in counts.columns:
                 meta[name] = dg.MetadataValue.int(int(counts[name].sum()))
     rows = gate.reconciliation.get("per_partition", {})
-    cols = ["input", "accepted", "quarantined", "duplicate"]
+    cols = ["input", "accepted", "quarantined", "duplicate", "blocked"]
     lines = ["| partition | " + " | ".join(cols) + " | published |", "|---" * (len(cols) + 2) + "|"]
     for p, entry in rows.items():
         published = (
@@ -119,7 +119,9 @@ def _counts_metadata(counts: pd.DataFrame | None, gate: GateResult) -> dict[str,
             if date.fromisoformat(p) in gate.blocked
             else "yes"
         )
-        lines.append(f"| {p} | " + " | ".join(str(entry[c]) for c in cols) + f" | {published} |")
+        lines.append(
+            f"| {p} | " + " | ".join(str(entry.get(c, 0)) for c in cols) + f" | {published} |"
+        )
     meta["partition_counts"] = dg.MetadataValue.md("\n".join(lines))
     warnings_ = [f for f in gate.failures if not f.severity.blocks]
     if warnings_:
@@ -441,6 +443,8 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 f"{[f'{b.name}@{b.version}' for b in boundary.reference]}"
                 + (f" (replay of run {replay_of})" if replay_of else "")
             )
+            for entry in boundary.ignored_landing:
+                context.log.warning(f"landing entry {entry.path} ignored: {entry.reason}")
             result = run_transform(dataset, kwargs)
             gate = _judge(context, warehouse, dataset, window, result, kwargs)
             if tags.get(REVIEW_TAG) == "closed_periods":

@@ -314,3 +314,27 @@ def test_resend_beyond_the_old_dates_horizon_does_not_request_it(tmp_path: Path)
         tmp_path / "landing", SOURCE, {}, index=PublishedIndex(warehouse, CASE_EVENTS)
     )
     assert [c.dates for c in changes] == [(date(2026, 9, 9),)]
+
+
+def test_scan_reports_ignored_names_and_refuses_symlinks_out_of_the_root_once(
+    tmp_path: Path,
+) -> None:
+    """Issue 11 item 3, through the listing the sensor shares with the input lock."""
+    landing = tmp_path / "landing"
+    good = _write(tmp_path, "2026-09-10", "a.csv", [_event("E1", "2026-09-10T08:00:00Z")])
+    _write(tmp_path, "2026-09-10", "b.CSV", [_event("E2", "2026-09-10T08:00:00Z")])
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (good.parent / "passwd.csv").symlink_to(secret)
+
+    changes, seen = scan(landing, SOURCE, {})
+
+    got = {(c.path.split("/")[-1], c.kind, c.dates) for c in changes}
+    assert got == {
+        ("a.csv", "new", (date(2026, 9, 10),)),
+        ("b.CSV", "ignored", ()),
+        ("passwd.csv", "refused", (date(2026, 9, 10),)),  # its run fails naming it
+    }
+    assert not any("root:x" in c.note for c in changes)
+    # Reported once, not on every tick.
+    assert scan(landing, SOURCE, seen)[0] == []
