@@ -111,7 +111,7 @@ def _counts_metadata(counts: pd.DataFrame | None, gate: GateResult) -> dict[str,
             if name in counts.columns:
                 meta[name] = dg.MetadataValue.int(int(counts[name].sum()))
     rows = gate.reconciliation.get("per_partition", {})
-    cols = ["input", "accepted", "quarantined", "duplicate"]
+    cols = ["input", "accepted", "quarantined", "duplicate", "blocked"]
     lines = ["| partition | " + " | ".join(cols) + " | published |", "|---" * (len(cols) + 2) + "|"]
     for p, entry in rows.items():
         published = (
@@ -119,7 +119,9 @@ def _counts_metadata(counts: pd.DataFrame | None, gate: GateResult) -> dict[str,
             if date.fromisoformat(p) in gate.blocked
             else "yes"
         )
-        lines.append(f"| {p} | " + " | ".join(str(entry[c]) for c in cols) + f" | {published} |")
+        lines.append(
+            f"| {p} | " + " | ".join(str(entry.get(c, 0)) for c in cols) + f" | {published} |"
+        )
     meta["partition_counts"] = dg.MetadataValue.md("\n".join(lines))
     warnings_ = [f for f in gate.failures if not f.severity.blocks]
     if warnings_:

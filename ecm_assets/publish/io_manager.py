@@ -8,6 +8,7 @@ windows, with the `run_id` that published each row so the reader can record it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -20,6 +21,7 @@ from ecm_assets.adapters.warehouse import connect
 from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import DatasetContract
 from ecm_assets.contracts.registry import contract_for
+from ecm_assets.manifest.lease import READ_ONLY_GUARD
 from ecm_assets.manifest.ledger import Manifest
 from ecm_assets.orchestration.retries import raise_for_retry_policy
 from ecm_assets.publish.protocol import (
@@ -69,12 +71,13 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
 
     def connect(self, context: Any, *, read_only: bool = False):
         """A warehouse connection that logs lock waits to the run; used by assets too."""
-        return connect(
+        opened = connect(
             self.database,
             read_only=read_only,
             timeout_seconds=self.lock_timeout_seconds,
             logger=context.log,
         )
+        return _guarded(opened) if read_only else opened
 
     def handle_output(self, context: dg.OutputContext, obj: StagedOutput) -> Iterator[Any]:
         """Publish what the gate accepted; a blocked partition or a hold fails the step.
@@ -260,6 +263,13 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             return empty_frame(contract, with_provenance=True)
         with self.connect(context, read_only=True) as conn:
             return read_partitions(conn, contract, values[0], values[-1], with_provenance=True)
+
+
+@contextmanager
+def _guarded(opened: Any) -> Iterator[Any]:
+    """A read-only connection while no lease heartbeat of this process has the file open."""
+    with READ_ONLY_GUARD, opened as conn:
+        yield conn
 
 
 def _iso(blocked: dict[date, str]) -> dict[str, str]:
