@@ -224,7 +224,17 @@ def test_every_ecm_command_serves_the_example(site) -> None:
     call("recover")
     call("review", "list")
     impact = json.loads(
-        call("impact", "trips", "--from", "2019-03-30", "--until", "2020-01-01", "--json").stdout
+        call(
+            "impact",
+            "trips",
+            "--from",
+            "2019-03-30",
+            "--to",
+            "2020-01-01",
+            "--until",
+            "2020-01-01",
+            "--json",
+        ).stdout
     )
     # The partitions end with the data: 2019-03-31 daily, 2019-03-01 monthly.
     assert {e["asset"]: e["last"] for e in impact["impact"]} == {
