@@ -33,6 +33,8 @@ demo: install dagster-home
 		--partition-range $(DEMO_START)...$(DEMO_END)
 	$(BIN)/dagster asset materialize -m ecm_assets.definitions --select case_sla_monthly_report \
 		--partition-range $$(echo $(DEMO_START) | cut -c1-7)-01...$$(echo $(DEMO_END) | cut -c1-7)-01
+	$(BIN)/ecm demo-source --rows 20000
+	$(BIN)/ecm sync run historical-sync-001
 	@echo
 	$(BIN)/ecm summary
 	@echo

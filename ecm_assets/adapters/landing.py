@@ -1,29 +1,69 @@
-"""Landing zone: list the files of an input boundary and read them into raw string rows.
+"""Landing zone: list the files of an input boundary and read them into raw text rows.
 
 Files live at `<root>/<source>/ingest_date=YYYY-MM-DD/*.csv|*.jsonl`. Every field is kept as
 text here; typing, attribution and rejection are business rules and belong to the transform.
-A line that cannot be parsed is kept with a `_parse_error` so it is rejected, not lost.
+
+The read is columnar: numpy finds the record structure of a file (newlines, quotes, commas),
+pyarrow parses the CSV fields and DuckDB the JSON lines, with no per-row Python. Python only
+looks at the rare lines that do not parse, so their reason is exact.
+
+Accounting rule (what the count identity counts): every physical line of a file is either
+the CSV header, part of exactly one record, or (JSONL only) blank. A record is one line, or
+several when an RFC 4180 quoted field holds newlines. A record that does not parse becomes a
+row with `_parse_error` and its verbatim text in `_raw_text`, so it is rejected, never lost.
+A quote that does not enclose a whole field (RFC 4180) breaks only its own line: when it
+would swallow the lines after it, the line holding it is rejected and parsing resumes at the
+next line. If the reader ever cannot account for every line, the file fails the run.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import json
+import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
+import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from ecm_assets.contracts.boundaries import LandingFile
 from ecm_assets.contracts.quality import JSON_TYPES_COLUMN
 
 INGEST_DIR = re.compile(r"^ingest_date=(\d{4}-\d{2}-\d{2})$")
 SUFFIXES = (".csv", ".jsonl")
-META_COLUMNS = ["_source_file", "_source_line", "_ingest_date", "_parse_error", JSON_TYPES_COLUMN]
+#: `_raw_text` holds the verbatim text of a record that did not parse (null otherwise); its
+#: lines are `_source_line` .. `_source_line` + its newline count.
+#: `_json_types` (JSON_TYPES_COLUMN) lists `;column=type;` of JSON values that were neither
+#: strings nor null, for the gate's TextRule.json_types.
+META_COLUMNS = [
+    "_source_file",
+    "_source_line",
+    "_ingest_date",
+    "_parse_error",
+    JSON_TYPES_COLUMN,
+    "_raw_text",
+]
+ROW_META = ["_source_line", "_parse_error", JSON_TYPES_COLUMN, "_raw_text"]
+#: The contract's text columns: Arrow-backed, so a large read stays near its byte size.
+TEXT_DTYPE = pd.ArrowDtype(pa.string())
+BOM = b"\xef\xbb\xbf"
+#: Longest sample of raw content an error message may quote (escaped).
+SAMPLE_CHARS = 200
+#: A file needing more resynchronisations than this after broken quotes is refused.
+MAX_RESYNCS = 100_000
+
+log = logging.getLogger(__name__)
 
 
 class LandingFileChangedError(RuntimeError):
@@ -46,8 +86,9 @@ class LandingSchemaError(LandingReadError):
     rule = "landing_columns"
 
     def __init__(self, path: str, missing: list[str], header: list[str]) -> None:
+        shown = sample(repr(header), SAMPLE_CHARS)
         super().__init__(
-            path, f"landing file {path}: header {header} lacks required column(s) {missing}"
+            path, f"landing file {path}: header {shown} lacks required column(s) {missing}"
         )
         self.missing = missing
 
@@ -58,41 +99,122 @@ class LandingEncodingError(LandingReadError):
     rule = "landing_encoding"
 
 
-#: A single CSV field may be large (free text); the csv module's default cap is 128 KiB and
-#: would abort the whole read instead of letting the row be judged.
-csv.field_size_limit(1 << 30)
+class LandingRefusedError(LandingReadError):
+    """An entry of the landing zone must not be read (outside the root, not a regular file)."""
+
+
+def sample(text: str, limit: int = SAMPLE_CHARS) -> str:
+    """A short, escaped excerpt of raw content, safe in an error message or an alert."""
+    cut = text[:limit]
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    return out + ("..." if len(text) > limit else "")
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class SkippedEntry:
+    """A landing-zone entry that is not read, and why."""
+
+    path: str
+    reason: str
+    ingest_date: date | None = None
+
+
+@dataclass
+class LandingListing:
+    """What a landing scan found: files to read, names ignored, entries refused."""
+
+    files: list[LandingFile] = field(default_factory=list)
+    ignored: list[SkippedEntry] = field(default_factory=list)
+    refused: list[SkippedEntry] = field(default_factory=list)
+
+    def raise_for_refused(self) -> None:
+        if self.refused:
+            first = self.refused[0]
+            more = f" (and {len(self.refused) - 1} more)" if len(self.refused) > 1 else ""
+            raise LandingRefusedError(
+                first.path, f"landing file {first.path} refused: {first.reason}{more}"
+            )
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def list_landing_files(root: Path, source: str, first: date, last: date) -> list[LandingFile]:
-    """Files whose ingest date lies in [first, last], in a stable order, with checksums."""
-    base = Path(root) / source
-    files: list[LandingFile] = []
+def _refusal(root: Path, path: Path) -> str | None:
+    """Why `path` must not be read, or None: it must resolve to a regular file in the root."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "a dangling or looping symlink"
+    if not real.is_relative_to(root):
+        return "resolves outside the landing root (symlink); files must live inside it"
+    if not real.is_file():
+        return "not a regular file"
+    return None
+
+
+def scan_landing_zone(root: Path, source: str, first: date, last: date) -> LandingListing:
+    """Files whose ingest date lies in [first, last], in a stable order, with checksums.
+
+    Entries that do not look like landing files (`*.CSV`, `notes.txt`, a stray directory)
+    are listed as ignored; entries that must not be read (a symlink out of the root, a FIFO)
+    as refused, unread. The landing sensor and the input lock both list through here.
+    """
+    listing = LandingListing()
+    root = Path(root)
+    real_root = root.resolve()
+    base = root / source
     if not base.is_dir():
-        return files
+        return listing
     for day_dir in sorted(base.iterdir()):
+        rel_dir = str(day_dir.relative_to(root))
         match = INGEST_DIR.match(day_dir.name)
-        if not day_dir.is_dir() or not match:
+        if not match or not day_dir.is_dir():
+            listing.ignored.append(SkippedEntry(rel_dir, "not an ingest_date=YYYY-MM-DD directory"))
             continue
-        ingest = date.fromisoformat(match.group(1))
+        try:
+            ingest = date.fromisoformat(match.group(1))
+        except ValueError:
+            listing.ignored.append(SkippedEntry(rel_dir, "not a calendar date"))
+            continue
         if not first <= ingest <= last:
             continue
+        refused = _refusal(real_root, day_dir)
+        if refused is not None and refused != "not a regular file":
+            listing.refused.append(SkippedEntry(rel_dir, refused, ingest))
+            continue
         for path in sorted(day_dir.iterdir()):
-            if path.suffix not in SUFFIXES or not path.is_file():
+            rel = str(path.relative_to(root))
+            if path.suffix not in SUFFIXES:
+                why = f"name does not end in {' or '.join(SUFFIXES)} (case-sensitive)"
+                listing.ignored.append(SkippedEntry(rel, why, ingest))
+                continue
+            if path.is_dir() and not path.is_symlink():
+                listing.ignored.append(SkippedEntry(rel, "a directory", ingest))
+                continue
+            refused = _refusal(real_root, path)
+            if refused is not None:
+                listing.refused.append(SkippedEntry(rel, refused, ingest))
                 continue
             data = path.read_bytes()
-            files.append(
+            listing.files.append(
                 LandingFile(
-                    path=str(path.relative_to(root)),
-                    ingest_date=ingest,
-                    size_bytes=len(data),
-                    sha256=_sha256(data),
+                    path=rel, ingest_date=ingest, size_bytes=len(data), sha256=_sha256(data)
                 )
             )
-    return files
+    return listing
+
+
+def list_landing_files(root: Path, source: str, first: date, last: date) -> list[LandingFile]:
+    """The files of a boundary; refuses the whole listing if an entry must not be read."""
+    listing = scan_landing_zone(root, source, first, last)
+    listing.raise_for_refused()
+    for entry in listing.ignored:
+        log.warning("landing entry %s ignored: %s", entry.path, entry.reason)
+    return listing.files
 
 
 def boundary_dates(
@@ -102,38 +224,350 @@ def boundary_dates(
     return first_partition, last_partition + timedelta(days=lateness_days)
 
 
-def _rows_from_csv(
-    text: str, columns: Sequence[str], path: str
-) -> tuple[list[list[object]], list[str]]:
-    rows: list[list[object]] = []
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        return rows, []
-    header = [h.strip() for h in header]
-    missing = [c for c in columns if c not in header]
+# --------------------------------------------------------------------------- reading
+
+
+def _locked_bytes(root: Path, f: LandingFile) -> bytes:
+    """The file's bytes, if it still resolves inside the root and matches its locked sha256."""
+    path = Path(root) / f.path
+    refused = _refusal(Path(root).resolve(), path)
+    if refused is not None:
+        raise LandingRefusedError(f.path, f"landing file {f.path} refused: {refused}")
+    data = path.read_bytes()
+    if _sha256(data) != f.sha256:
+        raise LandingFileChangedError(
+            f"landing file {f.path} changed after the input boundary was locked "
+            f"(sha256 {f.sha256[:12]}... at lock, {_sha256(data)[:12]}... now); "
+            "rerun to lock a new boundary"
+        )
+    return data
+
+
+def _check_utf8(data: bytes, path: str) -> None:
+    """Refuse a file that is not UTF-8, naming the byte offset; decodes in bounded chunks."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    step = 1 << 23
+    view = memoryview(data)
+    for off in range(0, max(len(data), 1), step):
+        pending = len(decoder.getstate()[0])
+        try:
+            decoder.decode(view[off : off + step], final=off + step >= len(data))
+        except UnicodeDecodeError as exc:
+            raise LandingEncodingError(
+                path,
+                f"landing file {path} is not valid UTF-8 at byte {off - pending + exc.start}: "
+                f"{exc.reason}",
+            ) from exc
+
+
+@dataclass
+class _Lines:
+    """Physical lines of a byte buffer: line i is body[start[i]:end[i]], end past its '\\n'."""
+
+    start: np.ndarray
+    end: np.ndarray
+    newlines: np.ndarray
+
+    @classmethod
+    def of(cls, a: np.ndarray) -> _Lines:
+        n = len(a)
+        nl = np.flatnonzero(a == 10)
+        ends = nl + 1
+        if n and a[-1] != 10:
+            ends = np.append(ends, n)
+        starts = np.concatenate([[0], ends[:-1]]).astype(np.int64) if len(ends) else ends
+        return cls(starts, ends, nl)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+def _text_of(body: bytes, lo: int, hi: int) -> str:
+    """A record's verbatim text without its line terminator."""
+    text = body[lo:hi].decode("utf-8")
+    return text[:-1].removesuffix("\r") if text.endswith("\n") else text
+
+
+@dataclass
+class _Parsed:
+    """One file read: contract columns and meta columns as Arrow arrays, plus its accounting."""
+
+    table: pa.Table
+    extra: list[str]
+    stats: dict[str, Any]
+
+
+def _records(a: np.ndarray, lines: _Lines, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split lines into CSV records: (first line, last line, broken quote) per record.
+
+    Outside a quoted field a newline ends a record, and a newline is outside iff an even
+    number of quotes precedes it since the record run started. A quote must open a field
+    (after a comma or at line start) or close one (before a comma, newline or end); otherwise
+    the record's quoting is broken. A broken record over several lines is cut back to its
+    first line and parsing restarts at the next line; this costs one numpy pass per window.
+    """
+    n = len(a)
+    q = np.flatnonzero(a == 34)
+    cr = np.flatnonzero(a == 13)
+    n_lines = len(lines)
+    if not len(q) and not len(cr):  # the common case: one line, one record
+        idx = np.arange(n_lines)
+        return idx, idx, np.zeros(n_lines, dtype=bool)
+    prev = np.where(q > 0, a[np.maximum(q - 1, 0)], 10)
+    nxt = np.where(q + 1 < n, a[np.minimum(q + 1, n - 1)], 10)
+    nxt2 = np.where(q + 2 < n, a[np.minimum(q + 2, n - 1)], 10)
+    valid_open = np.isin(prev, (44, 10, 34))
+    valid_close = np.isin(nxt, (44, 10, 34)) | ((nxt == 13) & (nxt2 == 10))
+    q_before_nl = np.searchsorted(q, lines.newlines)
+    q_at_line = np.searchsorted(q, lines.start)
+    q_before_cr = np.searchsorted(q, cr)
+    bare_cr = ~np.where(cr + 1 < n, a[np.minimum(cr + 1, n - 1)] == 10, False)
+    firsts: list[np.ndarray] = []
+    lasts: list[np.ndarray] = []
+    brokens: list[np.ndarray] = []
+    line = 0
+    resyncs = 0
+    window = 4096
+    n_nl = len(lines.newlines)
+    while line < n_lines:
+        k0 = int(q_at_line[line])
+        hi = min(n_lines, line + window)
+        j = np.arange(line, hi)
+        term = np.zeros(len(j), dtype=bool)
+        has_nl = j < n_nl
+        term[has_nl] = ((q_before_nl[j[has_nl]] - k0) & 1) == 0
+        if hi == n_lines:
+            term[-1] = True  # the end of the file ends the last record
+        ends = j[term]
+        if not len(ends):
+            window *= 2
+            continue
+        starts = np.concatenate([[line], ends[:-1] + 1])
+        lo_b, hi_b = lines.start[line], lines.end[ends[-1]]
+        broken = np.zeros(len(ends), dtype=bool)
+        qi = np.arange(np.searchsorted(q, lo_b), np.searchsorted(q, hi_b))
+        if len(qi):
+            opener = ((qi - k0) & 1) == 0
+            bad = np.where(opener, ~valid_open[qi], ~valid_close[qi])
+            rec = np.searchsorted(lines.start[starts], q[qi], side="right") - 1
+            broken[rec[bad]] = True
+            if ends[-1] == n_lines - 1 and hi == n_lines and (len(q) - k0) & 1:
+                broken[-1] = True  # a quote still open at the end of the file
+        ci = np.arange(np.searchsorted(cr, lo_b), np.searchsorted(cr, hi_b))
+        if len(ci):
+            outside = ((q_before_cr[ci] - k0) & 1) == 0
+            hit = outside & bare_cr[ci]
+            rec = np.searchsorted(lines.start[starts], cr[ci], side="right") - 1
+            broken[rec[hit]] = True
+        multi = np.flatnonzero(broken & (ends > starts))
+        if len(multi):
+            r = int(multi[0])
+            firsts.append(np.append(starts[:r], starts[r]))
+            lasts.append(np.append(ends[:r], starts[r]))
+            brokens.append(np.append(broken[:r], True))
+            line = int(starts[r]) + 1
+            resyncs += 1
+            window = 4096
+            if resyncs > MAX_RESYNCS:
+                raise LandingReadError(
+                    path,
+                    f"landing file {path}: more than {MAX_RESYNCS} broken quotes (the latest "
+                    f"at line {line}); the file is refused rather than guessed at",
+                )
+            continue
+        firsts.append(starts)
+        lasts.append(ends)
+        brokens.append(broken)
+        line = int(ends[-1]) + 1
+        window = min(window * 2, 1 << 20)
+    if not firsts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=bool)
+    return np.concatenate(firsts), np.concatenate(lasts), np.concatenate(brokens)
+
+
+def _commas_before(a: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """How many commas precede each of the sorted byte positions; scanned in bounded chunks."""
+    out = np.zeros(len(points), dtype=np.int64)
+    total = 0
+    step = 1 << 23
+    for off in range(0, len(a), step):
+        commas = np.flatnonzero(a[off : off + step] == 44) + off
+        i0, i1 = np.searchsorted(points, [off, off + step])
+        out[i0:i1] = total + np.searchsorted(commas, points[i0:i1])
+        total += len(commas)
+    out[points >= len(a)] = total
+    return out
+
+
+def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
+    a = np.frombuffer(body, dtype=np.uint8)
+    lines = _Lines.of(a)
+    first, last, broken = _records(a, lines, path)
+    names = list(columns)
+    if not len(first):
+        empty = _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], [])
+        return _Parsed(empty, [], {"lines": 0, "records": 0, "header_lines": 0, "blank_lines": 0})
+    starts = lines.start[first]
+    ends = lines.end[last]
+    header_text = _text_of(body, int(starts[0]), int(ends[0]))
+    header = [h.strip() for h in next(csv.reader(io.StringIO(header_text, newline="")), [])]
+    missing = [c for c in names if c not in header]
     if missing:
         raise LandingSchemaError(path, missing, header)
-    extra = [h for h in header if h not in columns]
-    positions = [header.index(c) for c in columns]
+    extra = [h for h in header if h not in names]
+    positions = [header.index(c) for c in names]
     width = len(header)
-    # reader.line_num counts physical lines, so a quoted multi-line field does not shift
-    # the line numbers reported for the rows after it.
-    start = reader.line_num + 1
-    for record in reader:
-        line_no, start = start, reader.line_num + 1
-        if len(record) != width:
-            rows.append(
-                [
-                    *([None] * len(columns)),
-                    line_no,
-                    f"expected {width} fields, found {len(record)}: {','.join(record)[:200]}",
-                    None,
-                ]
-            )
-            continue
-        rows.append([*(record[p] for p in positions), line_no, None, None])
-    return rows, extra
+    header_lines = int(last[0]) + 1
+    first, last, broken, starts, ends = first[1:], last[1:], broken[1:], starts[1:], ends[1:]
+    count = len(first)
+
+    # Fields of each record: commas outside quoted fields, plus one.
+    q = np.flatnonzero(a == 34)
+    points = np.unique(np.concatenate([starts, ends, q]))
+    before = _commas_before(a, points)
+    at = lambda pos: before[np.searchsorted(points, pos)]  # noqa: E731
+    fields = at(ends) - at(starts) + 1
+    if len(q) and count:
+        rec = np.searchsorted(starts, q, side="right") - 1
+        inside = (rec >= 0) & (q < ends[np.maximum(rec, 0)])
+        qi = np.flatnonzero(inside)
+        rec = rec[qi]
+        # Each record's quotes alternate open, close; the first in a record opens.
+        rank = qi - np.searchsorted(q, starts[rec])
+        openers = qi[(rank & 1) == 0]
+        closers = openers + 1
+        ok = closers < len(q)
+        openers, closers = openers[ok], closers[ok]
+        spans = at(q[closers]) - at(q[openers])
+        fields -= np.bincount(rec[(rank & 1) == 0][ok], weights=spans, minlength=count).astype(
+            np.int64
+        )
+    content = ends - starts - (a[np.maximum(ends - 1, 0)] == 10)
+    blank = (content == 0) | ((content == 1) & (a[starts] == 13))
+    good = ~broken & ~blank & (fields == width)
+
+    table = _parse_good_csv(body, starts, ends, good, width, positions, names, path)
+    return _assemble(
+        body,
+        table,
+        names,
+        good,
+        broken,
+        first,
+        starts,
+        ends,
+        width,
+        path,
+        extra,
+        stats={
+            "lines": len(lines),
+            "header_lines": header_lines,
+            "blank_lines": 0,  # a blank CSV line is a record of no fields: rejected
+            "lines_in_records": int((last - first + 1).sum()),
+        },
+    )
+
+
+def _parse_good_csv(
+    body: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    good: np.ndarray,
+    width: int,
+    positions: list[int],
+    names: list[str],
+    path: str,
+) -> pa.Table:
+    """pyarrow parses the records that are well-formed RFC 4180 of the header's width."""
+    n_good = int(good.sum())
+    if n_good == 0:
+        return _empty_table(names).select(names)
+    # Byte runs of consecutive good records, joined into one buffer for the parser.
+    idx = np.flatnonzero(good)
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    run_first = np.concatenate([[idx[0]], idx[breaks + 1]])
+    run_last = np.concatenate([idx[breaks], [idx[-1]]])
+    if len(run_first) == 1:
+        data: pa.Buffer | bytes = pa.py_buffer(body)[
+            int(starts[run_first[0]]) : int(ends[run_last[0]])
+        ]
+    else:
+        view = memoryview(body)
+        data = b"".join(
+            view[int(starts[f]) : int(ends[t])] for f, t in zip(run_first, run_last, strict=True)
+        )
+        if not data.endswith(b"\n"):
+            data += b"\n"
+    longest = int((ends[good] - starts[good]).max())
+    generic = [f"f{i}" for i in range(width)]
+    table = pacsv.read_csv(
+        pa.BufferReader(data),
+        read_options=pacsv.ReadOptions(
+            column_names=generic, block_size=max(1 << 24, 2 * longest + 1024)
+        ),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={g: pa.string() for g in generic},
+            include_columns=[generic[p] for p in positions],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            check_utf8=False,
+        ),
+    )
+    if table.num_rows != n_good:
+        raise LandingReadError(
+            path,
+            f"landing file {path}: the parser returned {table.num_rows} rows for {n_good} "
+            "well-formed records, so not every line can be accounted for; the file fails",
+        )
+    return table.rename_columns(names)
+
+
+def _empty_table(names: Sequence[str]) -> pa.Table:
+    return pa.table({c: pa.array([], pa.string()) for c in names})
+
+
+def _assemble(
+    body: bytes,
+    table: pa.Table,
+    names: list[str],
+    good: np.ndarray,
+    broken: np.ndarray,
+    first: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    width: int,
+    path: str,
+    extra: list[str],
+    stats: dict[str, Any],
+) -> _Parsed:
+    """All records in line order: parsed ones, and the rest with their reason and raw text."""
+    count = len(first)
+    bad = np.flatnonzero(~good)
+    if len(bad):
+        take = np.full(count, -1, dtype=np.int64)
+        take[good] = np.arange(int(good.sum()))
+        table = table.take(pa.array(take, mask=take < 0))
+    errors: list[str | None] = [None] * count
+    raws: list[str | None] = [None] * count
+    for i in bad:  # only the records that did not parse: their reason, their verbatim text
+        raw = _text_of(body, int(starts[i]), int(ends[i]))
+        raws[i] = raw
+        if broken[i]:
+            errors[i] = f"broken quote (a quote must enclose a whole field): {sample(raw)}"
+        else:
+            found = next(csv.reader(io.StringIO(raw, newline="")), [])
+            errors[i] = f"expected {width} fields, found {len(found)}: {sample(','.join(found))}"
+    meta = {
+        "_source_line": pa.array(first + 1, pa.int64()),
+        "_parse_error": pa.array(errors, pa.string()),
+        JSON_TYPES_COLUMN: pa.nulls(count, pa.string()),
+        "_raw_text": pa.array(raws, pa.string()),
+    }
+    for key, value in meta.items():
+        table = table.append_column(key, value)
+    return _Parsed(table, extra, {**stats, "records": count, "rejected": len(bad)})
 
 
 def _text(value: object) -> str | None:
@@ -164,30 +598,165 @@ def _json_types(columns: Sequence[str], values: Sequence[object]) -> str | None:
     return ";" + ";".join(typed) + ";" if typed else None
 
 
-def _rows_from_jsonl(text: str, columns: Sequence[str]) -> tuple[list[list[object]], list[str]]:
-    """Rows of a JSONL file; a key missing from a record is a null value, not an error."""
-    rows: list[list[object]] = []
-    known = set(columns)
-    extra: dict[str, None] = {}
-    # Split on "\n" only: str.splitlines() also breaks on U+2028 and friends, which JSON
-    # allows raw inside strings.
-    for line_no, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
+def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
+    """Rows of a JSONL file; a key missing from a record is a null value, not an error.
+
+    DuckDB extracts the string values of well-formed objects; a line it cannot take as is
+    (malformed, not an object, a non-string value, a repeated key, a trailing comma that
+    Python's JSON rejects) is decided by Python's json module, exactly as one line.
+    """
+    names = list(columns)
+    a = np.frombuffer(body, dtype=np.uint8)
+    # Lines split on "\n" only: JSON allows U+2028 and friends raw inside strings.
+    lines = _Lines.of(a)
+    n = len(lines)
+    if n == 0:
+        return _Parsed(
+            _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], []),
+            [],
+            {"lines": 0, "records": 0, "blank_lines": 0, "header_lines": 0},
+        )
+    offsets = np.append(lines.start, lines.end[-1])
+    large = len(body) >= 1 << 31
+    kind = pa.large_string() if large else pa.string()
+    offsets_buf = pa.py_buffer(offsets.astype(np.int64 if large else np.int32))
+    text = pa.Array.from_buffers(kind, n, [None, offsets_buf, pa.py_buffer(body)])
+    lines_tab = pa.table({"line": text, "rn": pa.array(np.arange(n), pa.int64())})
+    paths = ", ".join("'$.\"" + c.replace('"', '\\"').replace("'", "''") + "\"'" for c in names)
+    cols_list = ", ".join("'" + c.replace("'", "''") + "'" for c in names)
+    picks = ", ".join(f'vals[{i + 1}] AS "c{i}"' for i in range(len(names)))
+    conn = duckdb.connect()
+    try:
+        conn.register("lines_tab", lines_tab)
+        out = conn.execute(
+            f"""
+            WITH p AS (
+                SELECT rn, line, CASE WHEN json_valid(line) THEN json_type(line) END AS t
+                FROM lines_tab
+            ), o AS (
+                SELECT rn,
+                    t = 'OBJECT' AND NOT regexp_matches(line, ',[ \\t\\r\\n]*[}}\\]]') AS obj,
+                    CASE WHEN t = 'OBJECT' THEN json_type(line, [{paths}]) END AS types,
+                    CASE WHEN t = 'OBJECT' THEN json_extract_string(line, [{paths}]) END AS vals,
+                    CASE WHEN t = 'OBJECT' THEN json_keys(line) END AS keys
+                FROM p
+            ), f AS (
+                SELECT *, coalesce(obj
+                    AND list_bool_and(list_transform(
+                        types, lambda x: x IS NULL OR x IN ('VARCHAR', 'NULL')))
+                    AND len(keys) = len(list_distinct(keys)), false) AS fast
+                FROM o
+            )
+            SELECT rn, fast, {picks},
+                CASE WHEN fast THEN list_filter(keys, lambda k: NOT list_contains([{cols_list}], k))
+                END AS extra
+            FROM f ORDER BY rn
+            """
+        ).fetch_arrow_table()
+    finally:
+        conn.close()
+    fast = out.column("fast").to_numpy(zero_copy_only=False)
+    slow = np.flatnonzero(~fast)
+    keep = fast.copy()
+    values: dict[int, list[str | None]] = {}
+    kinds: dict[int, str | None] = {}
+    errors: dict[int, str] = {}
+    seen_extra: list[tuple[int, int, str]] = []
+    known = set(names)
+    blank = 0
+    for i in slow:  # lines DuckDB could not take as is: Python's json decides, as before
+        line = _text_of(body, int(lines.start[i]), int(lines.end[i]))
         if not line.strip():
+            blank += 1
             continue
+        keep[i] = True
         try:
             record = json.loads(line)
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except ValueError as exc:
-            rows.append([*([None] * len(columns)), line_no, f"malformed JSON: {exc}"[:200], None])
+            errors[i] = f"malformed JSON: {exc}"[:SAMPLE_CHARS]
             continue
-        values = [record.get(c) for c in columns]
-        for key in record:
-            if key not in known:
-                extra[key] = None
-        rows.append([*(_text(v) for v in values), line_no, None, _json_types(columns, values)])
-    return rows, list(extra)
+        raw_values = [record.get(c) for c in names]
+        values[i] = [_text(v) for v in raw_values]
+        kinds[i] = _json_types(names, raw_values)
+        seen_extra += [(int(i), k, key) for k, key in enumerate(record) if key not in known]
+    extras = out.column("extra")
+    flat = pa.compute.list_flatten(extras)
+    if len(flat):
+        parents = pa.compute.list_parent_indices(extras).to_numpy()
+        seen_extra += [(int(rn), 0, key) for rn, key in zip(parents, flat.to_pylist(), strict=True)]
+    extra: dict[str, None] = {}
+    for _, _, key in sorted(seen_extra, key=lambda t: (t[0], t[1])):
+        extra[key] = None
+    rows = np.flatnonzero(keep)
+    table = out.select([f"c{i}" for i in range(len(names))]).rename_columns(names)
+    if len(slow):
+        patched = sorted({*values, *errors})
+        mask = np.zeros(n, dtype=bool)
+        mask[patched] = True
+        arrays = []
+        for j, c in enumerate(names):
+            col = table.column(c).combine_chunks()
+            if patched:
+                fix = pa.array(
+                    [values[i][j] if i in values else None for i in patched], pa.string()
+                )
+                col = pa.compute.replace_with_mask(col, pa.array(mask), fix)
+            arrays.append(col)
+        table = pa.table(dict(zip(names, arrays, strict=True))).take(pa.array(rows))
+    raws: list[str | None] = [None] * len(rows)
+    errs: list[str | None] = [None] * len(rows)
+    types: list[str | None] = [None] * len(rows)
+    if kinds:
+        where = {int(r): k for k, r in enumerate(rows)}
+        for i, kind in kinds.items():
+            types[where[i]] = kind
+    if errors:
+        where = {int(r): k for k, r in enumerate(rows)}
+        for i, message in errors.items():
+            errs[where[i]] = message
+            raws[where[i]] = _text_of(body, int(lines.start[i]), int(lines.end[i]))
+    return _Parsed(
+        _assemble_json(table, names, rows + 1, errs, raws, types),
+        list(extra),
+        {
+            "lines": n,
+            "header_lines": 0,
+            "records": len(rows),
+            "lines_in_records": len(rows),
+            "blank_lines": blank,
+            "rejected": len(errors),
+        },
+    )
+
+
+def _assemble_json(
+    table: pa.Table,
+    names: list[str],
+    lines: np.ndarray,
+    errors: list,
+    raws: list,
+    types: list | None = None,
+) -> pa.Table:
+    """The row meta columns appended to a file's contract columns."""
+    table = table.append_column("_source_line", pa.array(lines, pa.int64()))
+    table = table.append_column("_parse_error", pa.array(errors, pa.string()))
+    kinds = pa.array(types if types is not None else [None] * len(lines), pa.string())
+    table = table.append_column(JSON_TYPES_COLUMN, kinds)
+    return table.append_column("_raw_text", pa.array(raws, pa.string()))
+
+
+def _check_accounting(path: str, stats: dict[str, Any]) -> None:
+    """Every physical line is the header, blank (JSONL), or inside exactly one record."""
+    accounted = stats["header_lines"] + stats["blank_lines"] + stats.get("lines_in_records", 0)
+    if accounted != stats["lines"]:
+        raise LandingReadError(
+            path,
+            f"landing file {path}: {stats['lines']} lines but only {accounted} accounted for "
+            "as header, blank or record lines; the file fails rather than lose lines",
+        )
+    stats.setdefault("lines_in_records", 0)
 
 
 def read_landing_files(
@@ -196,44 +765,57 @@ def read_landing_files(
     """Read exactly the locked files, refusing any whose bytes changed since the lock.
 
     Columns a file carries beyond the contract are ignored and listed in
-    `frame.attrs["landing_issues"]`, so the quality gate can report them.
+    `frame.attrs["landing_issues"]`, so the quality gate can report them; how each file's
+    lines were accounted for is in `frame.attrs["landing_files"]`.
     """
-    frames: list[pd.DataFrame] = []
+    names = list(columns)
+    tables: list[pa.Table] = []
     issues: list[dict[str, object]] = []
-    names = [*columns, "_source_line", "_parse_error", JSON_TYPES_COLUMN]
+    accounts: list[dict[str, object]] = []
+    sources: list[str] = []
+    ingests: list[date] = []
+    counts: list[int] = []
     for f in files:
-        data = (Path(root) / f.path).read_bytes()
-        if _sha256(data) != f.sha256:
-            raise LandingFileChangedError(
-                f"landing file {f.path} changed after the input boundary was locked "
-                f"(sha256 {f.sha256[:12]}... at lock, {_sha256(data)[:12]}... now); "
-                "rerun to lock a new boundary"
-            )
-        try:
-            text = data.decode("utf-8-sig")  # tolerate a byte-order mark
-        except UnicodeDecodeError as exc:
-            raise LandingEncodingError(
-                f.path,
-                f"landing file {f.path} is not valid UTF-8 at byte {exc.start}: {exc.reason}",
-            ) from exc
+        data = _locked_bytes(Path(root), f)
+        _check_utf8(data, f.path)
+        body = data[len(BOM) :] if data.startswith(BOM) else data  # tolerate a byte-order mark
+        del data
         if f.path.endswith(".csv"):
-            rows, extra = _rows_from_csv(text, columns, f.path)
+            parsed = _read_csv(body, names, f.path)
         else:
-            rows, extra = _rows_from_jsonl(text, columns)
-        if extra:
-            issues.append({"file": f.path, "extra_columns": extra})
-        frame = pd.DataFrame(rows, columns=names, dtype=object)
-        frame["_source_file"] = f.path
-        frame["_ingest_date"] = pd.Timestamp(f.ingest_date)
-        frames.append(frame)
-    if not frames:
-        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in names})
-        empty["_source_file"] = pd.Series(dtype=object)
-        empty["_ingest_date"] = pd.Series(dtype="datetime64[ns]")
-        out = empty[[*columns, *META_COLUMNS]]
+            parsed = _read_jsonl(body, names, f.path)
+        _check_accounting(f.path, parsed.stats)
+        if parsed.extra:
+            issues.append({"file": f.path, "extra_columns": parsed.extra})
+        accounts.append({"file": f.path, **parsed.stats})
+        tables.append(parsed.table.select([*names, *ROW_META]))
+        sources.append(f.path)
+        ingests.append(f.ingest_date)
+        counts.append(parsed.table.num_rows)
+    if tables:
+        table = pa.concat_tables(tables)
     else:
-        out = pd.concat(frames, ignore_index=True)
-        out["_source_line"] = out["_source_line"].astype("int64")
-        out = out[[*columns, *META_COLUMNS]]
+        table = _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], [])
+    out = table.select(names).to_pandas(
+        types_mapper=lambda t: TEXT_DTYPE if t == pa.string() else None
+    )
+    # Meta text is almost always null: plain object columns (None), cheap at any size.
+    for column in ROW_META:
+        out[column] = table.column(column).to_pandas()
+    codes = np.repeat(np.arange(len(sources)), counts)
+    categories = sorted(set(sources))
+    order = np.array([categories.index(s) for s in sources], dtype=np.int64)
+    out["_source_file"] = pd.Categorical.from_codes(
+        order[codes] if len(codes) else codes, categories=categories
+    )
+    out["_ingest_date"] = pd.Series(
+        np.repeat(np.array([np.datetime64(d, "ns") for d in ingests], "datetime64[ns]"), counts)
+        if ingests
+        else np.zeros(0, "datetime64[ns]"),
+        index=out.index,
+    )
+    out["_source_line"] = out["_source_line"].astype("int64")
+    out = out[[*names, *META_COLUMNS]]
     out.attrs["landing_issues"] = issues
+    out.attrs["landing_files"] = accounts
     return out

@@ -242,9 +242,20 @@ def parse_case_events(
 
     bad = mine[reason.notna()]
     originals = [
-        json.dumps(dict(zip(LANDING_COLUMNS, values, strict=True)), sort_keys=True)
+        json.dumps(
+            {c: None if pd.isna(v) else v for c, v in zip(LANDING_COLUMNS, values, strict=True)},
+            sort_keys=True,
+        )
         for values in bad[list(LANDING_COLUMNS)].itertuples(index=False, name=None)
     ]
+    if "_raw_text" in bad:
+        # A line the reader could not parse keeps its verbatim text and line range.
+        for i, (raw, line) in enumerate(zip(bad["_raw_text"], bad["_source_line"], strict=True)):
+            if not pd.isna(raw):
+                row = json.loads(originals[i])
+                row["_raw_text"] = raw
+                row["_source_lines"] = [int(line), int(line) + raw.count("\n")]
+                originals[i] = json.dumps(row, sort_keys=True)
     rejects = pd.DataFrame(
         {
             "partition_date": bad["_partition"],

@@ -150,6 +150,9 @@ class QuarantineRate:
 class ControlTotal:
     """Sum of `output_column` per partition equals the matching total of an upstream input.
 
+    This is how a derived dataset reconciles with the upstream rows it read (it has no
+    `read` count for the count identity); a mismatch fails with `severity`.
+
     The upstream total sums `upstream_column` (or counts rows when None) over the rows whose
     `upstream_filter` columns equal the given values, per output partition.
     """
@@ -277,7 +280,7 @@ class QualityContract:
     values: tuple[ValueRule, ...] = ()
     #: A landing file carrying columns the contract does not know (they are ignored).
     landing_extra_column: Severity = Severity.WARN
-    #: Counts that do not reconcile (input != accepted + quarantined + duplicate).
+    #: Counts that do not reconcile (input != accepted + quarantined + duplicate + blocked).
     reconciliation: Severity = Severity.FAIL_RUN
 
     def rule_names(self) -> list[str]:

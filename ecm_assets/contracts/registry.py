@@ -27,6 +27,11 @@ def contract_for(name: str) -> DatasetContract:
         ) from None
 
 
+def registered_contracts() -> list[DatasetContract]:
+    """Every registered contract (the datasets of the loaded definitions), by name."""
+    return [_CONTRACTS[name] for name in sorted(_CONTRACTS)]
+
+
 def dataset_for(name: str) -> Dataset | None:
     """The dataset an asset of this name was built from, if one was built in this process."""
     return _DATASETS.get(name)

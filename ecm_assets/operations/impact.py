@@ -112,7 +112,7 @@ def _topological(contracts: dict[str, DatasetContract]) -> list[str]:
 
 
 def plan_impact(
-    datasets: Iterable[Dataset],
+    datasets: Iterable[Dataset | DatasetContract],
     asset: str,
     first: date,
     last: date,
@@ -127,7 +127,7 @@ def plan_impact(
     each contract's own start; partitions outside a contract's start..end and outside these
     clips are not planned: they do not exist.
     """
-    contracts = {d.contract.name: d.contract for d in datasets}
+    contracts = {c.name: c for c in (getattr(d, "contract", d) for d in datasets)}
     if asset not in contracts:
         raise ValueError(f"unknown asset {asset!r}; valid assets: {', '.join(sorted(contracts))}")
     if first > last:

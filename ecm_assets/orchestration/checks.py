@@ -20,7 +20,8 @@ from ecm_assets.validation.gate import Finding, GateResult
 
 _SEVERITY_NOTE = {
     "schema": "row rules of the pandera model; each check's severity is in the model",
-    "reconciliation": "input = accepted + quarantined + duplicate, exactly",
+    "reconciliation": "input = accepted + quarantined + duplicate + blocked, exactly "
+    "(derived datasets: their control totals)",
     "landing_columns": "landing files carry the contract's columns (missing: FAIL_RUN)",
     "landing_encoding": "landing files are UTF-8 (otherwise FAIL_RUN: no row can be trusted)",
 }

@@ -11,12 +11,16 @@ This is the only orchestration code a dataset needs. The asset:
    blocked partitions and a hold for manual review go to the IO manager,
 5. hands rows, rejects and boundary to the publish IO manager, which stages, checks and swaps.
 
-The run manifest records each step: PLANNED when the step starts, INPUT_LOCKED with the
-boundary, RUNNING before the transform, FAILED if anything raises; the IO manager takes it
-from there to PUBLISHED.
+The run manifest records each step: PLANNED when the step starts (a step retry is a new
+attempt; one whose run already published succeeds by reporting that publish), INPUT_LOCKED
+with the boundary, RUNNING before the transform, FAILED if anything raises; the IO manager
+takes it from there to PUBLISHED. The step holds a lease on its attempt, renewed by a
+heartbeat, so recovery elsewhere knows it is alive (manifest/lease.py).
 """
 
 import dataclasses
+import os
+import socket
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
@@ -32,7 +36,8 @@ from ecm_assets.contracts.dataset import Dataset, DatasetContract
 from ecm_assets.contracts.quality import Drift, Severity
 from ecm_assets.contracts.registry import register
 from ecm_assets.contracts.transform import PartitionWindow, TransformResult
-from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, plan, transition
+from ecm_assets.manifest.lease import Heartbeat, release
+from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, transition
 from ecm_assets.manifest.states import RunStatus
 from ecm_assets.orchestration.checks import check_evaluations, check_specs
 from ecm_assets.orchestration.inputs import (
@@ -50,12 +55,14 @@ from ecm_assets.orchestration.retries import (
     non_retryable,
     raise_for_retry_policy,
 )
-from ecm_assets.publish.io_manager import DuckDBPublishIOManager, StagedOutput
+from ecm_assets.publish.closed_periods import continues_reviewed_correction, guarded_partitions
+from ecm_assets.publish.io_manager import AlreadyPublished, DuckDBPublishIOManager, StagedOutput
 from ecm_assets.publish.modes import (
     NON_PUBLISHING_MODES,
     EvaluationResult,
     evaluate_without_publishing,
 )
+from ecm_assets.publish.outbox import begin_attempt
 from ecm_assets.publish.protocol import PublishRequest, read_partitions
 from ecm_assets.publish.versions import closed_partitions, parse_reason
 from ecm_assets.validation.gate import Decision, Finding, GateResult, failure_result, judge
@@ -79,6 +86,9 @@ REVIEW_TAG = "ecm/review"
 #: Concurrency pool of every step that writes the warehouse: DuckDB admits one writing
 #: process, so dagster.yaml limits this pool to one step at a time across all runs.
 WAREHOUSE_POOL = "ecm_duckdb_warehouse"
+#: Run tag naming the process working on a run ("host:pid"): how `ecm recover` tells a dead
+#: run from a live one in Dagster (operations/runs.py).
+WORKER_TAG = "ecm/worker"
 
 
 def _partition_mapping(lookback: int) -> dg.TimeWindowPartitionMapping | None:
@@ -198,16 +208,22 @@ def backfill_mode(tags: Mapping[str, str]) -> str:
 
 
 def review_closed_periods(
-    gate: GateResult, window: PartitionWindow, closed: frozenset[date]
+    gate: GateResult, window: PartitionWindow, guarded: Mapping[date, str]
 ) -> GateResult:
-    """Hold for a person any change an automated correction makes to a closed period.
+    """Hold for a person any change an automated correction makes to a closed period or to
+    a partition it was computed from (`guarded`: partition -> the closed partition it feeds).
 
-    Sensors request restatements of closed periods with REVIEW_TAG: the output is computed
-    and judged, then held (MANUAL_REVIEW) instead of replacing certified numbers unattended.
+    Sensors request corrections of closed periods with REVIEW_TAG: the output is computed
+    and judged, then held (MANUAL_REVIEW) instead of replacing certified numbers, or the
+    rows they were computed from, unattended (docs/lifecycle.md).
     """
-    touched = sorted(d for d in window.partitions if d in closed and d not in gate.blocked)
+    touched = sorted(d for d in window.partitions if d in guarded and d not in gate.blocked)
     if not touched or gate.decision == Decision.FAIL_RUN:
         return gate
+    feeds = ", ".join(
+        d.isoformat() if guarded[d].endswith(d.isoformat()) else f"{d} (feeds {guarded[d]})"
+        for d in touched
+    )
     finding = Finding(
         rule="closed_period_review",
         severity=Severity.MANUAL_REVIEW,
@@ -215,8 +231,8 @@ def review_closed_periods(
         passed=False,
         failed=len(touched),
         checked=len(window.partitions),
-        message=f"requested with {REVIEW_TAG}=closed_periods and changes closed period(s) "
-        f"{', '.join(d.isoformat() for d in touched)}: a person approves or rejects it",
+        message=f"requested with {REVIEW_TAG}=closed_periods and changes closed period(s) or "
+        f"their upstream: {feeds}; a person approves or rejects it",
     )
     return dataclasses.replace(
         gate, decision=Decision.MANUAL_REVIEW, findings=[*gate.findings, finding]
@@ -325,11 +341,47 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             parameters={k: v for k, v in tags.items() if k.startswith(("ecm/", "dagster/"))},
             output_boundary=[d.isoformat() for d in window.partitions],
         )
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        if context.run.tags.get(WORKER_TAG) != worker:
+            context.instance.add_run_tags(context.run_id, {WORKER_TAG: worker})
         try:
             with warehouse.connect(context) as conn:
-                plan(conn, manifest)
+                published = begin_attempt(conn, manifest, context.instance)
         except Exception as exc:
             raise_for_retry_policy(exc, f"{contract.name}: cannot record the run manifest")
+        if published is not None:
+            # A step retry after this run's attempt committed: the publish stands, and the
+            # step succeeds by reporting it again instead of failing "already published".
+            context.log.info(
+                f"run {context.run_id} already published {contract.name} (attempt "
+                f"{published.attempt}); reporting that publish, not recomputing"
+            )
+            yield from _yield_check_outputs(
+                context, {k.name for k in context.selected_asset_check_keys}
+            )
+            yield dg.Output(AlreadyPublished(published))
+            return
+        # The lease says "alive" to recovery elsewhere for as long as this attempt works.
+        heartbeat = Heartbeat(warehouse.database).start()
+        try:
+            yield from _attempt(context, upstream, warehouse, manifest, window, keys, tags)
+        finally:
+            heartbeat.stop()
+            release(manifest.run_id, manifest.asset, manifest.attempt)
+
+    def _attempt(
+        context: dg.AssetExecutionContext,
+        upstream: dict[str, pd.DataFrame],
+        warehouse: DuckDBPublishIOManager,
+        manifest: Manifest,
+        window: PartitionWindow,
+        keys: tuple[str, ...],
+        tags: dict[str, str],
+    ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
+        """Lock inputs, transform, judge, stage: the work of one leased attempt."""
+        mode = manifest.mode
+        restatement_reason = tags.get(RESTATEMENT_TAG) or None
+        replay_of = tags.get(REPLAY_TAG) or None
         try:
             # A bad reason code fails before any compute, listing the valid codes.
             for tag in (RESTATEMENT_TAG, REASON_TAG):
@@ -389,12 +441,15 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 f"{[f'{b.name}@{b.version}' for b in boundary.reference]}"
                 + (f" (replay of run {replay_of})" if replay_of else "")
             )
+            for entry in boundary.ignored_landing:
+                context.log.warning(f"landing entry {entry.path} ignored: {entry.reason}")
             result = run_transform(dataset, kwargs)
             gate = _judge(context, warehouse, dataset, window, result, kwargs)
-            if tags.get(REVIEW_TAG) == "closed_periods" and contract.publish_mode == "versioned":
+            if tags.get(REVIEW_TAG) == "closed_periods":
                 with warehouse.connect(context, read_only=True) as conn:
-                    closed = frozenset(closed_partitions(conn, contract.name))
-                gate = review_closed_periods(gate, window, closed)
+                    guarded = guarded_partitions(conn, contract, window.partitions)
+                    if guarded and not continues_reviewed_correction(conn, boundary):
+                        gate = review_closed_periods(gate, window, guarded)
         except LandingReadError as exc:
             # The input cannot even be read into rows: the gate's FAIL_RUN, named as such.
             gate = failure_result(contract, dataset.quality, window, exc.rule, str(exc))
@@ -442,13 +497,16 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         }
         if not publishing:
             yield from _yield_check_outputs(context, selected)
-            _evaluate_only(context, warehouse, contract, mode, window, boundary, gate, tags)
+            _evaluate_only(
+                context, warehouse, contract, mode, window, boundary, gate, tags, manifest
+            )
             return
         staged = StagedOutput(
             contract,
             gate.accepted,
             boundary,
-            gate.quarantined,
+            # Quarantined rows, and the rows of blocked partitions (kept in blocked_rows).
+            gate.rejects,
             mode=mode,
             reason=tags.get(REASON_TAG) or None,
             restatement_reason=restatement_reason,
@@ -456,6 +514,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             quality=gate.to_json(),
             blocked=dict(gate.blocked),
             hold=gate.decision == Decision.MANUAL_REVIEW,
+            attempt=manifest.attempt,
         )
         yield from _yield_check_outputs(context, selected)
         yield dg.Output(staged, metadata=metadata)
@@ -481,6 +540,7 @@ def _evaluate_only(
     boundary: InputBoundary,
     gate: GateResult,
     tags: Mapping[str, str],
+    manifest: Manifest,
 ) -> None:
     """dry_run, compare_only, shadow: judge and diff, write the manifest (and the shadow)."""
     partition_keys = {contract.partition_value(k): k for k in context.partition_keys}
@@ -507,6 +567,7 @@ def _evaluate_only(
         durable_staging=False,
         blocked=dict(gate.blocked),
         quality=gate.to_json(),
+        attempt=manifest.attempt,
     )
     try:
         with warehouse.connect(context) as conn:

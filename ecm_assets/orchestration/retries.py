@@ -5,8 +5,10 @@ briefly locked by a scanner, a network share that hiccups. Bad input, a failed q
 contract violation or a closed period fail the same way every time, so retrying them only
 delays the alert and repeats the work; they are raised as `dg.Failure(allow_retries=False)`.
 A warehouse lock is waited for, with backoff, inside the connection itself (see
-adapters/warehouse.py); once that deadline passed, another step retry would only queue
-behind the same holder, so it is not retried either.
+adapters/warehouse.py). Past that deadline the holder may still go away (a reader someone
+left open, a long run finishing), so WarehouseLockedError is retried by this policy too: the
+wait is bounded by (retries + 1) x lock_timeout_seconds plus the backoff, then the run fails
+naming the holder.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import NoReturn
 import dagster as dg
 
 from ecm_assets.adapters.landing import LandingFileChangedError
+from ecm_assets.adapters.warehouse import WarehouseLockedError
 
 #: Exponential backoff (2s, 4s, 8s) with +/- jitter so retries of a backfill's runs do not
 #: hit the source in lockstep.
@@ -38,6 +41,7 @@ _TRANSIENT_OS_ERRORS = (
     InterruptedError,
     ConnectionError,  # network shares and object stores
     LandingFileChangedError,  # a writer was still writing: the retry locks the final bytes
+    WarehouseLockedError,  # another process held the warehouse past the deadline
 )
 
 

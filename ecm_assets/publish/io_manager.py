@@ -20,6 +20,7 @@ from ecm_assets.adapters.warehouse import connect
 from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import DatasetContract
 from ecm_assets.contracts.registry import contract_for
+from ecm_assets.manifest.ledger import Manifest
 from ecm_assets.orchestration.retries import raise_for_retry_policy
 from ecm_assets.publish.protocol import (
     PublishRequest,
@@ -47,6 +48,15 @@ class StagedOutput:
     blocked: dict[date, str] = field(default_factory=dict)
     #: MANUAL_REVIEW: keep the validated rows for `ecm review`, publish nothing.
     hold: bool = False
+    #: The ledger attempt that computed this output: only it may publish it.
+    attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class AlreadyPublished:
+    """A step retry of an attempt that had committed: report the recorded publish again."""
+
+    manifest: Manifest
 
 
 class DuckDBPublishIOManager(dg.ConfigurableIOManager):
@@ -59,18 +69,11 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
 
     def connect(self, context: Any, *, read_only: bool = False):
         """A warehouse connection that logs lock waits to the run; used by assets too."""
-
-        def on_retry(attempt: int, sleep: float, exc: BaseException) -> None:
-            context.log.warning(
-                f"warehouse {self.database} is locked by another process (attempt {attempt}); "
-                f"retrying in {sleep:.2f}s: {exc}"
-            )
-
         return connect(
             self.database,
             read_only=read_only,
             timeout_seconds=self.lock_timeout_seconds,
-            on_retry=on_retry,
+            logger=context.log,
         )
 
     def handle_output(self, context: dg.OutputContext, obj: StagedOutput) -> Iterator[Any]:
@@ -80,6 +83,21 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
         published partitions reach the event log before the step fails: Dagster then shows
         those partitions materialized and the blocked ones failed, and downstream stops.
         """
+        if isinstance(obj, AlreadyPublished):
+            outputs = obj.manifest.outputs or {}
+            context.add_output_metadata(
+                {
+                    "table": str(outputs.get("table", "")),
+                    "published_rows": dg.MetadataValue.int(int(outputs.get("rows", 0))),
+                    "business_checksum": str(outputs.get("business_checksum", "")),
+                    "manifest": f"ecm manifest {context.run_id} --asset {obj.manifest.asset}",
+                    "manifest_status": "PUBLISHED",
+                    "attempt": dg.MetadataValue.int(obj.manifest.attempt),
+                    "ecm/run_id": context.run_id,
+                    "republished": "no: reported from the ledger after a step retry",
+                }
+            )
+            return
         if not isinstance(obj, StagedOutput):
             raise TypeError(
                 f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}; "
@@ -107,6 +125,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             blocked=obj.blocked,
             quality=obj.quality,
             hold=obj.hold,
+            attempt=obj.attempt,
         )
         blocked_text = "; ".join(f"{d}: {why}" for d, why in sorted(obj.blocked.items()))
         try:
@@ -178,6 +197,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             "owned_partitions": f"{owned[0].isoformat()}..{owned[-1].isoformat()} ({len(owned)})",
             "manifest": f"ecm manifest {context.run_id} --asset {contract.name}",
             "manifest_status": "PUBLISHED",
+            "ecm/run_id": context.run_id,
             **({"versions": dg.MetadataValue.json(result.versions)} if result.versions else {}),
             **(
                 {

@@ -27,7 +27,9 @@ import pandas as pd
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
 from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract
 from ecm_assets.contracts.transform import REJECT_COLUMNS
+from ecm_assets.manifest.lease import liveness
 from ecm_assets.manifest.ledger import (
+    EVENT_OWED,
     Manifest,
     ensure_ledger,
     load_manifests,
@@ -48,9 +50,12 @@ from ecm_assets.publish.staging import (
     staging_tables,
 )
 from ecm_assets.publish.versions import (
+    EMPTY_CHECKSUM,
     check_closed_partitions,
     ensure_versioned_storage,
     publish_versions,
+    versions_table,
+    versions_table_name,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,10 @@ class StaleInputError(PublishError):
     """The published partition came from a newer input lock than this run's."""
 
 
+class AttemptSettledError(PublishError):
+    """The attempt asking to publish was already settled (by recovery) while it computed."""
+
+
 @dataclass(frozen=True)
 class PublishRequest:
     contract: DatasetContract
@@ -115,6 +124,10 @@ class PublishRequest:
     hold: bool = False
     #: Set when `ecm review approve` publishes a held run: who approved it and why.
     approval: Mapping[str, str] | None = None
+    #: The ledger attempt this output was computed by (set by runs, which plan it): a publish
+    #: is refused unless that attempt is still the latest and still live. None: the caller
+    #: planned nothing, and the protocol records a new attempt itself.
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -315,36 +328,47 @@ def _check_owned_boundary(
 
 
 def _reconcile_table_schema(
-    conn: duckdb.DuckDBPyConnection, contract: DatasetContract
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    *,
+    table_name: str | None = None,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
     """Create the final table, or apply the one evolution rule: new nullable columns are added.
 
     Returns the ALTER statements to run inside the publish transaction. A dropped column or
     a changed type is refused: reinterpreting published rows needs an explicit migration.
+    The same rule holds for the versions table of a versioned dataset (`table_name`, with
+    its `version` column in `extra`): every version shares its columns.
     """
+    name = table_name or contract.name
+    table = f"{quote_ident(contract.schema)}.{quote_ident(name)}"
     existing = conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [contract.schema, contract.name],
+        [contract.schema, name],
     ).fetchall()
-    if not existing:
+    if not existing and table_name is None:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(contract.schema)}")
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {contract.table} ({', '.join(_ddl_columns(contract))})"
         )
         return []
-    have = {name: dtype for name, dtype in existing}
+    have = {column: dtype for column, dtype in existing}
     wanted = {c.name: c.sql_type for c in contract.columns}
     wanted.update(dict(PROVENANCE_COLUMNS))
+    wanted.update(dict(extra))
     problems = []
-    for name, dtype in have.items():
-        if name not in wanted:
-            problems.append(f"column {name!r} ({dtype}) is published but no longer in the contract")
-        elif _normalise_type(wanted[name]) != _normalise_type(dtype):
-            problems.append(f"column {name!r} changed type from {dtype} to {wanted[name]}")
+    for column, dtype in have.items():
+        if column not in wanted:
+            problems.append(
+                f"column {column!r} ({dtype}) is published but no longer in the contract"
+            )
+        elif _normalise_type(wanted[column]) != _normalise_type(dtype):
+            problems.append(f"column {column!r} changed type from {dtype} to {wanted[column]}")
     if problems:
         raise SchemaMismatchError(
-            f"table {contract.table} does not match contract {contract.name} v"
+            f"table {table} does not match contract {contract.name} v"
             f"{contract.code_version}: {'; '.join(problems)}. Only new nullable columns are "
             "added automatically; migrate the table explicitly (see docs/publish.md)."
         )
@@ -353,12 +377,10 @@ def _reconcile_table_schema(
         if c.name not in have:
             if not c.nullable:
                 raise SchemaMismatchError(
-                    f"table {contract.table}: new column {c.name!r} is NOT NULL, so published "
+                    f"table {table}: new column {c.name!r} is NOT NULL, so published "
                     "rows cannot take it; declare it nullable or migrate explicitly"
                 )
-            alters.append(
-                f"ALTER TABLE {contract.table} ADD COLUMN {quote_ident(c.name)} {c.sql_type}"
-            )
+            alters.append(f"ALTER TABLE {table} ADD COLUMN {quote_ident(c.name)} {c.sql_type}")
     return alters
 
 
@@ -467,6 +489,18 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
     """The run's manifest, moved to RUNNING; created here when the caller planned none."""
     asset = request.contract.name
     found = load_manifests(conn, run_id=request.run_id, asset=asset)
+    if request.attempt is not None:
+        current = found[0] if found else None
+        if current is None or current.attempt != request.attempt or current.status in TERMINAL:
+            where = (
+                "no manifest"
+                if current is None
+                else f"attempt {current.attempt} is {current.status} ({current.status_detail})"
+            )
+            raise AttemptSettledError(
+                f"run {request.run_id} {asset} attempt {request.attempt} may not publish: "
+                f"{where}. A settled attempt never publishes; a retry is a new attempt."
+            )
     if not found or found[0].status in TERMINAL:
         plan(
             conn,
@@ -483,16 +517,15 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
         status = RunStatus.PLANNED
     else:
         status = found[0].status
-    if status == RunStatus.HELD and request.approval is not None:
-        who = request.approval.get("actor", "?")
-        transition(
-            conn,
-            request.run_id,
-            asset,
-            RunStatus.RUNNING,
-            detail=f"approved by {who}: {request.approval.get('note', '')}"[:2000],
-        )
-        status = RunStatus.RUNNING
+    if request.approval is not None:
+        if status != RunStatus.HELD:
+            raise PublishError(
+                f"run {request.run_id} {asset}: manifest is {status}, not HELD; only held "
+                "output can be approved"
+            )
+        # HELD -> RUNNING -> ... -> PUBLISHED happens inside the publishing transaction
+        # (_approval_transitions): a failed approval leaves the run HELD, retryable.
+        return
     if status == RunStatus.PLANNED:
         transition(
             conn,
@@ -513,15 +546,84 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
         )
 
 
+def _approval_transitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest) -> None:
+    """The moves a run makes before its commit, made by an approval inside its transaction."""
+    assert request.approval is not None
+    who = request.approval.get("actor", "?")
+    run_id, asset = request.run_id, request.contract.name
+    transition(
+        conn,
+        run_id,
+        asset,
+        RunStatus.RUNNING,
+        detail=f"approved by {who}: {request.approval.get('note', '')}"[:2000],
+    )
+    transition(conn, run_id, asset, RunStatus.VALIDATING)
+    transition(conn, run_id, asset, RunStatus.COMMITTING)
+
+
+def _verify_stored(
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    owned: list[date],
+    staged: dict[date, tuple[int, str]],
+    versions: Mapping[str, int | None],
+) -> None:
+    """Inside the publish transaction: the rows now stored for each owned partition have the
+    checksum taken from staging, which is the one recorded. A cast or storage layer that
+    changed a value (1.5 stored as 2) rolls the publish back instead of certifying it."""
+    pcol = quote_ident(contract.partition_column)
+    if contract.publish_mode == "versioned":
+        stored: dict[date, tuple[int, str]] = {}
+        table = versions_table(contract)
+        for partition in owned:
+            version = versions.get(partition.isoformat())
+            if version is None:
+                continue
+            sql = business_checksum_sql(contract, table, f"WHERE {pcol} = ? AND version = ?")
+            n, a, b = conn.execute(sql, [partition, version]).fetchone()
+            stored[partition] = (n, _format_checksum(n, a, b))
+    else:
+        sql = business_checksum_sql(
+            contract, contract.table, f"WHERE {owned_filter(pcol)}", by_partition=True
+        )
+        stored = {
+            p: (n, _format_checksum(n, a, b))
+            for p, n, a, b in conn.execute(sql, owned_params(owned)).fetchall()
+        }
+    for partition in owned:
+        if contract.publish_mode == "versioned" and versions.get(partition.isoformat()) is None:
+            continue
+        want = staged.get(partition, (0, EMPTY_CHECKSUM))
+        got = stored.get(partition, (0, EMPTY_CHECKSUM))
+        if want[0] == 0 and got[0] == 0:
+            continue
+        if got != want:
+            raise PublishError(
+                f"dataset {contract.name}: the stored rows of partition {partition} do not match "
+                f"the staged rows ({got[0]} rows, checksum {got[1]}; staged {want[0]} rows, "
+                f"{want[1]}): a value changed on the way into the table; nothing was published"
+            )
+
+
 def _check_not_stale(
     conn: duckdb.DuckDBPyConnection, request: PublishRequest, owned: list[date]
 ) -> None:
-    """Refuse to replace output computed from a newer input lock with output from an older one.
+    """Refuse to publish output computed from inputs that are no longer what is published.
 
-    Two runs of one partition are serialized by the warehouse lock; this makes the later
-    publisher fail cleanly instead of silently winning with staler inputs.
+    Checked under the warehouse lock, against what was read, not against a clock: every
+    upstream range the input boundary locked names the runs whose rows it read; if those
+    partitions now show other runs (upstream was republished since), this output is stale.
+    A dataset that reads no upstream (only landing files) has no published input to compare,
+    so its runs are ordered by their input lock time: the later publisher of a partition
+    fails cleanly instead of silently winning with staler inputs.
     """
     contract = request.contract
+    reads = (request.input_boundary or {}).get("upstream") or []
+    for read in reads:
+        _check_upstream_unchanged(conn, request, read)
+    if reads:
+        return
     exists = published_table_exists(conn, contract)
     if not exists:
         return
@@ -537,6 +639,38 @@ def _check_not_stale(
             f"an input locked at {newer[2].isoformat()}, after this run's input lock "
             f"({request.as_of.isoformat()}); refusing to replace newer output with older. "
             "Rerun to lock a fresh input boundary."
+        )
+
+
+def _check_upstream_unchanged(
+    conn: duckdb.DuckDBPyConnection, request: PublishRequest, read: Mapping[str, Any]
+) -> None:
+    from ecm_assets.contracts.registry import contract_for
+
+    try:
+        upstream = contract_for(read["dataset"])
+    except KeyError:
+        return  # not a dataset of this code location: nothing to compare against
+    first, last = read["first_partition"], read["last_partition"]
+    now_ids: tuple[str, ...] = ()
+    if published_table_exists(conn, upstream):
+        pcol = quote_ident(upstream.partition_column)
+        now_ids = tuple(
+            sorted(
+                r
+                for (r,) in conn.execute(
+                    f"SELECT DISTINCT run_id FROM {upstream.table} WHERE {pcol} BETWEEN ? AND ?",
+                    [date.fromisoformat(first), date.fromisoformat(last)],
+                ).fetchall()
+            )
+        )
+    then = tuple(sorted(read.get("run_ids") or ()))
+    if now_ids != then:
+        raise StaleInputError(
+            f"dataset {request.contract.name}: run {request.run_id} read {upstream.name} "
+            f"{first}..{last} as published by runs {list(then)}, but it is now published by "
+            f"{list(now_ids)}; refusing to publish output of superseded input. Rerun to read "
+            "the current upstream."
         )
 
 
@@ -607,6 +741,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
 
     ensure_ledger(conn)
     _ensure_running_manifest(conn, request)
+    approving = request.approval is not None
     # The same check `ecm recover` runs: settle what dead runs left on these partitions.
     recoveries = recover(conn, asset=asset, partitions=owned, exclude_run=run_id, contract=contract)
     staging_name = staging_table_name(contract, run_id)
@@ -616,7 +751,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         else f"temp.main.{quote_ident(staging_name)}"
     )
     debris = []
-    for name in staging_tables(conn, contract):
+    for name in _debris_tables(conn, contract, staging_name):
         drop_staging_table(conn, name)
         debris.append(name)
     if debris:
@@ -627,7 +762,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         failpoint("publish.before_staging")
         _stage(conn, request, staging)
         failpoint("publish.after_staging")
-        transition(conn, run_id, asset, RunStatus.VALIDATING)
+        if not approving:
+            transition(conn, run_id, asset, RunStatus.VALIDATING)
         _check_owned_boundary(conn, request, staging)
         per_partition, checksum = partition_checksums(conn, contract, staging)
         by_partition = {d.isoformat(): per_partition[d][0] for d in sorted(per_partition)}
@@ -637,7 +773,12 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             check_closed_partitions(
                 conn, contract, owned, per_partition, request.restatement_reason
             )
-            alters: list[str] = []
+            alters = _reconcile_table_schema(
+                conn,
+                contract,
+                table_name=versions_table_name(contract),
+                extra=(("version", "BIGINT"),),
+            )
         else:
             alters = _reconcile_table_schema(conn, contract)
         _check_not_stale(conn, request, owned)
@@ -659,7 +800,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
                 recoveries=tuple(recoveries),
                 held=True,
             )
-        transition(conn, run_id, asset, RunStatus.COMMITTING)
+        if not approving:
+            transition(conn, run_id, asset, RunStatus.COMMITTING)
         pcol = quote_ident(contract.partition_column)
         names = ", ".join(
             quote_ident(c) for c in [*contract.column_names, *(n for n, _ in PROVENANCE_COLUMNS)]
@@ -667,8 +809,12 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
 
         conn.execute("BEGIN TRANSACTION")
         in_transaction = True
+        if approving:
+            _approval_transitions(conn, request)
         versions: dict[str, int | None] = {}
         replaced = 0
+        for statement in alters:
+            conn.execute(statement)
         if versioned:
             versions = publish_versions(
                 conn,
@@ -682,8 +828,6 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             )
             failpoint("publish.after_delete")
         else:
-            for statement in alters:
-                conn.execute(statement)
             failpoint("publish.before_delete")
             replaced = conn.execute(
                 f"DELETE FROM {contract.table} WHERE {owned_filter(pcol)}", owned_params(owned)
@@ -694,11 +838,17 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             conn.execute(
                 f"INSERT INTO {contract.table} ({names}) SELECT {names} FROM {staging}{order}"
             )
-        # The run owns its partitions' quarantine too: rows rejected by an earlier run of
-        # these partitions are replaced even when this run rejected nothing.
+        # What readers now see must be exactly what was staged and judged.
+        _verify_stored(conn, contract, owned, per_partition, versions)
+        # Quarantine belongs to the run that judged it (docs/publish.md). Replace mode: the
+        # run owns its partitions' quarantine, so an earlier run's rows are replaced even when
+        # this run rejected nothing. Versioned: every version keeps its own (a retry of this
+        # run replaces its own rows); the current version's run selects what is shown.
+        own_run = " AND run_id = ?" if versioned else ""
         conn.execute(
-            f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND {owned_filter('partition_date')}",
-            [asset, *owned_params(owned)],
+            f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND "
+            f"{owned_filter('partition_date')}{own_run}",
+            [asset, *owned_params(owned), *([run_id] if versioned else [])],
         )
         quarantined = 0 if rejects is None else append_rows(conn, QUARANTINE_TABLE, rejects)
         keep_blocked_rows(conn, asset, run_id, blocked_rejects)
@@ -737,6 +887,9 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             detail=detail,
             finished_at=now(),
             outputs=outputs,
+            # The outbox: Dagster is owed this publish's materializations until an instance
+            # is seen to hold them (publish/outbox.py), whatever happens after COMMIT.
+            dagster_event=EVENT_OWED,
             **extra,
         )
         failpoint("publish.before_commit")  # after the ledger write
@@ -746,7 +899,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
     except BaseException as exc:
         if in_transaction:
             conn.execute("ROLLBACK")
-        mark_failed(conn, run_id, asset, exc)
+        if not approving:  # a failed approval rolled back to HELD: approve again
+            mark_failed(conn, run_id, asset, exc)
         raise
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {staging}")
@@ -768,6 +922,28 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         recoveries=tuple(recoveries),
         blocked=tuple(d.isoformat() for d in sorted(request.blocked)),
     )
+
+
+def _debris_tables(
+    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, own: str
+) -> list[str]:
+    """Durable staging tables that no live attempt will use again: this run's own leftover,
+    and those of settled or dead runs. A live run of other partitions keeps its staging."""
+    owners = {
+        staging_table_name(contract, m.run_id): m for m in load_manifests(conn, asset=contract.name)
+    }
+    out = []
+    for name in staging_tables(conn, contract):
+        manifest = owners.get(name)
+        keep = (
+            name != own
+            and manifest is not None
+            and manifest.status not in TERMINAL
+            and (manifest.status == RunStatus.HELD or liveness(conn, manifest)[0])
+        )
+        if not keep:
+            out.append(name)
+    return out
 
 
 def published_table_exists(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> bool:

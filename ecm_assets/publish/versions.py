@@ -40,11 +40,20 @@ class Reason(StrEnum):
 
 
 def parse_reason(code: str, source: str = "reason code") -> Reason:
-    """A reason code, or an error that lists the valid ones."""
+    """A reason code a run may carry, or an error that lists them.
+
+    ROLLBACK is not one: it names a pointer move by `ecm rollback`, never a publish, so a run
+    tagged with it would record a version as a rollback that is none.
+    """
+    valid = ", ".join(r.value for r in Reason if r is not Reason.ROLLBACK)
+    if code == Reason.ROLLBACK:
+        raise ValueError(
+            f"{source} {code!r} is not a reason a run can publish with: a rollback moves the "
+            f"current pointer with `ecm rollback`; use one of {valid}"
+        )
     try:
         return Reason(code)
     except ValueError:
-        valid = ", ".join(r.value for r in Reason if r is not Reason.ROLLBACK)
         raise ValueError(f"{source} {code!r} is not a reason code; use one of {valid}") from None
 
 
@@ -63,8 +72,12 @@ class VersionError(LookupError):
     """A version or partition asked for does not exist."""
 
 
+def versions_table_name(contract: DatasetContract) -> str:
+    return f"{contract.name}__versions"
+
+
 def versions_table(contract: DatasetContract) -> str:
-    return f"{quote_ident(contract.schema)}.{quote_ident(contract.name + '__versions')}"
+    return f"{quote_ident(contract.schema)}.{quote_ident(versions_table_name(contract))}"
 
 
 def ensure_version_ledger(conn: duckdb.DuckDBPyConnection) -> None:

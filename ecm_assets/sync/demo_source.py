@@ -68,30 +68,28 @@ def create_source(
         )
         conn.exec_driver_sql(f"CREATE INDEX {table}_cursor ON {q} (updated_at, id)")
         span = 30 * 86400
-        insert = sa.text(
-            f"INSERT INTO {q} VALUES (:id, :customer_id, :name, :email, :segment, :balance, "
-            ":updated_at, 1, NULL)"
-        )
+        placeholder = "?" if _is_sqlite(engine) else "%s"
+        insert = f"INSERT INTO {q} VALUES ({', '.join([placeholder] * 7)}, 1, NULL)"
         batch = []
         for i in range(1, rows + 1):
             cust = rng.randrange(1, max(2, rows // 4))
             at = start + timedelta(seconds=span * i / max(rows, 1))
             batch.append(
-                {
-                    "id": i,
-                    "customer_id": cust,
-                    "name": f" Customer {cust} ",
-                    "email": f"Customer{cust}@Example.COM",
-                    "segment": rng.choice(SEGMENTS),
-                    "balance": round(rng.uniform(0, 10_000), 2),
-                    "updated_at": stamp(engine, at),
-                }
+                (
+                    i,
+                    cust,
+                    f" Customer {cust} ",
+                    f"Customer{cust}@Example.COM",
+                    rng.choice(SEGMENTS),
+                    round(rng.uniform(0, 10_000), 2),
+                    stamp(engine, at),
+                )
             )
-            if len(batch) == 20_000:
-                conn.execute(insert, batch)
+            if len(batch) == 50_000:
+                conn.exec_driver_sql(insert, batch)
                 batch = []
         if batch:
-            conn.execute(insert, batch)
+            conn.exec_driver_sql(insert, batch)
     engine.dispose()
     return rows
 

@@ -110,11 +110,9 @@ def unmet_dependencies(
         finished = sorted(
             (m for m in runs if m.finished_at is not None), key=lambda m: m.finished_at
         )
-        if dep.status == "success" and (
-            not finished or finished[-1].status != RunStatus.PUBLISHED
-        ):
-                last = finished[-1].status if finished else "no run"
-                problems.append(f"{dep.job}: last run is {last}, status success required")
+        if dep.status == "success" and (not finished or finished[-1].status != RunStatus.PUBLISHED):
+            last = finished[-1].status if finished else "no run"
+            problems.append(f"{dep.job}: last run is {last}, status success required")
         if dep.window is not None:
             ok = [m for m in finished if m.status == RunStatus.PUBLISHED]
             if not ok or ok[-1].finished_at < at - dep.window:

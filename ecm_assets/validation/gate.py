@@ -6,8 +6,9 @@ what gets published: the accepted rows, the quarantined rows with their reasons,
 partitions it blocks, or nothing (FAIL_RUN) or everything held (MANUAL_REVIEW).
 
 Evidence: one Finding per rule and partition (the asset checks), and a reconciliation record
-per partition (the manifest) whose identity input = accepted + quarantined + duplicate must
-hold exactly, or the run fails.
+per partition (the manifest) whose identity input = accepted + quarantined + duplicate +
+blocked must hold exactly, or the run fails; a derived dataset reconciles by its control
+totals instead.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ from ecm_assets.contracts.transform import (
     text_array,
 )
 
+#: The count identity every partition of a dataset that reports what it read must satisfy.
+IDENTITY = "input = accepted + quarantined + duplicate + blocked"
 #: How many failure cases a finding keeps as a sample.
 SAMPLE_SIZE = 5
 
@@ -104,6 +107,18 @@ class GateResult:
     findings: list[Finding]
     reconciliation: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
+    #: Rows that passed the row rules but lie in a blocked partition (REJECT_COLUMNS, reason
+    #: `partition_blocked`): not published, so kept as evidence with the blocking rule.
+    blocked_rows: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REJECT_COLUMNS))
+
+    @property
+    def rejects(self) -> pd.DataFrame:
+        """Every row that is not published, with its reason: quarantined, then blocked."""
+        if not len(self.blocked_rows):
+            return self.quarantined
+        if not len(self.quarantined):
+            return self.blocked_rows
+        return pd.concat([self.quarantined, self.blocked_rows], ignore_index=True)
 
     @property
     def failures(self) -> list[Finding]:
@@ -385,6 +400,10 @@ def _timestamp_strings(values: pd.Series) -> tuple[np.ndarray, list[str]] | None
 def _json_column(values: pd.Series) -> list[str]:
     """_json_value of each value of the column, as iterating the column yields them."""
     dtype = values.dtype
+    if isinstance(dtype, pd.ArrowDtype | pd.StringDtype) and pd.api.types.is_string_dtype(dtype):
+        # Arrow-backed text (the landing reader's): nulls are JSON null, as None would be.
+        array = values.to_numpy(dtype=object, na_value=None)
+        return [encode_basestring_ascii(v) if v is not None else "null" for v in array]
     if isinstance(dtype, np.dtype):
         if dtype.kind == "O":
             array = values.to_numpy()
@@ -699,6 +718,21 @@ def _row_rule_findings(
                 sample=sample,
             )
         )
+    outside = int((parts.window_codes[failed_rows] < 0).sum())
+    if outside:
+        # Not lost: reported for the run (the partition_boundary finding fails it).
+        col.add(
+            Finding(
+                rule,
+                severity,
+                None,
+                passed=False,
+                failed=outside,
+                message=f"{outside} row(s) outside the run's partitions or without a "
+                f"partition value {message}",
+                column=column,
+            )
+        )
     if severity == Severity.QUARANTINE_RECORD and len(failed_rows):
         # The quarantine names the check itself (e.g. missing_case_id), not its group.
         reason = rule.removeprefix("schema:")
@@ -733,6 +767,8 @@ def evaluate(inp: GateInput) -> GateResult:
     have_partition = contract.partition_column in data.columns
     parts = _Parts(contract, data, window)
     rows_by_part = parts.rows_by_part
+    if have_partition:
+        run_level += _boundary_findings(contract, window, parts)
     # Declared trimming happens before any rule judges the values.
     stripped = _strip_declared(data, quality)
 
@@ -952,6 +988,47 @@ def evaluate(inp: GateInput) -> GateResult:
         for position, rule in reversed(drifts):
             col.findings[position:position] = _drift(inp, work, rule, publish)
     return _result(inp, work, col, run_level, decided_early=False)
+
+
+def _boundary_findings(
+    contract: DatasetContract, window: PartitionWindow, parts: _Parts
+) -> list[Finding]:
+    """Rows with a null partition value or one outside the run's window: the run cannot own
+    them, so it fails here naming them instead of later at the publish boundary."""
+    out = []
+    pcol = contract.partition_column
+    nulls = int((parts.codes < 0).sum()) if parts.has_nat else 0
+    if nulls:
+        out.append(
+            Finding(
+                "reconciliation:partition_boundary",
+                Severity.FAIL_RUN,
+                None,
+                passed=False,
+                failed=nulls,
+                column=pcol,
+                message=f"{nulls} row(s) have a null {pcol}: no partition can own them",
+            )
+        )
+    owned = set(window.partitions)
+    foreign = {d: n for d, n in parts.rows_by_part.items() if n and d not in owned}
+    if foreign:
+        days = sorted(foreign)
+        out.append(
+            Finding(
+                "reconciliation:partition_boundary",
+                Severity.FAIL_RUN,
+                None,
+                passed=False,
+                failed=sum(foreign.values()),
+                column=pcol,
+                sample=tuple(d.isoformat() for d in days[:SAMPLE_SIZE]),
+                message=f"{sum(foreign.values())} row(s) have {pcol} outside the run's "
+                f"partitions {window.first}..{window.last}: "
+                + ", ".join(d.isoformat() for d in days[:SAMPLE_SIZE]),
+            )
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- value rules
@@ -1563,10 +1640,34 @@ def _result(
 
     # Reconciliation: exact count identity, control totals, key checksum, time bounds.
     controls: dict[date, dict[str, dict[str, float]]] = {p: {} for p in window.partitions}
+    control_findings: list[Finding] = []
     if not decided_early:
         controls, control_findings = _control_totals(inp, accepted, accepted_days)
         findings += control_findings
     counts = inp.counts
+    # The count identity is real only when the transform says how many rows it read. A
+    # derived dataset (no `read` count, rows computed from upstream) is reconciled by its
+    # declared control totals instead, which can fail.
+    by_controls = bool(inp.upstream) and (counts is None or "read" not in counts.columns)
+    identity = (
+        IDENTITY
+        if not by_controls
+        else "control totals over the upstream rows"
+        if quality.controls
+        else "none declared (derived dataset)"
+    )
+    if by_controls and not quality.controls:
+        run_level.append(
+            Finding(
+                "reconciliation",
+                Severity.WARN,
+                None,
+                passed=False,
+                message=f"derived dataset {contract.name} declares no control totals: its "
+                "output cannot be reconciled with the upstream rows it read (declare "
+                "ControlTotal in its quality contract)",
+            )
+        )
     per_partition: dict[str, Any] = {}
     # The accepted rows of each window partition, as positions in `data`: grouped once
     # instead of a boolean mask and a copy of the rows per partition.
@@ -1588,6 +1689,9 @@ def _result(
             read, duplicate, kept = staged + parse_n, 0, staged
         quarantined = parse_n + gate_q_n
         ok = read == acc + quarantined + duplicate and kept == staged
+        holds = ok
+        if by_controls:
+            holds = ok and all(f.passed for f in control_findings if f.partition == p)
         entry: dict[str, Any] = {
             "input": read,
             "accepted": acc,
@@ -1595,8 +1699,9 @@ def _result(
             "quarantined_by_gate": gate_q_n,
             "rejected_at_parse": parse_n,
             "duplicate": duplicate,
-            "identity": "input = accepted + quarantined + duplicate",
-            "identity_holds": ok,
+            "blocked": 0,
+            "identity": identity,
+            "identity_holds": holds,
             "business_key_checksum": _checksum_of(hashed[0][rows])
             if hashed is not None
             else key_checksum(data.iloc[rows], contract.business_key),
@@ -1669,9 +1774,18 @@ def _result(
             decision = Decision.PUBLISH_WITH_WARNING
         else:
             decision = Decision.PUBLISH
+    blocked_rows = pd.DataFrame(columns=REJECT_COLUMNS)
     if blocked and len(accepted):
         days = np.array([np.datetime64(d, "ns") for d in blocked])
-        accepted = _rows(accepted, ~np.isin(accepted_days(), days))
+        withheld = np.isin(accepted_days(), days)
+        if withheld.any():
+            blocked_rows = _blocked_rows(inp, accepted, accepted_days(), withheld, keep, blocked)
+        accepted = _rows(accepted, ~withheld)
+    for d in blocked:
+        # Published rows are accepted; the rows of a blocked partition are withheld.
+        entry = per_partition.get(d.isoformat())
+        if entry is not None:
+            entry["blocked"], entry["accepted"] = entry["accepted"], 0
     quarantined = pd.concat(
         [f for f in (parse_rejects[REJECT_COLUMNS], gate_q[REJECT_COLUMNS]) if len(f)]
         or [gate_q[REJECT_COLUMNS]],
@@ -1682,10 +1796,13 @@ def _result(
         "accepted_rows": sum(v["accepted"] for v in per_partition.values()),
         "quarantined_rows": sum(v["quarantined"] for v in per_partition.values()),
         "duplicate_rows": sum(v["duplicate"] for v in per_partition.values()),
+        "blocked_rows": sum(v["blocked"] for v in per_partition.values()),
     }
     reconciliation = {
-        "identity": "input = accepted + quarantined + duplicate",
-        "status": "PASSED"
+        "identity": identity,
+        "status": "NOT_DECLARED"
+        if by_controls and not quality.controls
+        else "PASSED"
         if all(v["identity_holds"] for v in per_partition.values())
         else "BROKEN",
         "totals": totals,
@@ -1701,7 +1818,42 @@ def _result(
         findings=findings,
         reconciliation=reconciliation,
         metrics=metrics,
+        blocked_rows=blocked_rows,
     )
+
+
+def _blocked_rows(
+    inp: GateInput,
+    accepted: pd.DataFrame,
+    days: np.ndarray,
+    withheld: np.ndarray,
+    keep: np.ndarray | None,
+    blocked: dict[date, str],
+) -> pd.DataFrame:
+    """The accepted rows of blocked partitions as evidence rows (REJECT_COLUMNS)."""
+    rows = accepted.iloc[np.flatnonzero(withheld)]
+    when = pd.to_datetime(days[withheld])
+    codes, uniques = pd.factorize(when)
+    reasons = np.array([_short(blocked[t.date()]) for t in uniques], dtype=object)
+    source = None
+    if inp.source_rows is not None and len(inp.source_rows) == len(inp.data):
+        positions = np.arange(len(inp.data)) if keep is None else np.flatnonzero(keep)
+        source = inp.source_rows.iloc[positions[np.flatnonzero(withheld)]]
+    return pd.DataFrame(
+        {
+            "partition_date": when.to_numpy(),
+            "source_file": rows["source_file"].astype(str).to_numpy()
+            if "source_file" in rows
+            else None,
+            "source_line": rows["source_line"].astype("int64").to_numpy()
+            if "source_line" in rows
+            else None,
+            "reason": "partition_blocked",
+            "column_name": None,
+            "failure_case": reasons[codes],
+            "original_row": _original_rows(source if source is not None else rows),
+        }
+    )[REJECT_COLUMNS]
 
 
 def judge(

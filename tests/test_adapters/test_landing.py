@@ -13,8 +13,10 @@ import pytest
 from ecm_assets.adapters.landing import (
     META_COLUMNS,
     LandingFileChangedError,
+    LandingRefusedError,
     list_landing_files,
     read_landing_files,
+    scan_landing_zone,
 )
 
 SOURCE = "case_events"
@@ -28,6 +30,11 @@ def land(root: Path, ingest: str, name: str, content: str | bytes) -> Path:
         content = content.encode("utf-8")
     path.write_bytes(content)
     return path
+
+
+def nullable(values: pd.Series) -> list[object]:
+    """Text values with nulls as None (the frame's text columns are Arrow-backed)."""
+    return [None if pd.isna(v) else v for v in values]
 
 
 def read_all(root: Path, first: str = "2026-09-01", last: str = "2026-09-30") -> pd.DataFrame:
@@ -95,7 +102,7 @@ def test_csv_line_with_wrong_field_count_is_kept_as_a_parse_error(tmp_path):
     out = read_all(tmp_path)
 
     assert list(out["_source_line"]) == [2, 3, 4, 5]
-    assert list(out["event_id"]) == ["e1", None, None, "e4"]
+    assert nullable(out["event_id"]) == ["e1", None, None, "e4"]
     errors = out.set_index("_source_line")["_parse_error"]
     assert errors[3] == "expected 3 fields, found 2: e2,U1"
     assert errors[4] == "expected 3 fields, found 4: e3,U1,3,surplus"
@@ -115,8 +122,8 @@ def test_malformed_jsonl_lines_are_kept_as_parse_errors(tmp_path):
     out = read_all(tmp_path)
 
     assert list(out["_source_line"]) == [1, 2, 4, 5]
-    assert list(out["event_id"]) == ["e1", None, None, "e5"]
-    assert list(out["value"]) == ["1", None, None, None]
+    assert nullable(out["event_id"]) == ["e1", None, None, "e5"]
+    assert nullable(out["value"]) == ["1", None, None, None]
     errors = out.set_index("_source_line")["_parse_error"]
     assert errors[2].startswith("malformed JSON")
     assert errors[4] == "malformed JSON: not a JSON object"
@@ -161,3 +168,161 @@ def test_jsonl_value_with_unicode_line_separator_is_one_valid_row(tmp_path):
 
     assert out["_parse_error"].isna().all()
     assert list(out["value"]) == ["a\u2028b"]
+
+
+# --------------------------------------------------------------------------- issue 11 item 1
+
+
+def test_a_lone_quote_breaks_only_its_own_line_and_the_reader_resynchronises(tmp_path):
+    rows = [f"e{i},U1,{i}" for i in range(1, 11)]
+    rows[3] = '"e4,U1,4'  # line 5 opens a quote that is never closed
+    land(tmp_path, "2026-09-01", "a.csv", "event_id,unit_id,value\n" + "\n".join(rows) + "\n")
+
+    out = read_all(tmp_path)
+
+    # Every one of the 10 data lines is a row: 9 parsed, the broken one kept verbatim.
+    assert list(out["_source_line"]) == list(range(2, 12))
+    assert nullable(out["event_id"]) == [f"e{i}" if i != 4 else None for i in range(1, 11)]
+    broken = out[out["_parse_error"].notna()]
+    assert list(broken["_source_line"]) == [5]
+    assert broken["_parse_error"].iloc[0].startswith("broken quote")
+    assert broken["_raw_text"].iloc[0] == '"e4,U1,4'
+    assert out.attrs["landing_files"][0]["lines"] == 11
+    assert out.attrs["landing_files"][0]["records"] == 10
+
+
+def test_a_stray_quote_later_closed_by_another_line_still_resynchronises(tmp_path):
+    text = (
+        "event_id,unit_id,value\n"
+        'e1,U1,"ok"\n'
+        'e2,U1,5" screen\n'  # a quote inside an unquoted field (not RFC 4180)
+        "e3,U1,3\n"
+        'e4,U1,"multi\nline"\n'  # a legitimate quoted newline after it
+        "e5,U1,5\n"
+    )
+    land(tmp_path, "2026-09-01", "a.csv", text)
+
+    out = read_all(tmp_path)
+
+    assert list(out["_source_line"]) == [2, 3, 4, 5, 7]
+    assert nullable(out["event_id"]) == ["e1", None, "e3", "e4", "e5"]
+    assert nullable(out["value"]) == ["ok", None, "3", "multi\nline", "5"]
+    assert nullable(out["_raw_text"]) == [None, 'e2,U1,5" screen', None, None, None]
+
+
+def test_a_multiline_record_of_the_wrong_width_is_one_reject_with_its_whole_text(tmp_path):
+    land(tmp_path, "2026-09-01", "a.csv", 'event_id,unit_id,value\ne1,"U\n1",1,x\ne2,U1,2\n')
+
+    out = read_all(tmp_path)
+
+    assert list(out["_source_line"]) == [2, 4]
+    assert out["_raw_text"].iloc[0] == 'e1,"U\n1",1,x'
+    assert out["_parse_error"].iloc[0] == "expected 3 fields, found 4: e1,U\\n1,1,x"
+
+
+def test_bom_and_crlf_are_handled_and_lines_stay_physical(tmp_path):
+    content = "\ufeffevent_id,unit_id,value\r\ne1,U1,\"a\r\nb\"\r\ne2,U1,2\r\n".encode()
+    land(tmp_path, "2026-09-01", "a.csv", content)
+
+    out = read_all(tmp_path)
+
+    assert nullable(out["event_id"]) == ["e1", "e2"]
+    assert nullable(out["value"]) == ["a\r\nb", "2"]
+    assert list(out["_source_line"]) == [2, 4]
+
+
+def test_bom_jsonl_and_blank_lines_are_counted_but_not_rows(tmp_path):
+    text = '\ufeff{"event_id": "e1"}\n\n  \n{"event_id": "e2", "unit_id": null}\n'
+    land(tmp_path, "2026-09-01", "a.jsonl", text.encode())
+
+    out = read_all(tmp_path)
+
+    assert nullable(out["event_id"]) == ["e1", "e2"]
+    assert nullable(out["unit_id"]) == [None, None]
+    assert list(out["_source_line"]) == [1, 4]
+    account = out.attrs["landing_files"][0]
+    assert (account["lines"], account["records"], account["blank_lines"]) == (4, 2, 2)
+
+
+def test_malformed_jsonl_line_keeps_its_raw_text(tmp_path):
+    land(tmp_path, "2026-09-01", "a.jsonl", '{"event_id": "e1"}\n{"event_id": "e2",}\n')
+
+    out = read_all(tmp_path)
+
+    assert nullable(out["event_id"]) == ["e1", None]
+    assert out["_parse_error"].iloc[1].startswith("malformed JSON")  # Python's JSON rule
+    assert out["_raw_text"].iloc[1] == '{"event_id": "e2",}'
+
+
+def test_read_is_columnar_text(tmp_path):
+    land(tmp_path, "2026-09-01", "a.csv", "event_id,unit_id,value\ne1,U1,1\n")
+
+    out = read_all(tmp_path)
+
+    assert all(isinstance(out[c].dtype, pd.ArrowDtype) for c in COLUMNS)
+    assert str(out["_source_line"].dtype) == "int64"
+
+
+# --------------------------------------------------------------------------- issue 11 item 3
+
+
+def test_a_symlink_out_of_the_landing_root_is_refused_unread(tmp_path):
+    root = tmp_path / "landing"
+    land(root, "2026-09-01", "good.csv", "event_id,unit_id,value\ne1,U1,1\n")
+    secret = tmp_path / "secret.csv"
+    secret.write_text("event_id,unit_id,value\ntop-secret-first-line,U1,1\n")
+    (root / SOURCE / "ingest_date=2026-09-01" / "passwd.csv").symlink_to(secret)
+
+    listing = scan_landing_zone(root, SOURCE, date(2026, 9, 1), date(2026, 9, 1))
+    assert [f.path for f in listing.files] == [f"{SOURCE}/ingest_date=2026-09-01/good.csv"]
+    assert [e.path for e in listing.refused] == [f"{SOURCE}/ingest_date=2026-09-01/passwd.csv"]
+    with pytest.raises(LandingRefusedError, match=r"passwd\.csv refused: resolves outside") as e:
+        list_landing_files(root, SOURCE, date(2026, 9, 1), date(2026, 9, 1))
+    assert "top-secret" not in str(e.value)
+
+
+def test_a_file_swapped_for_a_symlink_after_the_lock_is_refused(tmp_path):
+    root = tmp_path / "landing"
+    path = land(root, "2026-09-01", "a.csv", "event_id,unit_id,value\ne1,U1,1\n")
+    files = list_landing_files(root, SOURCE, date(2026, 9, 1), date(2026, 9, 1))
+    outside = tmp_path / "outside.csv"
+    outside.write_bytes(path.read_bytes())
+    path.unlink()
+    path.symlink_to(outside)
+
+    with pytest.raises(LandingRefusedError, match="outside the landing root"):
+        read_landing_files(root, files, COLUMNS)
+
+
+def test_a_symlink_inside_the_root_is_read(tmp_path):
+    path = land(tmp_path, "2026-09-01", "a.csv", "event_id,unit_id,value\ne1,U1,1\n")
+    (path.parent / "b.csv").symlink_to(path)
+
+    assert len(read_all(tmp_path)) == 2
+
+
+def test_ignored_names_are_reported_not_skipped_silently(tmp_path, caplog):
+    land(tmp_path, "2026-09-01", "a.csv", "event_id,unit_id,value\ne1,U1,1\n")
+    land(tmp_path, "2026-09-01", "B.CSV", "event_id,unit_id,value\ne2,U1,1\n")
+    land(tmp_path, "2026-09-01", "notes.txt", "x")
+    (tmp_path / SOURCE / "stray").mkdir()
+
+    listing = scan_landing_zone(tmp_path, SOURCE, date(2026, 9, 1), date(2026, 9, 1))
+    assert {e.path: e.reason.split(" (")[0] for e in listing.ignored} == {
+        f"{SOURCE}/ingest_date=2026-09-01/B.CSV": "name does not end in .csv or .jsonl",
+        f"{SOURCE}/ingest_date=2026-09-01/notes.txt": "name does not end in .csv or .jsonl",
+        f"{SOURCE}/stray": "not an ingest_date=YYYY-MM-DD directory",
+    }
+    with caplog.at_level("WARNING"):
+        list_landing_files(tmp_path, SOURCE, date(2026, 9, 1), date(2026, 9, 1))
+    assert "B.CSV ignored" in caplog.text
+
+
+def test_a_hostile_header_is_quoted_short_and_escaped(tmp_path):
+    land(tmp_path, "2026-09-01", "a.csv", "root:x:0:0:" + "A" * 500 + "\x1b[31m\nx\n")
+
+    with pytest.raises(ValueError) as e:
+        read_all(tmp_path)
+    message = str(e.value)
+    assert "\x1b" not in message and len(message) < 400
+    assert "lacks required column(s) ['event_id', 'unit_id', 'value']" in message

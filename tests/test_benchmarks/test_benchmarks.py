@@ -16,6 +16,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 TOY_ARGS = {
+    "landing_memory.py": ["--rows", "2000"],
     "pipeline.py": ["--days", "2", "--scale", "0.05", "--single-day-scale", "0.05"],
     "gate.py": [
         "--rows",
@@ -65,3 +66,5 @@ def test_benchmark_runs_at_toy_size(script: str, tmp_path: Path) -> None:
     if script == "pipeline.py":
         assert output.count("cross-check: business rows and rejects equal") == 2, output
         assert "| range | case_priority_mix_daily |" in output
+    if script == "landing_memory.py":
+        assert "read CPU ours / DuckDB read_csv:" in output and "memory: peak delta" in output

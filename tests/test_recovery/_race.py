@@ -89,13 +89,27 @@ def _wait_for(path: Path, deadline: float) -> None:
         time.sleep(0.005)
 
 
+class _WaitLog:
+    """Counts the lock waits connect() reports (one warning when a wait starts)."""
+
+    def __init__(self, waits: list[int]) -> None:
+        self.waits = waits
+
+    def warning(self, msg: str) -> None:
+        if "waiting up to" in msg:
+            self.waits.append(1)
+
+    def info(self, msg: str) -> None:
+        pass
+
+
 def _act(spec: dict, lock_waits: list[int]) -> dict:
     contract = CONTRACTS[spec["contract"]]
     partitions = [date.fromisoformat(p) for p in spec["partitions"]]
     with connect(
         spec["warehouse"],
         timeout_seconds=spec.get("lock_timeout", 90.0),
-        on_retry=lambda attempt, _sleep, _exc: lock_waits.append(attempt),
+        logger=_WaitLog(lock_waits),
     ) as conn:
         if spec["action"] == "publish":
             as_of = datetime.fromisoformat(spec["as_of"])
@@ -124,7 +138,7 @@ def main(spec_path: str) -> int:
         outcome = {"ok": True, **_act(spec, lock_waits)}
     except Exception as exc:
         outcome = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
-    outcome["lock_waits"] = len(lock_waits)  # how often the file lock was found held
+    outcome["lock_waits"] = len(lock_waits)  # whether the file lock was found held
     tmp = Path(spec["result"] + ".tmp")
     tmp.write_text(json.dumps(outcome))
     tmp.rename(spec["result"])  # atomic: a waiting worker never reads half a result

@@ -18,6 +18,13 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 def make_spec(
     url: str, connector: str = "sqlite", table: str = "customer_history", **overrides
 ) -> JobSpec:
+    return parse_spec(spec_data(url, connector, table, **overrides), f"<test spec {table}>")
+
+
+def spec_data(
+    url: str, connector: str = "sqlite", table: str = "customer_history", **overrides
+) -> dict:
+    """The demo spec pointed at a test source; `a__b=v` overrides field a.b."""
     data = json.loads((SHIPPED_JOBS_DIR / "historical-sync-001.json").read_text())
     data["source"]["url"] = url
     data["source"]["connector"] = connector
@@ -29,7 +36,7 @@ def make_spec(
         for part in parents:
             node = node[part]
         node[last] = value
-    return parse_spec(data, f"<test spec {table}>")
+    return data
 
 
 @pytest.fixture

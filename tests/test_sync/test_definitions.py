@@ -40,7 +40,8 @@ def test_dependencies_become_deps_and_schedule_skips(tmp_path):
     asset = defs.get_assets_def("sync_historical_sync_001")
     assert dg.AssetKey("sync_customer_extract") in asset.dependency_keys
     schedule = next(
-        s for s in defs.get_repository_def().schedule_defs
+        s
+        for s in defs.get_repository_def().schedule_defs
         if s.name == "sync_historical_sync_001_schedule"
     )
     with dg.instance_for_test() as instance:

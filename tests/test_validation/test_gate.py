@@ -4,7 +4,7 @@ Every expected number below is worked out by hand from the rules in ecm_assets.c
 and the routing in the gate: a failed check acts by its severity (INFO recorded, WARN published
 with a warning, QUARANTINE_RECORD rows removed, FAIL_PARTITION partition blocked, FAIL_RUN
 nothing published, MANUAL_REVIEW everything held), and every window partition reconciles
-input = accepted + quarantined + duplicate.
+input = accepted + quarantined + duplicate + blocked.
 """
 
 from __future__ import annotations
@@ -380,7 +380,8 @@ def test_failing_rows_are_quarantined_once_with_their_first_rule():
         "quarantined_by_gate": 3,
         "rejected_at_parse": 0,
         "duplicate": 0,
-        "identity": "input = accepted + quarantined + duplicate",
+        "blocked": 0,
+        "identity": "input = accepted + quarantined + duplicate + blocked",
         "identity_holds": True,
         "business_key_checksum": None,
         "control_totals": {},
@@ -393,6 +394,7 @@ def test_failing_rows_are_quarantined_once_with_their_first_rule():
         "accepted_rows": 3,
         "quarantined_rows": 4,
         "duplicate_rows": 0,
+        "blocked_rows": 0,
     }
 
 
@@ -488,7 +490,8 @@ def test_empty_partition_is_blocked_and_the_other_published():
         "quarantined_by_gate": 0,
         "rejected_at_parse": 0,
         "duplicate": 0,
-        "identity": "input = accepted + quarantined + duplicate",
+        "blocked": 0,
+        "identity": "input = accepted + quarantined + duplicate + blocked",
         "identity_holds": True,
         "business_key_checksum": None,
         "control_totals": {},
@@ -525,8 +528,8 @@ def test_quarantine_rate_above_the_cap_blocks_only_that_partition():
     assert (r1.passed, r1.value, r1.checked) == (True, 0.05, 20)
     assert (r2.passed, r2.value, r2.failed, r2.checked) == (False, 0.1, 1, 10)
     assert r2.severity == Severity.FAIL_PARTITION
-    # The reconciliation records the staged numbers, before the block.
-    assert (part(result, D2)["input"], part(result, D2)["accepted"]) == (10, 9)
+    # The blocked partition's rows that passed the row rules are withheld, not accepted.
+    assert numbers(result, D2, "input", "accepted", "blocked") == (10, 0, 9)
     assert part(result, D2)["identity_holds"] is True
 
 
@@ -861,6 +864,7 @@ def test_reconciliation_counts_parse_rejects_gate_quarantine_and_duplicates():
         "accepted_rows": 5,
         "quarantined_rows": 4,
         "duplicate_rows": 1,
+        "blocked_rows": 0,
     }
     # Parse rejects first, then the gate's.
     assert result.quarantined["reason"].tolist() == [
@@ -1070,8 +1074,8 @@ def test_control_total_mismatch_fails_the_run():
     assert (bad.severity, bad.value) == (Severity.FAIL_RUN, 4.5)
     assert bad.message == "control total amount_total: input 4 != output 4.5 (sum of amount)"
     assert part(result, D2)["control_totals"]["amount_total"] == {"input": 4.0, "output": 4.5}
-    # A control total is evidence, not the count identity.
-    assert result.reconciliation["status"] == "PASSED"
+    # A derived dataset is reconciled by its control totals: this one does not reconcile.
+    assert result.reconciliation["status"] == "BROKEN"
 
 
 def test_control_total_needs_its_upstream():
@@ -1243,10 +1247,11 @@ def test_case_events_path_quarantines_by_the_contract_rules():
         d: tuple(part(result, d)[k] for k in ("input", "accepted", "quarantined", "duplicate"))
         for d in (D2, D3)
     }
-    assert per_day == {D2: (6, 1, 5, 0), D3: (22, 20, 1, 1)}
+    assert per_day == {D2: (6, 0, 5, 0), D3: (22, 20, 1, 1)}
+    assert numbers(result, D2, "blocked") == (1,)
     for d in (D2, D3):
         p = part(result, d)
-        assert p["input"] == p["accepted"] + p["quarantined"] + p["duplicate"]
+        assert p["input"] == p["accepted"] + p["quarantined"] + p["duplicate"] + p["blocked"]
         assert p["identity_holds"] is True
     assert numbers(result, D2, "quarantined_by_gate", "rejected_at_parse") == (5, 0)
     assert numbers(result, D3, "quarantined_by_gate", "rejected_at_parse") == (0, 1)

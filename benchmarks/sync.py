@@ -1,0 +1,150 @@
+"""Benchmark the ECM sync (historical-sync-001 shape: hash on customer_id x 16) against a
+plain full extract and dlt's sql_database incremental pipeline, on one source, in one run.
+
+    python benchmarks/sync.py [--rows 1000000] [--source sqlite|postgresql] [--json]
+
+Cases (each on a fresh DuckDB file; the source table is built once, not timed):
+  plain   SELECT * through SQLAlchemy -> pandas -> CREATE TABLE AS in DuckDB: the floor
+          (no cursor, no partitions, no checkpoints, no merge).
+  ours    run_job of the demo spec: boundary capture, keyset pages with checkpoints, staged
+          pages with run id and bucket, rules, 16 per-partition version-aware merges.
+  dlt     dlt.sources.sql_database table with incremental("updated_at"), primary key id,
+          write_disposition merge, into DuckDB (if `import dlt` works; otherwise the reason).
+Printed: rows/s of each and the ratios ours/plain (target >= 0.8) and ours/dlt (> 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ecm_assets.sync.demo_source import create_source  # noqa: E402
+from ecm_assets.sync.runner import run_job  # noqa: E402
+from ecm_assets.sync.spec import SHIPPED_JOBS_DIR, parse_spec  # noqa: E402
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def plain_extract(url: str, warehouse: Path) -> int:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        result = conn.execute(sa.text("SELECT * FROM customer_history"))
+        frame = pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()))
+    engine.dispose()
+    with duckdb.connect(str(warehouse)) as db:
+        db.register("f", frame)
+        db.execute("CREATE TABLE customer_history AS SELECT * FROM f")
+        return db.execute("SELECT count(*) FROM customer_history").fetchone()[0]
+
+
+def ours(url: str, connector: str, warehouse: Path, page_rows: int) -> int:
+    data = json.loads((SHIPPED_JOBS_DIR / "historical-sync-001.json").read_text())
+    data["source"]["url"] = url
+    data["source"]["connector"] = connector
+    data["checkpoint"] = {"every_rows": page_rows}
+    data["validation"]["rules"] = [
+        r for r in data["validation"]["rules"] if r["type"] != "row_count"
+    ]
+    result = run_job(parse_spec(data, "benchmark"), warehouse)
+    return result.rows_written
+
+
+def dlt_pipeline(url: str, workdir: Path) -> tuple[int | None, str]:
+    try:
+        import dlt
+        from dlt.sources.sql_database import sql_table
+    except Exception as exc:  # not installed here, or broken
+        return None, f"dlt unavailable: {type(exc).__name__}: {exc}"
+    table = sql_table(
+        credentials=url,
+        table="customer_history",
+        incremental=dlt.sources.incremental("updated_at"),
+        backend="sqlalchemy",
+    )
+    table.apply_hints(primary_key="id", write_disposition="merge")
+    pipeline = dlt.pipeline(
+        pipeline_name="ecm_bench",
+        destination=dlt.destinations.duckdb(str(workdir / "dlt.duckdb")),
+        dataset_name="bench",
+        pipelines_dir=str(workdir / "dlt_pipelines"),
+    )
+    pipeline.run(table)
+    with duckdb.connect(str(workdir / "dlt.duckdb"), read_only=True) as db:
+        rows = db.execute("SELECT count(*) FROM bench.customer_history").fetchone()[0]
+    return rows, f"dlt {dlt.__version__}, sql_table backend=sqlalchemy, merge on id"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--source", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--page-rows", type=int, default=250_000)
+    parser.add_argument("--no-dlt", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    out: dict = {"rows": args.rows, "source": args.source, "partitions": 16}
+    with tempfile.TemporaryDirectory(prefix="ecm_sync_bench_") as tmp:
+        work = Path(tmp)
+        url = f"sqlite:///{work / 'source.sqlite'}" if args.source == "sqlite" else PG_URL
+        t = time.perf_counter()
+        create_source(url, args.rows)
+        out["build_source_seconds"] = round(time.perf_counter() - t, 2)
+        cases = {
+            "plain": lambda: plain_extract(url, work / "plain.duckdb"),
+            "ours": lambda: ours(url, args.source, work / "ours.duckdb", args.page_rows),
+        }
+        for name, case in cases.items():
+            t = time.perf_counter()
+            rows = case()
+            seconds = time.perf_counter() - t
+            out[name] = {
+                "rows": rows,
+                "seconds": round(seconds, 3),
+                "rows_per_s": round(rows / seconds),
+            }
+        if not args.no_dlt:
+            t = time.perf_counter()
+            try:
+                rows, note = dlt_pipeline(url, work)
+            except Exception as exc:
+                rows, note = None, f"dlt failed: {type(exc).__name__}: {str(exc)[:300]}"
+            seconds = time.perf_counter() - t
+            out["dlt"] = {"note": note}
+            if rows is not None:
+                out["dlt"].update(
+                    rows=rows, seconds=round(seconds, 3), rows_per_s=round(rows / seconds)
+                )
+        if args.source == "postgresql":
+            engine = sa.create_engine(url)
+            with engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE IF EXISTS customer_history")
+            engine.dispose()
+    out["ours_vs_plain"] = round(out["ours"]["rows_per_s"] / out["plain"]["rows_per_s"], 3)
+    if "rows_per_s" in out.get("dlt", {}):
+        out["ours_vs_dlt"] = round(out["ours"]["rows_per_s"] / out["dlt"]["rows_per_s"], 3)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for name in ("plain", "ours", "dlt"):
+            if name in out:
+                print(f"{name:6s} {out[name]}")
+        print(
+            f"ours/plain = {out['ours_vs_plain']} (target >= 0.8); "
+            f"ours/dlt = {out.get('ours_vs_dlt', 'n/a')} (target > 1)"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""A landing correction into a closed month (issue 10 item 4): reviewed once, before anything
+of the chain changes. The steps run in file order on one module-scoped warehouse."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from ecm_assets.case_sla.datasets import DATASETS
+from ecm_assets.operations.sensors import landing_run_requests
+from ecm_assets.operations.triggers import CLOSED_PERIOD
+from tests.test_lifecycle._support import (
+    MONTH,
+    failure_messages,
+    make_env,
+    manifest_of,
+    needs,
+    write_landing_csv,
+)
+
+EVENTS = "case_events"
+DAILY_METRICS = "case_sla_daily_metrics"
+MONTHLY = "case_sla_monthly_report"
+DAY = date(2026, 9, 3)
+
+
+def _sensor_tags(n: int) -> dict[str, str]:
+    """The tags the landing sensor gives the run of a change to DAY in a closed month."""
+    events = next(d for d in DATASETS if d.contract.name == EVENTS)
+    (request,) = landing_run_requests(events, {CLOSED_PERIOD: [DAY]}, f"digest{n}")
+    return dict(request.tags)
+
+
+def _correction(prefix: str) -> list[dict[str, str]]:
+    base = {"case_id": f"C{prefix}000001", "unit_id": "U01", "priority": "P3"}
+    return [
+        {
+            **base,
+            "event_id": f"E{prefix}O000001",
+            "event_type": "opened",
+            "event_ts": "2026-09-03T08:00:00Z",
+        }
+    ]
+
+
+@pytest.fixture(scope="module")
+def chain(demo_data, tmp_path_factory):
+    env = make_env(demo_data[0], tmp_path_factory.mktemp("closed-upstream"))
+    return {"env": env, "done": set()}
+
+
+def _state(env) -> tuple:
+    """What readers see of the chain for the closed month."""
+    return (
+        env.query(
+            f"SELECT count(*), min(run_id) FROM main.{EVENTS} WHERE business_date = ?", [DAY]
+        ),
+        env.query(
+            f"SELECT sum(cases_opened), min(run_id) FROM main.{DAILY_METRICS} "
+            "WHERE business_date = ?",
+            [DAY],
+        ),
+        env.query(f"SELECT sum(cases_opened), max(version) FROM main.{MONTHLY}"),
+    )
+
+
+def test_01_landing_correction_into_a_closed_month_holds_its_upstream(chain, capsys):
+    env = chain["env"]
+    env.materialize([EVENTS, DAILY_METRICS], first="2026-09-01", last="2026-09-04")
+    certified = env.materialize([MONTHLY], partition_key=MONTH)
+    env.ecm_json(capsys, "close", MONTHLY, MONTH, "--by", "alice")
+    before = _state(env)
+    write_landing_csv(env.root, DAY, "late-closed-1.csv", _correction("81"))
+
+    held = env.materialize(
+        [EVENTS], partition_key=DAY.isoformat(), tags=_sensor_tags(1), expect_success=False
+    )
+
+    errors = failure_messages(held)
+    assert "MANUAL_REVIEW" in errors and f"feeds {MONTHLY} {MONTH}" in errors
+    assert manifest_of(env, capsys, held.run_id, EVENTS)["status"] == "HELD"
+    # case_events keeps its prior rows: nothing of the chain changed unattended.
+    assert _state(env) == before
+    chain.update(held=held.run_id, certified=certified.run_id, before=before)
+    chain["done"].add("held")
+
+
+def test_02_rejecting_it_leaves_the_certified_period_and_its_upstream_agreeing(chain, capsys):
+    env = needs(chain, "held")
+    env.ecm_json(capsys, "review", "reject", chain["held"], "--by", "bob", "--note", "wrong batch")
+    assert _state(env) == chain["before"]
+    # The certified run can still be replayed from what is published.
+    code, out, err = env.ecm(capsys, "replay", chain["certified"], "--asset", MONTHLY)
+    assert code == 0, out + err
+    chain["done"].add("rejected")
+
+
+def test_03_approving_it_restates_the_chain_without_a_second_review(chain, capsys):
+    env = needs(chain, "rejected")
+    tags = _sensor_tags(2)
+    held = env.materialize([EVENTS], partition_key=DAY.isoformat(), tags=tags, expect_success=False)
+    assert manifest_of(env, capsys, held.run_id, EVENTS)["status"] == "HELD"
+    env.ecm_json(capsys, "review", "approve", held.run_id, "--by", "bob", "--note", "verified")
+    after_events = _state(env)[0]
+    assert after_events[0][1] == held.run_id
+
+    # The dependency sensor propagates the correction's tags downstream.
+    daily = env.materialize([DAILY_METRICS], partition_key=DAY.isoformat(), tags=tags)
+    monthly = env.materialize([MONTHLY], partition_key=MONTH, tags=tags)
+
+    _, metrics, report = _state(env)
+    assert metrics[0][1] == daily.run_id
+    assert metrics[0][0] == chain["before"][1][0][0] + 1
+    assert report[0] == (chain["before"][2][0][0] + 1, 2)
+    assert manifest_of(env, capsys, monthly.run_id, MONTHLY)["status"] == "PUBLISHED"
