@@ -435,8 +435,6 @@ def cmd_recover(args: argparse.Namespace) -> int:
     _datasets(args)
     with connect(_warehouse(args)) as conn, ExitStack() as stack:
         results = recover(conn, run_id=args.run_id, force=args.force)
-        if args.run_id and not results and not load_manifests(conn, run_id=args.run_id):
-            raise LookupError(f"no manifest recorded for run {args.run_id}")  # as ecm manifest
         rows = [
             {
                 "run_id": r.run_id,
@@ -477,6 +475,10 @@ def cmd_recover(args: argparse.Namespace) -> int:
                         f"{list(d.already_in_dagster)}, superseded {list(d.superseded)}",
                     }
                 )
+        # An unknown run id is refused as `ecm manifest` refuses it (after Dagster's side:
+        # a run killed before it planned a manifest still has a run to settle there).
+        if args.run_id and not rows and not load_manifests(conn, run_id=args.run_id):
+            raise LookupError(f"no manifest recorded for run {args.run_id}")
     _emit(args, rows, rows)
     return 0
 

@@ -36,6 +36,10 @@ PROCESS_OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 #: Attempts this process is working on right now: (run_id, asset, attempt).
 _ACTIVE: set[tuple[str, str, int]] = set()
 _ACTIVE_LOCK = threading.Lock()
+#: Held by this process's read-only warehouse connections (publish/io_manager.py): DuckDB
+#: refuses a read-only open of a file this process has open read-write, so a heartbeat
+#: skips its beat instead of making such an open fail.
+READ_ONLY_GUARD = threading.Lock()
 
 
 def lease_seconds() -> float:
@@ -184,8 +188,12 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if not READ_ONLY_GUARD.acquire(blocking=False):
+                continue  # a read-only connection of this process is open: next beat
             try:
                 with duckdb.connect(self.database) as conn:
                     renew(conn)
             except duckdb.Error as exc:  # held by another process: the next beat tries again
                 log.debug("lease heartbeat skipped: %s", exc)
+            finally:
+                READ_ONLY_GUARD.release()

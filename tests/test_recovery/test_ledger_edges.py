@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -248,3 +249,36 @@ def test_manifest_left_planned_by_a_killed_process_is_settled_by_recover_and_by_
         result = publish_partitions(conn, publish_request(REPLACE, "later", [D1], AS_OF))
         assert [(r.run_id, r.decision) for r in result.recoveries] == [("dead-2", "SAFE_TO_RETRY")]
         assert load_manifest(conn, "dead-2", REPLACE.name).status == RunStatus.FAILED
+
+
+def test_heartbeat_renews_the_lease_of_a_working_attempt_and_stops_with_it(
+    tmp_path: Path,
+) -> None:
+    import logging
+    from types import SimpleNamespace
+
+    from ecm_assets.manifest.lease import Heartbeat, load_lease
+    from ecm_assets.publish.io_manager import DuckDBPublishIOManager
+
+    warehouse = tmp_path / "w.duckdb"
+    io = DuckDBPublishIOManager(database=str(warehouse))
+    context = SimpleNamespace(log=logging.getLogger("test"))
+    with duckdb.connect(str(warehouse)) as conn:
+        manifest = _running(conn, "beating")
+        acquire(conn, manifest)
+        first = load_lease(conn, manifest)
+    with Heartbeat(warehouse, interval=0.05):
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        while datetime.now(UTC) < deadline:
+            # A read-only open in this process never collides with a beat's connection.
+            with io.connect(context, read_only=True) as conn:
+                renewed = load_lease(conn, manifest)
+            if renewed.renewed_at > first.renewed_at:
+                break
+            time.sleep(0.1)
+        assert renewed.renewed_at > first.renewed_at
+        assert renewed.expires_at > first.expires_at
+    release("beating", REPLACE.name, 1)
+    with duckdb.connect(str(warehouse)) as conn:
+        # Released: this process no longer works on it, so recovery may settle it at once.
+        assert recover(conn)[0].decision == "SAFE_TO_RETRY"
