@@ -145,6 +145,8 @@ class PublishResult:
     recoveries: tuple[RecoveryResult, ...] = ()
     held: bool = False
     blocked: tuple[str, ...] = ()
+    #: Business checksum of each published partition (ISO date), as the ledger records it.
+    checksums_by_partition: dict[str, str] = field(default_factory=dict)
 
 
 def _ddl_columns(contract: DatasetContract) -> list[str]:
@@ -921,6 +923,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         versions=versions,
         recoveries=tuple(recoveries),
         blocked=tuple(d.isoformat() for d in sorted(request.blocked)),
+        checksums_by_partition={d.isoformat(): per_partition[d][1] for d in sorted(per_partition)},
     )
 
 

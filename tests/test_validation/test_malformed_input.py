@@ -306,10 +306,15 @@ def test_missing_column_fails_the_run_and_publishes_nothing(corpus: Corpus) -> N
     assert out.manifest.reconciliation["status"] == "NOT_REACHED"
     assert "FAIL_RUN" in (out.manifest.status_detail or "")
 
-    [evaluation] = out.check_evaluations("landing_columns")
+    [evaluation] = out.check_evaluations("landing_columns")  # one per run
     assert evaluation.passed is False
-    assert evaluation.partition == PARTITION
+    assert evaluation.partition is None
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.blocking is True
+    [verdict] = out.check_evaluations("quality_gate")  # one per partition
+    assert (verdict.passed, verdict.partition) == (False, PARTITION)
+    assert verdict.severity == dg.AssetCheckSeverity.ERROR
+    assert verdict.metadata["failed_rules"].value["landing_columns"]["severity"] == "FAIL_RUN"
     assert bad_file in (evaluation.description or "")
 
 
@@ -342,8 +347,10 @@ def test_extra_columns_are_published_with_a_warning(corpus: Corpus) -> None:
 
     [evaluation] = out.check_evaluations("landing_columns")
     assert evaluation.passed is False
-    assert evaluation.partition == PARTITION
+    assert evaluation.partition is None
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    [verdict] = out.check_evaluations("quality_gate")
+    assert (verdict.passed, verdict.severity) == (False, dg.AssetCheckSeverity.WARN)
     assert csv_file in (evaluation.description or "")
     assert jsonl_file in (evaluation.description or "")
 
@@ -555,12 +562,18 @@ def test_day_quarantining_more_than_5_percent_is_blocked(corpus: Corpus) -> None
 
     [evaluation] = out.check_evaluations("quarantine_rate")
     assert evaluation.passed is False
-    assert evaluation.partition == PARTITION
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["value"].value == pytest.approx(0.2)
+    assert evaluation.metadata["failed_partitions"].value[PARTITION]["severity"] == (
+        "FAIL_PARTITION"
+    )
     [evaluation] = out.check_evaluations("schema")  # pandera rules report under schema
-    assert (evaluation.passed, evaluation.partition) == (False, PARTITION)
+    assert evaluation.passed is False
+    assert evaluation.metadata["failed_partitions"].value[PARTITION]["failed"] == 2
     assert evaluation.metadata["failed_rows"].value == 2
+    [verdict] = out.check_evaluations("quality_gate")
+    assert (verdict.passed, verdict.partition) == (False, PARTITION)
+    assert verdict.metadata["blocked"].value.startswith("quarantine_rate")
 
 
 # --------------------------------------------------------------------------- 9. hostile values
