@@ -386,18 +386,20 @@ def _records(a: np.ndarray, lines: _Lines, path: str) -> tuple[np.ndarray, np.nd
     return np.concatenate(firsts), np.concatenate(lasts), np.concatenate(brokens)
 
 
-def _commas_before(a: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """How many commas precede each of the sorted byte positions; scanned in bounded chunks."""
-    out = np.zeros(len(points), dtype=np.int64)
+def _commas_before(a: np.ndarray, *points: np.ndarray) -> list[np.ndarray]:
+    """How many commas precede each byte position of each sorted array; one chunked scan."""
+    outs = [np.zeros(len(p), dtype=np.int64) for p in points]
     total = 0
     step = 1 << 23
     for off in range(0, len(a), step):
         commas = np.flatnonzero(a[off : off + step] == 44) + off
-        i0, i1 = np.searchsorted(points, [off, off + step])
-        out[i0:i1] = total + np.searchsorted(commas, points[i0:i1])
+        for p, out in zip(points, outs, strict=True):
+            i0, i1 = np.searchsorted(p, [off, off + step])
+            out[i0:i1] = total + np.searchsorted(commas, p[i0:i1])
         total += len(commas)
-    out[points >= len(a)] = total
-    return out
+    for p, out in zip(points, outs, strict=True):
+        out[p >= len(a)] = total
+    return outs
 
 
 def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
@@ -407,7 +409,7 @@ def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
     names = list(columns)
     if not len(first):
         empty = _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], [])
-        return _Parsed(empty, [], {"lines": 0, "records": 0, "header_lines": 0})
+        return _Parsed(empty, [], {"lines": 0, "records": 0, "header_lines": 0, "blank_lines": 0})
     starts = lines.start[first]
     ends = lines.end[last]
     header_text = _text_of(body, int(starts[0]), int(ends[0]))
@@ -424,10 +426,10 @@ def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
 
     # Fields of each record: commas outside quoted fields, plus one.
     q = np.flatnonzero(a == 34)
-    points = np.unique(np.concatenate([starts, ends, q]))
-    before = _commas_before(a, points)
-    at = lambda pos: before[np.searchsorted(points, pos)]  # noqa: E731
-    fields = at(ends) - at(starts) + 1
+    # starts, ends and quote positions are each sorted: one scan counts commas before each.
+    at_start, at_end, at_quote = _commas_before(a, starts, ends, q)
+    fields = at_end - at_start + 1
+    del at_start, at_end
     if len(q) and count:
         rec = np.searchsorted(starts, q, side="right") - 1
         inside = (rec >= 0) & (q < ends[np.maximum(rec, 0)])
@@ -439,7 +441,7 @@ def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
         closers = openers + 1
         ok = closers < len(q)
         openers, closers = openers[ok], closers[ok]
-        spans = at(q[closers]) - at(q[openers])
+        spans = at_quote[closers] - at_quote[openers]
         fields -= np.bincount(rec[(rank & 1) == 0][ok], weights=spans, minlength=count).astype(
             np.int64
         )
@@ -460,7 +462,12 @@ def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
         width,
         path,
         extra,
-        stats={"lines": len(lines), "header_lines": header_lines},
+        stats={
+            "lines": len(lines),
+            "header_lines": header_lines,
+            "blank_lines": 0,  # a blank CSV line is a record of no fields: rejected
+            "lines_in_records": int((last - first + 1).sum()),
+        },
     )
 
 
@@ -609,7 +616,7 @@ def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
         return _Parsed(
             _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], []),
             [],
-            {"lines": 0, "records": 0, "blank_lines": 0},
+            {"lines": 0, "records": 0, "blank_lines": 0, "header_lines": 0},
         )
     offsets = np.append(lines.start, lines.end[-1])
     large = len(body) >= 1 << 31
@@ -715,7 +722,14 @@ def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
     return _Parsed(
         _assemble_json(table, names, rows + 1, errs, raws, types),
         list(extra),
-        {"lines": n, "records": len(rows), "blank_lines": blank, "rejected": len(errors)},
+        {
+            "lines": n,
+            "header_lines": 0,
+            "records": len(rows),
+            "lines_in_records": len(rows),
+            "blank_lines": blank,
+            "rejected": len(errors),
+        },
     )
 
 
@@ -733,6 +747,18 @@ def _assemble_json(
     kinds = pa.array(types if types is not None else [None] * len(lines), pa.string())
     table = table.append_column(JSON_TYPES_COLUMN, kinds)
     return table.append_column("_raw_text", pa.array(raws, pa.string()))
+
+
+def _check_accounting(path: str, stats: dict[str, Any]) -> None:
+    """Every physical line is the header, blank (JSONL), or inside exactly one record."""
+    accounted = stats["header_lines"] + stats["blank_lines"] + stats.get("lines_in_records", 0)
+    if accounted != stats["lines"]:
+        raise LandingReadError(
+            path,
+            f"landing file {path}: {stats['lines']} lines but only {accounted} accounted for "
+            "as header, blank or record lines; the file fails rather than lose lines",
+        )
+    stats.setdefault("lines_in_records", 0)
 
 
 def read_landing_files(
@@ -760,6 +786,7 @@ def read_landing_files(
             parsed = _read_csv(body, names, f.path)
         else:
             parsed = _read_jsonl(body, names, f.path)
+        _check_accounting(f.path, parsed.stats)
         if parsed.extra:
             issues.append({"file": f.path, "extra_columns": parsed.extra})
         accounts.append({"file": f.path, **parsed.stats})
