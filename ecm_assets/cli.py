@@ -5,20 +5,151 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import warnings
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 from ecm_assets.adapters.warehouse import connect, quote_ident
 from ecm_assets.contracts.dataset import Dataset
+
+# --------------------------------------------------------------------------- bad usage
+# One mechanism for every command: argument types that refuse hostile values before a
+# command runs, a parser that reports bad usage in one line, and one handler in main() that
+# turns any error into one line on stderr (exit 2 for bad usage, 1 for anything else).
+
+#: The longest value echoed back in an error line.
+_ECHO_CHARS = 120
+
+
+def one_line(text: object, limit: int = 400) -> str:
+    """`text` as one short printable line: whitespace runs collapsed, control characters
+    escaped, cut at `limit` characters."""
+    flat = " ".join(str(text)[: limit * 2].split())
+    flat = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in flat)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _echo(text: str) -> str:
+    return repr(one_line(text, _ECHO_CHARS))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as one line and exit 2, never a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date (YYYY-MM-DD)") from None
+        raise argparse.ArgumentTypeError(f"{_echo(text)} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    """An int argument in [low, high]: no negative limits or 20-digit numbers reach SQL."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_echo(text)} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{_echo(text)} is not between {low} and {high}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_between(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_echo(text)} is not a number") from None
+        if not low < value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{_echo(text)} is not in ({low:g}, {high:g}]")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _text(max_chars: int, what: str) -> Callable[[str], str]:
+    """Free text (a name, a note, a reason): one line, printable, at most `max_chars`, so
+    it cannot break table output or bloat the ledger."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{what} must not be empty")
+        if len(text) > max_chars:
+            raise argparse.ArgumentTypeError(
+                f"{what} has {len(text)} characters, more than {max_chars}"
+            )
+        if not text.isprintable():
+            raise argparse.ArgumentTypeError(
+                f"{what} {_echo(text)} holds a newline or control character; one line please"
+            )
+        return text.strip()
+
+    parse.__name__ = what
+    return parse
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def _run_id(text: str) -> str:
+    if not _RUN_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{_echo(text)} is not a run id")
+    return text
+
+
+def _path(text: str) -> str:
+    if not text or "\0" in text or len(text) > 4096:
+        raise argparse.ArgumentTypeError(f"{_echo(text)} is not a path")
+    return text
+
+
+def _url(text: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise argparse.ArgumentTypeError(f"{_echo(text)} is not an http(s) URL")
+    return text
+
+
+_ACTOR = _text(64, "--by")
+_NOTE = _text(1000, "note")
+_CODE = _text(64, "code")
+_VERSION = _int_between(1, 10**9)
+#: DuckDB's file header: the magic bytes sit at offset 8.
+_DUCKDB_MAGIC = b"DUCK"
+
+
+def existing_warehouse(path: Path) -> Path:
+    """`path` if it is an existing DuckDB file: only a publish creates a warehouse, so every
+    other command refuses a typo, a directory or a file that is not DuckDB's, untouched."""
+    if not path.exists():
+        raise LookupError(
+            f"warehouse {path} does not exist (only a publish creates one; check --warehouse "
+            "or run `make demo`)"
+        )
+    if not path.is_file():
+        raise LookupError(f"warehouse {path} is not a file")
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(12)
+    except OSError as exc:
+        raise LookupError(f"warehouse {path} cannot be read: {exc.strerror}") from None
+    if header[8:12] != _DUCKDB_MAGIC:
+        raise LookupError(f"warehouse {path} is not a DuckDB database file")
+    return path
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -103,9 +234,6 @@ def warehouse_summary(
 
 def cmd_summary(args: argparse.Namespace) -> int:
     database = _warehouse(args)
-    if not database.exists():
-        print(f"warehouse {database} does not exist yet: run `make demo` first", file=sys.stderr)
-        return 1
     rows = warehouse_summary(database, list(_datasets(args).values()))
     if args.json:
         print(json.dumps({"warehouse": str(database), "tables": rows}, indent=2))
@@ -135,6 +263,11 @@ def _locations(args: argparse.Namespace) -> list:
 
 
 def _warehouse(args: argparse.Namespace) -> Path:
+    """The existing warehouse the command reads or changes (existing_warehouse)."""
+    return existing_warehouse(_warehouse_path(args))
+
+
+def _warehouse_path(args: argparse.Namespace) -> Path:
     """--warehouse, else the one warehouse the location's IO manager publishes to."""
     if getattr(args, "warehouse", None):
         return Path(args.warehouse)
@@ -296,21 +429,56 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    from ecm_assets.manifest.ledger import load_manifests
     from ecm_assets.publish.recovery import recover
 
     _datasets(args)
-    with connect(_warehouse(args)) as conn:
+    with connect(_warehouse(args)) as conn, ExitStack() as stack:
         results = recover(conn, run_id=args.run_id, force=args.force)
-    rows = [
-        {
-            "run_id": r.run_id,
-            "asset": r.asset,
-            "was": r.previous_status,
-            "decision": str(r.decision),
-            "evidence": r.evidence,
-        }
-        for r in results
-    ]
+        rows = [
+            {
+                "run_id": r.run_id,
+                "asset": r.asset,
+                "was": r.previous_status,
+                "decision": str(r.decision),
+                "evidence": r.evidence,
+            }
+            for r in results
+        ]
+        if os.environ.get("DAGSTER_HOME"):
+            # Dagster's side of a dead run: its STARTED status and its pool slot, then the
+            # materializations the ledger's outbox still owes the instance.
+            import dagster as dg
+
+            from ecm_assets.operations.runs import settle_dagster_runs
+            from ecm_assets.publish.outbox import deliver_owed
+
+            instance = stack.enter_context(dg.DagsterInstance.get())
+            for s in settle_dagster_runs(conn, instance, run_id=args.run_id, force=args.force):
+                rows.append(
+                    {
+                        "run_id": s.run_id,
+                        "asset": "(dagster run)",
+                        "was": s.was,
+                        "decision": s.decision,
+                        "evidence": s.evidence,
+                    }
+                )
+            for d in deliver_owed(conn, instance):
+                rows.append(
+                    {
+                        "run_id": d.run_id,
+                        "asset": d.asset,
+                        "was": "PUBLISHED",
+                        "decision": "DAGSTER_EVENT_REPORTED" if d.reported else "OUTBOX_SETTLED",
+                        "evidence": f"reported {list(d.reported)}, already in Dagster "
+                        f"{list(d.already_in_dagster)}, superseded {list(d.superseded)}",
+                    }
+                )
+        # An unknown run id is refused as `ecm manifest` refuses it (after Dagster's side:
+        # a run killed before it planned a manifest still has a run to settle there).
+        if args.run_id and not rows and not load_manifests(conn, run_id=args.run_id):
+            raise LookupError(f"no manifest recorded for run {args.run_id}")
     _emit(args, rows, rows)
     return 0
 
@@ -512,6 +680,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         for name in selected:
             found[name][1].contract.partition_value(partition_key)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    if instance is not None:
+        from ecm_assets.operations.runs import refuse_dead_pool_holders
+
+        refuse_dead_pool_holders(instance, resources[IO_MANAGER_KEY].database)
     result = dg.materialize(
         list(defs.assets or []),
         selection=selected,
@@ -609,17 +781,22 @@ def _location_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ecm", description=__doc__)
+    parser = _Parser(prog="ecm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     location = _location_options()
 
     demo = sub.add_parser("demo-data", help="write deterministic demo landing + reference data")
     demo.add_argument("--start", type=_date, required=True, help="first business date")
     demo.add_argument("--end", type=_date, required=True, help="last business date (inclusive)")
-    demo.add_argument("--out", required=True, help="data directory (landing/ and reference/)")
-    demo.add_argument("--seed", type=int, default=7)
     demo.add_argument(
-        "--scale", type=float, default=1.0, help="cases per day x 3000 (175 ~ 1M rows/day)"
+        "--out", type=_path, required=True, help="data directory (landing/ and reference/)"
+    )
+    demo.add_argument("--seed", type=_int_between(0, 2**32 - 1), default=7)
+    demo.add_argument(
+        "--scale",
+        type=_float_between(0, 1000),
+        default=1.0,
+        help="cases per day x 3000 (175 ~ 1M rows/day)",
     )
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo_data)
@@ -627,88 +804,108 @@ def build_parser() -> argparse.ArgumentParser:
     summary = sub.add_parser(
         "summary", help="partitions and rows of every published table", parents=[location]
     )
-    summary.add_argument("--warehouse", help="DuckDB file (default: $ECM_WAREHOUSE)")
+    summary.add_argument("--warehouse", type=_path, help="DuckDB file (default: $ECM_WAREHOUSE)")
     summary.add_argument("--json", action="store_true")
     summary.set_defaults(func=cmd_summary)
 
     def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, parents=[location])
-        p.add_argument("--warehouse", help="DuckDB file (default: $ECM_WAREHOUSE)")
+        p.add_argument("--warehouse", type=_path, help="DuckDB file (default: $ECM_WAREHOUSE)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
         return p
 
     p = command("materialize", cmd_materialize, "materialize assets with lifecycle run tags")
-    p.add_argument("--select", required=True, help="comma-separated asset keys")
+    p.add_argument(
+        "--select", type=_text(2000, "--select"), required=True, help="comma-separated asset keys"
+    )
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--partition")
     target.add_argument("--partition-range", help="START...END (one run owns the range)")
-    p.add_argument("--restatement-reason", help="change a closed period (SOURCE_CORRECTION...)")
-    p.add_argument("--reason", help="reason code of new versions (LATE_DATA, BUG_FIX...)")
-    p.add_argument("--replay-of", help="recompute from the input boundary of this run")
+    p.add_argument(
+        "--restatement-reason", type=_CODE, help="change a closed period (SOURCE_CORRECTION...)"
+    )
+    p.add_argument(
+        "--reason", type=_CODE, help="reason code of new versions (LATE_DATA, BUG_FIX...)"
+    )
+    p.add_argument(
+        "--replay-of", type=_run_id, help="recompute from the input boundary of this run"
+    )
     p.add_argument(
         "--mode",
         choices=("replace", "restatement", "dry_run", "shadow", "compare_only"),
         help="backfill mode (docs/runbook.md); default replace",
     )
-    p.add_argument("--tag", action="append", help="extra run tag KEY=VALUE")
+    p.add_argument(
+        "--tag", type=_text(300, "--tag"), action="append", help="extra run tag KEY=VALUE"
+    )
     p = command("manifest", cmd_manifest, "list run manifests, or show one run's manifest")
-    p.add_argument("run_id", nargs="?")
+    p.add_argument("run_id", type=_run_id, nargs="?")
     p.add_argument("--asset")
     p = command("close", cmd_close, "close a published partition of a versioned asset")
     p.add_argument("asset")
     p.add_argument("partition")
-    p.add_argument("--by", default=os.environ.get("USER", "operator"), help="who closes it")
-    p.add_argument("--note")
+    p.add_argument(
+        "--by", type=_ACTOR, default=os.environ.get("USER", "operator"), help="who closes it"
+    )
+    p.add_argument("--note", type=_NOTE)
     p = command("versions", cmd_versions, "list the versions of a versioned asset")
     p.add_argument("asset")
     p.add_argument("partition", nargs="?")
     p = command("diff", cmd_diff, "rows and metrics that differ between two versions")
     p.add_argument("asset")
     p.add_argument("partition")
-    p.add_argument("old", type=int)
-    p.add_argument("new", type=int)
+    p.add_argument("old", type=_VERSION)
+    p.add_argument("new", type=_VERSION)
     p = command("rollback", cmd_rollback, "move a partition's current pointer back")
     p.add_argument("asset")
     p.add_argument("partition")
-    p.add_argument("--to", type=int, required=True, help="version to make current")
-    p.add_argument("--reason", required=True)
-    p.add_argument("--by", default=os.environ.get("USER", "operator"))
+    p.add_argument("--to", type=_VERSION, required=True, help="version to make current")
+    p.add_argument("--reason", type=_NOTE, required=True)
+    p.add_argument("--by", type=_ACTOR, default=os.environ.get("USER", "operator"))
     p = command("recover", cmd_recover, "settle runs a dead process left in flight")
-    p.add_argument("run_id", nargs="?")
+    p.add_argument("run_id", type=_run_id, nargs="?")
     p.add_argument(
         "--force", action="store_true", help="treat a RUNNING run as dead even if its pid is alive"
     )
     p = command("quarantine", cmd_quarantine, "rows quarantined for one partition, with reasons")
     p.add_argument("asset")
     p.add_argument("partition")
-    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--limit", type=_int_between(1, 1_000_000), default=1000)
     p.add_argument(
         "--blocked", action="store_true", help="rows of partitions the quality gate blocked"
     )
-    p.add_argument("--run", help="the rows one run judged (default: the current version's)")
+    p.add_argument(
+        "--run", type=_run_id, help="the rows one run judged (default: the current version's)"
+    )
     p = command("review", cmd_review, "runs held for manual review: list, approve, reject")
     p.add_argument("action", choices=["list", "approve", "reject"])
-    p.add_argument("run_id", nargs="?")
+    p.add_argument("run_id", type=_run_id, nargs="?")
     p.add_argument("--asset")
-    p.add_argument("--note", help="why (required to approve or reject)")
-    p.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decides")
+    p.add_argument("--note", type=_NOTE, help="why (required to approve or reject)")
+    p.add_argument(
+        "--by", type=_ACTOR, default=os.environ.get("USER", "operator"), help="who decides"
+    )
     p = command("impact", cmd_impact, "partitions a change reaches downstream; --launch backfills")
     p.add_argument("asset", help="the changed asset")
     p.add_argument("--from", dest="first", type=_date, required=True, help="first changed date")
     p.add_argument("--to", type=_date, help="last changed date (default: --from)")
     p.add_argument("--until", type=_date, help="last existing business date (default: yesterday)")
     p.add_argument("--launch", action="store_true", help="launch one backfill of the impact")
-    p.add_argument("--url", default="http://127.0.0.1:3000", help="Dagster webserver URL")
+    p.add_argument(
+        "--url", type=_url, default="http://127.0.0.1:3000", help="Dagster webserver URL"
+    )
     p.add_argument(
         "--mode", default="replace", help="backfill mode: replace (default), restatement, ..."
     )
-    p.add_argument("--reason", help="reason code of new versions (LATE_DATA, BUG_FIX...)")
-    p.add_argument("--restatement-reason", help="required by --mode restatement")
+    p.add_argument(
+        "--reason", type=_CODE, help="reason code of new versions (LATE_DATA, BUG_FIX...)"
+    )
+    p.add_argument("--restatement-reason", type=_CODE, help="required by --mode restatement")
     p = command("replay", cmd_replay, "recompute a run from its recorded input boundary")
-    p.add_argument("run_id")
+    p.add_argument("run_id", type=_run_id)
     p.add_argument("--asset")
-    p.add_argument("--data", help="data directory (default: $ECM_DATA_DIR)")
+    p.add_argument("--data", type=_path, help="data directory (default: $ECM_DATA_DIR)")
     from ecm_assets.sync.cli import add_sync_commands
 
     add_sync_commands(sub)
@@ -716,12 +913,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. Every failure is one line on stderr: exit 2 for bad usage and
+    refused input, 1 for anything unexpected (ECM_DEBUG=1 shows its traceback)."""
+    parser = build_parser()
     try:
-        return int(args.func(args))
-    except (ValueError, FileNotFoundError, LookupError, RuntimeError) as exc:
-        print(f"ecm {args.command}: {exc}", file=sys.stderr)
-        return 2
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or bad usage, already reported in one line
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Dagster's preview/beta notes are not errors
+            return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"ecm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("ECM_DEBUG") == "1":
+            raise
+        usage = isinstance(exc, _USAGE_ERRORS) or type(exc).__module__.startswith(
+            ("duckdb", "dagster")
+        )
+        what = one_line(exc) if usage else f"{type(exc).__name__}: {one_line(exc)}"
+        print(f"ecm {args.command}: {what or type(exc).__name__}", file=sys.stderr)
+        return 2 if usage else 1
+
+
+#: Errors that mean the command was asked something it refuses (bad usage, unknown names,
+#: missing or locked files, refused state changes); they exit 2.
+_USAGE_ERRORS = (ValueError, LookupError, OSError, RuntimeError, TypeError)
 
 
 if __name__ == "__main__":

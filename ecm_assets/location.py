@@ -25,7 +25,12 @@ from ecm_assets.operations.schedules import (
     build_monthly_schedule,
 )
 from ecm_assets.operations.sensors import build_landing_sensors
-from ecm_assets.orchestration.factory import IO_MANAGER_KEY, build_assets
+from ecm_assets.orchestration.factory import (
+    IO_MANAGER_KEY,
+    build_assets,
+    build_mode_jobs,
+    build_source_assets,
+)
 from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager
 
@@ -124,8 +129,11 @@ def build_definitions(
         ],
         ecm_run_failure_alert,
     ]
+    assets = build_assets(all_datasets)
     location = dg.Definitions(
-        assets=build_assets(all_datasets),
+        assets=[*build_source_assets(all_datasets), *assets],
+        # dry_run_daily, shadow_monthly, ...: the non-publishing backfill modes, by name.
+        jobs=build_mode_jobs(assets),
         schedules=schedules,
         sensors=sensors,
         resources={

@@ -85,6 +85,15 @@ def test_definitions_load_and_validate() -> None:
         "case_priority_mix_daily",
         "sync_historical_sync_001",
         "sync_source/sync_historical_sync_001",
+        # External source assets: lineage starts at the landing files and reference data.
+        "landing/case_events",
+        "reference/org_hierarchy",
+        "reference/sla_calendar",
+    }
+    upstream = graph.get(dg.AssetKey("case_events")).parent_keys
+    assert upstream == {
+        dg.AssetKey(["landing", "case_events"]),
+        dg.AssetKey(["reference", "org_hierarchy"]),
     }
 
 

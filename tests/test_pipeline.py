@@ -114,16 +114,21 @@ def test_partition_counts_metadata_reconcile(pipeline) -> None:
         if e.asset_key == dg.AssetKey("case_events")
     ]
     assert len(events) == (DEMO_END - DEMO_START).days + 1  # one per partition of the range
-    meta = events[0].materialization.metadata
-    read = meta["input_rows"].value
-    accepted, quarantined = meta["accepted_rows"].value, meta["quarantined_rows"].value
-    assert read == accepted + quarantined + meta["duplicate_rows"].value
-    assert accepted == meta["published_rows"].value
-    assert meta["quality_decision"].value == "QUARANTINE_RECORDS"
-    boundary = meta["input_boundary"].value
-    assert len(boundary["landing_files"]) == meta["landing_files"].value > 0
-    assert all(len(f["sha256"]) == 64 and f["size_bytes"] > 0 for f in boundary["landing_files"])
-    assert {r["name"] for r in boundary["reference"]} == {"org_hierarchy"}
+    for event in events:
+        meta = event.materialization.metadata
+        read = meta["input_rows"].value
+        accepted, quarantined = meta["accepted_rows"].value, meta["quarantined_rows"].value
+        assert read == accepted + quarantined + meta["duplicate_rows"].value
+        # The partition's own figures: what it published, not the run's total.
+        assert accepted == meta["dagster/row_count"].value
+        boundary = meta["input_boundary"].value
+        assert boundary["partitions"] == [event.partition]
+        assert meta["landing_files"].value > 0
+        assert meta["landing_digest"].value.startswith("sha256:")
+        assert set(boundary["reference"]) == {"org_hierarchy"}
+    assert events[0].materialization.metadata["quality_decision"].value == "QUARANTINE_RECORDS"
+    rows = [e.materialization.metadata["dagster/row_count"].value for e in events]
+    assert len(set(rows)) > 1  # days differ, so their counts do
 
 
 def _calendars(root: Path) -> list[tuple[date, str, dict]]:

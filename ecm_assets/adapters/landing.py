@@ -407,7 +407,7 @@ def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
     names = list(columns)
     if not len(first):
         empty = _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], [])
-        return _Parsed(empty, [], {"lines": 0, "records": 0, "header_lines": 0})
+        return _Parsed(empty, [], {"lines": 0, "records": 0, "header_lines": 0, "blank_lines": 0})
     starts = lines.start[first]
     ends = lines.end[last]
     header_text = _text_of(body, int(starts[0]), int(ends[0]))
@@ -460,7 +460,12 @@ def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
         width,
         path,
         extra,
-        stats={"lines": len(lines), "header_lines": header_lines},
+        stats={
+            "lines": len(lines),
+            "header_lines": header_lines,
+            "blank_lines": 0,  # a blank CSV line is a record of no fields: rejected
+            "lines_in_records": int((last - first + 1).sum()),
+        },
     )
 
 
@@ -609,7 +614,7 @@ def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
         return _Parsed(
             _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], []),
             [],
-            {"lines": 0, "records": 0, "blank_lines": 0},
+            {"lines": 0, "records": 0, "blank_lines": 0, "header_lines": 0},
         )
     offsets = np.append(lines.start, lines.end[-1])
     large = len(body) >= 1 << 31
@@ -715,7 +720,14 @@ def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
     return _Parsed(
         _assemble_json(table, names, rows + 1, errs, raws, types),
         list(extra),
-        {"lines": n, "records": len(rows), "blank_lines": blank, "rejected": len(errors)},
+        {
+            "lines": n,
+            "header_lines": 0,
+            "records": len(rows),
+            "lines_in_records": len(rows),
+            "blank_lines": blank,
+            "rejected": len(errors),
+        },
     )
 
 
@@ -733,6 +745,18 @@ def _assemble_json(
     kinds = pa.array(types if types is not None else [None] * len(lines), pa.string())
     table = table.append_column(JSON_TYPES_COLUMN, kinds)
     return table.append_column("_raw_text", pa.array(raws, pa.string()))
+
+
+def _check_accounting(path: str, stats: dict[str, Any]) -> None:
+    """Every physical line is the header, blank (JSONL), or inside exactly one record."""
+    accounted = stats["header_lines"] + stats["blank_lines"] + stats.get("lines_in_records", 0)
+    if accounted != stats["lines"]:
+        raise LandingReadError(
+            path,
+            f"landing file {path}: {stats['lines']} lines but only {accounted} accounted for "
+            "as header, blank or record lines; the file fails rather than lose lines",
+        )
+    stats.setdefault("lines_in_records", 0)
 
 
 def read_landing_files(
@@ -760,6 +784,7 @@ def read_landing_files(
             parsed = _read_csv(body, names, f.path)
         else:
             parsed = _read_jsonl(body, names, f.path)
+        _check_accounting(f.path, parsed.stats)
         if parsed.extra:
             issues.append({"file": f.path, "extra_columns": parsed.extra})
         accounts.append({"file": f.path, **parsed.stats})

@@ -15,6 +15,8 @@ CASE_HISTORY_DAYS = 30
 ROLLING_WINDOW_DAYS = 30
 #: The daily schedule recomputes this many business days before its tick date (lookback).
 SCHEDULE_LOOKBACK_DAYS = 3
+#: Who answers for the case-SLA datasets (shown as owners in the Dagster UI).
+OWNERS = ("team:enforcement-analytics",)
 #: Daily metrics start only from case events published within this many hours.
 UPSTREAM_MAX_AGE_HOURS = 24.0
 #: First business date of the case-SLA data (the demo generates from here): the partitions
@@ -28,17 +30,22 @@ CASE_EVENTS = DatasetContract(
         "typed, deduplicated, corrections applied; bad rows quarantined with a reason."
     ),
     columns=(
-        Column("event_id", "VARCHAR", nullable=False),
-        Column("case_id", "VARCHAR", nullable=False),
-        Column("event_type", "VARCHAR", nullable=False),
-        Column("event_ts", "TIMESTAMPTZ", nullable=False),
-        Column("business_date", "DATE", nullable=False),
-        Column("unit_id", "VARCHAR", nullable=False),
+        Column("event_id", "VARCHAR", nullable=False, description="source event id (unique)"),
+        Column("case_id", "VARCHAR", nullable=False, description="enforcement case"),
+        Column(
+            "event_type",
+            "VARCHAR",
+            nullable=False,
+            description="opened, assigned, escalated, resolved or reopened",
+        ),
+        Column("event_ts", "TIMESTAMPTZ", nullable=False, description="when it happened (UTC)"),
+        Column("business_date", "DATE", nullable=False, description="UTC date of event_ts"),
+        Column("unit_id", "VARCHAR", nullable=False, description="unit handling the case"),
         Column("region", "VARCHAR", nullable=False, description="owning region at event time"),
-        Column("priority", "VARCHAR", nullable=False),
-        Column("ingest_date", "DATE", nullable=False),
-        Column("source_file", "VARCHAR", nullable=False),
-        Column("source_line", "BIGINT", nullable=False),
+        Column("priority", "VARCHAR", nullable=False, description="P1 (highest) to P4"),
+        Column("ingest_date", "DATE", nullable=False, description="landing date of its file"),
+        Column("source_file", "VARCHAR", nullable=False, description="landing file it came from"),
+        Column("source_line", "BIGINT", nullable=False, description="physical line in that file"),
     ),
     partition_column="business_date",
     grain="daily",
@@ -47,6 +54,7 @@ CASE_EVENTS = DatasetContract(
     reference=("org_hierarchy",),
     group="case_sla",
     start=PARTITIONS_START,
+    owners=OWNERS,
 )
 
 DAILY_METRICS = DatasetContract(
@@ -83,6 +91,7 @@ DAILY_METRICS = DatasetContract(
     reference=("sla_calendar",),
     group="case_sla",
     start=PARTITIONS_START,
+    owners=OWNERS,
 )
 
 ROLLING_30D = DatasetContract(
@@ -108,6 +117,7 @@ ROLLING_30D = DatasetContract(
     upstream=(Upstream("case_sla_daily_metrics", lookback_partitions=ROLLING_WINDOW_DAYS - 1),),
     group="case_sla",
     start=PARTITIONS_START,
+    owners=OWNERS,
 )
 
 MONTHLY_REPORT = DatasetContract(
@@ -133,4 +143,5 @@ MONTHLY_REPORT = DatasetContract(
     upstream=(Upstream("case_sla_daily_metrics"),),
     group="case_sla",
     start=PARTITIONS_START,
+    owners=OWNERS,
 )

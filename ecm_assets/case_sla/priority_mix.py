@@ -38,6 +38,7 @@ CONTRACT = DatasetContract(
     upstream=(Upstream("case_events"),),
     group="case_sla",
     start="2026-09-01",
+    owners=("team:enforcement-analytics",),
 )
 
 

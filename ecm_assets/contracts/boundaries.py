@@ -24,6 +24,14 @@ class LandingFile:
 
 
 @dataclass(frozen=True)
+class IgnoredLandingEntry:
+    """A landing-zone name the boundary did not read (`*.CSV`, `notes.txt`), and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ReferenceBinding:
     """A pinned reference-data snapshot and the temporal policy that chose it."""
 
@@ -62,6 +70,8 @@ class InputBoundary:
     landing_files: tuple[LandingFile, ...] = ()
     reference: tuple[ReferenceBinding, ...] = ()
     upstream: tuple[UpstreamRead, ...] = field(default=())
+    #: Names in the landing zone that were not read; reported, not part of the snapshot id.
+    ignored_landing: tuple[IgnoredLandingEntry, ...] = ()
 
     @property
     def snapshot_id(self) -> str:
@@ -110,6 +120,9 @@ class InputBoundary:
                     r["policy"],
                 )
                 for r in data.get("reference", [])
+            ),
+            ignored_landing=tuple(
+                IgnoredLandingEntry(e["path"], e["reason"]) for e in data.get("ignored_landing", [])
             ),
             upstream=tuple(
                 UpstreamRead(

@@ -104,6 +104,8 @@ class DatasetContract:
     #: IANA name of the zone whose calendar days are the business dates (partition keys,
     #: the landing sensor's date attribution, schedule ticks).
     timezone: str = "UTC"
+    #: Who answers for the dataset (Dagster owners: an email or "team:NAME").
+    owners: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._validate_partitioning()

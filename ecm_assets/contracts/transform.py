@@ -122,6 +122,79 @@ class ParsedTimestamps:
     problem: pd.Series
 
 
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+
+
+def _iso8601_utc(values: pd.Series) -> pd.DatetimeIndex:
+    """`pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")`, with the
+    canonical shapes `YYYY-MM-DDTHH:MM:SSZ` and `...SS+HH:MM` read from the Arrow bytes by
+    integer arithmetic; every other value (and any that fails the strict checks: digits,
+    month, day of month, hour, minute, second, year 1700-2200) is parsed by pandas, so the
+    result is the same instant or NaT that pandas alone would give."""
+    n = len(values)
+    out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    done = np.zeros(n, dtype=bool)
+    arr = text_array(values) if n else None
+    data_buf = arr.buffers()[2] if arr is not None else None
+    if arr is not None and data_buf is not None and data_buf.size:
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+        data = np.frombuffer(data_buf, dtype=np.uint8)
+        lengths = np.diff(offsets)
+        valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        rows = np.flatnonzero(valid & ((lengths == 20) | (lengths == 25)))
+        if len(rows):
+            pos = np.minimum(offsets[rows][:, None] + np.arange(25), len(data) - 1)
+            b = data[pos].astype(np.int64)
+            d = b - 48
+            long = lengths[rows] == 25
+            ok = ((d[:, _DIGITS] >= 0) & (d[:, _DIGITS] <= 9)).all(axis=1)
+            ok &= (b[:, 4] == 45) & (b[:, 7] == 45) & (b[:, 10] == 84)  # - - T
+            ok &= (b[:, 13] == 58) & (b[:, 16] == 58)  # : :
+            short_zone = b[:, 19] == 90  # Z
+            sign = np.where(b[:, 19] == 43, 1, np.where(b[:, 19] == 45, -1, 0))
+            zd = d[:, [20, 21, 23, 24]]
+            long_zone = (sign != 0) & (b[:, 22] == 58) & ((zd >= 0) & (zd <= 9)).all(axis=1)
+            ok &= np.where(long, long_zone, short_zone)
+            year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
+            month = d[:, 5] * 10 + d[:, 6]
+            day = d[:, 8] * 10 + d[:, 9]
+            hour, minute, second = (d[:, i] * 10 + d[:, i + 1] for i in (11, 14, 17))
+            oh = np.where(long, zd[:, 0] * 10 + zd[:, 1], 0)
+            om = np.where(long, zd[:, 2] * 10 + zd[:, 3], 0)
+            leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+            ok &= (year >= 1700) & (year <= 2200) & (month >= 1) & (month <= 12)
+            month_days = _DAYS_IN_MONTH[np.clip(month, 0, 12)] + ((month == 2) & leap)
+            ok &= (day >= 1) & (day <= month_days) & (hour <= 23) & (minute <= 59)
+            ok &= (second <= 59) & (oh <= 14) & (om <= 59)
+            # days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm
+            y = year - (month <= 2)
+            era = y // 400
+            yoe = y - era * 400
+            doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+            doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+            days = era * 146097 + doe - 719468
+            seconds = days * 86400 + hour * 3600 + minute * 60 + second
+            seconds -= np.where(long, sign * (oh * 3600 + om * 60), 0)
+            good = rows[ok]
+            out[good] = seconds[ok] * 1_000_000_000
+            done[good] = True
+    result = pd.DatetimeIndex(out.view("datetime64[ns]")).tz_localize("UTC")
+    rest = np.flatnonzero(~done & values.notna().to_numpy())
+    if len(rest) == 0:
+        return result
+    parsed = pd.to_datetime(values.iloc[rest], utc=True, errors="coerce", format="ISO8601")
+    if bool((pd.Series(parsed).notna().to_numpy() & ~has_zone(values.iloc[rest])).any()):
+        # pandas reads a value without a zone by the offset of the value before it: only the
+        # whole column gives exactly its result then.
+        return pd.DatetimeIndex(
+            pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+        ).as_unit("ns")
+    merged = pd.Series(result)
+    merged.iloc[rest] = pd.DatetimeIndex(parsed).as_unit("ns")
+    return pd.DatetimeIndex(merged)
+
+
 def parse_timestamps(values: pd.Series, rule: TimestampRule | None = None) -> ParsedTimestamps:
     """RFC 3339 / ISO 8601 text as UTC instants, vectorized.
 
@@ -131,7 +204,7 @@ def parse_timestamps(values: pd.Series, rule: TimestampRule | None = None) -> Pa
     `year_out_of_range`, anything else that is not an instant `unparseable`.
     """
     index = values.index
-    ts = pd.Series(pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601"), index=index)
+    ts = pd.Series(_iso8601_utc(values), index=index)
     present = values.notna().to_numpy()
     failed = np.flatnonzero(present & ts.isna().to_numpy())
     if len(failed):

@@ -1,8 +1,18 @@
 """The run manifest ledger: tables in the warehouse, so a publish and its ledger entry commit
 together and can never disagree.
 
-One manifest per (run, asset). Every status change is appended to `status_history`, so the
-ledger shows when each state was entered, not only the last one.
+One manifest per (run, asset, attempt). A FAILED attempt is terminal and stays as it is: a retry
+under the same Dagster run id (a step retry) is a new attempt with the next number, the way
+Spring Batch keeps one JobInstance and a new JobExecution per try. Readers get the latest
+attempt of each (run, asset) unless they ask for all of them. Every status change is appended
+to `status_history`, so the ledger shows when each state was entered, not only the last one.
+
+Liveness is a lease, not a pid: the process that owns an attempt renews `run_lease` while it
+works (publish/lease.py); recovery treats an attempt as alive while its lease is unexpired,
+unless the attempt's own host proves its process is gone.
+
+The outbox: `dagster_event` is set to OWED in the transaction that publishes, and cleared
+only once the Dagster instance is known to hold the materialization (publish/outbox.py).
 """
 
 from __future__ import annotations
@@ -25,6 +35,10 @@ log = logging.getLogger(__name__)
 LEDGER_SCHEMA = "ecm_ledger"
 MANIFEST_TABLE = f'"{LEDGER_SCHEMA}"."run_manifest"'
 HISTORY_TABLE = f'"{LEDGER_SCHEMA}"."status_history"'
+LEASE_TABLE = f'"{LEDGER_SCHEMA}"."run_lease"'
+#: Outbox values of `dagster_event`: the publish owes Dagster its materialization events.
+EVENT_OWED = "OWED"
+EVENT_DELIVERED = "DELIVERED"
 
 _JSON_FIELDS = (
     "parameters",
@@ -38,6 +52,7 @@ _TIME_FIELDS = ("planned_at", "input_locked_at", "started_at", "finished_at")
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("run_id", "VARCHAR NOT NULL"),
     ("asset", "VARCHAR NOT NULL"),
+    ("attempt", "INTEGER NOT NULL DEFAULT 1"),
     ("code_version", "VARCHAR"),
     ("mode", "VARCHAR"),
     ("parameters", "VARCHAR"),
@@ -55,15 +70,22 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("pid", "BIGINT"),
     ("host", "VARCHAR"),
     ("updated_at", "TIMESTAMPTZ NOT NULL"),
+    ("dagster_event", "VARCHAR"),
 )
+#: Columns added after the first ledger was written: added in place to older ledgers.
+_ADDED_COLUMNS = ("attempt", "dagster_event")
 
 
 #: Fields only the state machine itself writes.
-_MANAGED_FIELDS = frozenset({"run_id", "asset", "status", "status_detail", "updated_at"})
+_MANAGED_FIELDS = frozenset({"run_id", "asset", "attempt", "status", "status_detail", "updated_at"})
 
 
 class ManifestNotFoundError(LookupError):
     """No manifest is recorded for the run (and asset) asked for."""
+
+
+class ManifestInFlightError(RuntimeError):
+    """A new attempt was asked for while the latest attempt is not settled."""
 
 
 @dataclass
@@ -72,6 +94,7 @@ class Manifest:
 
     run_id: str
     asset: str
+    attempt: int = 1
     status: RunStatus = RunStatus.PLANNED
     code_version: str | None = None
     mode: str | None = None
@@ -89,6 +112,8 @@ class Manifest:
     pid: int | None = None
     host: str | None = None
     updated_at: datetime | None = None
+    #: Outbox: OWED while the Dagster materialization of a publish may be missing.
+    dagster_event: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -111,8 +136,27 @@ def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (run_id VARCHAR NOT NULL, asset VARCHAR "
         "NOT NULL, from_status VARCHAR, to_status VARCHAR NOT NULL, "
-        "recorded_at TIMESTAMPTZ NOT NULL, detail VARCHAR)"
+        "recorded_at TIMESTAMPTZ NOT NULL, detail VARCHAR, attempt INTEGER)"
     )
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {LEASE_TABLE} (run_id VARCHAR NOT NULL, asset VARCHAR NOT "
+        "NULL, attempt INTEGER NOT NULL, owner VARCHAR NOT NULL, host VARCHAR, pid BIGINT, "
+        "renewed_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL)"
+    )
+    present = {
+        name
+        for (name,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND "
+            "table_name = 'run_manifest'",
+            [LEDGER_SCHEMA],
+        ).fetchall()
+    }
+    types = dict(_COLUMNS)
+    for name in _ADDED_COLUMNS:
+        if name not in present:
+            sql_type = types[name].replace(" NOT NULL", "")
+            conn.execute(f'ALTER TABLE {MANIFEST_TABLE} ADD COLUMN "{name}" {sql_type}')
+    conn.execute(f"ALTER TABLE {HISTORY_TABLE} ADD COLUMN IF NOT EXISTS attempt INTEGER")
 
 
 def _encode(name: str, value: Any) -> Any:
@@ -124,41 +168,68 @@ def _encode(name: str, value: Any) -> Any:
 
 
 def plan(conn: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manifest:
-    """Record a new run as PLANNED. A rerun of the same Dagster run id starts a new attempt."""
+    """Record a new attempt as PLANNED: attempt 1 of a new run, or the next attempt of a run
+    whose latest attempt ended without publishing. A FAILED attempt is never changed."""
     ensure_ledger(conn)
     manifest.status = RunStatus.PLANNED
     manifest.planned_at = manifest.planned_at or now()
     manifest.updated_at = manifest.planned_at
     manifest.pid = manifest.pid or os.getpid()
     manifest.host = manifest.host or socket.gethostname()
+    manifest.dagster_event = None
     existing = conn.execute(
-        f"SELECT status FROM {MANIFEST_TABLE} WHERE run_id = ? AND asset = ?",
+        f"SELECT attempt, status FROM {MANIFEST_TABLE} WHERE run_id = ? AND asset = ? "
+        "ORDER BY attempt DESC LIMIT 1",
         [manifest.run_id, manifest.asset],
     ).fetchone()
+    manifest.attempt = 1
     if existing is not None:
-        if RunStatus(existing[0]) == RunStatus.PUBLISHED:
+        attempt, status = int(existing[0] or 1), RunStatus(existing[1])
+        if status == RunStatus.PUBLISHED:
             raise ValueError(
                 f"run {manifest.run_id} already published {manifest.asset}; a new publish needs "
                 "a new run"
             )
-        # Dagster re-executes a failed step under the same run id: that attempt replaces the
-        # manifest, and the history keeps both.
-        conn.execute(
-            f"DELETE FROM {MANIFEST_TABLE} WHERE run_id = ? AND asset = ?",
-            [manifest.run_id, manifest.asset],
-        )
+        if status == RunStatus.HELD:
+            raise ManifestInFlightError(
+                f"run {manifest.run_id} {manifest.asset} attempt {attempt} is HELD for review; "
+                "approve or reject it (`ecm review`)"
+            )
+        if status not in TERMINAL:
+            # The caller decided the earlier attempt is over (runs settle it through
+            # recovery first, and refuse while its lease is alive): it ends FAILED.
+            transition(
+                conn,
+                manifest.run_id,
+                manifest.asset,
+                RunStatus.FAILED,
+                detail=f"superseded by attempt {attempt + 1} of the same run",
+                finished_at=now(),
+            )
+        # Dagster re-executes a failed step under the same run id: a new attempt, the
+        # failed one stays as evidence.
+        manifest.attempt = attempt + 1
     names = [n for n, _ in _COLUMNS]
     conn.execute(
         f"INSERT INTO {MANIFEST_TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
         [_encode(n, getattr(manifest, n)) for n in names],
     )
-    _history(conn, manifest.run_id, manifest.asset, None, RunStatus.PLANNED, None)
+    _history(
+        conn,
+        manifest.run_id,
+        manifest.asset,
+        None,
+        RunStatus.PLANNED,
+        None if manifest.attempt == 1 else f"attempt {manifest.attempt}",
+        manifest.attempt,
+    )
     return manifest
 
 
-def _history(conn, run_id, asset, from_status, to_status, detail) -> None:
+def _history(conn, run_id, asset, from_status, to_status, detail, attempt) -> None:
     conn.execute(
-        f"INSERT INTO {HISTORY_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO {HISTORY_TABLE} (run_id, asset, from_status, to_status, recorded_at, "
+        "detail, attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
             run_id,
             asset,
@@ -166,6 +237,7 @@ def _history(conn, run_id, asset, from_status, to_status, detail) -> None:
             str(to_status),
             now(),
             detail,
+            attempt,
         ],
     )
 
@@ -179,13 +251,16 @@ def transition(
     detail: str | None = None,
     **fields: Any,
 ) -> RunStatus:
-    """Move a manifest to `target`, refusing illegal moves; records fields and history."""
+    """Move the latest attempt of a manifest to `target`, refusing illegal moves; records
+    fields and history."""
     row = conn.execute(
-        f"SELECT status FROM {MANIFEST_TABLE} WHERE run_id = ? AND asset = ?", [run_id, asset]
+        f"SELECT status, attempt FROM {MANIFEST_TABLE} WHERE run_id = ? AND asset = ? "
+        "ORDER BY attempt DESC LIMIT 1",
+        [run_id, asset],
     ).fetchone()
     if row is None:
         raise ManifestNotFoundError(f"no manifest for run {run_id} asset {asset}")
-    current = RunStatus(row[0])
+    current, attempt = RunStatus(row[0]), int(row[1] or 1)
     check_transition(current, target)
     settable = {n for n, _ in _COLUMNS} - _MANAGED_FIELDS
     unknown = set(fields) - settable
@@ -197,11 +272,22 @@ def transition(
     assignments = {"status": str(target), "status_detail": detail, "updated_at": now(), **fields}
     sets = ", ".join(f'"{k}" = ?' for k in assignments)
     conn.execute(
-        f"UPDATE {MANIFEST_TABLE} SET {sets} WHERE run_id = ? AND asset = ?",
-        [*(_encode(k, v) for k, v in assignments.items()), run_id, asset],
+        f"UPDATE {MANIFEST_TABLE} SET {sets} WHERE run_id = ? AND asset = ? AND attempt = ?",
+        [*(_encode(k, v) for k, v in assignments.items()), run_id, asset, attempt],
     )
-    _history(conn, run_id, asset, current, target, detail)
+    _history(conn, run_id, asset, current, target, detail, attempt)
     return target
+
+
+def set_dagster_event(
+    conn: duckdb.DuckDBPyConnection, run_id: str, asset: str, attempt: int, value: str | None
+) -> None:
+    """Outbox bookkeeping on one attempt; no status change."""
+    conn.execute(
+        f"UPDATE {MANIFEST_TABLE} SET dagster_event = ? WHERE run_id = ? AND asset = ? AND "
+        "attempt = ?",
+        [value, run_id, asset, attempt],
+    )
 
 
 def _decode(row: Mapping[str, Any]) -> Manifest:
@@ -212,6 +298,7 @@ def _decode(row: Mapping[str, Any]) -> Manifest:
     values["output_boundary"] = values.get("output_boundary") or []
     values["parameters"] = values.get("parameters") or {}
     values["status"] = RunStatus(values["status"])
+    values["attempt"] = int(values.get("attempt") or 1)
     return Manifest(**values)
 
 
@@ -221,7 +308,10 @@ def load_manifests(
     run_id: str | None = None,
     asset: str | None = None,
     statuses: Iterable[RunStatus] | None = None,
+    all_attempts: bool = False,
 ) -> list[Manifest]:
+    """The latest attempt of each (run, asset) matching the filters; every attempt with
+    `all_attempts`. Status filters apply to the latest attempt."""
     exists = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
         "table_name = 'run_manifest'",
@@ -229,6 +319,7 @@ def load_manifests(
     ).fetchone()[0]
     if not exists:
         return []
+    ensure_ledger_columns(conn)
     where, params = [], []
     if run_id is not None:
         where.append("run_id = ?")
@@ -240,9 +331,13 @@ def load_manifests(
         wanted = [str(s) for s in statuses]
         where.append("list_contains(?::VARCHAR[], status)")
         params.append(wanted)
+    latest = (
+        "" if all_attempts else "QUALIFY attempt = max(attempt) OVER (PARTITION BY run_id, asset)"
+    )
+    source = f"(SELECT * FROM {MANIFEST_TABLE} {latest})"
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     cursor = conn.execute(
-        f"SELECT * FROM {MANIFEST_TABLE} {clause} ORDER BY planned_at, asset", params
+        f"SELECT * FROM {source} {clause} ORDER BY planned_at, asset, attempt", params
     )
     names = [d[0] for d in cursor.description]
     return [_decode(dict(zip(names, r, strict=True))) for r in cursor.fetchall()]
@@ -262,6 +357,28 @@ def load_manifest(
             f"run {run_id} has manifests for several assets ({assets}); name the asset"
         )
     return found[0]
+
+
+def ensure_ledger_columns(conn: duckdb.DuckDBPyConnection) -> None:
+    """Reading a ledger written before `attempt` existed: add the columns if the file is
+    writable; a read-only reader of such a ledger sees every row as attempt 1."""
+    present = {
+        name
+        for (name,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND "
+            "table_name = 'run_manifest'",
+            [LEDGER_SCHEMA],
+        ).fetchall()
+    }
+    if all(name in present for name in _ADDED_COLUMNS):
+        return
+    try:
+        ensure_ledger(conn)
+    except duckdb.Error as exc:
+        raise RuntimeError(
+            "the run ledger predates attempts and outbox columns; open it once read-write "
+            f"(e.g. `ecm recover`) to upgrade it: {exc}"
+        ) from exc
 
 
 def status_history(conn: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:

@@ -59,6 +59,9 @@ LEGAL_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 IN_FLIGHT = frozenset(
     {RunStatus.RUNNING, RunStatus.VALIDATING, RunStatus.COMMITTING, RunStatus.UNKNOWN}
 )
+#: Every state a live attempt passes through: recovery settles any of them whose lease died
+#: (PLANNED and INPUT_LOCKED too: a process killed before staging still leaves a manifest).
+UNSETTLED = IN_FLIGHT | {RunStatus.PLANNED, RunStatus.INPUT_LOCKED}
 TERMINAL = frozenset(
     {
         RunStatus.PUBLISHED,

@@ -2,9 +2,10 @@
 they touch, routed by correction class (operations/triggers.py).
 
 Its cursor (the sha256 and partitions of every file seen) is saved by Dagster together with
-the run requests of the same tick, and every request carries a run key derived from the
-changed files' bytes: a tick repeated after a crash asks for the same runs, which Dagster
-launches once.
+the run requests of the same tick, and every request carries a run key made of the cursor's
+change sequence and the changed files' bytes: a tick repeated after a crash asks for the same
+runs, which Dagster launches once, while a later change that restores earlier bytes (v1, v2,
+v1) or re-adds a deleted file is a new change event with a new key.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from ecm_assets.operations.triggers import (
     OPEN_WINDOW,
     PublishedIndex,
     change_digest,
+    change_run_key,
     classify,
     dump_cursor,
     load_cursor,
+    load_sequence,
     scan,
 )
 from ecm_assets.orchestration.factory import (
@@ -77,9 +80,11 @@ def schedule_running(instance: dg.DagsterInstance, name: str | None) -> bool:
 def landing_run_requests(
     dataset: Dataset,
     by_class: dict[str, list[date]],
-    digest: str,
+    change: str,
 ) -> list[dg.RunRequest]:
-    """One run per contiguous range of each class; closed periods become held restatements."""
+    """One run per contiguous range of each class; closed periods become held restatements.
+
+    `change` identifies the change event (`change_run_key`): it prefixes every run key."""
     requests = []
     key = dg.AssetKey(dataset.contract.name)
     for cls in (LOOKBACK, CLOSED_PERIOD):
@@ -87,7 +92,7 @@ def landing_run_requests(
             tags = {
                 TRIGGER_TAG: "landing_sensor",
                 CORRECTION_CLASS_TAG: cls,
-                LANDING_CHANGE_TAG: digest,
+                LANDING_CHANGE_TAG: change,
             }
             if cls == CLOSED_PERIOD:
                 tags[RESTATEMENT_TAG] = CORRECTION_REASON
@@ -100,7 +105,7 @@ def landing_run_requests(
                 tags[PARTITION_RANGE_END_TAG] = last.isoformat()
             requests.append(
                 dg.RunRequest(
-                    run_key=f"landing:{digest}:{cls}:{first.isoformat()}..{last.isoformat()}",
+                    run_key=f"landing:{change}:{cls}:{first.isoformat()}..{last.isoformat()}",
                     asset_selection=[key],
                     partition_key=partition_key,
                     tags=tags,
@@ -182,7 +187,8 @@ def build_landing_sensor(
                 timezone=contract.timezone,
             )
             by_class.setdefault(cls, []).append(day)
-        digest = change_digest(changes, remembered)
+        sequence = load_sequence(context.cursor) + 1
+        change = change_run_key(sequence, change_digest(changes, remembered))
         for c in changes:
             context.log.info(
                 f"{c.kind} landing file {c.path}: partitions "
@@ -196,8 +202,8 @@ def build_landing_sensor(
                 f"{', '.join(d.isoformat() for d in by_class[OPEN_WINDOW])}"
             )
         return dg.SensorResult(
-            run_requests=landing_run_requests(dataset, by_class, digest),
-            cursor=dump_cursor(remembered),
+            run_requests=landing_run_requests(dataset, by_class, change),
+            cursor=dump_cursor(remembered, sequence),
         )
 
     return _sensor

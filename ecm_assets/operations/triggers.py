@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from ecm_assets.adapters.landing import LandingReadError, list_landing_files, read_landing_files
+from ecm_assets.adapters.landing import LandingReadError, read_landing_files, scan_landing_zone
 from ecm_assets.adapters.warehouse import connect, quote_ident
 from ecm_assets.contracts.boundaries import LandingFile
 from ecm_assets.contracts.dataset import DatasetContract, LandingSource
@@ -67,12 +67,20 @@ def load_cursor(text: str | None) -> dict[str, SeenFile]:
     }
 
 
-def dump_cursor(seen: Mapping[str, SeenFile]) -> str:
+def load_sequence(text: str | None) -> int:
+    """How many change events the cursor has seen: the next one is numbered one higher."""
+    if not text:
+        return 0
+    return int(json.loads(text).get("sequence", 0))
+
+
+def dump_cursor(seen: Mapping[str, SeenFile], sequence: int = 0) -> str:
     return json.dumps(
         {
             "files": {
                 p: [f.sha256, [d.isoformat() for d in f.dates]] for p, f in sorted(seen.items())
-            }
+            },
+            "sequence": sequence,
         },
         separators=(",", ":"),
     )
@@ -170,9 +178,21 @@ def scan(
     """New, changed and deleted files since `seen`, and what to remember now; timestamps
     are read by the dataset's declared `time_rule`, as the transform reads them. With
     `index`, a file's dates include those of the published rows it supersedes."""
-    current = {f.path: f for f in list_landing_files(root, source.name, date.min, date.max)}
+    listing = scan_landing_zone(root, source.name, date.min, date.max)
+    current = {f.path: f for f in listing.files}
     changes: list[FileChange] = []
     remembered: dict[str, SeenFile] = {}
+    # Names not read are reported once (and again if their reason changes): an ignored name
+    # touches no partition; a refused entry (a symlink out of the root) is never read, and
+    # requests its ingest date, whose run fails naming it.
+    skipped = [("ignored", e) for e in listing.ignored] + [("refused", e) for e in listing.refused]
+    for kind, entry in skipped:
+        marker = f"{kind}:{entry.reason}"
+        dates = (entry.ingest_date,) if kind == "refused" and entry.ingest_date else ()
+        before = seen.get(entry.path)
+        remembered[entry.path] = SeenFile(marker, dates)
+        if before is None or before.sha256 != marker:
+            changes.append(FileChange(entry.path, kind, dates, entry.reason))
     for path, f in current.items():
         before = seen.get(path)
         if before is not None and before.sha256 == f.sha256:
@@ -185,7 +205,7 @@ def scan(
         changes.append(FileChange(path, kind, dates, note))
         remembered[path] = SeenFile(f.sha256, dates)
     for path, before in seen.items():
-        if path not in current:
+        if path not in current and path not in remembered:
             changes.append(FileChange(path, "deleted", before.dates))
     return changes, remembered
 
@@ -217,8 +237,22 @@ def classify(
 
 
 def change_digest(changes: Iterable[FileChange], seen: Mapping[str, SeenFile]) -> str:
-    """A stable id of a set of changes: the same files with the same bytes give the same id."""
+    """A stable id of a set of changes: the same files with the same bytes give the same id.
+
+    Not unique over time (a file flipped back to earlier bytes repeats it): run keys pair it
+    with the cursor's change sequence (`change_run_key`)."""
     parts = sorted(
         f"{c.kind}:{c.path}:{seen[c.path].sha256 if c.path in seen else '-'}" for c in changes
     )
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def change_run_key(sequence: int, digest: str) -> str:
+    """The id of one change event: the cursor's sequence number, then the changed bytes.
+
+    Dagster launches a run key once and silently drops a repeat. The sequence is counted in
+    the cursor, which Dagster saves with the tick's requests, so the same tick evaluated again
+    (a crash before the cursor was saved) gives the same key, and every later change event,
+    even one that restores bytes seen before, gives a new one.
+    """
+    return f"{sequence}:{digest}"

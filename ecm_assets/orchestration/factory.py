@@ -11,15 +11,20 @@ This is the only orchestration code a dataset needs. The asset:
    blocked partitions and a hold for manual review go to the IO manager,
 5. hands rows, rejects and boundary to the publish IO manager, which stages, checks and swaps.
 
-The run manifest records each step: PLANNED when the step starts, INPUT_LOCKED with the
-boundary, RUNNING before the transform, FAILED if anything raises; the IO manager takes it
-from there to PUBLISHED.
+The run manifest records each step: PLANNED when the step starts (a step retry is a new
+attempt; one whose run already published succeeds by reporting that publish), INPUT_LOCKED
+with the boundary, RUNNING before the transform, FAILED if anything raises; the IO manager
+takes it from there to PUBLISHED. The step holds a lease on its attempt, renewed by a
+heartbeat, so recovery elsewhere knows it is alive (manifest/lease.py).
 """
 
 import dataclasses
+import hashlib
+import os
+import socket
 import warnings
 from collections.abc import Iterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,11 +33,13 @@ import pandas as pd
 
 from ecm_assets.adapters.landing import LandingReadError
 from ecm_assets.contracts.boundaries import InputBoundary
-from ecm_assets.contracts.dataset import Dataset, DatasetContract
+from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, Dataset, DatasetContract
+from ecm_assets.contracts.periods import shift
 from ecm_assets.contracts.quality import Drift, Severity
-from ecm_assets.contracts.registry import register
-from ecm_assets.contracts.transform import PartitionWindow, TransformResult
-from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, plan, transition
+from ecm_assets.contracts.registry import contract_for, register
+from ecm_assets.contracts.transform import PartitionWindow, TransformResult, month_days
+from ecm_assets.manifest.lease import Heartbeat, release
+from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, transition
 from ecm_assets.manifest.states import RunStatus
 from ecm_assets.orchestration.checks import check_evaluations, check_specs
 from ecm_assets.orchestration.inputs import (
@@ -51,12 +58,18 @@ from ecm_assets.orchestration.retries import (
     raise_for_retry_policy,
 )
 from ecm_assets.publish.closed_periods import continues_reviewed_correction, guarded_partitions
-from ecm_assets.publish.io_manager import DuckDBPublishIOManager, StagedOutput
+from ecm_assets.publish.io_manager import (
+    AlreadyPublished,
+    DuckDBPublishIOManager,
+    StagedOutput,
+    manifest_locator,
+)
 from ecm_assets.publish.modes import (
     NON_PUBLISHING_MODES,
     EvaluationResult,
     evaluate_without_publishing,
 )
+from ecm_assets.publish.outbox import begin_attempt
 from ecm_assets.publish.protocol import PublishRequest, read_partitions
 from ecm_assets.publish.versions import closed_partitions, parse_reason
 from ecm_assets.validation.gate import Decision, Finding, GateResult, failure_result, judge
@@ -80,6 +93,9 @@ REVIEW_TAG = "ecm/review"
 #: Concurrency pool of every step that writes the warehouse: DuckDB admits one writing
 #: process, so dagster.yaml limits this pool to one step at a time across all runs.
 WAREHOUSE_POOL = "ecm_duckdb_warehouse"
+#: Run tag naming the process working on a run ("host:pid"): how `ecm recover` tells a dead
+#: run from a live one in Dagster (operations/runs.py).
+WORKER_TAG = "ecm/worker"
 
 
 def _partition_mapping(lookback: int) -> dg.TimeWindowPartitionMapping | None:
@@ -90,39 +106,129 @@ def _partition_mapping(lookback: int) -> dg.TimeWindowPartitionMapping | None:
     )
 
 
-def _counts_metadata(counts: pd.DataFrame | None, gate: GateResult) -> dict[str, dg.MetadataValue]:
-    """Run totals as numbers Dagster plots, plus a per-partition table."""
-    meta: dict[str, dg.MetadataValue] = {
-        name: dg.MetadataValue.int(int(value))
-        for name, value in gate.reconciliation.get("totals", {}).items()
-    }
-    meta["failed_checks"] = dg.MetadataValue.int(len(gate.failures))
-    if counts is not None:
-        for name in ("corrections_applied", "late_arrivals"):
-            if name in counts.columns:
-                meta[name] = dg.MetadataValue.int(int(counts[name].sum()))
-    rows = gate.reconciliation.get("per_partition", {})
-    cols = ["input", "accepted", "quarantined", "duplicate"]
-    lines = ["| partition | " + " | ".join(cols) + " | published |", "|---" * (len(cols) + 2) + "|"]
-    for p, entry in rows.items():
-        published = (
-            "no: " + gate.blocked[date.fromisoformat(p)]
-            if date.fromisoformat(p) in gate.blocked
-            else "yes"
-        )
-        lines.append(f"| {p} | " + " | ".join(str(entry[c]) for c in cols) + f" | {published} |")
-    meta["partition_counts"] = dg.MetadataValue.md("\n".join(lines))
-    warnings_ = [f for f in gate.failures if not f.severity.blocks]
-    if warnings_:
-        meta["quality_warnings"] = dg.MetadataValue.md(
-            "\n".join(
-                f"- **{f.severity}** `{f.rule}` "
-                f"[{f.partition.isoformat() if f.partition else 'run'}]: {f.message}"
-                for f in warnings_[:50]
+#: Most quality warnings listed on one partition's materialization (all are in the manifest).
+LISTED_WARNINGS = 20
+
+
+def column_schema(contract: DatasetContract) -> dg.TableSchema:
+    """The contract's columns (with descriptions and NOT NULL) as Dagster's column schema."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c.name,
+                c.sql_type,
+                description=c.description or None,
+                constraints=dg.TableColumnConstraints(nullable=c.nullable),
             )
+            for c in contract.columns
+        ]
+        + [
+            dg.TableColumn(name, sql_type, description="provenance: publishing run / input lock")
+            for name, sql_type in PROVENANCE_COLUMNS
+        ]
+    )
+
+
+def _digest(parts: list[str]) -> str:
+    return "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def partition_boundary(
+    contract: DatasetContract,
+    partition: date,
+    boundary: InputBoundary,
+    kwargs: Mapping[str, object],
+    upstream: list[UpstreamFrame],
+) -> dict[str, object]:
+    """One partition's own input boundary: its landing files (count and digest), the
+    reference versions pinned for its days and the upstream runs of the rows it read."""
+    out: dict[str, object] = {"partitions": [partition.isoformat()]}
+    days = [partition] if contract.grain == "daily" else month_days(partition)
+    if contract.landing is not None:
+        until = days[-1] + timedelta(days=contract.landing.lateness_days)
+        files = [f for f in boundary.landing_files if partition <= f.ingest_date <= until]
+        out["landing_files"] = len(files)
+        out["landing_digest"] = _digest(sorted(f"{f.path}:{f.sha256}" for f in files))
+    for name in contract.reference:
+        pinned = kwargs.get(name)
+        if isinstance(pinned, Mapping):
+            versions = {pinned[d].binding.version for d in days if d in pinned}
+            out.setdefault("reference", {})[name] = sorted(versions)  # type: ignore[index]
+    reads = []
+    for u, up in zip(contract.upstream, upstream, strict=True):
+        first = shift(partition, contract.grain, -u.lookback_partitions)
+        frame = up.frame
+        column = contract_for(u.dataset).partition_column
+        if len(frame) and column in frame.columns:
+            values = pd.to_datetime(frame[column]).dt.date
+            mask = (values >= first) & (values <= days[-1])
+            run_ids = sorted(frame.loc[mask, "run_id"].dropna().unique().tolist())
+            rows = int(mask.sum())
+        else:
+            run_ids, rows = [], 0
+        reads.append(
+            {
+                "dataset": u.dataset,
+                "first_partition": max(first, up.first_partition).isoformat(),
+                "last_partition": min(partition, up.last_partition).isoformat(),
+                "rows": rows,
+                "run_ids": run_ids,
+            }
         )
-    meta["quality_decision"] = dg.MetadataValue.text(str(gate.decision))
-    return meta
+    if reads:
+        out["upstream"] = reads
+    return out
+
+
+def partition_metadata(
+    contract: DatasetContract,
+    window: PartitionWindow,
+    boundary: InputBoundary,
+    kwargs: Mapping[str, object],
+    upstream: list[UpstreamFrame],
+    counts: pd.DataFrame | None,
+    gate: GateResult,
+) -> dict[date, dict[str, object]]:
+    """Each partition's own counts, quality and boundary summary, for its materialization."""
+    reconciliation = gate.reconciliation.get("per_partition", {})
+    failures: dict[date | None, list[Finding]] = {}
+    for f in gate.failures:
+        failures.setdefault(f.partition, []).append(f)
+    out: dict[date, dict[str, object]] = {}
+    for p in window.partitions:
+        meta: dict[str, object] = {}
+        entry = reconciliation.get(p.isoformat(), {})
+        for name in ("input", "accepted", "quarantined", "duplicate", "blocked"):
+            if name in entry:
+                meta[f"{name}_rows"] = dg.MetadataValue.int(int(entry[name]))
+        if counts is not None and p in counts.index:
+            for name in ("corrections_applied", "late_arrivals"):
+                if name in counts.columns:
+                    meta[name] = dg.MetadataValue.int(int(counts.loc[p, name]))
+        failed = [*failures.get(None, []), *failures.get(p, [])]
+        worst = max((f.severity for f in failed), key=lambda s: s.rank, default=None)
+        meta["failed_checks"] = dg.MetadataValue.int(len(failed))
+        meta["quality"] = str(worst) if worst else "PASSED"
+        warned = [f for f in failed if not f.severity.blocks]
+        if warned:
+            lines = [
+                f"- **{f.severity}** `{f.rule}`"
+                f"{'' if f.partition else ' (whole run)'}: {f.message}"
+                for f in warned[:LISTED_WARNINGS]
+            ]
+            if len(warned) > LISTED_WARNINGS:
+                lines.append(
+                    f"- ... {len(warned) - LISTED_WARNINGS} more of {len(warned)} "
+                    "(all of them in the run manifest)"
+                )
+            meta["quality_warnings"] = dg.MetadataValue.md("\n".join(lines))
+        own = partition_boundary(contract, p, boundary, kwargs, upstream)
+        for name in ("landing_files", "landing_digest"):
+            if name in own:
+                meta[name] = own.pop(name)
+        meta["input_boundary"] = dg.MetadataValue.json(own)
+        out[p] = meta
+    return out
 
 
 def _record_failure(
@@ -257,7 +363,7 @@ def _observe(
             )
         if evaluation.shadow_table:
             metadata["shadow_table"] = evaluation.shadow_table
-        metadata["manifest"] = f"ecm manifest {context.run_id} --asset {context.asset_key.path[-1]}"
+        metadata["manifest"] = manifest_locator(context.run_id, context.asset_key.path[-1])
         context.log_event(
             dg.AssetObservation(asset_key=context.asset_key, partition=key, metadata=metadata)
         )
@@ -281,29 +387,39 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
     if contract.reference:
         resource_keys.add("reference")
 
-    @dg.asset(
+    # A multi_asset of one asset, so that jobs may select it without its checks (can_subset):
+    # the non-publishing mode jobs do, see build_mode_jobs.
+    @dg.multi_asset(
         name=contract.name,
-        description=contract.description,
+        outs={
+            contract.name: dg.AssetOut(
+                description=contract.description,
+                # dry_run, shadow and compare_only publish nothing: no materialization.
+                is_required=False,
+                io_manager_key=IO_MANAGER_KEY,
+                group_name=contract.group,
+                code_version=contract.code_version,
+                kinds={"duckdb", "pandas"},
+                tags={"ecm/publish_mode": contract.publish_mode, **contract.tags},
+                owners=list(contract.owners) or None,
+                metadata={
+                    "dagster/table_name": f"{contract.schema}.{contract.name}",
+                    "dagster/column_schema": column_schema(contract),
+                    "ecm/partition_column": contract.partition_column,
+                    "ecm/business_key": ", ".join(contract.business_key),
+                    "ecm/publish_mode": contract.publish_mode,
+                },
+            )
+        },
         ins=ins,
+        deps=_source_keys(contract),
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        # dry_run, shadow and compare_only publish nothing, so they yield no materialization.
-        output_required=False,
         retry_policy=RETRY_POLICY,
-        io_manager_key=IO_MANAGER_KEY,
         required_resource_keys=resource_keys,
-        group_name=contract.group,
-        code_version=contract.code_version,
-        kinds={"duckdb", "pandas"},
         pool=WAREHOUSE_POOL,
         check_specs=check_specs(contract, dataset.quality, partitions),
-        tags={"ecm/publish_mode": contract.publish_mode, **contract.tags},
-        metadata={
-            "ecm/table": f"{contract.schema}.{contract.name}",
-            "ecm/partition_column": contract.partition_column,
-            "ecm/business_key": ", ".join(contract.business_key),
-            "ecm/publish_mode": contract.publish_mode,
-        },
+        can_subset=True,
     )
     def _asset(
         context: dg.AssetExecutionContext, **upstream: pd.DataFrame
@@ -332,11 +448,47 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             parameters={k: v for k, v in tags.items() if k.startswith(("ecm/", "dagster/"))},
             output_boundary=[d.isoformat() for d in window.partitions],
         )
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        if context.run.tags.get(WORKER_TAG) != worker:
+            context.instance.add_run_tags(context.run_id, {WORKER_TAG: worker})
         try:
             with warehouse.connect(context) as conn:
-                plan(conn, manifest)
+                published = begin_attempt(conn, manifest, context.instance)
         except Exception as exc:
             raise_for_retry_policy(exc, f"{contract.name}: cannot record the run manifest")
+        if published is not None:
+            # A step retry after this run's attempt committed: the publish stands, and the
+            # step succeeds by reporting it again instead of failing "already published".
+            context.log.info(
+                f"run {context.run_id} already published {contract.name} (attempt "
+                f"{published.attempt}); reporting that publish, not recomputing"
+            )
+            yield from _yield_check_outputs(
+                context, {k.name for k in context.selected_asset_check_keys}
+            )
+            yield dg.Output(AlreadyPublished(published))
+            return
+        # The lease says "alive" to recovery elsewhere for as long as this attempt works.
+        heartbeat = Heartbeat(warehouse.database).start()
+        try:
+            yield from _attempt(context, upstream, warehouse, manifest, window, keys, tags)
+        finally:
+            heartbeat.stop()
+            release(manifest.run_id, manifest.asset, manifest.attempt)
+
+    def _attempt(
+        context: dg.AssetExecutionContext,
+        upstream: dict[str, pd.DataFrame],
+        warehouse: DuckDBPublishIOManager,
+        manifest: Manifest,
+        window: PartitionWindow,
+        keys: tuple[str, ...],
+        tags: dict[str, str],
+    ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
+        """Lock inputs, transform, judge, stage: the work of one leased attempt."""
+        mode = manifest.mode
+        restatement_reason = tags.get(RESTATEMENT_TAG) or None
+        replay_of = tags.get(REPLAY_TAG) or None
         try:
             # A bad reason code fails before any compute, listing the valid codes.
             for tag in (RESTATEMENT_TAG, REASON_TAG):
@@ -390,12 +542,16 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                     RunStatus.RUNNING,
                     started_at=datetime.now(UTC),
                 )
+            for observation in source_observations(contract, boundary):
+                context.log_event(observation)
             context.log.info(
                 f"input boundary locked: {boundary.snapshot_id}, {len(boundary.landing_files)} "
                 f"landing files, reference "
                 f"{[f'{b.name}@{b.version}' for b in boundary.reference]}"
                 + (f" (replay of run {replay_of})" if replay_of else "")
             )
+            for entry in boundary.ignored_landing:
+                context.log.warning(f"landing entry {entry.path} ignored: {entry.reason}")
             result = run_transform(dataset, kwargs)
             gate = _judge(context, warehouse, dataset, window, result, kwargs)
             if tags.get(REVIEW_TAG) == "closed_periods":
@@ -439,19 +595,17 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             if not f.severity.blocks:
                 where = f.partition.isoformat() if f.partition else "run"
                 context.log.warning(f"quality {f.severity} {f.rule} [{where}]: {f.message}")
-        metadata = {
-            "partitions": dg.MetadataValue.int(len(window.partitions)),
-            "snapshot_id": boundary.snapshot_id,
-            "input_locked_at": boundary.locked_at.isoformat(),
-            "landing_files": dg.MetadataValue.int(len(boundary.landing_files)),
-            "input_boundary": dg.MetadataValue.json(boundary.to_json()),
-            "mode": mode,
-            **_counts_metadata(result.counts, gate),
-        }
         if not publishing:
             yield from _yield_check_outputs(context, selected)
-            _evaluate_only(context, warehouse, contract, mode, window, boundary, gate, tags)
+            _evaluate_only(
+                context, warehouse, contract, mode, window, boundary, gate, tags, manifest
+            )
             return
+        # Shared by every partition's materialization: small, run-level facts only.
+        metadata = {
+            "snapshot_id": boundary.snapshot_id,
+            "quality_decision": str(gate.decision),
+        }
         staged = StagedOutput(
             contract,
             gate.accepted,
@@ -465,9 +619,13 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             quality=gate.to_json(),
             blocked=dict(gate.blocked),
             hold=gate.decision == Decision.MANUAL_REVIEW,
+            partition_metadata=partition_metadata(
+                contract, window, boundary, kwargs, frames, result.counts, gate
+            ),
+            attempt=manifest.attempt,
         )
         yield from _yield_check_outputs(context, selected)
-        yield dg.Output(staged, metadata=metadata)
+        yield dg.Output(staged, output_name=contract.name, metadata=metadata)
 
     return _asset
 
@@ -490,6 +648,7 @@ def _evaluate_only(
     boundary: InputBoundary,
     gate: GateResult,
     tags: Mapping[str, str],
+    manifest: Manifest,
 ) -> None:
     """dry_run, compare_only, shadow: judge and diff, write the manifest (and the shadow)."""
     partition_keys = {contract.partition_value(k): k for k in context.partition_keys}
@@ -516,6 +675,7 @@ def _evaluate_only(
         durable_staging=False,
         blocked=dict(gate.blocked),
         quality=gate.to_json(),
+        attempt=manifest.attempt,
     )
     try:
         with warehouse.connect(context) as conn:
@@ -555,6 +715,149 @@ def _evaluate_only(
             },
             allow_retries=False,
         )
+
+
+#: Partition cadence of a time-window partitions definition, for job names.
+_CADENCE = {"0 0 * * *": "daily", "0 0 1 * *": "monthly", "0 * * * *": "hourly"}
+
+
+def mode_job_name(mode: str, assets_def: dg.AssetsDefinition) -> str:
+    """The named job that runs an asset in a non-publishing backfill mode."""
+    partitions_def = assets_def.partitions_def
+    cron = getattr(partitions_def, "cron_schedule", None)
+    return f"{mode}_{_CADENCE.get(cron or '', assets_def.key.path[-1])}"
+
+
+def build_mode_jobs(assets: list[dg.AssetsDefinition]) -> list:
+    """One named job per non-publishing mode and partitioning: dry_run_daily, shadow_monthly...
+
+    They make the modes discoverable in the UI (Jobs list; a backfill from the job's
+    Partitions tab) and keep their runs honest: the mode is a job tag, so no typo reaches a
+    run, and the asset checks are not selected, so a run that publishes nothing never replaces
+    the check results of the published data. A backfill of such a job ends "Completed" when
+    its runs succeed; a non-publishing run materializes nothing, which an asset backfill of
+    the dataset itself would count as failed partitions.
+    """
+    # A job has one partitions definition: datasets partitioned alike share the jobs.
+    groups: dict[dg.PartitionsDefinition | None, list[dg.AssetsDefinition]] = {}
+    for a in assets:
+        groups.setdefault(a.partitions_def, []).append(a)
+    jobs = []
+    taken: set[str] = set()
+    for members in groups.values():
+        names = [a.key.path[-1] for a in members]
+        suffix = "" if mode_job_name("", members[0]) not in taken else f"_{names[0]}"
+        taken.add(mode_job_name("", members[0]))
+        for mode in NON_PUBLISHING_MODES:
+            jobs.append(
+                dg.define_asset_job(
+                    name=mode_job_name(mode, members[0]) + suffix,
+                    selection=dg.AssetSelection.assets(*names).without_checks(),
+                    partitions_def=members[0].partitions_def,
+                    tags={BACKFILL_MODE_TAG: mode, TRIGGER_TAG: f"{mode}_job"},
+                    description=_MODE_HELP[mode] + f" Assets: {', '.join(names)}.",
+                )
+            )
+    return jobs
+
+
+_MODE_HELP = {
+    "dry_run": "dry_run: compute, judge and diff against what is published; publish nothing "
+    "(the diff is on the asset's observations and in the run manifest).",
+    "compare_only": "compare_only: like dry_run, reporting only which partitions would change.",
+    "shadow": "shadow: write the candidate output to a shadow table next to the published one "
+    "for side-by-side queries; consumers' tables are untouched.",
+}
+
+
+def landing_asset_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(["landing", source])
+
+
+def reference_asset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["reference", name])
+
+
+def _source_keys(contract: DatasetContract) -> list[dg.AssetKey]:
+    keys = [landing_asset_key(contract.landing.name)] if contract.landing else []
+    return keys + [reference_asset_key(r) for r in contract.reference]
+
+
+def build_source_assets(datasets: list[Dataset] | tuple[Dataset, ...]) -> list[dg.AssetSpec]:
+    """Landing sources and reference datasets as external assets, so lineage starts where the
+    data does; every run that locks them records what it saw as their observation."""
+    specs: dict[dg.AssetKey, dg.AssetSpec] = {}
+    for d in datasets:
+        c = d.contract
+        if c.landing is not None:
+            key = landing_asset_key(c.landing.name)
+            specs.setdefault(
+                key,
+                dg.AssetSpec(
+                    key,
+                    description=f"Landing files of source {c.landing.name!r} "
+                    f"(landing/{c.landing.name}/ingest_date=YYYY-MM-DD/), columns "
+                    f"{', '.join(c.landing.columns)}; a file may carry business dates up to "
+                    f"{c.landing.lateness_days} days before its ingest date. External: "
+                    "written by the source systems, observed by the runs that lock them.",
+                    group_name="sources",
+                    kinds={"file"},
+                    owners=list(c.owners) or None,
+                ),
+            )
+        for name in c.reference:
+            key = reference_asset_key(name)
+            specs.setdefault(
+                key,
+                dg.AssetSpec(
+                    key,
+                    description=f"Reference dataset {name!r}: immutable versioned snapshots "
+                    f"(reference/{name}/<version>/), pinned per business date by the runs "
+                    "that read them. External: published by its owners.",
+                    group_name="sources",
+                    kinds={"file"},
+                    owners=list(c.owners) or None,
+                ),
+            )
+    return list(specs.values())
+
+
+def source_observations(
+    contract: DatasetContract, boundary: InputBoundary
+) -> list[dg.AssetObservation]:
+    """What a run's input lock saw of its sources: files (count, bytes, digest) and the
+    reference versions pinned. One observation per source per run."""
+    out = []
+    if contract.landing is not None:
+        files = boundary.landing_files
+        out.append(
+            dg.AssetObservation(
+                asset_key=landing_asset_key(contract.landing.name),
+                metadata={
+                    "files_seen": dg.MetadataValue.int(len(files)),
+                    "bytes_seen": dg.MetadataValue.int(sum(f.size_bytes for f in files)),
+                    "files_digest": _digest(sorted(f"{f.path}:{f.sha256}" for f in files)),
+                    "ingest_dates": f"{min(f.ingest_date for f in files)}.."
+                    f"{max(f.ingest_date for f in files)}"
+                    if files
+                    else "none",
+                    "read_by": contract.name,
+                },
+            )
+        )
+    for name in contract.reference:
+        versions = sorted({b.version for b in boundary.reference if b.name == name})
+        out.append(
+            dg.AssetObservation(
+                asset_key=reference_asset_key(name),
+                metadata={
+                    "versions_pinned": ", ".join(versions) or "none",
+                    "snapshots": dg.MetadataValue.int(len(versions)),
+                    "read_by": contract.name,
+                },
+            )
+        )
+    return out
 
 
 def build_assets(datasets: list[Dataset] | tuple[Dataset, ...]) -> list[dg.AssetsDefinition]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ecm_assets.adapters.landing import list_landing_files, read_landing_files
+from ecm_assets.adapters.landing import read_landing_files, scan_landing_zone
 from ecm_assets.adapters.reference import pin_snapshots
-from ecm_assets.contracts.boundaries import InputBoundary, UpstreamRead
+from ecm_assets.contracts.boundaries import IgnoredLandingEntry, InputBoundary, UpstreamRead
 from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, Dataset, DatasetContract
 from ecm_assets.contracts.transform import PartitionWindow, TransformResult, month_days
 
@@ -62,20 +62,23 @@ def lock_inputs(
     contract = dataset.contract
     kwargs: dict[str, object] = {"window": window}
     files = ()
+    ignored: tuple[IgnoredLandingEntry, ...] = ()
     if contract.landing is not None:
         if landing_root is None:
             raise ValueError(f"dataset {contract.name} reads landing files: no landing root")
         if recorded is not None:
             files = recorded.landing_files
+            ignored = recorded.ignored_landing
         else:
-            files = tuple(
-                list_landing_files(
-                    landing_root,
-                    contract.landing.name,
-                    window.first,
-                    window.last + timedelta(days=contract.landing.lateness_days),
-                )
+            listing = scan_landing_zone(
+                landing_root,
+                contract.landing.name,
+                window.first,
+                window.last + timedelta(days=contract.landing.lateness_days),
             )
+            listing.raise_for_refused()  # e.g. a symlink out of the root: never read
+            files = tuple(listing.files)
+            ignored = tuple(IgnoredLandingEntry(e.path, e.reason) for e in listing.ignored)
     bindings = {}
     for name in contract.reference:
         if reference_root is None:
@@ -118,6 +121,7 @@ def lock_inputs(
         partitions=partition_keys,
         locked_at=locked_at,
         landing_files=files,
+        ignored_landing=ignored,
         reference=tuple(bindings[k] for k in sorted(bindings)),
         upstream=tuple(reads),
     )

@@ -1,7 +1,8 @@
 """Named failpoints in the publish protocol, so crash and error paths are tested for real.
 
 `ECM_FAILPOINTS="publish.after_delete"` raises at that point; `name=kill` SIGKILLs the
-process there (used by crash-recovery tests). Unset in production, each point costs one
+process there (used by crash-recovery tests); `name=timeout` raises a TimeoutError, which the
+retry policy treats as transient (a step retry). Unset in production, each point costs one
 environment lookup.
 """
 
@@ -27,4 +28,6 @@ def failpoint(name: str) -> None:
             continue
         if action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if action == "timeout":
+            raise TimeoutError(f"injected transient fault at {name}")
         raise InjectedFault(f"injected fault at {name}")

@@ -8,6 +8,7 @@ windows, with the `run_id` that published each row so the reader can record it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -20,6 +21,8 @@ from ecm_assets.adapters.warehouse import connect
 from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import DatasetContract
 from ecm_assets.contracts.registry import contract_for
+from ecm_assets.manifest.lease import READ_ONLY_GUARD
+from ecm_assets.manifest.ledger import MANIFEST_TABLE, Manifest
 from ecm_assets.orchestration.retries import raise_for_retry_policy
 from ecm_assets.publish.protocol import (
     PublishRequest,
@@ -27,6 +30,7 @@ from ecm_assets.publish.protocol import (
     publish_partitions,
     read_partitions,
 )
+from ecm_assets.publish.versions import closed_partition, current_version
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,19 @@ class StagedOutput:
     blocked: dict[date, str] = field(default_factory=dict)
     #: MANUAL_REVIEW: keep the validated rows for `ecm review`, publish nothing.
     hold: bool = False
+    #: The ledger attempt that computed this output: only it may publish it.
+    attempt: int | None = None
+
+    #: Each partition's own figures (counts, quality, its boundary summary) for its
+    #: materialization; run-level evidence stays in the manifest.
+    partition_metadata: dict[date, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlreadyPublished:
+    """A step retry of an attempt that had committed: report the recorded publish again."""
+
+    manifest: Manifest
 
 
 class DuckDBPublishIOManager(dg.ConfigurableIOManager):
@@ -59,12 +76,13 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
 
     def connect(self, context: Any, *, read_only: bool = False):
         """A warehouse connection that logs lock waits to the run; used by assets too."""
-        return connect(
+        opened = connect(
             self.database,
             read_only=read_only,
             timeout_seconds=self.lock_timeout_seconds,
             logger=context.log,
         )
+        return _guarded(opened) if read_only else opened
 
     def handle_output(self, context: dg.OutputContext, obj: StagedOutput) -> Iterator[Any]:
         """Publish what the gate accepted; a blocked partition or a hold fails the step.
@@ -73,6 +91,27 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
         published partitions reach the event log before the step fails: Dagster then shows
         those partitions materialized and the blocked ones failed, and downstream stops.
         """
+        if isinstance(obj, AlreadyPublished):
+            outputs = obj.manifest.outputs or {}
+            rows = outputs.get("rows_by_partition") or {}
+            for key in context.asset_partition_keys:
+                iso = contract_for(obj.manifest.asset).partition_value(key).isoformat()
+                context.step_context.add_asset_metadata(
+                    {"dagster/row_count": dg.MetadataValue.int(int(rows.get(iso, 0)))},
+                    partition_key=key,
+                )
+            context.add_output_metadata(
+                {
+                    "dagster/table_name": str(outputs.get("table", "")),
+                    "run_business_checksum": str(outputs.get("business_checksum", "")),
+                    "manifest": manifest_locator(context.run_id, obj.manifest.asset),
+                    "manifest_status": "PUBLISHED",
+                    "attempt": dg.MetadataValue.int(obj.manifest.attempt),
+                    "ecm/run_id": context.run_id,
+                    "republished": "no: reported from the ledger after a step retry",
+                }
+            )
+            return
         if not isinstance(obj, StagedOutput):
             raise TypeError(
                 f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}; "
@@ -100,11 +139,15 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             blocked=obj.blocked,
             quality=obj.quality,
             hold=obj.hold,
+            attempt=obj.attempt,
         )
         blocked_text = "; ".join(f"{d}: {why}" for d, why in sorted(obj.blocked.items()))
         try:
             with self.connect(context, read_only=False) as conn:
                 result = publish_partitions(conn, request)
+                versions = (
+                    version_metadata(conn, contract, result.versions) if result.versions else {}
+                )
         except Exception as exc:
             # Contract, boundary and closed-period refusals fail the same way every time.
             raise_for_retry_policy(exc, f"publish of {contract.name}")
@@ -160,18 +203,16 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 },
                 allow_retries=False,
             )
-        metadata = {
-            "table": result.table,
-            "published_rows": dg.MetadataValue.int(result.rows),
-            "replaced_rows": dg.MetadataValue.int(result.replaced_rows),
-            "quarantined_rows": dg.MetadataValue.int(result.quarantined_rows),
-            "business_checksum": result.business_checksum,
-            "publish_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        # Shared by every partition's materialization, so kept small: run-level evidence
+        # (the whole boundary, every partition's counts) is in the run manifest.
+        metadata: dict[str, Any] = {
+            "dagster/table_name": result.table,
+            "mode": obj.mode,
             "as_of": obj.input_boundary.locked_at.isoformat(),
             "owned_partitions": f"{owned[0].isoformat()}..{owned[-1].isoformat()} ({len(owned)})",
-            "manifest": f"ecm manifest {context.run_id} --asset {contract.name}",
+            "manifest": manifest_locator(context.run_id, contract.name),
             "manifest_status": "PUBLISHED",
-            **({"versions": dg.MetadataValue.json(result.versions)} if result.versions else {}),
+            "ecm/run_id": context.run_id,
             **(
                 {
                     "recovered_runs": dg.MetadataValue.json(
@@ -182,25 +223,28 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 else {}
             ),
         }
+        per_partition = {
+            d: {
+                "dagster/row_count": dg.MetadataValue.int(
+                    result.rows_by_partition.get(d.isoformat(), 0)
+                ),
+                "business_checksum": result.checksums_by_partition.get(d.isoformat(), ""),
+                **obj.partition_metadata.get(d, {}),
+                **versions.get(d.isoformat(), {}),
+            }
+            for d in keys
+            if d not in obj.blocked
+        }
         if obj.blocked:
-            per_partition = (obj.reconciliation or {}).get("per_partition", {})
             for d, key in keys.items():
                 if d in obj.blocked:
                     continue
-                counts = per_partition.get(d.isoformat(), {})
                 materialization = dg.AssetMaterialization(
                     asset_key=context.asset_key,
                     partition=key,
                     metadata={
                         **metadata,
-                        "published_rows": dg.MetadataValue.int(
-                            result.rows_by_partition.get(d.isoformat(), 0)
-                        ),
-                        **{
-                            f"{name}_rows": dg.MetadataValue.int(int(counts[name]))
-                            for name in ("input", "accepted", "quarantined", "duplicate")
-                            if name in counts
-                        },
+                        **per_partition[d],
                         "blocked_partitions": dg.MetadataValue.json(_iso(obj.blocked)),
                     },
                 )
@@ -216,6 +260,9 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 },
                 allow_retries=False,
             )
+        step = context.step_context
+        for d, key in keys.items():
+            step.add_asset_metadata(per_partition[d], partition_key=key)
         context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
@@ -233,6 +280,45 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             return empty_frame(contract, with_provenance=True)
         with self.connect(context, read_only=True) as conn:
             return read_partitions(conn, contract, values[0], values[-1], with_provenance=True)
+
+
+@contextmanager
+def _guarded(opened: Any) -> Iterator[Any]:
+    """A read-only connection while no lease heartbeat of this process has the file open."""
+    with READ_ONLY_GUARD, opened as conn:
+        yield conn
+
+
+def manifest_locator(run_id: str, asset: str) -> str:
+    """Where the run's full evidence is: its manifest row (also `ecm manifest RUN_ID`)."""
+    return f"{MANIFEST_TABLE.replace(chr(34), '')} run_id={run_id} asset={asset}"
+
+
+def version_metadata(
+    conn: Any, contract: DatasetContract, published: dict[str, int | None]
+) -> dict[str, dict[str, Any]]:
+    """A versioned partition's current and prior version, status and restatement reason."""
+    out: dict[str, dict[str, Any]] = {}
+    for iso in published:
+        current = current_version(conn, contract.name, date.fromisoformat(iso))
+        if current is None:
+            continue
+        closed = closed_partition(conn, contract.name, current.partition_date)
+        entry: dict[str, Any] = {
+            "version": dg.MetadataValue.int(current.version),
+            "prior_version": dg.MetadataValue.int(current.prior_version)
+            if current.prior_version is not None
+            else "none (first version)",
+            "version_status": str(current.status),
+            "period": f"closed by {closed[1]} at {closed[0]:%Y-%m-%d %H:%M} UTC"
+            if closed
+            else "open",
+            "version_reason": str(current.reason),
+        }
+        if current.note:  # a restatement of a closed period records why
+            entry["restatement_reason"] = f"{current.reason} ({current.note})"
+        out[iso] = entry
+    return out
 
 
 def _iso(blocked: dict[date, str]) -> dict[str, str]:

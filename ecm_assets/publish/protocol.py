@@ -27,7 +27,9 @@ import pandas as pd
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
 from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract
 from ecm_assets.contracts.transform import REJECT_COLUMNS
+from ecm_assets.manifest.lease import liveness
 from ecm_assets.manifest.ledger import (
+    EVENT_OWED,
     Manifest,
     ensure_ledger,
     load_manifests,
@@ -92,6 +94,10 @@ class StaleInputError(PublishError):
     """The published partition came from a newer input lock than this run's."""
 
 
+class AttemptSettledError(PublishError):
+    """The attempt asking to publish was already settled (by recovery) while it computed."""
+
+
 @dataclass(frozen=True)
 class PublishRequest:
     contract: DatasetContract
@@ -118,6 +124,10 @@ class PublishRequest:
     hold: bool = False
     #: Set when `ecm review approve` publishes a held run: who approved it and why.
     approval: Mapping[str, str] | None = None
+    #: The ledger attempt this output was computed by (set by runs, which plan it): a publish
+    #: is refused unless that attempt is still the latest and still live. None: the caller
+    #: planned nothing, and the protocol records a new attempt itself.
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,8 @@ class PublishResult:
     recoveries: tuple[RecoveryResult, ...] = ()
     held: bool = False
     blocked: tuple[str, ...] = ()
+    #: Business checksum of each published partition (ISO date), as the ledger records it.
+    checksums_by_partition: dict[str, str] = field(default_factory=dict)
 
 
 def _ddl_columns(contract: DatasetContract) -> list[str]:
@@ -479,6 +491,18 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
     """The run's manifest, moved to RUNNING; created here when the caller planned none."""
     asset = request.contract.name
     found = load_manifests(conn, run_id=request.run_id, asset=asset)
+    if request.attempt is not None:
+        current = found[0] if found else None
+        if current is None or current.attempt != request.attempt or current.status in TERMINAL:
+            where = (
+                "no manifest"
+                if current is None
+                else f"attempt {current.attempt} is {current.status} ({current.status_detail})"
+            )
+            raise AttemptSettledError(
+                f"run {request.run_id} {asset} attempt {request.attempt} may not publish: "
+                f"{where}. A settled attempt never publishes; a retry is a new attempt."
+            )
     if not found or found[0].status in TERMINAL:
         plan(
             conn,
@@ -495,16 +519,15 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
         status = RunStatus.PLANNED
     else:
         status = found[0].status
-    if status == RunStatus.HELD and request.approval is not None:
-        who = request.approval.get("actor", "?")
-        transition(
-            conn,
-            request.run_id,
-            asset,
-            RunStatus.RUNNING,
-            detail=f"approved by {who}: {request.approval.get('note', '')}"[:2000],
-        )
-        status = RunStatus.RUNNING
+    if request.approval is not None:
+        if status != RunStatus.HELD:
+            raise PublishError(
+                f"run {request.run_id} {asset}: manifest is {status}, not HELD; only held "
+                "output can be approved"
+            )
+        # HELD -> RUNNING -> ... -> PUBLISHED happens inside the publishing transaction
+        # (_approval_transitions): a failed approval leaves the run HELD, retryable.
+        return
     if status == RunStatus.PLANNED:
         transition(
             conn,
@@ -523,6 +546,22 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
             f"run {request.run_id} {asset}: manifest is {status}, expected RUNNING; run "
             f"`ecm recover {request.run_id}` first"
         )
+
+
+def _approval_transitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest) -> None:
+    """The moves a run makes before its commit, made by an approval inside its transaction."""
+    assert request.approval is not None
+    who = request.approval.get("actor", "?")
+    run_id, asset = request.run_id, request.contract.name
+    transition(
+        conn,
+        run_id,
+        asset,
+        RunStatus.RUNNING,
+        detail=f"approved by {who}: {request.approval.get('note', '')}"[:2000],
+    )
+    transition(conn, run_id, asset, RunStatus.VALIDATING)
+    transition(conn, run_id, asset, RunStatus.COMMITTING)
 
 
 def _verify_stored(
@@ -572,12 +611,21 @@ def _verify_stored(
 def _check_not_stale(
     conn: duckdb.DuckDBPyConnection, request: PublishRequest, owned: list[date]
 ) -> None:
-    """Refuse to replace output computed from a newer input lock with output from an older one.
+    """Refuse to publish output computed from inputs that are no longer what is published.
 
-    Two runs of one partition are serialized by the warehouse lock; this makes the later
-    publisher fail cleanly instead of silently winning with staler inputs.
+    Checked under the warehouse lock, against what was read, not against a clock: every
+    upstream range the input boundary locked names the runs whose rows it read; if those
+    partitions now show other runs (upstream was republished since), this output is stale.
+    A dataset that reads no upstream (only landing files) has no published input to compare,
+    so its runs are ordered by their input lock time: the later publisher of a partition
+    fails cleanly instead of silently winning with staler inputs.
     """
     contract = request.contract
+    reads = (request.input_boundary or {}).get("upstream") or []
+    for read in reads:
+        _check_upstream_unchanged(conn, request, read)
+    if reads:
+        return
     exists = published_table_exists(conn, contract)
     if not exists:
         return
@@ -593,6 +641,38 @@ def _check_not_stale(
             f"an input locked at {newer[2].isoformat()}, after this run's input lock "
             f"({request.as_of.isoformat()}); refusing to replace newer output with older. "
             "Rerun to lock a fresh input boundary."
+        )
+
+
+def _check_upstream_unchanged(
+    conn: duckdb.DuckDBPyConnection, request: PublishRequest, read: Mapping[str, Any]
+) -> None:
+    from ecm_assets.contracts.registry import contract_for
+
+    try:
+        upstream = contract_for(read["dataset"])
+    except KeyError:
+        return  # not a dataset of this code location: nothing to compare against
+    first, last = read["first_partition"], read["last_partition"]
+    now_ids: tuple[str, ...] = ()
+    if published_table_exists(conn, upstream):
+        pcol = quote_ident(upstream.partition_column)
+        now_ids = tuple(
+            sorted(
+                r
+                for (r,) in conn.execute(
+                    f"SELECT DISTINCT run_id FROM {upstream.table} WHERE {pcol} BETWEEN ? AND ?",
+                    [date.fromisoformat(first), date.fromisoformat(last)],
+                ).fetchall()
+            )
+        )
+    then = tuple(sorted(read.get("run_ids") or ()))
+    if now_ids != then:
+        raise StaleInputError(
+            f"dataset {request.contract.name}: run {request.run_id} read {upstream.name} "
+            f"{first}..{last} as published by runs {list(then)}, but it is now published by "
+            f"{list(now_ids)}; refusing to publish output of superseded input. Rerun to read "
+            "the current upstream."
         )
 
 
@@ -663,6 +743,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
 
     ensure_ledger(conn)
     _ensure_running_manifest(conn, request)
+    approving = request.approval is not None
     # The same check `ecm recover` runs: settle what dead runs left on these partitions.
     recoveries = recover(conn, asset=asset, partitions=owned, exclude_run=run_id, contract=contract)
     staging_name = staging_table_name(contract, run_id)
@@ -672,7 +753,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         else f"temp.main.{quote_ident(staging_name)}"
     )
     debris = []
-    for name in staging_tables(conn, contract):
+    for name in _debris_tables(conn, contract, staging_name):
         drop_staging_table(conn, name)
         debris.append(name)
     if debris:
@@ -683,7 +764,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         failpoint("publish.before_staging")
         _stage(conn, request, staging)
         failpoint("publish.after_staging")
-        transition(conn, run_id, asset, RunStatus.VALIDATING)
+        if not approving:
+            transition(conn, run_id, asset, RunStatus.VALIDATING)
         _check_owned_boundary(conn, request, staging)
         per_partition, checksum = partition_checksums(conn, contract, staging)
         by_partition = {d.isoformat(): per_partition[d][0] for d in sorted(per_partition)}
@@ -720,7 +802,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
                 recoveries=tuple(recoveries),
                 held=True,
             )
-        transition(conn, run_id, asset, RunStatus.COMMITTING)
+        if not approving:
+            transition(conn, run_id, asset, RunStatus.COMMITTING)
         pcol = quote_ident(contract.partition_column)
         names = ", ".join(
             quote_ident(c) for c in [*contract.column_names, *(n for n, _ in PROVENANCE_COLUMNS)]
@@ -728,6 +811,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
 
         conn.execute("BEGIN TRANSACTION")
         in_transaction = True
+        if approving:
+            _approval_transitions(conn, request)
         versions: dict[str, int | None] = {}
         replaced = 0
         for statement in alters:
@@ -804,6 +889,9 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             detail=detail,
             finished_at=now(),
             outputs=outputs,
+            # The outbox: Dagster is owed this publish's materializations until an instance
+            # is seen to hold them (publish/outbox.py), whatever happens after COMMIT.
+            dagster_event=EVENT_OWED,
             **extra,
         )
         failpoint("publish.before_commit")  # after the ledger write
@@ -813,7 +901,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
     except BaseException as exc:
         if in_transaction:
             conn.execute("ROLLBACK")
-        mark_failed(conn, run_id, asset, exc)
+        if not approving:  # a failed approval rolled back to HELD: approve again
+            mark_failed(conn, run_id, asset, exc)
         raise
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {staging}")
@@ -834,7 +923,30 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         versions=versions,
         recoveries=tuple(recoveries),
         blocked=tuple(d.isoformat() for d in sorted(request.blocked)),
+        checksums_by_partition={d.isoformat(): per_partition[d][1] for d in sorted(per_partition)},
     )
+
+
+def _debris_tables(
+    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, own: str
+) -> list[str]:
+    """Durable staging tables that no live attempt will use again: this run's own leftover,
+    and those of settled or dead runs. A live run of other partitions keeps its staging."""
+    owners = {
+        staging_table_name(contract, m.run_id): m for m in load_manifests(conn, asset=contract.name)
+    }
+    out = []
+    for name in staging_tables(conn, contract):
+        manifest = owners.get(name)
+        keep = (
+            name != own
+            and manifest is not None
+            and manifest.status not in TERMINAL
+            and (manifest.status == RunStatus.HELD or liveness(conn, manifest)[0])
+        )
+        if not keep:
+            out.append(name)
+    return out
 
 
 def published_table_exists(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> bool:

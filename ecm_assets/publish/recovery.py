@@ -1,15 +1,19 @@
 """Recovery of runs a dead process left in flight, decided from durable state only.
 
+Only attempts whose lease is dead are touched (manifest/lease.py): a live attempt on another
+host is left alone, whatever its pid. `force` overrides the lease; the forced attempt ends
+FAILED, and FAILED is terminal: its process, if it was alive after all, is refused at publish
+(the request names its attempt), so a FAILED attempt's output never becomes visible.
+
 The decision follows the unknown-commit algorithm: if the run's rows are what readers see,
 it was published (the ledger is corrected); if only its staging table exists, the staging
 is dropped and the run failed; if the visible data is partly the run's and partly not, a
-human must look; if nothing of it exists, a retry is safe.
+human must look; if nothing of it exists, a retry is safe. An attempt that died PLANNED or
+INPUT_LOCKED never staged anything: it simply failed.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -19,8 +23,9 @@ import duckdb
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
 from ecm_assets.contracts.dataset import DatasetContract
 from ecm_assets.contracts.registry import contract_for
-from ecm_assets.manifest.ledger import Manifest, load_manifests, transition
-from ecm_assets.manifest.states import IN_FLIGHT, TERMINAL, RunStatus
+from ecm_assets.manifest.lease import liveness
+from ecm_assets.manifest.ledger import EVENT_OWED, Manifest, load_manifests, transition
+from ecm_assets.manifest.states import TERMINAL, UNSETTLED, RunStatus
 from ecm_assets.publish.staging import drop_staging_table, staging_table_name, staging_tables
 from ecm_assets.publish.versions import VERSIONS, ensure_version_ledger
 
@@ -44,21 +49,6 @@ class RecoveryResult:
     previous_status: str
     decision: Decision
     evidence: str
-
-
-def process_alive(manifest: Manifest) -> bool:
-    """Whether the run's process is still alive; only knowable on the host that ran it."""
-    if manifest.pid is None or manifest.host != socket.gethostname():
-        return False
-    if manifest.pid == os.getpid():
-        return True
-    try:
-        os.kill(manifest.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _visible_run_ids(
@@ -104,13 +94,23 @@ def recover_manifest(
     def result(decision: Decision, evidence: str) -> RecoveryResult:
         return RecoveryResult(manifest.run_id, manifest.asset, previous, decision, evidence)
 
-    if manifest.status not in IN_FLIGHT:
+    if manifest.status not in UNSETTLED:
         return result(Decision.SAFE_TO_RETRY, f"status {previous} is not in flight; nothing to do")
-    if not force and manifest.status == RunStatus.RUNNING and process_alive(manifest):
+    alive, why = liveness(conn, manifest)
+    if alive and not force:
         return result(
-            Decision.STILL_RUNNING,
-            f"process {manifest.pid} on {manifest.host} is alive and computing; left alone",
+            Decision.STILL_RUNNING, f"attempt {manifest.attempt} is alive: {why}; left alone"
         )
+    why = f"{why}{' (forced)' if alive else ''}"
+    if manifest.status in (RunStatus.PLANNED, RunStatus.INPUT_LOCKED):
+        transition(
+            conn,
+            manifest.run_id,
+            manifest.asset,
+            RunStatus.FAILED,
+            detail=f"recovery: died {previous}, before staging ({why}); nothing to clean",
+        )
+        return result(Decision.SAFE_TO_RETRY, f"died {previous} before staging: {why}")
     partitions = sorted(date.fromisoformat(p) for p in manifest.output_boundary)
     visible = _visible_run_ids(conn, contract, partitions)
     mine = [p for p in partitions if visible.get(p) == {manifest.run_id}]
@@ -133,6 +133,7 @@ def recover_manifest(
             manifest.asset,
             RunStatus.PUBLISHED,
             detail="recovery: every owned partition shows this run's output",
+            dagster_event=EVENT_OWED,
         )
         if staged:
             drop_staging_table(conn, staging)
@@ -158,15 +159,15 @@ def recover_manifest(
             RunStatus.FAILED,
             detail=f"recovery: partial staging {staging} dropped; nothing was published",
         )
-        return result(Decision.FAILED_CLEANED, f"dropped staging table {staging}")
+        return result(Decision.FAILED_CLEANED, f"dropped staging table {staging}; {why}")
     transition(
         conn,
         manifest.run_id,
         manifest.asset,
         RunStatus.FAILED,
-        detail="recovery: process died before staging; nothing to clean",
+        detail=f"recovery: process died before staging ({why}); nothing to clean",
     )
-    return result(Decision.SAFE_TO_RETRY, "no staging and no published rows of this run")
+    return result(Decision.SAFE_TO_RETRY, f"no staging and no published rows of this run; {why}")
 
 
 def recover(
@@ -181,7 +182,7 @@ def recover(
 ) -> list[RecoveryResult]:
     """Recover every in-flight manifest matching the filters (overlapping `partitions`)."""
     results = []
-    for manifest in load_manifests(conn, run_id=run_id, asset=asset, statuses=IN_FLIGHT):
+    for manifest in load_manifests(conn, run_id=run_id, asset=asset, statuses=UNSETTLED):
         if manifest.run_id == exclude_run:
             continue
         if manifest.mode in SYNC_MODES:

@@ -16,6 +16,17 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 TOY_ARGS = {
+    "dagster_overhead.py": [
+        "--sizes",
+        "1,3",
+        "--cli-partitions",
+        "3",
+        "--real-days",
+        "2",
+        "--real-scale",
+        "0.02",
+    ],
+    "landing_memory.py": ["--rows", "2000"],
     "pipeline.py": ["--days", "2", "--scale", "0.05", "--single-day-scale", "0.05"],
     "gate.py": [
         "--rows",
@@ -62,6 +73,10 @@ def test_benchmark_runs_at_toy_size(script: str, tmp_path: Path) -> None:
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     assert "Traceback" not in output, output[-4000:]
+    if script == "dagster_overhead.py":
+        assert "event bytes per run = " in output and "CLI run of 3 partitions" in output
     if script == "pipeline.py":
         assert output.count("cross-check: business rows and rejects equal") == 2, output
         assert "| range | case_priority_mix_daily |" in output
+    if script == "landing_memory.py":
+        assert "read CPU ours / DuckDB read_csv:" in output and "memory: peak delta" in output

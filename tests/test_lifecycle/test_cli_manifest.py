@@ -83,7 +83,7 @@ def test_manifest_of_a_published_run(runs, capsys) -> None:
 
     outputs = m["outputs"]
     assert outputs["table"] == "main.case_events"
-    assert outputs["rows"] == meta["published_rows"] > 0
+    assert outputs["rows"] == meta["dagster/row_count"] > 0
     assert outputs["rows_by_partition"] == {DAY: outputs["rows"]}
     assert outputs["business_checksum"] == meta["business_checksum"]
     assert f":n{outputs['rows']}-" in outputs["business_checksum"]

@@ -233,6 +233,44 @@ def test_change_digest_is_stable_and_content_addressed(tmp_path: Path) -> None:
     assert change_digest(changes2, seen2) != change_digest(changes, seen)
 
 
+def test_file_flipping_v1_v2_v1_v2_gets_a_new_run_key_for_every_change(env) -> None:
+    """Dagster drops a request whose run key it has seen: every change event needs its own."""
+    root, _, defs, instance = env
+    cursor = _evaluate(defs, instance, None).cursor
+    v1 = [_event("E9700000003", "2026-09-03T09:00:00Z")]
+    v2 = [_event("E9700000003", "2026-09-03T10:00:00Z")]
+    keys = []
+    for rows in (v1, v2, v1, v2):
+        _write(root, "2026-09-05", "events-flip.csv", rows)
+        result = _evaluate(defs, instance, cursor)
+        (request,) = result.run_requests
+        # The same tick evaluated again (a crash before the cursor was saved): same key.
+        assert [r.run_key for r in _evaluate(defs, instance, cursor).run_requests] == [
+            request.run_key
+        ]
+        keys.append(request.run_key)
+        cursor = result.cursor
+    assert len(set(keys)) == 4, keys
+
+
+def test_file_deleted_readded_deleted_gets_a_new_run_key_for_every_change(env) -> None:
+    root, _, defs, instance = env
+    cursor = _evaluate(defs, instance, None).cursor
+    keys = []
+    for present in (True, False, True, False):
+        path = root / "landing" / "case_events" / "ingest_date=2026-09-05" / "events-gone.csv"
+        if present:
+            row = _event("E9700000004", "2026-09-04T09:00:00Z")
+            _write(root, "2026-09-05", "events-gone.csv", [row])
+        else:
+            path.unlink()
+        result = _evaluate(defs, instance, cursor)
+        (request,) = result.run_requests
+        keys.append(request.run_key)
+        cursor = result.cursor
+    assert len(set(keys)) == 4, keys
+
+
 def _publish_events(warehouse: Path, rows: list[tuple[str, date]]) -> None:
     """A warehouse whose published case_events hold these (event_id, business_date) rows."""
     with duckdb.connect(str(warehouse)) as conn:
@@ -276,3 +314,27 @@ def test_resend_beyond_the_old_dates_horizon_does_not_request_it(tmp_path: Path)
         tmp_path / "landing", SOURCE, {}, index=PublishedIndex(warehouse, CASE_EVENTS)
     )
     assert [c.dates for c in changes] == [(date(2026, 9, 9),)]
+
+
+def test_scan_reports_ignored_names_and_refuses_symlinks_out_of_the_root_once(
+    tmp_path: Path,
+) -> None:
+    """Issue 11 item 3, through the listing the sensor shares with the input lock."""
+    landing = tmp_path / "landing"
+    good = _write(tmp_path, "2026-09-10", "a.csv", [_event("E1", "2026-09-10T08:00:00Z")])
+    _write(tmp_path, "2026-09-10", "b.CSV", [_event("E2", "2026-09-10T08:00:00Z")])
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (good.parent / "passwd.csv").symlink_to(secret)
+
+    changes, seen = scan(landing, SOURCE, {})
+
+    got = {(c.path.split("/")[-1], c.kind, c.dates) for c in changes}
+    assert got == {
+        ("a.csv", "new", (date(2026, 9, 10),)),
+        ("b.CSV", "ignored", ()),
+        ("passwd.csv", "refused", (date(2026, 9, 10),)),  # its run fails naming it
+    }
+    assert not any("root:x" in c.note for c in changes)
+    # Reported once, not on every tick.
+    assert scan(landing, SOURCE, seen)[0] == []

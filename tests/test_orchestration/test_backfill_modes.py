@@ -65,6 +65,8 @@ def _observations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     for event in result.all_events:
         if event.event_type_value == "ASSET_OBSERVATION":
             obs = event.event_specific_data.asset_observation
+            if obs.asset_key.path != [EVENTS]:
+                continue  # what the input lock saw of the sources (landing/..., reference/...)
             out[obs.partition] = {k: v.value for k, v in obs.metadata.items()}
     return out
 

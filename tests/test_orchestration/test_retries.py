@@ -101,3 +101,23 @@ def test_is_transient_walks_the_cause_chain() -> None:
     assert not is_transient(ValueError("bad"))
     failure = non_retryable(ValueError("bad column x"), "case_events")
     assert not failure.allow_retries and "ValueError: bad column x" in failure.description
+
+
+def test_step_retry_of_an_attempt_that_already_committed_succeeds_idempotently(
+    defs, monkeypatch
+) -> None:
+    """A transient error after COMMIT retries the step; the retry reports the publish."""
+    import duckdb
+
+    from ecm_assets.manifest.ledger import load_manifests
+    from ecm_assets.publish.failpoints import ENV_VAR
+
+    monkeypatch.setenv(ENV_VAR, "publish.after_commit=timeout")
+    result = _run(defs)
+    assert result.success, failure_messages(result)
+    assert _events(result, "STEP_UP_FOR_RETRY") == 1
+    assert _events(result, "ASSET_MATERIALIZATION") == 1
+    database = defs.resources["warehouse_io_manager"].database
+    with duckdb.connect(database, read_only=True) as conn:
+        attempts = load_manifests(conn, run_id=result.run_id, all_attempts=True)
+    assert [(m.attempt, str(m.status)) for m in attempts] == [(1, "PUBLISHED")]

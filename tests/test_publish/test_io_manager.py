@@ -188,11 +188,12 @@ def test_single_partition_publishes_that_partition_with_metadata(tmp_path):
     [mat] = materializations(result, SOURCE.name)
     assert mat.partition == "2026-09-03"
     meta = mat.metadata
-    assert meta["published_rows"].value == 2
+    assert meta["dagster/row_count"].value == 2
+    assert meta["dagster/table_name"].value == f"main.{SOURCE.name}"
     assert ":n2-" in meta["business_checksum"].value
     boundary = meta["input_boundary"].value
     assert boundary["partitions"] == ["2026-09-03"]
-    assert boundary["snapshot_id"].startswith("snap-")
+    assert meta["snapshot_id"].value.startswith("snap-")
 
 
 def test_partition_range_publishes_every_partition_in_one_run(tmp_path):
@@ -205,9 +206,15 @@ def test_partition_range_publishes_every_partition_in_one_run(tmp_path):
     assert sorted(rows["business_date"].dt.date.unique()) == [date(2026, 9, d) for d in range(1, 6)]
     assert len(rows) == 10
     assert set(rows["run_id"]) == {result.run_id}
-    mats = materializations(result, SOURCE.name)
+    mats = sorted(materializations(result, SOURCE.name), key=lambda m: m.partition)
     assert sorted(m.partition for m in mats) == [f"2026-09-0{d}" for d in range(1, 6)]
-    assert {m.metadata["published_rows"].value for m in mats} == {10}
+    # Each partition's materialization carries its own figures, not the run's totals.
+    assert [m.metadata["dagster/row_count"].value for m in mats] == [2] * 5
+    checksums = [m.metadata["business_checksum"].value for m in mats]
+    assert len(set(checksums)) == 5 and all(":n2-" in c for c in checksums)
+    assert [m.metadata["input_boundary"].value["partitions"] for m in mats] == [
+        [m.partition] for m in mats
+    ]
     assert {m.metadata["owned_partitions"].value for m in mats} == {"2026-09-01..2026-09-05 (5)"}
 
 

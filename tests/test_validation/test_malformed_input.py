@@ -34,6 +34,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from ecm_assets.adapters.landing import LandingReadError, list_landing_files, read_landing_files
 from ecm_assets.case_sla.contracts import EVENT_TYPES, LANDING_COLUMNS, PRIORITIES
 from ecm_assets.definitions import case_sla_definitions as build_definitions
 from ecm_assets.demo.landing_generator import generate_demo_data
@@ -158,7 +159,7 @@ class Corpus:
         with duckdb.connect(str(self.warehouse), read_only=True) as conn:
             manifests = load_manifests(conn, run_id=result.run_id, asset=ASSET)
         assert len(manifests) == 1
-        return Outcome(
+        out = Outcome(
             result=result,
             errors=errors,
             published=self.table(
@@ -174,6 +175,45 @@ class Corpus:
             ),
             manifest=manifests[0],
         )
+        self.assert_every_line_accounted(out)
+        return out
+
+    def assert_every_line_accounted(self, out: Outcome) -> None:
+        """Issue 11: each physical line of each file is the header, blank (JSONL), or in a
+        record that is published, quarantined (raw text kept if it did not parse), blocked
+        or counted as a duplicate; otherwise the run failed naming the file."""
+        landing = self.root / "landing"
+        try:
+            files = list_landing_files(landing, "case_events", DAY, DAY)
+            frame = read_landing_files(landing, files, LANDING_COLUMNS)
+        except LandingReadError as exc:
+            assert not out.result.success
+            assert exc.path in out.errors, out.errors
+            return
+        for account in frame.attrs["landing_files"]:
+            assert account["lines"] == (
+                account["header_lines"] + account["blank_lines"] + account["lines_in_records"]
+            ), account
+        stored: dict[tuple[str, int], str | None] = {}
+        for table in (out.published, out.rejected, out.blocked):
+            if table.empty:
+                continue
+            originals = table["original_row"] if "original_row" in table else [None] * len(table)
+            for key in zip(table["source_file"], table["source_line"], originals, strict=True):
+                stored[(key[0], int(key[1]))] = key[2]
+        records = list(
+            zip(frame["_source_file"], frame["_source_line"], frame["_raw_text"], strict=True)
+        )
+        assert set(stored) <= {(f, int(line)) for f, line, _ in records}
+        missing = [(f, line) for f, line, _ in records if (f, int(line)) not in stored]
+        duplicates = out.counts["duplicate"] if out.manifest.reconciliation else 0
+        if out.manifest.reconciliation and out.manifest.reconciliation.get("per_partition"):
+            assert len(missing) == duplicates, missing
+        else:  # nothing was judged: the run failed, naming why
+            assert not out.result.success
+        for f, line, raw in records:
+            if isinstance(raw, str) and (f, int(line)) in stored:
+                assert json.loads(stored[(f, int(line))])["_raw_text"] == raw
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> str:
@@ -266,10 +306,15 @@ def test_missing_column_fails_the_run_and_publishes_nothing(corpus: Corpus) -> N
     assert out.manifest.reconciliation["status"] == "NOT_REACHED"
     assert "FAIL_RUN" in (out.manifest.status_detail or "")
 
-    [evaluation] = out.check_evaluations("landing_columns")
+    [evaluation] = out.check_evaluations("landing_columns")  # one per run
     assert evaluation.passed is False
-    assert evaluation.partition == PARTITION
+    assert evaluation.partition is None
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.blocking is True
+    [verdict] = out.check_evaluations("quality_gate")  # one per partition
+    assert (verdict.passed, verdict.partition) == (False, PARTITION)
+    assert verdict.severity == dg.AssetCheckSeverity.ERROR
+    assert verdict.metadata["failed_rules"].value["landing_columns"]["severity"] == "FAIL_RUN"
     assert bad_file in (evaluation.description or "")
 
 
@@ -302,8 +347,10 @@ def test_extra_columns_are_published_with_a_warning(corpus: Corpus) -> None:
 
     [evaluation] = out.check_evaluations("landing_columns")
     assert evaluation.passed is False
-    assert evaluation.partition == PARTITION
+    assert evaluation.partition is None
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    [verdict] = out.check_evaluations("quality_gate")
+    assert (verdict.passed, verdict.severity) == (False, dg.AssetCheckSeverity.WARN)
     assert csv_file in (evaluation.description or "")
     assert jsonl_file in (evaluation.description or "")
 
@@ -515,12 +562,18 @@ def test_day_quarantining_more_than_5_percent_is_blocked(corpus: Corpus) -> None
 
     [evaluation] = out.check_evaluations("quarantine_rate")
     assert evaluation.passed is False
-    assert evaluation.partition == PARTITION
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["value"].value == pytest.approx(0.2)
+    assert evaluation.metadata["failed_partitions"].value[PARTITION]["severity"] == (
+        "FAIL_PARTITION"
+    )
     [evaluation] = out.check_evaluations("schema")  # pandera rules report under schema
-    assert (evaluation.passed, evaluation.partition) == (False, PARTITION)
+    assert evaluation.passed is False
+    assert evaluation.metadata["failed_partitions"].value[PARTITION]["failed"] == 2
     assert evaluation.metadata["failed_rows"].value == 2
+    [verdict] = out.check_evaluations("quality_gate")
+    assert (verdict.passed, verdict.partition) == (False, PARTITION)
+    assert verdict.metadata["blocked"].value.startswith("quarantine_rate")
 
 
 # --------------------------------------------------------------------------- 9. hostile values
@@ -556,3 +609,77 @@ def test_hostile_values_are_quarantined_by_the_declared_value_rules(corpus: Corp
     assert not out.published["case_id"].str.contains("\x00|^ | $|nested").any()
     [evaluation] = out.check_evaluations("case_id_values")
     assert evaluation.passed is False
+
+
+# --------------------------------------------------------------------------- 10. broken quotes
+
+
+def test_a_lone_quote_loses_no_row_and_keeps_the_line_verbatim(corpus: Corpus) -> None:
+    """Issue 11 item 1: row 4 of a 10-row CSV starts with a lone quote. It used to swallow
+    lines 5-11 into one malformed record: 6 rows neither published nor quarantined."""
+    rows = good_rows(10, "Q")
+    text = csv_text(rows).splitlines(keepends=True)
+    text[4] = '"' + text[4]  # line 5 (row 4) opens a quote that never closes
+    broken = text[4].rstrip("\n")
+    csv_file = corpus.write("events-000.csv", "".join(text))
+    corpus.write("events-001.csv", csv_text(good_rows(30, "G")))
+
+    out = corpus.run(expect_success=True)
+
+    # 40 lines of data: 39 rows published, the broken line quarantined: 1 of 40 <= 5%.
+    out.assert_reconciles(input=40, accepted=39, quarantined=1)
+    assert {f"Q{i:04d}" for i in range(10)} - set(out.published["event_id"]) == {"Q0003"}
+    [reject] = out.rejected.to_dict("records")
+    assert (reject["source_file"], reject["source_line"]) == (csv_file, 5)
+    assert reject["reason"] == "malformed_line"
+    assert reject["failure_case"].startswith("broken quote")
+    original = json.loads(reject["original_row"])
+    assert (original["_raw_text"], original["_source_lines"]) == (broken, [5, 5])
+
+
+def test_malformed_jsonl_line_is_quarantined_with_its_raw_text(corpus: Corpus) -> None:
+    lines = [json.dumps(r) for r in good_rows(30, "J")]
+    lines[9] = lines[9][:-1] + ","  # line 10: a trailing comma, cut before its brace
+    jsonl_file = corpus.write("events-000.jsonl", "\n".join(lines) + "\n")
+
+    out = corpus.run(expect_success=True)
+
+    out.assert_reconciles(input=30, accepted=29, quarantined=1)
+    [reject] = out.rejected.to_dict("records")
+    assert (reject["source_file"], reject["source_line"]) == (jsonl_file, 10)
+    assert json.loads(reject["original_row"])["_raw_text"] == lines[9]
+
+
+# --------------------------------------------------------------------------- 11. landing names
+
+
+def test_a_symlink_out_of_the_landing_root_fails_the_run_without_echoing_it(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """Issue 11 item 3: `passwd.csv -> /etc/passwd` was read and its first line quoted."""
+    corpus.write("events-000.csv", csv_text(good_rows(30, "G")))
+    outside = tmp_path / "passwd"
+    outside.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (corpus.day_dir / "passwd.csv").symlink_to(outside)
+
+    out = corpus.run(expect_success=False)
+
+    assert f"landing file {REL_DIR}/passwd.csv refused: resolves outside" in out.errors
+    assert "root:x" not in out.errors
+    assert "root:x" not in (out.manifest.status_detail or "")
+    _nothing_published(out)
+    assert out.manifest.quality is not None
+    assert out.manifest.quality["decision"] == "FAIL_RUN"
+
+
+def test_ignored_names_are_recorded_in_the_input_boundary(corpus: Corpus) -> None:
+    corpus.write("events-000.csv", csv_text(good_rows(30, "G")))
+    corpus.write("events-001.CSV", csv_text(good_rows(5, "U")))
+    corpus.write("notes.txt", "operator notes")
+
+    out = corpus.run(expect_success=True)
+
+    out.assert_reconciles(input=30, accepted=30, quarantined=0)
+    assert out.manifest.input_boundary is not None
+    ignored = {e["path"] for e in out.manifest.input_boundary["ignored_landing"]}
+    assert ignored == {f"{REL_DIR}/events-001.CSV", f"{REL_DIR}/notes.txt"}

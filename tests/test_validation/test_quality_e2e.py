@@ -89,14 +89,21 @@ def test_01_range_run_quarantines_per_partition_and_reconciles(qa, capsys) -> No
             [EVENTS, day],
         )[0][0]
         assert (published, quarantined) == (entry["accepted"], entry["quarantined"]), day
-    # The gate's rules are asset checks, one evaluation per partition of the range.
-    schema = _check_evaluations(result, "schema")
-    assert sorted(schema) == [f"2026-09-0{d}" for d in range(1, 9)]
-    failed = [e for e in schema.values() if not e.passed]
-    assert failed and all(e.severity == dg.AssetCheckSeverity.WARN for e in failed)
-    assert all(e.metadata["failed_rows"].value > 0 for e in failed)
-    control = _check_evaluations(result, "opened_events", "case_sla_daily_metrics")
-    assert len(control) == 8 and all(e.passed for e in control.values())
+    # Each rule is one check evaluated once per run, listing the partitions it failed;
+    # quality_gate is evaluated per partition of the range with that partition's verdict.
+    verdicts = _check_evaluations(result, "quality_gate")
+    assert sorted(verdicts) == [f"2026-09-0{d}" for d in range(1, 9)]
+    [schema] = _check_evaluations(result, "schema").values()
+    assert not schema.passed and schema.severity == dg.AssetCheckSeverity.WARN
+    failed = schema.metadata["failed_partitions"].value
+    assert failed and all(entry["failed"] > 0 for entry in failed.values())
+    for day, entry in failed.items():
+        assert not verdicts[day].passed
+        assert verdicts[day].metadata["failed_rules"].value["schema"]["failed"] == entry["failed"]
+    [control] = _check_evaluations(result, "opened_events", "case_sla_daily_metrics").values()
+    assert control.passed and control.metadata["partitions_checked"].value == 8
+    metrics = _check_evaluations(result, "quality_gate", "case_sla_daily_metrics")
+    assert len(metrics) == 8 and all(e.passed for e in metrics.values())
 
     # `ecm quarantine` lists a partition's rows with the rule that caught each.
     day = "2026-09-03"
@@ -144,10 +151,15 @@ def test_02_blocked_partition_publishes_the_rest_and_stops_downstream(qa, capsys
         for e in result.get_asset_materialization_events()
         if e.asset_key.path == ["case_sla_daily_metrics"]
     ]
-    row_count = _check_evaluations(result, "row_count")
-    assert not row_count["2026-09-09"].passed
-    assert row_count["2026-09-09"].severity == dg.AssetCheckSeverity.ERROR
-    assert row_count["2026-09-08"].passed
+    [row_count] = _check_evaluations(result, "row_count").values()
+    assert not row_count.passed and row_count.severity == dg.AssetCheckSeverity.ERROR
+    assert set(row_count.metadata["failed_partitions"].value) == {"2026-09-09", "2026-09-10"}
+    verdicts = _check_evaluations(result, "quality_gate")
+    assert verdicts["2026-09-09"].severity == dg.AssetCheckSeverity.ERROR
+    assert "row_count" in verdicts["2026-09-09"].metadata["failed_rules"].value
+    assert "row_count" not in verdicts["2026-09-08"].metadata.get(
+        "failed_rules", dg.MetadataValue.json({})
+    ).value
     manifest = manifest_of(env, capsys, result.run_id, EVENTS)
     assert manifest["status"] == "PUBLISHED"
     assert "blocked by the quality gate" in manifest["status_detail"]
