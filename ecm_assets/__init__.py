@@ -34,7 +34,12 @@ from ecm_assets.contracts.quality import (
     TimeBound,
     UniqueKey,
 )
-from ecm_assets.contracts.transform import REJECT_COLUMNS, PartitionWindow, TransformResult
+from ecm_assets.contracts.transform import (
+    REJECT_COLUMNS,
+    PartitionWindow,
+    TransformResult,
+    attribute_partitions,
+)
 
 if TYPE_CHECKING:
     from ecm_assets.location import build_definitions
@@ -61,6 +66,7 @@ __all__ = [
     "TransformResult",
     "UniqueKey",
     "Upstream",
+    "attribute_partitions",
     "build_definitions",
 ]
 

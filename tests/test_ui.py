@@ -225,7 +225,7 @@ def _browser_or_skip():
     return sync_playwright
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_browser_renders_asset_partitions_checks_plots_and_backfill(ui) -> None:
     sync_playwright = _browser_or_skip()
     base = f"http://127.0.0.1:{ui['port']}"
@@ -249,11 +249,11 @@ def test_browser_renders_asset_partitions_checks_plots_and_backfill(ui) -> None:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for name, path, texts in pages:
-                page.goto(base + path, wait_until="domcontentloaded", timeout=30_000)
+                page.goto(base + path, wait_until="domcontentloaded", timeout=60_000)
                 try:
                     for text in texts:
                         # attached, not visible: long lists render below the fold
-                        page.get_by_text(text).first.wait_for(state="attached", timeout=30_000)
+                        page.get_by_text(text).first.wait_for(state="attached", timeout=60_000)
                 finally:
                     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
                 body = page.inner_text("body")

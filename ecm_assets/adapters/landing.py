@@ -386,18 +386,20 @@ def _records(a: np.ndarray, lines: _Lines, path: str) -> tuple[np.ndarray, np.nd
     return np.concatenate(firsts), np.concatenate(lasts), np.concatenate(brokens)
 
 
-def _commas_before(a: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """How many commas precede each of the sorted byte positions; scanned in bounded chunks."""
-    out = np.zeros(len(points), dtype=np.int64)
+def _commas_before(a: np.ndarray, *points: np.ndarray) -> list[np.ndarray]:
+    """How many commas precede each byte position of each sorted array; one chunked scan."""
+    outs = [np.zeros(len(p), dtype=np.int64) for p in points]
     total = 0
     step = 1 << 23
     for off in range(0, len(a), step):
         commas = np.flatnonzero(a[off : off + step] == 44) + off
-        i0, i1 = np.searchsorted(points, [off, off + step])
-        out[i0:i1] = total + np.searchsorted(commas, points[i0:i1])
+        for p, out in zip(points, outs, strict=True):
+            i0, i1 = np.searchsorted(p, [off, off + step])
+            out[i0:i1] = total + np.searchsorted(commas, p[i0:i1])
         total += len(commas)
-    out[points >= len(a)] = total
-    return out
+    for p, out in zip(points, outs, strict=True):
+        out[p >= len(a)] = total
+    return outs
 
 
 def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
@@ -424,10 +426,10 @@ def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
 
     # Fields of each record: commas outside quoted fields, plus one.
     q = np.flatnonzero(a == 34)
-    points = np.unique(np.concatenate([starts, ends, q]))
-    before = _commas_before(a, points)
-    at = lambda pos: before[np.searchsorted(points, pos)]  # noqa: E731
-    fields = at(ends) - at(starts) + 1
+    # starts, ends and quote positions are each sorted: one scan counts commas before each.
+    at_start, at_end, at_quote = _commas_before(a, starts, ends, q)
+    fields = at_end - at_start + 1
+    del at_start, at_end
     if len(q) and count:
         rec = np.searchsorted(starts, q, side="right") - 1
         inside = (rec >= 0) & (q < ends[np.maximum(rec, 0)])
@@ -439,7 +441,7 @@ def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
         closers = openers + 1
         ok = closers < len(q)
         openers, closers = openers[ok], closers[ok]
-        spans = at(q[closers]) - at(q[openers])
+        spans = at_quote[closers] - at_quote[openers]
         fields -= np.bincount(rec[(rank & 1) == 0][ok], weights=spans, minlength=count).astype(
             np.int64
         )
