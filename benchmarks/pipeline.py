@@ -90,7 +90,7 @@ def _measure(operation) -> dict[str, float]:
 def _ours(args: argparse.Namespace) -> dict[str, float]:
     import dagster as dg
 
-    from ecm_assets.definitions import build_definitions
+    from ecm_assets.definitions import case_sla_definitions as build_definitions
 
     defs = build_definitions(Path(args.data), Path(args.warehouse))
     assets = list(defs.assets or [])

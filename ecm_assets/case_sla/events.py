@@ -44,11 +44,14 @@ COUNT_COLUMNS = ["read", "kept", "rejected", "duplicate", "corrections_applied",
 
 def _blank(series: pd.Series) -> pd.Series:
     """Null or whitespace only; one vectorized pass (no per-row Python for text columns)."""
-    values = series.to_numpy(dtype=object, na_value=None)
-    missing = pd.isna(values)
-    text = pd.array(np.where(missing, "", values).astype(str), dtype="string[pyarrow]")
-    stripped = pc.utf8_trim_whitespace(pa.array(text))
-    return pd.Series(missing | (pc.utf8_length(stripped).to_numpy() == 0), index=series.index)
+    try:
+        text = pa.array(series, from_pandas=True)
+        if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
+            raise pa.ArrowTypeError(str(text.type))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        text = pa.array(series.astype(object).where(series.isna(), series.astype(str)))
+    length = pc.utf8_length(pc.utf8_trim_whitespace(text)).fill_null(0)
+    return pd.Series(np.asarray(length.to_numpy(zero_copy_only=False)) == 0, index=series.index)
 
 
 def _days(values: pd.Series) -> np.ndarray:
@@ -106,11 +109,10 @@ def _superseded(
         return superseded, changed
     old_rows, new_rows = rows[replaced], rows[latest[replaced]]
     differs = np.zeros(len(old_rows), dtype=bool)
+    pairs = np.concatenate([old_rows, new_rows])
     for col in LANDING_COLUMNS[1:]:  # event_id is equal by construction
-        values = frame[col].to_numpy(dtype=object, na_value="\0")
-        a = values[old_rows].astype(str)
-        b = values[new_rows].astype(str)
-        differs |= a != b
+        values = frame[col].iloc[pairs].to_numpy(dtype=object, na_value="\0").astype(str)
+        differs |= values[: len(old_rows)] != values[len(old_rows) :]
     superseded[old_rows] = True
     changed[old_rows] = differs
     return superseded, changed
@@ -166,6 +168,9 @@ def parse_case_events(
 ) -> TransformResult:
     """Typed, deduplicated events of the window's business dates; see the module docstring."""
     raw = landing.reset_index(drop=True)
+    # The reader's file accounts stay on `landing` for the gate; carried along here, pandas
+    # would deep-copy them at every operation.
+    raw.attrs = {}
     raw["_ingest_date"] = pd.to_datetime(raw["_ingest_date"]).astype("datetime64[ns]")
     # Timestamps are parsed once; attribution reuses the parsed values.
     parsed = parse_timestamps(raw["event_ts"], EVENT_TS_RULE)
@@ -193,30 +198,29 @@ def parse_case_events(
     window_days = pd.DatetimeIndex([pd.Timestamp(d) for d in window.partitions])
     mine = raw[raw["_partition"].isin(window_days)].copy()
 
-    reason = pd.Series(pd.NA, index=mine.index, dtype=object)
-    column = pd.Series(pd.NA, index=mine.index, dtype=object)
-    failure = pd.Series(pd.NA, index=mine.index, dtype=object)
-
-    def reject(mask: pd.Series, why: str, col: str | None, case: pd.Series | None) -> None:
-        hit = mask & reason.isna() & ~mine["_superseded"]
-        reason[hit] = why
-        column[hit] = col
-        if case is not None:
-            failure[hit] = case[hit]
-
-    reject(mine["_parse_error"].notna(), "malformed_line", None, mine["_parse_error"])
-    reject(~mine["_has_id"], "missing_event_id", "event_id", mine["event_id"])
-    out_of_range = mine["_ts_problem"] == "year_out_of_range"
-    reject(out_of_range, "event_ts_year_out_of_range", "event_ts", mine["event_ts"])
-    reject(mine["_ts"].isna(), "unparseable_event_ts", "event_ts", mine["event_ts"])
-    reject(~mine["_in_horizon"], "event_ts_outside_arrival_horizon", "event_ts", mine["event_ts"])
+    # The first failing check of each row, as a small integer code (0: none); superseded rows
+    # are duplicates, never rejects.
+    checks = (
+        (mine["_parse_error"].notna(), "malformed_line", None, "_parse_error"),
+        (~mine["_has_id"], "missing_event_id", "event_id", "event_id"),
+        (
+            mine["_ts_problem"] == "year_out_of_range",
+            "event_ts_year_out_of_range",
+            "event_ts",
+            "event_ts",
+        ),
+        (mine["_ts"].isna(), "unparseable_event_ts", "event_ts", "event_ts"),
+        (~mine["_in_horizon"], "event_ts_outside_arrival_horizon", "event_ts", "event_ts"),
+    )
+    superseded_mine = mine["_superseded"].to_numpy(dtype=bool)
+    code = np.zeros(len(mine), dtype=np.int8)
+    for i, (mask, *_) in enumerate(checks, start=1):
+        code[mask.to_numpy(dtype=bool) & (code == 0) & ~superseded_mine] = i
     # Rows with a value the contract does not accept (missing case_id, unknown type, priority
     # or unit) are typed and kept: the quality gate quarantines them by the contract's rules.
-    candidates = reason.isna() & ~mine["_superseded"]
-    regions = _resolve_regions(mine[candidates], org_hierarchy)
+    kept_mask = (code == 0) & ~superseded_mine
+    regions = _resolve_regions(mine[kept_mask], org_hierarchy)
     mine["region"] = regions.reindex(mine.index)
-
-    kept_mask = reason.isna() & ~mine["_superseded"]
     kept = mine[kept_mask]
     data = pd.DataFrame(
         {
@@ -240,7 +244,18 @@ def parse_case_events(
     source_rows = kept[[*LANDING_COLUMNS, JSON_TYPES_COLUMN]].take(order).reset_index(drop=True)
     data = data.take(order).reset_index(drop=True)[CASE_EVENTS.column_names]
 
-    bad = mine[reason.notna()]
+    bad_pos = np.flatnonzero(code > 0)
+    bad = mine.iloc[bad_pos]
+    bad_code = code[bad_pos]
+    reason = np.empty(len(bad), dtype=object)
+    column = np.full(len(bad), None, dtype=object)
+    failure = np.full(len(bad), None, dtype=object)
+    for i, (_, why, col, case) in enumerate(checks, start=1):
+        hit = np.flatnonzero(bad_code == i)
+        reason[hit] = why
+        column[hit] = col
+        values = bad[case].iloc[hit].to_numpy(dtype=object, na_value=None)
+        failure[hit] = [None if v is None else str(v)[:500] for v in values]
     originals = [
         json.dumps(
             {c: None if pd.isna(v) else v for c, v in zip(LANDING_COLUMNS, values, strict=True)},
@@ -261,9 +276,9 @@ def parse_case_events(
             "partition_date": bad["_partition"],
             "source_file": bad["_source_file"].astype(str),
             "source_line": bad["_source_line"].astype("int64"),
-            "reason": reason[bad.index].astype(str),
-            "column_name": column[bad.index],
-            "failure_case": failure[bad.index].map(lambda v: None if pd.isna(v) else str(v)[:500]),
+            "reason": pd.Series(reason, index=bad.index, dtype=object),
+            "column_name": pd.Series(column, index=bad.index, dtype=object),
+            "failure_case": pd.Series(failure, index=bad.index, dtype=object),
             "original_row": originals,
         }
     )[REJECT_COLUMNS]

@@ -84,7 +84,10 @@ def _import_module(name: str, working_directory: Path | None) -> ModuleType:
     if working_directory is not None and str(working_directory) not in sys.path:
         sys.path.insert(0, str(working_directory))
     try:
-        return importlib.import_module(name)
+        loaded = sys.modules.get(name)
+        # A location reads its paths from the environment when it is built: load it afresh
+        # for each command, as a new `ecm` process would, not from a stale import.
+        return importlib.reload(loaded) if loaded is not None else importlib.import_module(name)
     except ModuleNotFoundError as exc:
         raise LocationError(f"cannot import module {name!r}: {exc}") from None
     except Exception as exc:  # the user's code failed to load: one line, not a traceback

@@ -99,20 +99,9 @@ def _kill_loop(url: str, connector: str, tmp_path: Path) -> int:
         else:
             assert child.returncode == -signal.SIGKILL, child.stderr.read()
         snap = _snapshot(wh, spec.job_id)
-        phases.add(
-            "/".join(
-                sorted(
-                    {
-                        c.status
-                        for c in snap.values()
-                        if c.run_id
-                        == max((k[0] for k in snap), key=lambda r: snap[(r, "00")].timestamp)
-                    }
-                )
-            )
-            if snap
-            else "none"
-        )
+        if snap:
+            newest = max(snap.values(), key=lambda c: c.timestamp).run_id
+            phases.add("/".join(sorted({c.status for c in snap.values() if c.run_id == newest})))
         _forward(previous, snap)
         bounds = _boundaries(snap)
         for partition, b in previous_bounds.items():
@@ -134,12 +123,12 @@ def _kill_loop(url: str, connector: str, tmp_path: Path) -> int:
     return kills
 
 
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(600)
 def test_sigkill_resume_sqlite(tmp_path, sqlite_url):
     assert _kill_loop(sqlite_url, "sqlite", tmp_path) >= KILLS_PER_SOURCE
 
 
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(600)
 def test_sigkill_resume_postgresql(tmp_path, pg_schema):
     url, _ = pg_schema
     assert _kill_loop(url, "postgresql", tmp_path) >= KILLS_PER_SOURCE
