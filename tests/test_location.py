@@ -84,7 +84,9 @@ def test_nothing_is_scheduled_or_sensed_unless_named(tmp_path: Path) -> None:
     assert list(defs.schedules or []) == []
     assert [s.name for s in defs.sensors or []] == ["ecm_run_failure_alert"]
     repo = defs.get_repository_def()
+    # The datasets, and the landing source they read as an external asset.
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
+        "landing/loc_src",
         "loc_src",
         "loc_down",
     }

@@ -27,6 +27,7 @@ TOY_ARGS = {
         "0.02",
     ],
     "landing_memory.py": ["--rows", "2000"],
+    "sync.py": ["--rows", "2000", "--page-rows", "500", "--no-dlt"],
     "pipeline.py": ["--days", "2", "--scale", "0.05", "--single-day-scale", "0.05"],
     "gate.py": [
         "--rows",
@@ -78,5 +79,7 @@ def test_benchmark_runs_at_toy_size(script: str, tmp_path: Path) -> None:
     if script == "pipeline.py":
         assert output.count("cross-check: business rows and rejects equal") == 2, output
         assert "| range | case_priority_mix_daily |" in output
+    if script == "sync.py":
+        assert "ours/plain = " in output, output
     if script == "landing_memory.py":
         assert "read CPU ours / DuckDB read_csv:" in output and "memory: peak delta" in output

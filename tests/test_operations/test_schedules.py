@@ -29,8 +29,9 @@ from ecm_assets.operations.schedules import (
 from ecm_assets.orchestration.factory import TRIGGER_TAG
 from ecm_assets.orchestration.partitions import partitions_for
 
-#: The shipped location's schedules, as `build_definitions` made them.
-SCHEDULES = list(defs.schedules)
+#: The case-SLA schedules (the shipped location also schedules its sync jobs: tests/test_sync).
+CASE_SLA_SCHEDULES = ("daily_lookback_schedule", "monthly_report_schedule")
+SCHEDULES = [s for s in defs.schedules or [] if s.name in CASE_SLA_SCHEDULES]
 daily_lookback_schedule = defs.get_schedule_def("daily_lookback_schedule")
 monthly_report_schedule = defs.get_schedule_def("monthly_report_schedule")
 DAILY = partitions_for(CASE_EVENTS)
