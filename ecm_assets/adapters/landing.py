@@ -55,8 +55,12 @@ META_COLUMNS = [
     "_raw_text",
 ]
 ROW_META = ["_source_line", "_parse_error", JSON_TYPES_COLUMN, "_raw_text"]
-#: The contract's text columns: Arrow-backed, so a large read stays near its byte size.
-TEXT_DTYPE = pd.ArrowDtype(pa.string())
+#: The contract's text columns: Arrow-backed, so a large read stays near its byte size, and
+#: pandas' own string dtype, so a transform's pandas idioms keep their meaning. On
+#: `pd.ArrowDtype(pa.string())`, `pd.to_numeric(errors="coerce")` turns "n/a" into a NaN
+#: *value* that `isna()` does not see (and with dtype_backend="numpy_nullable" into another
+#: row's number), so a bad value was published as data.
+TEXT_DTYPE = pd.StringDtype("pyarrow")
 BOM = b"\xef\xbb\xbf"
 #: Longest sample of raw content an error message may quote (escaped).
 SAMPLE_CHARS = 200

@@ -259,8 +259,19 @@ def test_read_is_columnar_text(tmp_path):
 
     out = read_all(tmp_path)
 
-    assert all(isinstance(out[c].dtype, pd.ArrowDtype) for c in COLUMNS)
+    assert all(out[c].dtype == pd.StringDtype("pyarrow") for c in COLUMNS)
     assert str(out["_source_line"].dtype) == "int64"
+
+
+def test_text_that_is_not_a_number_coerces_to_missing_not_to_a_nan_value(tmp_path):
+    """A transform's pandas idioms keep their meaning on the landing frame: "n/a" coerced
+    with `pd.to_numeric(errors="coerce")` is missing, so the transform rejects it. (On
+    `ArrowDtype(pa.string())` it became a NaN value `isna()` missed, and was published.)"""
+    land(tmp_path, "2026-09-01", "a.csv", "event_id,unit_id,value\ne1,U1,1.5\ne2,U1,n/a\n")
+
+    value = pd.to_numeric(read_all(tmp_path)["value"], errors="coerce")
+
+    assert value.isna().tolist() == [False, True]
 
 
 # --------------------------------------------------------------------------- issue 11 item 3

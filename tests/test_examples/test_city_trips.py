@@ -147,11 +147,6 @@ def test_both_locations_load_from_one_workspace(site) -> None:
     assert "main.trips" in proc.stdout and "case_events" not in proc.stdout
 
 
-@pytest.mark.xfail(
-    reason="after merging main at 18:10 UTC one borough-day per few days counts one trip more "
-    "than the independent pandas computation (passed before that merge); under investigation",
-    strict=False,
-)
 def test_published_numbers_match_an_independent_computation(site) -> None:
     _, data, frame, _ = site
     with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as conn:
