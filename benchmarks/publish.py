@@ -52,6 +52,16 @@ if str(ROOT) not in sys.path:
 #: published one. Dagster only knows partitions up to "now", so the definition starts in the
 #: past rather than at ecm_assets' PARTITIONS_START.
 BENCH_START = date(2025, 1, 1)
+
+
+def bench_contract():
+    """CASE_EVENTS with the benchmark's own first partition (a contract owns its calendar)."""
+    import dataclasses
+
+    from ecm_assets.case_sla.contracts import CASE_EVENTS
+
+    return dataclasses.replace(CASE_EVENTS, start=BENCH_START.isoformat())
+
 REGIONS = ("NORTH", "SOUTH", "EAST", "WEST")
 EVENT_TYPES = ("opened", "assigned", "escalated", "resolved", "reopened")
 EVENT_TYPE_WEIGHTS = (0.45, 0.37, 0.05, 0.11, 0.02)
@@ -195,7 +205,6 @@ def _stock_assets():
 def _ours_assets():
     import dagster as dg
 
-    from ecm_assets.case_sla.contracts import CASE_EVENTS
     from ecm_assets.contracts.boundaries import InputBoundary
     from ecm_assets.publish.io_manager import StagedOutput
 
@@ -206,7 +215,7 @@ def _ours_assets():
     )
     def case_events(context):
         boundary = InputBoundary(partitions=(context.partition_key,), locked_at=datetime.now(UTC))
-        return StagedOutput(CASE_EVENTS, _FRAME, boundary)
+        return StagedOutput(bench_contract(), _FRAME, boundary)
 
     return [case_events]
 
@@ -477,13 +486,12 @@ def profile_main(args: argparse.Namespace) -> None:
     """One publish_partitions call with every SQL step timed, plus the close (checkpoint)."""
     import duckdb
 
-    from ecm_assets.case_sla.contracts import CASE_EVENTS
     from ecm_assets.publish.protocol import PublishRequest, publish_partitions
 
     bdate = business_date_for(args.history_partitions + 1)
     frame = make_frame(args.rows, bdate, seed=args.seed)
     request = PublishRequest(
-        contract=CASE_EVENTS,
+        contract=bench_contract(),
         owned_partitions=(bdate,),
         run_id="bench-profile-run",
         as_of=datetime.now(UTC),

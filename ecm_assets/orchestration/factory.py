@@ -466,7 +466,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             yield from _yield_check_outputs(
                 context, {k.name for k in context.selected_asset_check_keys}
             )
-            yield dg.Output(AlreadyPublished(published))
+            yield dg.Output(AlreadyPublished(published), output_name=contract.name)
             return
         # The lease says "alive" to recovery elsewhere for as long as this attempt works.
         heartbeat = Heartbeat(warehouse.database).start()
