@@ -15,8 +15,21 @@ DEMO_END = date(2026, 9, 8)
 
 @pytest.fixture(autouse=True)
 def _no_dagster_home(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`make` exports DAGSTER_HOME for the developer's instance; tests never write to it."""
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    """`make` exports DAGSTER_HOME, ECM_DATA_DIR and ECM_WAREHOUSE for the developer's demo;
+    tests never read or write them (a test that wants one sets it itself)."""
+    for name in ("DAGSTER_HOME", "ECM_DATA_DIR", "ECM_WAREHOUSE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_defs_state_storage() -> None:
+    """Dagster keeps the current instance's defs-state storage in a ContextVar. After
+    Playwright's greenlet loop (tests/test_ui.py) the main context can be left holding the
+    storage of a disposed instance, and every later in-process materialize then fails with
+    "undefined DagsterInstance weakref". No test starts with one."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
 
 
 @pytest.fixture(scope="session")
