@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -263,17 +265,132 @@ def attribute_partitions(
     return event_day.where(in_horizon, ingest), in_horizon
 
 
-def run_sql(query: str, **relations: pd.DataFrame) -> pd.DataFrame:
-    """Run a SQL transform over plain frames in an in-memory DuckDB (session time zone UTC).
+@dataclass(frozen=True)
+class UpstreamRelation:
+    """Published upstream partitions [first, last], read where they are stored.
 
-    Each keyword names a relation the query reads (`FROM case_events`). A SQL transform is a
-    pure function like any other: same frames in, same rows out, testable without a
-    warehouse; DuckDB runs the joins, sorts and aggregates columnar and on every core.
+    What a dataset declared with `upstream_as="relation"` receives for each upstream instead
+    of a pandas frame: `run_sql` reads it inside the warehouse, so the rows are never copied
+    into Python. `conn` holds one open transaction, so the input boundary's run ids, the
+    transform and the gate's control totals all read the same snapshot of the upstream.
+    """
+
+    dataset: str
+    conn: Any  # duckdb.DuckDBPyConnection, inside BEGIN TRANSACTION
+    #: SQL of the published rows of the window: contract columns plus run_id and as_of.
+    source: str
+    columns: tuple[str, ...]
+    partition_column: str
+    first: date
+    last: date
+
+    def select(self) -> str:
+        """The rows as the transform sees them: contract columns, no provenance."""
+        cols = ", ".join(_ident(c) for c in self.columns)
+        return f"SELECT {cols} FROM ({self.source}) AS up"
+
+    @cached_property
+    def partitions(self) -> pd.DataFrame:
+        """Rows and distinct run ids per upstream partition date (one scan, cached)."""
+        pcol = _ident(self.partition_column)
+        frame = self.conn.execute(
+            f"SELECT {pcol}::DATE AS partition, count(*) AS rows, "
+            "list(DISTINCT run_id ORDER BY run_id) FILTER (run_id IS NOT NULL) AS run_ids "
+            f"FROM ({self.source}) AS up GROUP BY ALL ORDER BY 1"
+        ).df()
+        frame["partition"] = pd.to_datetime(frame["partition"]).dt.date
+        return frame
+
+    def __len__(self) -> int:
+        return int(self.partitions["rows"].sum())
+
+    def run_ids(self, first: date | None = None, last: date | None = None) -> tuple[str, ...]:
+        """Distinct run ids of the rows of partitions [first, last] (all by default)."""
+        parts = self.partitions
+        mask = np.ones(len(parts), dtype=bool)
+        if first is not None:
+            mask &= (parts["partition"] >= first).to_numpy()
+        if last is not None:
+            mask &= (parts["partition"] <= last).to_numpy()
+        ids: set[str] = set()
+        for values in parts.loc[mask, "run_ids"]:
+            if values is not None:
+                ids.update(str(v) for v in values)
+        return tuple(sorted(ids))
+
+    def rows(self, first: date, last: date) -> int:
+        parts = self.partitions
+        mask = (parts["partition"] >= first) & (parts["partition"] <= last)
+        return int(parts.loc[mask, "rows"].sum())
+
+    def totals(
+        self,
+        column: str | None,
+        filters: tuple[tuple[str, str], ...] = (),
+        *,
+        monthly: bool = False,
+    ) -> dict[date, float]:
+        """sum(column) (count(*) when None) per partition date, or per month start, of the
+        rows whose `filters` columns equal the given values: a control total's input side."""
+        pcol = _ident(self.partition_column)
+        day = f"date_trunc('month', {pcol}::DATE)::DATE" if monthly else f"{pcol}::DATE"
+        value = f"sum({_ident(column)})" if column else "count(*)"
+        where = " AND ".join(f"{_ident(c)} = ?" for c, _ in filters) or "true"
+        rows = self.conn.execute(
+            f"SELECT {day} AS d, {value} FROM ({self.source}) AS up "
+            f"WHERE {where} AND {pcol} IS NOT NULL GROUP BY 1",
+            [v for _, v in filters],
+        ).fetchall()
+        return {pd.Timestamp(d).date(): float(v or 0) for d, v in rows}
+
+    def df(self) -> pd.DataFrame:
+        """The rows as a pandas frame, for code that needs one (costs the copy this avoids)."""
+        return self.conn.execute(self.select()).df()
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def run_sql(query: str, **relations: pd.DataFrame | UpstreamRelation) -> pd.DataFrame:
+    """Run a SQL transform over its inputs (session time zone UTC).
+
+    Each keyword names a relation the query reads (`FROM case_events`): a plain frame, or an
+    UpstreamRelation (published upstream rows). With frames only the query runs in an
+    in-memory DuckDB; with an UpstreamRelation it runs in the warehouse, inside the
+    relation's snapshot, with the frames registered beside it, and the upstream rows never
+    leave DuckDB. Either way it is a pure function: same inputs, same rows out, testable
+    with plain frames and no warehouse; DuckDB runs the joins, sorts and aggregates
+    columnar and on every core.
     """
     import duckdb  # imported here: pandas-only transforms need no DuckDB at import time
 
-    with duckdb.connect() as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        for name, frame in relations.items():
-            conn.register(name, frame)
+    in_warehouse = [r for r in relations.values() if isinstance(r, UpstreamRelation)]
+    if not in_warehouse:
+        with duckdb.connect() as conn:
+            conn.execute("SET TimeZone = 'UTC'")
+            for name, frame in relations.items():
+                conn.register(name, frame)
+            return conn.execute(query).df()
+    conn = in_warehouse[0].conn
+    if any(r.conn is not conn for r in in_warehouse):
+        raise ValueError("run_sql: upstream relations of different warehouse connections")
+    zone = conn.execute("SELECT current_setting('TimeZone')").fetchone()[0]
+    conn.execute("SET TimeZone = 'UTC'")
+    made: list[tuple[str, bool]] = []
+    try:
+        for name, rel in relations.items():
+            if isinstance(rel, UpstreamRelation):
+                conn.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(name)} AS {rel.select()}")
+                made.append((name, True))
+            else:
+                conn.register(name, rel)
+                made.append((name, False))
         return conn.execute(query).df()
+    finally:
+        for name, is_view in made:
+            if is_view:
+                conn.execute(f"DROP VIEW IF EXISTS temp.main.{_ident(name)}")
+            else:
+                conn.unregister(name)
+        conn.execute(f"SET TimeZone = '{zone}'")

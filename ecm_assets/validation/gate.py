@@ -54,6 +54,7 @@ from ecm_assets.contracts.transform import (
     REJECT_COLUMNS,
     PartitionWindow,
     TransformResult,
+    UpstreamRelation,
     has_zone,
     text_array,
 )
@@ -162,7 +163,7 @@ class GateInput:
     rejects: pd.DataFrame | None = None
     counts: pd.DataFrame | None = None
     reference: Mapping[str, Mapping[date, ReferenceSnapshot]] = field(default_factory=dict)
-    upstream: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    upstream: Mapping[str, pd.DataFrame | UpstreamRelation] = field(default_factory=dict)
     #: Rows published now for the window's partitions (for drift); None when never published.
     published: pd.DataFrame | None = None
     closed: frozenset[date] = frozenset()
@@ -1525,18 +1526,30 @@ def _control_totals(
             )
         from ecm_assets.contracts.registry import contract_for
 
-        up_contract = contract_for(ct.upstream)
-        up_days = _partition_dates(up_contract, source)
-        mask = np.ones(len(source), dtype=bool)
-        for column, value in ct.upstream_filter:
-            mask &= (source[column] == value).to_numpy()
-        key = (
-            up_days.dt.to_period("M").dt.start_time if inp.contract.grain == "monthly" else up_days
-        )
-        values = (
-            source[ct.upstream_column] if ct.upstream_column else pd.Series(1, index=source.index)
-        )
-        totals_in = _by_day(values[mask], key[mask].to_numpy())
+        if isinstance(source, UpstreamRelation):
+            # Summed where the upstream rows are, in the transform's snapshot.
+            totals_in = source.totals(
+                ct.upstream_column,
+                ct.upstream_filter,
+                monthly=inp.contract.grain == "monthly",
+            )
+        else:
+            up_contract = contract_for(ct.upstream)
+            up_days = _partition_dates(up_contract, source)
+            mask = np.ones(len(source), dtype=bool)
+            for column, value in ct.upstream_filter:
+                mask &= (source[column] == value).to_numpy()
+            key = (
+                up_days.dt.to_period("M").dt.start_time
+                if inp.contract.grain == "monthly"
+                else up_days
+            )
+            values = (
+                source[ct.upstream_column]
+                if ct.upstream_column
+                else pd.Series(1, index=source.index)
+            )
+            totals_in = _by_day(values[mask], key[mask].to_numpy())
         totals_out = _by_day(accepted[ct.output_column], accepted_days())
         for p in inp.window.partitions:
             t_in, t_out = float(totals_in.get(p, 0)), float(totals_out.get(p, 0))
