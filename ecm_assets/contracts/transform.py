@@ -86,6 +86,15 @@ _LEADING_YEAR = r"^\s*([+-]?[0-9]{1,12})-"
 def text_array(values: pd.Series) -> pa.Array:
     """The column as an Arrow large_string array (nulls kept), for vectorized text rules;
     non-string values become their str()."""
+    if isinstance(values.dtype, pd.StringDtype | pd.ArrowDtype) and hasattr(
+        values.array, "__arrow_array__"
+    ):
+        # Arrow-backed text already: its buffers, without a Python object per value.
+        arrow = values.array.__arrow_array__()
+        if isinstance(arrow, pa.ChunkedArray):
+            arrow = arrow.combine_chunks()
+        if pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type):
+            return arrow.cast(pa.large_string())
     try:
         return pa.array(values.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -146,24 +155,38 @@ def _iso8601_utc(values: pd.Series) -> pd.DatetimeIndex:
         valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         rows = np.flatnonzero(valid & ((lengths == 20) | (lengths == 25)))
         if len(rows):
-            pos = np.minimum(offsets[rows][:, None] + np.arange(25), len(data) - 1)
-            b = data[pos].astype(np.int64)
-            d = b - 48
+            starts = offsets[rows]
+            # Zero bytes past the end: a 20-byte last value may be probed up to byte 24.
+            padded = np.concatenate([data, np.zeros(25, dtype=np.uint8)])
+
+            def byte(i: int) -> np.ndarray:  # the i-th byte of each candidate, as uint8
+                return padded[starts + i]
+
+            def digit(i: int) -> np.ndarray:
+                return byte(i).astype(np.int32) - 48
+
+            digits = {i: digit(i) for i in _DIGITS}
             long = lengths[rows] == 25
-            ok = ((d[:, _DIGITS] >= 0) & (d[:, _DIGITS] <= 9)).all(axis=1)
-            ok &= (b[:, 4] == 45) & (b[:, 7] == 45) & (b[:, 10] == 84)  # - - T
-            ok &= (b[:, 13] == 58) & (b[:, 16] == 58)  # : :
-            short_zone = b[:, 19] == 90  # Z
-            sign = np.where(b[:, 19] == 43, 1, np.where(b[:, 19] == 45, -1, 0))
-            zd = d[:, [20, 21, 23, 24]]
-            long_zone = (sign != 0) & (b[:, 22] == 58) & ((zd >= 0) & (zd <= 9)).all(axis=1)
+            ok = np.ones(len(rows), dtype=bool)
+            for value in digits.values():
+                ok &= (value >= 0) & (value <= 9)
+            ok &= (byte(4) == 45) & (byte(7) == 45) & (byte(10) == 84)  # - - T
+            ok &= (byte(13) == 58) & (byte(16) == 58)  # : :
+            b19 = byte(19)
+            short_zone = b19 == 90  # Z
+            sign = np.where(b19 == 43, 1, np.where(b19 == 45, -1, 0)).astype(np.int64)
+            zd = [digit(i) for i in (20, 21, 23, 24)]
+            long_zone = (sign != 0) & (byte(22) == 58)
+            for value in zd:
+                long_zone &= (value >= 0) & (value <= 9)
             ok &= np.where(long, long_zone, short_zone)
-            year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
-            month = d[:, 5] * 10 + d[:, 6]
-            day = d[:, 8] * 10 + d[:, 9]
-            hour, minute, second = (d[:, i] * 10 + d[:, i + 1] for i in (11, 14, 17))
-            oh = np.where(long, zd[:, 0] * 10 + zd[:, 1], 0)
-            om = np.where(long, zd[:, 2] * 10 + zd[:, 3], 0)
+            d = digits
+            year = (d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]).astype(np.int64)
+            month = (d[5] * 10 + d[6]).astype(np.int64)
+            day = (d[8] * 10 + d[9]).astype(np.int64)
+            hour, minute, second = ((d[i] * 10 + d[i + 1]).astype(np.int64) for i in (11, 14, 17))
+            oh = np.where(long, zd[0] * 10 + zd[1], 0).astype(np.int64)
+            om = np.where(long, zd[2] * 10 + zd[3], 0).astype(np.int64)
             leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
             ok &= (year >= 1700) & (year <= 2200) & (month >= 1) & (month <= 12)
             month_days = _DAYS_IN_MONTH[np.clip(month, 0, 12)] + ((month == 2) & leap)
@@ -296,7 +319,7 @@ class UpstreamRelation:
         frame = self.conn.execute(
             f"SELECT {pcol}::DATE AS partition, count(*) AS rows, "
             "list(DISTINCT run_id ORDER BY run_id) FILTER (run_id IS NOT NULL) AS run_ids "
-            f"FROM ({self.source}) AS up GROUP BY ALL ORDER BY 1"
+            f"FROM ({self.source}) AS up WHERE {pcol} IS NOT NULL GROUP BY ALL ORDER BY 1"
         ).df()
         frame["partition"] = pd.to_datetime(frame["partition"]).dt.date
         return frame
@@ -332,6 +355,10 @@ class UpstreamRelation:
     ) -> dict[date, float]:
         """sum(column) (count(*) when None) per partition date, or per month start, of the
         rows whose `filters` columns equal the given values: a control total's input side."""
+        if column is None and not filters and not monthly:
+            # A row count per partition: the snapshot's partition summary already has it.
+            parts = self.partitions
+            return {d: float(n) for d, n in zip(parts["partition"], parts["rows"], strict=True)}
         pcol = _ident(self.partition_column)
         day = f"date_trunc('month', {pcol}::DATE)::DATE" if monthly else f"{pcol}::DATE"
         value = f"sum({_ident(column)})" if column else "count(*)"

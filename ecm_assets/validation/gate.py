@@ -214,6 +214,30 @@ class _SchemaIndex:
             for i, chk in enumerate(self.schema.checks)
         }
         self.columns_rank = {name: 500 + i for i, name in enumerate(self.schema.columns)}
+        #: `Series[str]` columns: pandera checks their dtype element by element in Python.
+        self.str_columns = tuple(
+            name for name, col in self.schema.columns.items() if str(col.dtype) == "str"
+        )
+        self._without_dtype: dict[frozenset[str], pa.DataFrameSchema] = {}
+
+    def schema_for(self, data: pd.DataFrame) -> pa.DataFrameSchema:
+        """The schema, minus the dtype check of each `Series[str]` column whose values one
+        vectorized pass (pandas' C-level infer_dtype) already found to be all strings or
+        nulls: pandera's own check of it (`isinstance(x, str)` per element) could only pass.
+        A column with any other value keeps pandera's check and its failure cases."""
+        done = frozenset(
+            name
+            for name in self.str_columns
+            if name in data.columns
+            and pd.api.types.infer_dtype(data[name], skipna=True) in ("string", "empty")
+        )
+        if not done:
+            return self.schema
+        if done not in self._without_dtype:
+            self._without_dtype[done] = self.schema.update_columns(
+                {name: {"dtype": None} for name in done}
+            )
+        return self._without_dtype[done]
 
     def resolve(self, context: str, column: Any, check: str, number: Any, case: Any) -> _CheckRef:
         has_number = number is not None and not (isinstance(number, float) and np.isnan(number))
@@ -256,7 +280,7 @@ def validate_with_pandera(model: type[pa.DataFrameModel], data: pd.DataFrame) ->
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            index.schema.validate(data, lazy=True)
+            index.schema_for(data).validate(data, lazy=True)
     except SchemaErrors as exc:
         cases = exc.failure_cases
     else:
