@@ -38,7 +38,9 @@ from ecm_assets.contracts.transform import (
     REJECT_COLUMNS,
     PartitionWindow,
     TransformResult,
+    UpstreamRelation,
     attribute_partitions,
+    run_sql,
 )
 
 if TYPE_CHECKING:
@@ -66,8 +68,10 @@ __all__ = [
     "TransformResult",
     "UniqueKey",
     "Upstream",
+    "UpstreamRelation",
     "attribute_partitions",
     "build_definitions",
+    "run_sql",
 ]
 
 
