@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,8 +32,13 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        payload = json.loads(resp.read())
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            payload = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        # The webserver answers 500 with the server-side error in the body: show it.
+        body = exc.read().decode(errors="replace")[:3000]
+        raise AssertionError(f"webserver answered HTTP {exc.code}: {body}") from None
     assert "errors" not in payload, payload
     return payload["data"]
 
