@@ -215,7 +215,8 @@ def partition_metadata(
     for p in window.partitions:
         meta: dict[str, object] = {}
         entry = reconciliation.get(p.isoformat(), {})
-        for name in ("input", "accepted", "quarantined", "duplicate", "blocked"):
+        # accepted = the published rows, which dagster/row_count already says.
+        for name in ("input", "quarantined", "duplicate", "blocked"):
             if name in entry:
                 meta[f"{name}_rows"] = dg.MetadataValue.int(int(entry[name]))
         if counts is not None and p in counts.index:
@@ -239,12 +240,43 @@ def partition_metadata(
                 )
             meta["quality_warnings"] = dg.MetadataValue.md("\n".join(lines))
         own = partition_boundary(contract, p, boundary, kwargs, upstream)
+        own.pop("partitions")  # the event's own partition
         for name in ("landing_files", "landing_digest"):
             if name in own:
                 meta[name] = own.pop(name)
-        meta["input_boundary"] = dg.MetadataValue.json(own)
+        if own:  # reference versions, upstream runs: only when the dataset has them
+            meta["input_boundary"] = dg.MetadataValue.json(own)
         out[p] = meta
     return out
+
+
+#: Most partitions named in one run-log warning line (the count is always exact).
+LOGGED_PARTITIONS = 10
+
+
+def warning_lines(failures: list[Finding]) -> list[str]:
+    """One run-log line per non-blocking rule that failed, naming its partitions.
+
+    Each log line is an event the instance stores; one per rule *and* partition made the
+    log a large share of a long run's bookkeeping. Each partition's own findings are on its
+    materialization and its quality_gate evaluation; every finding is in the manifest.
+    """
+    by_rule: dict[tuple[str, str], list[Finding]] = {}
+    for f in failures:
+        if not f.severity.blocks:
+            by_rule.setdefault((str(f.severity), f.rule), []).append(f)
+    lines = []
+    for (severity, rule), found in by_rule.items():
+        where = sorted({f.partition.isoformat() if f.partition else "run" for f in found})
+        listed = ", ".join(where[:LOGGED_PARTITIONS])
+        if len(where) > LOGGED_PARTITIONS:
+            listed += f", ... ({len(where)} in all)"
+        rows = sum(f.failed for f in found)
+        lines.append(
+            f"quality {severity} {rule}: {rows} row(s) in {len(where)} partition(s) "
+            f"[{listed}]; first: {found[0].message}"
+        )
+    return lines
 
 
 def _record_failure(
@@ -644,21 +676,14 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 allow_retries=False,
             )
             _raise_gate_failure(context, warehouse, contract.name, failure, gate)
-        for f in gate.failures:
-            if not f.severity.blocks:
-                where = f.partition.isoformat() if f.partition else "run"
-                context.log.warning(f"quality {f.severity} {f.rule} [{where}]: {f.message}")
+        for line in warning_lines(gate.failures):
+            context.log.warning(line)
         if not publishing:
             yield from _yield_check_outputs(context, selected)
             _evaluate_only(
                 context, warehouse, contract, mode, window, boundary, gate, tags, manifest
             )
             return
-        # Shared by every partition's materialization: small, run-level facts only.
-        metadata = {
-            "snapshot_id": boundary.snapshot_id,
-            "quality_decision": str(gate.decision),
-        }
         staged = StagedOutput(
             contract,
             gate.accepted,
@@ -678,7 +703,10 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             attempt=manifest.attempt,
         )
         yield from _yield_check_outputs(context, selected)
-        yield dg.Output(staged, output_name=contract.name, metadata=metadata)
+        # No output metadata: a range run's goes on every partition's materialization. The
+        # run-level facts (snapshot, decision) are in the run manifest, which each partition
+        # links to; each partition says its own quality.
+        yield dg.Output(staged, output_name=contract.name)
 
     return _asset
 
