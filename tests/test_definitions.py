@@ -114,7 +114,8 @@ def test_every_asset_is_described_and_partitioned() -> None:
 
 def test_operations_are_deployed_with_safe_defaults() -> None:
     """Event triggers and schedules ship stopped (an operator turns them on); only the failure
-    alert and the outbox delivery run from the first deploy. Every asset carries the retry policy."""
+    alert and the outbox delivery run from the first deploy. Every asset carries the retry
+    policy."""
     sensors = {s.name: s.default_status for s in defs.sensors or []}
     assert sensors == {
         "case_events__landing_files": dg.DefaultSensorStatus.STOPPED,
