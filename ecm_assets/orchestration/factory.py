@@ -32,7 +32,7 @@ import dagster as dg
 import pandas as pd
 
 from ecm_assets.adapters.landing import LandingReadError
-from ecm_assets.contracts.boundaries import InputBoundary
+from ecm_assets.contracts.boundaries import InputBoundary, PublishedElsewhere
 from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, Dataset, DatasetContract
 from ecm_assets.contracts.periods import shift
 from ecm_assets.contracts.quality import Drift, Severity
@@ -63,6 +63,7 @@ from ecm_assets.publish.closed_periods import (
     guarded_partitions,
     own_closed,
 )
+from ecm_assets.publish.event_index import published_elsewhere
 from ecm_assets.publish.io_manager import (
     AlreadyPublished,
     DuckDBPublishIOManager,
@@ -340,6 +341,20 @@ def review_closed_periods(
     )
 
 
+def _event_index(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBPublishIOManager,
+    contract: DatasetContract,
+    keys: pd.Series,
+    owned: tuple[date, ...],
+) -> tuple[PublishedElsewhere, ...]:
+    """Where the keys the run reads are published outside its window (contracts/moves.py)."""
+    if not Path(warehouse.database).exists():
+        return ()
+    with warehouse.connect(context, read_only=True) as conn:
+        return published_elsewhere(conn, contract, keys, owned)
+
+
 def _hold_closed_changes(
     context: dg.AssetExecutionContext,
     warehouse: DuckDBPublishIOManager,
@@ -559,6 +574,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 upstream=frames,
                 locked_at=datetime.now(UTC),
                 recorded=recorded,
+                published_index=lambda keys, owned: _event_index(
+                    context, warehouse, contract, keys, owned
+                ),
             )
             with warehouse.connect(context) as conn:
                 transition(
