@@ -236,7 +236,13 @@ def test_04_approve_publishes_exactly_the_held_rows(qa, capsys) -> None:
 def test_05_reject_ends_the_run_and_publishes_nothing(qa, capsys) -> None:
     env = needs(qa, "approved")
     write_landing_csv(env.root, date(2026, 9, 3), "late-review-2.csv", _breaching_cases("92", 120))
-    env.materialize(DAILY, first="2026-09-01", last="2026-09-03")
+    # The month is closed now: its upstream changes only once a person approved it.
+    upstream = env.materialize(
+        [EVENTS], first="2026-09-01", last="2026-09-03", expect_success=False
+    )
+    assert manifest_of(env, capsys, upstream.run_id, EVENTS)["status"] == "HELD"
+    env.ecm_json(capsys, "review", "approve", upstream.run_id, "--by", "bob", "--note", "ok")
+    env.materialize(DAILY[1:], first="2026-09-01", last="2026-09-03")
     before = env.query(f"SELECT * FROM main.{MONTHLY} ORDER BY region, unit_id")
     held = env.materialize(
         [MONTHLY],
