@@ -25,7 +25,7 @@ from ecm_assets.operations.schedules import (
     build_lookback_schedule,
     build_monthly_schedule,
 )
-from ecm_assets.operations.sensors import build_landing_sensors, sensor_interval_seconds
+from ecm_assets.operations.sensors import build_landing_sensors
 from ecm_assets.orchestration.factory import (
     IO_MANAGER_KEY,
     build_assets,
@@ -131,7 +131,7 @@ def build_definitions(
         ],
         ecm_run_failure_alert,
         # Always on: owed Dagster events of publishes whose run died after COMMIT.
-        build_outbox_sensor(sensor_interval_seconds()),
+        build_outbox_sensor(),
     ]
     assets = build_assets(all_datasets)
     location = dg.Definitions(

@@ -21,6 +21,7 @@ for more than a moment skips the tick and keeps the cursor.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -35,6 +36,13 @@ OUTBOX_SENSOR = "ecm_outbox_delivery"
 LOCK_WAIT_SECONDS = 2.0
 
 
+def outbox_interval_seconds() -> int:
+    """How often the outbox is checked (ECM_OUTBOX_INTERVAL_SECONDS, default 60). Owed events
+    are rare (a run died after COMMIT), and every check opens the warehouse, which keeps
+    writers out for that moment: not worth doing at the landing sensors' pace."""
+    return int(os.environ.get("ECM_OUTBOX_INTERVAL_SECONDS", "60"))
+
+
 def load_emitted(cursor: str | None) -> list[tuple[str, str, int]]:
     """The (run_id, asset, attempt) whose events the previous tick handed to Dagster."""
     if not cursor:
@@ -46,8 +54,10 @@ def dump_emitted(emitted: list[tuple[str, str, int]]) -> str:
     return json.dumps({"emitted": [list(e) for e in emitted]}, separators=(",", ":"))
 
 
-def build_outbox_sensor(minimum_interval_seconds: int = 30) -> dg.SensorDefinition:
+def build_outbox_sensor(minimum_interval_seconds: int | None = None) -> dg.SensorDefinition:
     """The default-running sensor that delivers the ledger's owed Dagster events."""
+    if minimum_interval_seconds is None:
+        minimum_interval_seconds = outbox_interval_seconds()
 
     @dg.sensor(
         name=OUTBOX_SENSOR,
