@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
 
 from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.sync.partitioning import partition_sql
@@ -75,14 +75,14 @@ def reset_staging(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {t.keys}")
 
 
-def _page_select(spec: JobSpec, frame: pd.DataFrame) -> tuple[str, list[Any]]:
+def _page_select(spec: JobSpec, page: pa.Table) -> tuple[str, list[Any]]:
+    """Staging rows of the registered page `__ecm_sync_page`, partition computed once."""
     src = spec.source
-    part_expr, params = partition_sql(spec.partitioning)
     cols = []
-    for name in frame.columns:
-        q = quote_ident(str(name))
+    for f in page.schema:
+        q = quote_ident(str(f.name))
         # A column that is NULL on the whole first page must not be typed INTEGER by guess.
-        if frame[name].dtype == object and frame[name].isna().all():
+        if pa.types.is_null(f.type):
             cols.append(f"CAST({q} AS VARCHAR) AS {q}")
         else:
             cols.append(q)
@@ -100,44 +100,55 @@ def _page_select(spec: JobSpec, frame: pd.DataFrame) -> tuple[str, list[Any]]:
         f"CAST({quote_ident(src.cursor.tiebreaker)} AS VARCHAR)"
     )
     select = (
-        f"SELECT {', '.join(cols)}, CAST(? AS VARCHAR) AS _run_id, {part_expr} AS _partition, "
+        f"SELECT {', '.join(cols)}, CAST(? AS VARCHAR) AS _run_id, _partition, "
         f"{version} AS _version, {deleted} AS _deleted, {cursor} AS _source_cursor "
-        "FROM __ecm_sync_page"
+        "FROM __ecm_sync_page_p"
     )
-    return select, params
+    return select, []
 
 
 def stage_page(
-    conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, frame: pd.DataFrame
+    conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, page: pa.Table
 ) -> dict[str, int]:
-    """Append one page to staging; rows per partition. Call inside the page transaction."""
+    """Append one page to staging; rows per partition. Call inside the page transaction.
+
+    The page is scanned from Arrow once: its partition (a sha256 per row for hash buckets)
+    is computed into a temporary table that both the append and the counts read."""
     t = tables_for(spec)
-    conn.register("__ecm_sync_page", frame)
+    part_expr, part_params = partition_sql(spec.partitioning)
+    conn.register("__ecm_sync_page", page)
     try:
-        select, params = _page_select(spec, frame)
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE __ecm_sync_page_p AS SELECT *, {part_expr} AS "
+            "_partition FROM __ecm_sync_page",
+            part_params,
+        )
+    finally:
+        conn.unregister("__ecm_sync_page")
+    try:
+        counts = conn.execute(
+            "SELECT _partition, count(*) FROM __ecm_sync_page_p GROUP BY _partition"
+        ).fetchall()
+        unmatched = sum(n for p, n in counts if p is None)
+        if unmatched:
+            raise ValueError(
+                f"sync job {spec.job_id}: {unmatched} row(s) have a {spec.partitioning.key} "
+                f"value no partition names (list partitioning allows "
+                f"{list(spec.partitioning.values)})"
+            )
+        select, params = _page_select(spec, page)
         if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
             conn.execute(f"CREATE TABLE {t.staging} AS {select} LIMIT 0", [run_id, *params])
         else:
-            _add_new_columns(conn, t.staging, STAGING_SCHEMA, "sync__" + spec.table, frame)
+            _add_new_columns(conn, t.staging, STAGING_SCHEMA, "sync__" + spec.table, page)
         conn.execute(f"INSERT INTO {t.staging} BY NAME {select}", [run_id, *params])
-        counts = conn.execute(
-            f"SELECT {partition_sql(spec.partitioning)[0]} AS p, count(*) FROM __ecm_sync_page "
-            "GROUP BY p",
-            partition_sql(spec.partitioning)[1],
-        ).fetchall()
     finally:
-        conn.unregister("__ecm_sync_page")
-    unmatched = sum(n for p, n in counts if p is None)
-    if unmatched:
-        raise ValueError(
-            f"sync job {spec.job_id}: {unmatched} row(s) have a {spec.partitioning.key} value "
-            f"no partition names (list partitioning allows {list(spec.partitioning.values)})"
-        )
+        conn.execute("DROP TABLE IF EXISTS __ecm_sync_page_p")
     return {p: int(n) for p, n in counts}
 
 
-def _add_new_columns(conn, table: str, schema: str, name: str, frame: pd.DataFrame) -> None:
+def _add_new_columns(conn, table: str, schema: str, name: str, page: pa.Table) -> None:
     """A source column that appears later is added as nullable (the project's one rule)."""
     have = {
         r[0]
@@ -147,15 +158,15 @@ def _add_new_columns(conn, table: str, schema: str, name: str, frame: pd.DataFra
             [schema, name],
         ).fetchall()
     }
-    for column in frame.columns:
+    for column in page.column_names:
         if str(column) not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(str(column))} VARCHAR")
 
 
-def stage_keys(conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, keys: pd.Series) -> int:
+def stage_keys(conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, keys: pa.Array) -> int:
     """The source's live keys for hard-delete reconciliation (full extraction)."""
     t = tables_for(spec)
-    frame = pd.DataFrame({"key": keys.to_numpy(), "_run_id": run_id})
+    frame = pa.table({"key": keys, "_run_id": pa.repeat(pa.scalar(run_id), len(keys))})
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
     conn.register("__ecm_sync_keys", frame)
     try:
@@ -165,7 +176,7 @@ def stage_keys(conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, keys
         conn.execute(f"INSERT INTO {t.keys} SELECT * FROM __ecm_sync_keys")
     finally:
         conn.unregister("__ecm_sync_keys")
-    return len(frame)
+    return frame.num_rows
 
 
 def ensure_store(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
@@ -251,26 +262,25 @@ def merge_partition(
         ).fetchall()
         if r[0] != "_run_id"
     ]
-    names = ", ".join(quote_ident(c) for c in columns)
     staged_rows = f"FROM {t.staging} s WHERE s._run_id = ? AND s._partition = ?"
     staged = conn.execute(f"SELECT count(*) {staged_rows}", [run_id, partition]).fetchone()[0]
-    provenance = "CASE WHEN s._deleted THEN 'soft' END, CAST(? AS VARCHAR), CAST(? AS TIMESTAMPTZ)"
-    # Keys the store has never seen: appended.
-    inserted = conn.execute(
-        f"INSERT INTO {t.store} ({names}, _delete_kind, run_id, _synced_at) SELECT "
-        f"{', '.join('s.' + quote_ident(c) for c in columns)}, {provenance} {staged_rows} "
-        f"AND NOT EXISTS (SELECT 1 FROM {t.store} x WHERE x.{key} = s.{key})",
-        [run_id, synced_at, run_id, partition],
-    ).fetchone()[0]
-    # Keys it holds at an older version: replaced; an equal or newer version stays.
+    # One statement: keys the store has never seen are inserted; keys it holds at an older
+    # version are replaced; an equal or newer version stays (a re-read changes nothing).
+    kind = "CASE WHEN s._deleted THEN 'soft' END"
     sets = ", ".join(
         f"{quote_ident(c)} = s.{quote_ident(c)}" for c in columns if c != spec.source.key
     )
-    updated = conn.execute(
-        f"UPDATE {t.store} AS x SET {sets}, _delete_kind = CASE WHEN s._deleted THEN 'soft' "
-        "END, run_id = CAST(? AS VARCHAR), _synced_at = CAST(? AS TIMESTAMPTZ) "
-        f"{staged_rows} AND x.{key} = s.{key} AND s._version > x._version",
-        [run_id, synced_at, run_id, partition],
+    names = ", ".join(quote_ident(c) for c in columns)
+    values = ", ".join("s." + quote_ident(c) for c in columns)
+    written = conn.execute(
+        f"MERGE INTO {t.store} AS x USING (SELECT * EXCLUDE (_run_id), "
+        "CAST($run AS VARCHAR) AS __run_id, CAST($at AS TIMESTAMPTZ) AS __synced_at FROM "
+        f"{t.staging} WHERE _run_id = $run AND _partition = $part) AS s ON x.{key} = s.{key} "
+        f"WHEN MATCHED AND s._version > x._version THEN UPDATE SET {sets}, _delete_kind = "
+        f"{kind}, run_id = s.__run_id, _synced_at = s.__synced_at "
+        f"WHEN NOT MATCHED THEN INSERT ({names}, _delete_kind, run_id, _synced_at) VALUES "
+        f"({values}, {kind}, s.__run_id, s.__synced_at)",
+        {"run": run_id, "at": synced_at, "part": partition},
     ).fetchone()[0]
     hard = 0
     if reconcile_deletes:
@@ -280,7 +290,7 @@ def merge_partition(
             f"{key} NOT IN (SELECT key FROM {t.keys} WHERE _run_id = ?)",
             [run_id, synced_at, partition, run_id],
         ).fetchone()[0]
-    written = int(inserted) + int(updated)
+    written = int(written)
     return MergeResult(partition, int(staged), written, int(staged) - written, int(hard))
 
 
