@@ -188,6 +188,7 @@ def run_job(
     try:
         with connect(warehouse) as conn:
             conn.execute("SET enable_progress_bar = false")
+            conn.execute("SET checkpoint_threshold = '1GB'")
             try:
                 return _run(
                     conn,

@@ -76,7 +76,7 @@ def reset_staging(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
 
 
 def _page_select(spec: JobSpec, page: pa.Table) -> tuple[str, list[Any]]:
-    """Staging rows of the registered page `__ecm_sync_page`, partition computed once."""
+    """Staging rows of the registered page `__ecm_sync_page` joined to its partition map."""
     src = spec.source
     cols = []
     for f in page.schema:
@@ -102,7 +102,8 @@ def _page_select(spec: JobSpec, page: pa.Table) -> tuple[str, list[Any]]:
     select = (
         f"SELECT {', '.join(cols)}, CAST(? AS VARCHAR) AS _run_id, _partition, "
         f"{version} AS _version, {deleted} AS _deleted, {cursor} AS _source_cursor "
-        "FROM __ecm_sync_page_p"
+        "FROM __ecm_sync_page LEFT JOIN __ecm_sync_keymap ON "
+        f"{quote_ident(spec.partitioning.key)} = __ecm_k"
     )
     return select, []
 
@@ -112,22 +113,22 @@ def stage_page(
 ) -> dict[str, int]:
     """Append one page to staging; rows per partition. Call inside the page transaction.
 
-    The page is scanned from Arrow once: its partition (a sha256 per row for hash buckets)
-    is computed into a temporary table that both the append and the counts read."""
+    The page is read from Arrow as it is. Its partition is a function of the partition key,
+    so it is computed once per distinct key value (sha256 is the costly part) into a small
+    temporary map that the counts and the append join to."""
     t = tables_for(spec)
     part_expr, part_params = partition_sql(spec.partitioning)
+    pkey = quote_ident(spec.partitioning.key)
     conn.register("__ecm_sync_page", page)
     try:
         conn.execute(
-            f"CREATE OR REPLACE TEMP TABLE __ecm_sync_page_p AS SELECT *, {part_expr} AS "
-            "_partition FROM __ecm_sync_page",
+            f"CREATE OR REPLACE TEMP TABLE __ecm_sync_keymap AS SELECT {pkey} AS __ecm_k, "
+            f"{part_expr} AS _partition FROM (SELECT DISTINCT {pkey} FROM __ecm_sync_page)",
             part_params,
         )
-    finally:
-        conn.unregister("__ecm_sync_page")
-    try:
         counts = conn.execute(
-            "SELECT _partition, count(*) FROM __ecm_sync_page_p GROUP BY _partition"
+            "SELECT k._partition, count(*) FROM __ecm_sync_page p LEFT JOIN __ecm_sync_keymap "
+            f"k ON p.{pkey} = k.__ecm_k GROUP BY k._partition"
         ).fetchall()
         unmatched = sum(n for p, n in counts if p is None)
         if unmatched:
@@ -142,9 +143,17 @@ def stage_page(
             conn.execute(f"CREATE TABLE {t.staging} AS {select} LIMIT 0", [run_id, *params])
         else:
             _add_new_columns(conn, t.staging, STAGING_SCHEMA, "sync__" + spec.table, page)
-        conn.execute(f"INSERT INTO {t.staging} BY NAME {select}", [run_id, *params])
+        # Staged rows live until the run publishes: written uncompressed (compressing them
+        # cost more than twice the write). The setting is the database's, so it is put back
+        # at once; the store is compressed as usual.
+        conn.execute("SET force_compression = 'uncompressed'")
+        try:
+            conn.execute(f"INSERT INTO {t.staging} BY NAME {select}", [run_id, *params])
+        finally:
+            conn.execute("RESET force_compression")
     finally:
-        conn.execute("DROP TABLE IF EXISTS __ecm_sync_page_p")
+        conn.unregister("__ecm_sync_page")
+        conn.execute("DROP TABLE IF EXISTS __ecm_sync_keymap")
     return {p: int(n) for p, n in counts}
 
 
@@ -264,24 +273,41 @@ def merge_partition(
     ]
     staged_rows = f"FROM {t.staging} s WHERE s._run_id = ? AND s._partition = ?"
     staged = conn.execute(f"SELECT count(*) {staged_rows}", [run_id, partition]).fetchone()[0]
-    # One statement: keys the store has never seen are inserted; keys it holds at an older
-    # version are replaced; an equal or newer version stays (a re-read changes nothing).
     kind = "CASE WHEN s._deleted THEN 'soft' END"
-    sets = ", ".join(
-        f"{quote_ident(c)} = s.{quote_ident(c)}" for c in columns if c != spec.source.key
-    )
     names = ", ".join(quote_ident(c) for c in columns)
     values = ", ".join("s." + quote_ident(c) for c in columns)
-    written = conn.execute(
-        f"MERGE INTO {t.store} AS x USING (SELECT * EXCLUDE (_run_id), "
-        "CAST($run AS VARCHAR) AS __run_id, CAST($at AS TIMESTAMPTZ) AS __synced_at FROM "
-        f"{t.staging} WHERE _run_id = $run AND _partition = $part) AS s ON x.{key} = s.{key} "
-        f"WHEN MATCHED AND s._version > x._version THEN UPDATE SET {sets}, _delete_kind = "
-        f"{kind}, run_id = s.__run_id, _synced_at = s.__synced_at "
-        f"WHEN NOT MATCHED THEN INSERT ({names}, _delete_kind, run_id, _synced_at) VALUES "
-        f"({values}, {kind}, s.__run_id, s.__synced_at)",
-        {"run": run_id, "at": synced_at, "part": partition},
+    bind = {"run": run_id, "at": synced_at, "part": partition}
+    # First load: when every stored row was written by this run's own merges, no staged key
+    # of this partition is in the store (staging holds one row per key across partitions),
+    # so the version comparison has nothing to compare and the rows are appended.
+    foreign = conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM {t.store} WHERE run_id IS DISTINCT FROM $run)",
+        {"run": run_id},
     ).fetchone()[0]
+    if not foreign:
+        written = conn.execute(
+            f"INSERT INTO {t.store} ({names}, _delete_kind, run_id, _synced_at) SELECT "
+            f"{values}, {kind}, CAST($run AS VARCHAR), CAST($at AS TIMESTAMPTZ) FROM "
+            f"{t.staging} s WHERE s._run_id = $run AND s._partition = $part",
+            bind,
+        ).fetchone()[0]
+    else:
+        # One statement: keys the store has never seen are inserted; keys it holds at an
+        # older version are replaced; an equal or newer version stays (a re-read changes
+        # nothing).
+        sets = ", ".join(
+            f"{quote_ident(c)} = s.{quote_ident(c)}" for c in columns if c != spec.source.key
+        )
+        written = conn.execute(
+            f"MERGE INTO {t.store} AS x USING (SELECT * EXCLUDE (_run_id), "
+            "CAST($run AS VARCHAR) AS __run_id, CAST($at AS TIMESTAMPTZ) AS __synced_at FROM "
+            f"{t.staging} WHERE _run_id = $run AND _partition = $part) AS s ON "
+            f"x.{key} = s.{key} WHEN MATCHED AND s._version > x._version THEN UPDATE SET "
+            f"{sets}, _delete_kind = {kind}, run_id = s.__run_id, _synced_at = s.__synced_at "
+            f"WHEN NOT MATCHED THEN INSERT ({names}, _delete_kind, run_id, _synced_at) VALUES "
+            f"({values}, {kind}, s.__run_id, s.__synced_at)",
+            bind,
+        ).fetchone()[0]
     hard = 0
     if reconcile_deletes:
         hard = conn.execute(
