@@ -36,6 +36,7 @@ from ecm_assets.manifest.ledger import (
     transition,
 )
 from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
+from ecm_assets.publish.failpoints import failpoint
 from ecm_assets.sync import checkpoints
 from ecm_assets.sync.connectors import Boundary, SourceConnector, redacted
 from ecm_assets.sync.processors import PROCESSORS
@@ -415,6 +416,7 @@ def _run(
                 )
             else:
                 merged = MergeResult(partition, 0, 0, 0, 0)
+            _failpoints("sync.merge.after_merge", partition)
             checkpoints.advance(
                 conn, spec.job_id, run_id, partition, status="completed", rows_merged=merged.written
             )
@@ -423,14 +425,23 @@ def _run(
                 transition(
                     conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs()
                 )
+            _failpoints("sync.merge.before_commit", partition)
             return merged
 
         _tx(conn, merge)
+        _failpoints("sync.merge.after_commit", partition)
     if not todo:
         transition(conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs())
     reset_staging(conn, spec)  # published: its staged rows are no longer evidence of anything
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _failpoints(point: str, partition: str) -> None:
+    """The publish protocol's failpoints (ECM_FAILPOINTS), for any bucket or one bucket:
+    `sync.merge.before_commit` or `sync.merge.before_commit.03`."""
+    failpoint(point)
+    failpoint(f"{point}.{partition}")
 
 
 def _ensure_staging_shape(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:

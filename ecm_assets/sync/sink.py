@@ -277,11 +277,14 @@ def merge_partition(
     names = ", ".join(quote_ident(c) for c in columns)
     values = ", ".join("s." + quote_ident(c) for c in columns)
     bind = {"run": run_id, "at": synced_at, "part": partition}
-    # First load: when every stored row was written by this run's own merges, no staged key
-    # of this partition is in the store (staging holds one row per key across partitions),
-    # so the version comparison has nothing to compare and the rows are appended.
+    # First load: when every stored row was inserted or replaced by this run's own merges
+    # of other partitions, no staged key of this partition is in the store (staging holds
+    # one row per key across all partitions), so there is no version to compare and the
+    # rows are appended. A hard-delete tombstone is the one write of a key that was not
+    # staged, so any tombstone of this run also takes the MERGE path.
     foreign = conn.execute(
-        f"SELECT EXISTS (SELECT 1 FROM {t.store} WHERE run_id IS DISTINCT FROM $run)",
+        f"SELECT EXISTS (SELECT 1 FROM {t.store} WHERE run_id IS DISTINCT FROM $run OR "
+        "_delete_kind = 'hard')",
         {"run": run_id},
     ).fetchone()[0]
     if not foreign:
