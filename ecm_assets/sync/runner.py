@@ -189,6 +189,9 @@ def run_job(
     try:
         with connect(warehouse) as conn:
             conn.execute("SET enable_progress_bar = false")
+            # Staged pages are dropped once the run publishes: no WAL checkpoint during the
+            # run (it would compress and write them into the file only to free them). The
+            # setting belongs to the database instance, so it is put back afterwards.
             conn.execute("SET checkpoint_threshold = '1GB'")
             try:
                 return _run(
@@ -210,6 +213,8 @@ def run_job(
                 for m in load_manifests(conn, asset=spec.asset_name, statuses=IN_FLIGHT)[-1:]:
                     mark_failed(conn, m.run_id, m.asset, exc)
                 raise
+            finally:
+                conn.execute("RESET checkpoint_threshold")
     finally:
         connector.close()
 
