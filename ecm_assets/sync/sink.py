@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.sync.partitioning import partition_sql
@@ -76,10 +77,12 @@ def reset_staging(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
 
 
 def _page_select(spec: JobSpec, page: pa.Table) -> tuple[str, list[Any]]:
-    """Staging rows of the registered page `__ecm_sync_page` joined to its partition map."""
+    """Staging rows of the registered page `__ecm_sync_page` (it has `_partition`)."""
     src = spec.source
     cols = []
     for f in page.schema:
+        if f.name == "_partition":
+            continue
         q = quote_ident(str(f.name))
         # A column that is NULL on the whole first page must not be typed INTEGER by guess.
         if pa.types.is_null(f.type):
@@ -102,8 +105,7 @@ def _page_select(spec: JobSpec, page: pa.Table) -> tuple[str, list[Any]]:
     select = (
         f"SELECT {', '.join(cols)}, CAST(? AS VARCHAR) AS _run_id, _partition, "
         f"{version} AS _version, {deleted} AS _deleted, {cursor} AS _source_cursor "
-        "FROM __ecm_sync_page LEFT JOIN __ecm_sync_keymap ON "
-        f"{quote_ident(spec.partitioning.key)} = __ecm_k"
+        "FROM __ecm_sync_page"
     )
     return select, []
 
@@ -113,30 +115,25 @@ def stage_page(
 ) -> dict[str, int]:
     """Append one page to staging; rows per partition. Call inside the page transaction.
 
-    The page is read from Arrow as it is. Its partition is a function of the partition key,
-    so it is computed once per distinct key value (sha256 is the costly part) into a small
-    temporary map that the counts and the append join to."""
+    The partition is a function of the partition key, so DuckDB computes it once per
+    distinct key value (sha256 is the costly part); Arrow maps it back onto the rows and
+    orders the page by partition, so each partition's staged rows sit together and its
+    merge reads them without reading every other partition's."""
     t = tables_for(spec)
-    part_expr, part_params = partition_sql(spec.partitioning)
-    pkey = quote_ident(spec.partitioning.key)
+    page = _with_partition(conn, spec, page)
+    counts = {
+        p.as_py(): int(n.as_py())
+        for p, n in zip(*pc.value_counts(page.column("_partition")).flatten(), strict=True)
+    }
+    unmatched = counts.pop(None, 0)
+    if unmatched:
+        raise ValueError(
+            f"sync job {spec.job_id}: {unmatched} row(s) have a {spec.partitioning.key} "
+            f"value no partition names (list partitioning allows "
+            f"{list(spec.partitioning.values)})"
+        )
     conn.register("__ecm_sync_page", page)
     try:
-        conn.execute(
-            f"CREATE OR REPLACE TEMP TABLE __ecm_sync_keymap AS SELECT {pkey} AS __ecm_k, "
-            f"{part_expr} AS _partition FROM (SELECT DISTINCT {pkey} FROM __ecm_sync_page)",
-            part_params,
-        )
-        counts = conn.execute(
-            "SELECT k._partition, count(*) FROM __ecm_sync_page p LEFT JOIN __ecm_sync_keymap "
-            f"k ON p.{pkey} = k.__ecm_k GROUP BY k._partition"
-        ).fetchall()
-        unmatched = sum(n for p, n in counts if p is None)
-        if unmatched:
-            raise ValueError(
-                f"sync job {spec.job_id}: {unmatched} row(s) have a {spec.partitioning.key} "
-                f"value no partition names (list partitioning allows "
-                f"{list(spec.partitioning.values)})"
-            )
         select, params = _page_select(spec, page)
         if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
@@ -153,8 +150,30 @@ def stage_page(
             conn.execute("RESET force_compression")
     finally:
         conn.unregister("__ecm_sync_page")
-        conn.execute("DROP TABLE IF EXISTS __ecm_sync_keymap")
-    return {p: int(n) for p, n in counts}
+    return counts
+
+
+def _with_partition(conn: duckdb.DuckDBPyConnection, spec: JobSpec, page: pa.Table) -> pa.Table:
+    """The page ordered by partition, with a `_partition` column (null: no partition)."""
+    part_expr, part_params = partition_sql(spec.partitioning)
+    name = spec.partitioning.key
+    keys = page.column(name).combine_chunks()
+    conn.register("__ecm_sync_keys", pa.table({name: pc.unique(keys)}))
+    try:
+        found = conn.execute(
+            f"SELECT {quote_ident(name)} AS k, {part_expr} AS p FROM __ecm_sync_keys",
+            part_params,
+        ).arrow()
+        if isinstance(found, pa.RecordBatchReader):  # lazy: read it while the keys exist
+            found = found.read_all()
+    finally:
+        conn.unregister("__ecm_sync_keys")
+    distinct = found.column("k").combine_chunks()
+    if distinct.type != keys.type:
+        distinct = distinct.cast(keys.type)
+    partition = pc.take(found.column("p").combine_chunks(), pc.index_in(keys, value_set=distinct))
+    order = pc.sort_indices(partition)
+    return page.take(order).append_column("_partition", partition.take(order))
 
 
 def _add_new_columns(conn, table: str, schema: str, name: str, page: pa.Table) -> None:
