@@ -17,7 +17,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -318,50 +317,35 @@ def _run(
         cursors = [state[p].last_cursor for p in wanted if state[p].last_cursor]
         after = max(cursors, key=lambda c: (str(c[0]), c[1])) if cursors else None
         processor = PROCESSORS[spec.processor]
-        # One page is read ahead while the previous one is transformed and staged: the source
-        # read and the warehouse write overlap. Pages still commit one by one, in cursor
-        # order, each with its checkpoint, so a kill anywhere loses at most unstaged pages.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecm-sync-read") as reader:
+        while boundary.next_updated_at is not None:
+            raw = connector.read_page(last_sync, boundary, after, spec.page_rows)
+            if raw.num_rows == 0:
+                break
+            last = (
+                connector.encode(raw.column(src.cursor.column)[-1].as_py()),
+                raw.column(src.cursor.tiebreaker)[-1].as_py(),
+            )
+            page_table = processor.run(raw, spec.transform_config)
 
-            def read(after: tuple[Any, Any] | None) -> Future:
-                return reader.submit(
-                    connector.read_page, last_sync, boundary, after, spec.page_rows
-                )
-
-            ahead = read(after) if boundary.next_updated_at is not None else None
-            try:
-                while ahead is not None:
-                    raw = ahead.result()
-                    ahead = None
-                    if raw.num_rows == 0:
-                        break
-                    last = (
-                        connector.encode(raw.column(src.cursor.column)[-1].as_py()),
-                        raw.column(src.cursor.tiebreaker)[-1].as_py(),
+            def page(page_table=page_table, last=last) -> int:
+                counts = stage_page(conn, spec, run_id, page_table)
+                dropped = [p for p in counts if p not in wanted]
+                if dropped:
+                    conn.execute(
+                        f"DELETE FROM {tables_for(spec).staging} WHERE _run_id = ? AND NOT "
+                        "list_contains(?::VARCHAR[], _partition)",
+                        [run_id, wanted],
                     )
-                    if raw.num_rows >= spec.page_rows:
-                        ahead = read(last)
-                    page_table = processor.run(raw, spec.transform_config)
+                checkpoints.advance_all(conn, spec.job_id, run_id, wanted, counts, last)
+                return sum(n for p, n in counts.items() if p in wanted)
 
-                    def page(page_table=page_table, last=last) -> int:
-                        counts = stage_page(conn, spec, run_id, page_table)
-                        dropped = [p for p in counts if p not in wanted]
-                        if dropped:
-                            conn.execute(
-                                f"DELETE FROM {tables_for(spec).staging} WHERE _run_id = ? AND "
-                                "NOT list_contains(?::VARCHAR[], _partition)",
-                                [run_id, wanted],
-                            )
-                        checkpoints.advance_all(conn, spec.job_id, run_id, wanted, counts, last)
-                        return sum(n for p, n in counts.items() if p in wanted)
-
-                    result.rows_extracted += _tx(conn, page)
-                    result.pages += 1
-                    if on_page is not None:
-                        on_page(result.pages)
-            finally:
-                if ahead is not None:
-                    ahead.cancel()
+            result.rows_extracted += _tx(conn, page)
+            result.pages += 1
+            after = last
+            if on_page is not None:
+                on_page(result.pages)
+            if raw.num_rows < spec.page_rows:
+                break
 
         def staged() -> None:
             if result.pages:
