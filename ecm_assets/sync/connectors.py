@@ -17,6 +17,7 @@ below the start of the oldest open write transaction (see docs/sync.md).
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -265,15 +266,28 @@ def rows_to_arrow(columns: list[str], rows: list) -> pa.Table:
     """Driver row tuples as an Arrow table, one typed column per source column.
 
     A column whose values have no single Arrow type (SQLite stores any type in any column)
-    is kept as text rather than refused; an all-NULL column has Arrow's null type, which
-    staging turns into VARCHAR.
+    is kept as text rather than refused, JSON values stay JSON text; an all-NULL column has
+    Arrow's null type, which staging turns into VARCHAR.
     """
     if not rows:
         return pa.table({c: pa.nulls(0) for c in columns})
     arrays = []
     for values in zip(*rows, strict=True):
+        first = next((v for v in values if v is not None), None)
+        if isinstance(first, dict | list):
+            # json/jsonb: Arrow would infer a struct and add every other row's keys to it.
+            arrays.append(pa.array([_as_text(v) for v in values], pa.string()))
+            continue
         try:
             arrays.append(pa.array(values))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            arrays.append(pa.array([None if v is None else str(v) for v in values], pa.string()))
+            arrays.append(pa.array([_as_text(v) for v in values], pa.string()))
     return pa.Table.from_arrays(arrays, names=columns)
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict | list):  # PostgreSQL json/jsonb: keep it JSON, not a repr
+        return json.dumps(value, default=str)
+    return str(value)
