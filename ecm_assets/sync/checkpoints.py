@@ -202,14 +202,52 @@ def advance_all(
     last_cursor: tuple[Any, Any] | None,
     status: str | None = None,
 ) -> None:
-    """One page staged: every partition's checkpoint records the same scan cursor."""
-    for p in partitions:
-        advance(
-            conn,
-            job_id,
-            run_id,
-            p,
-            added_rows=added.get(p, 0),
-            last_cursor=last_cursor,
-            status=status,
+    """One page staged: every partition's checkpoint records the same scan cursor, with the
+    same forward-only rule as `advance`, in one read and one write for all partitions."""
+    rows = conn.execute(
+        f'SELECT partition, "offset", last_cursor, status FROM {CHECKPOINT_TABLE} WHERE '
+        "job_id = ? AND run_id = ? AND list_contains(?::VARCHAR[], partition)",
+        [job_id, run_id, partitions],
+    ).fetchall()
+    have = {r[0]: r for r in rows}
+    absent = [p for p in partitions if p not in have]
+    if absent:
+        raise CheckpointRegressionError(
+            f"no checkpoint for {job_id} run {run_id} partition(s) {absent}; start() them first"
         )
+    for p in partitions:
+        _, offset, cursor, old_status = have[p]
+        old_cursor = tuple(json.loads(cursor)) if cursor else None
+        new_cursor = last_cursor if last_cursor is not None else old_cursor
+        new_status = status or old_status
+        if (
+            added.get(p, 0) < 0
+            or STATUS_ORDER[new_status] < STATUS_ORDER[old_status]
+            or (
+                old_cursor is not None
+                and new_cursor is not None
+                and _cursor_key(new_cursor) < _cursor_key(old_cursor)
+            )
+        ):
+            raise CheckpointRegressionError(
+                f"checkpoint {job_id}/{run_id}/{p} would move backwards: offset "
+                f"{offset}+{added.get(p, 0)}, cursor {old_cursor} -> {new_cursor}, status "
+                f"{old_status} -> {new_status}"
+            )
+    # Named parameters: DuckDB binds an UPDATE ... FROM's positional ones in its own order.
+    conn.execute(
+        f'UPDATE {CHECKPOINT_TABLE} AS c SET "offset" = c."offset" + a.added, last_cursor = '
+        "coalesce(CAST($cursor AS VARCHAR), c.last_cursor), status = coalesce(CAST($status "
+        'AS VARCHAR), c.status), "timestamp" = CAST($at AS TIMESTAMPTZ) FROM (SELECT '
+        "unnest($parts::VARCHAR[]) AS partition, unnest($added::BIGINT[]) AS added) AS a "
+        "WHERE c.job_id = $job AND c.run_id = $run AND c.partition = a.partition",
+        {
+            "cursor": None if last_cursor is None else json.dumps(list(last_cursor), default=str),
+            "status": status,
+            "at": now(),
+            "parts": partitions,
+            "added": [int(added.get(p, 0)) for p in partitions],
+            "job": job_id,
+            "run": run_id,
+        },
+    )

@@ -17,12 +17,14 @@ below the start of the oldest open write transaction (see docs/sync.md).
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 from ecm_assets.sync.spec import SourceSpec, expand_env
@@ -184,8 +186,9 @@ class SourceConnector:
         boundary: Boundary,
         after: tuple[Any, Any] | None,
         limit: int,
-    ) -> pd.DataFrame:
-        """The next page in (cursor, tiebreaker) order after `after`, up to the boundary."""
+    ) -> pa.Table:
+        """The next page in (cursor, tiebreaker) order after `after`, up to the boundary, as
+        Arrow columns built straight from the driver's rows (no SQLAlchemy Row, no pandas)."""
         where = [f"({self._c}, {self._t}) <= (:bu, :bt)"]
         params: dict[str, Any] = {
             "last_sync": last_sync,
@@ -201,10 +204,7 @@ class SourceConnector:
             f"ORDER BY {self._c}, {self._t} LIMIT :n"
         )
         with self._snapshot() as conn:
-            result = conn.execute(sa.text(sql), params)
-            columns = list(result.keys())
-            rows = result.fetchall()
-        frame = pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+            columns, rows = fetch_rows(conn, sql, params)
         missing = [
             c
             for c in (
@@ -218,16 +218,16 @@ class SourceConnector:
         ]
         if missing:
             raise SourceError(f"source query returns no column(s) {missing}; it returns {columns}")
-        return frame
+        return rows_to_arrow(columns, rows)
 
-    def live_keys(self) -> pd.Series:
+    def live_keys(self) -> pa.Array:
         """Every key the source holds now (for hard-delete reconciliation), one snapshot."""
         key = self._q(self.spec.key)
         with self._snapshot() as conn:
-            rows = conn.execute(
-                sa.text(f"SELECT {key} FROM {self._wrapped()}"), {"last_sync": self.minimum}
-            ).fetchall()
-        return pd.Series([r[0] for r in rows], name=self.spec.key)
+            columns, rows = fetch_rows(
+                conn, f"SELECT {key} FROM {self._wrapped()}", {"last_sync": self.minimum}
+            )
+        return rows_to_arrow(columns, rows).column(0).combine_chunks()
 
     def lag_behind(self, boundary: str | None) -> dict[str, Any]:
         """Rows and cursor the source holds beyond a recorded boundary (operator view)."""
@@ -246,3 +246,48 @@ class SourceConnector:
                     {"last_sync": self.minimum, "b": self.decode(boundary)},
                 ).one()
         return {"rows_beyond_boundary": int(rows[0]), "source_max_cursor": self.encode(rows[1])}
+
+
+def fetch_rows(conn: sa.Connection, sql: str, params: dict[str, Any]) -> tuple[list[str], list]:
+    """Run `sql` with bound parameters; (column names, the driver's row tuples).
+
+    SQLAlchemy compiles the statement and binds the values; the rows are read from the DBAPI
+    cursor itself, because wrapping a million tuples in Row objects costs more than the read.
+    """
+    result = conn.execute(sa.text(sql), params)
+    columns = list(result.keys())
+    cursor = getattr(result, "cursor", None)
+    rows = cursor.fetchall() if cursor is not None else [tuple(r) for r in result.fetchall()]
+    result.close()
+    return columns, rows
+
+
+def rows_to_arrow(columns: list[str], rows: list) -> pa.Table:
+    """Driver row tuples as an Arrow table, one typed column per source column.
+
+    A column whose values have no single Arrow type (SQLite stores any type in any column)
+    is kept as text rather than refused, JSON values stay JSON text; an all-NULL column has
+    Arrow's null type, which staging turns into VARCHAR.
+    """
+    if not rows:
+        return pa.table({c: pa.nulls(0) for c in columns})
+    arrays = []
+    for values in zip(*rows, strict=True):
+        first = next((v for v in values if v is not None), None)
+        if isinstance(first, dict | list):
+            # json/jsonb: Arrow would infer a struct and add every other row's keys to it.
+            arrays.append(pa.array([_as_text(v) for v in values], pa.string()))
+            continue
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            arrays.append(pa.array([_as_text(v) for v in values], pa.string()))
+    return pa.Table.from_arrays(arrays, names=columns)
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict | list):  # PostgreSQL json/jsonb: keep it JSON, not a repr
+        return json.dumps(value, default=str)
+    return str(value)

@@ -35,6 +35,7 @@ from ecm_assets.manifest.ledger import (
     transition,
 )
 from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
+from ecm_assets.publish.failpoints import failpoint
 from ecm_assets.sync import checkpoints
 from ecm_assets.sync.connectors import Boundary, SourceConnector, redacted
 from ecm_assets.sync.processors import PROCESSORS
@@ -187,6 +188,10 @@ def run_job(
     try:
         with connect(warehouse) as conn:
             conn.execute("SET enable_progress_bar = false")
+            # Staged pages are dropped once the run publishes: no WAL checkpoint during the
+            # run (it would compress and write them into the file only to free them). The
+            # setting belongs to the database instance, so it is put back afterwards.
+            conn.execute("SET checkpoint_threshold = '1GB'")
             try:
                 return _run(
                     conn,
@@ -207,6 +212,8 @@ def run_job(
                 for m in load_manifests(conn, asset=spec.asset_name, statuses=IN_FLIGHT)[-1:]:
                     mark_failed(conn, m.run_id, m.asset, exc)
                 raise
+            finally:
+                conn.execute("RESET checkpoint_threshold")
     finally:
         connector.close()
 
@@ -311,17 +318,17 @@ def _run(
         after = max(cursors, key=lambda c: (str(c[0]), c[1])) if cursors else None
         processor = PROCESSORS[spec.processor]
         while boundary.next_updated_at is not None:
-            frame = connector.read_page(last_sync, boundary, after, spec.page_rows)
-            if frame.empty:
+            raw = connector.read_page(last_sync, boundary, after, spec.page_rows)
+            if raw.num_rows == 0:
                 break
             last = (
-                connector.encode(frame[src.cursor.column].iloc[-1]),
-                _plain(frame[src.cursor.tiebreaker].iloc[-1]),
+                connector.encode(raw.column(src.cursor.column)[-1].as_py()),
+                raw.column(src.cursor.tiebreaker)[-1].as_py(),
             )
-            frame = processor.apply(frame, spec.transform_config)
+            page_table = processor.run(raw, spec.transform_config)
 
-            def page(frame=frame, last=last) -> int:
-                counts = stage_page(conn, spec, run_id, frame)
+            def page(page_table=page_table, last=last) -> int:
+                counts = stage_page(conn, spec, run_id, page_table)
                 dropped = [p for p in counts if p not in wanted]
                 if dropped:
                     conn.execute(
@@ -337,7 +344,7 @@ def _run(
             after = last
             if on_page is not None:
                 on_page(result.pages)
-            if len(frame) < spec.page_rows:
+            if raw.num_rows < spec.page_rows:
                 break
 
         def staged() -> None:
@@ -398,6 +405,7 @@ def _run(
                 )
             else:
                 merged = MergeResult(partition, 0, 0, 0, 0)
+            _failpoints("sync.merge.after_merge", partition)
             checkpoints.advance(
                 conn, spec.job_id, run_id, partition, status="completed", rows_merged=merged.written
             )
@@ -406,14 +414,23 @@ def _run(
                 transition(
                     conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs()
                 )
+            _failpoints("sync.merge.before_commit", partition)
             return merged
 
         _tx(conn, merge)
+        _failpoints("sync.merge.after_commit", partition)
     if not todo:
         transition(conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs())
     reset_staging(conn, spec)  # published: its staged rows are no longer evidence of anything
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _failpoints(point: str, partition: str) -> None:
+    """The publish protocol's failpoints (ECM_FAILPOINTS), for any bucket or one bucket:
+    `sync.merge.before_commit` or `sync.merge.before_commit.03`."""
+    failpoint(point)
+    failpoint(f"{point}.{partition}")
 
 
 def _ensure_staging_shape(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
@@ -430,10 +447,6 @@ def _ensure_staging_shape(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> Non
             f"CREATE TABLE {t.staging} AS SELECT * EXCLUDE (_delete_kind, run_id, _synced_at), "
             f"CAST(NULL AS VARCHAR) AS _run_id FROM {t.store} LIMIT 0"
         )
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def _minus(value: Any, delta) -> Any:

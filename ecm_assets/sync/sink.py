@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.sync.partitioning import partition_sql
@@ -75,14 +76,16 @@ def reset_staging(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {t.keys}")
 
 
-def _page_select(spec: JobSpec, frame: pd.DataFrame) -> tuple[str, list[Any]]:
+def _page_select(spec: JobSpec, page: pa.Table) -> tuple[str, list[Any]]:
+    """Staging rows of the registered page `__ecm_sync_page` (it has `_partition`)."""
     src = spec.source
-    part_expr, params = partition_sql(spec.partitioning)
     cols = []
-    for name in frame.columns:
-        q = quote_ident(str(name))
+    for f in page.schema:
+        if f.name == "_partition":
+            continue
+        q = quote_ident(str(f.name))
         # A column that is NULL on the whole first page must not be typed INTEGER by guess.
-        if frame[name].dtype == object and frame[name].isna().all():
+        if pa.types.is_null(f.type):
             cols.append(f"CAST({q} AS VARCHAR) AS {q}")
         else:
             cols.append(q)
@@ -100,44 +103,80 @@ def _page_select(spec: JobSpec, frame: pd.DataFrame) -> tuple[str, list[Any]]:
         f"CAST({quote_ident(src.cursor.tiebreaker)} AS VARCHAR)"
     )
     select = (
-        f"SELECT {', '.join(cols)}, CAST(? AS VARCHAR) AS _run_id, {part_expr} AS _partition, "
+        f"SELECT {', '.join(cols)}, CAST(? AS VARCHAR) AS _run_id, _partition, "
         f"{version} AS _version, {deleted} AS _deleted, {cursor} AS _source_cursor "
         "FROM __ecm_sync_page"
     )
-    return select, params
+    return select, []
 
 
 def stage_page(
-    conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, frame: pd.DataFrame
+    conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, page: pa.Table
 ) -> dict[str, int]:
-    """Append one page to staging; rows per partition. Call inside the page transaction."""
+    """Append one page to staging; rows per partition. Call inside the page transaction.
+
+    The partition is a function of the partition key, so DuckDB computes it once per
+    distinct key value (sha256 is the costly part); Arrow maps it back onto the rows and
+    orders the page by partition, so each partition's staged rows sit together and its
+    merge reads them without reading every other partition's."""
     t = tables_for(spec)
-    conn.register("__ecm_sync_page", frame)
+    page = _with_partition(conn, spec, page)
+    counts = {
+        p.as_py(): int(n.as_py())
+        for p, n in zip(*pc.value_counts(page.column("_partition")).flatten(), strict=True)
+    }
+    unmatched = counts.pop(None, 0)
+    if unmatched:
+        raise ValueError(
+            f"sync job {spec.job_id}: {unmatched} row(s) have a {spec.partitioning.key} "
+            f"value no partition names (list partitioning allows "
+            f"{list(spec.partitioning.values)})"
+        )
+    conn.register("__ecm_sync_page", page)
     try:
-        select, params = _page_select(spec, frame)
+        select, params = _page_select(spec, page)
         if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
             conn.execute(f"CREATE TABLE {t.staging} AS {select} LIMIT 0", [run_id, *params])
         else:
-            _add_new_columns(conn, t.staging, STAGING_SCHEMA, "sync__" + spec.table, frame)
-        conn.execute(f"INSERT INTO {t.staging} BY NAME {select}", [run_id, *params])
-        counts = conn.execute(
-            f"SELECT {partition_sql(spec.partitioning)[0]} AS p, count(*) FROM __ecm_sync_page "
-            "GROUP BY p",
-            partition_sql(spec.partitioning)[1],
-        ).fetchall()
+            _add_new_columns(conn, t.staging, STAGING_SCHEMA, "sync__" + spec.table, page)
+        # Staged rows live until the run publishes: written uncompressed (compressing them
+        # cost more than twice the write). The setting is the database's, so it is put back
+        # at once; the store is compressed as usual.
+        conn.execute("SET force_compression = 'uncompressed'")
+        try:
+            conn.execute(f"INSERT INTO {t.staging} BY NAME {select}", [run_id, *params])
+        finally:
+            conn.execute("RESET force_compression")
     finally:
         conn.unregister("__ecm_sync_page")
-    unmatched = sum(n for p, n in counts if p is None)
-    if unmatched:
-        raise ValueError(
-            f"sync job {spec.job_id}: {unmatched} row(s) have a {spec.partitioning.key} value "
-            f"no partition names (list partitioning allows {list(spec.partitioning.values)})"
-        )
-    return {p: int(n) for p, n in counts}
+    return counts
 
 
-def _add_new_columns(conn, table: str, schema: str, name: str, frame: pd.DataFrame) -> None:
+def _with_partition(conn: duckdb.DuckDBPyConnection, spec: JobSpec, page: pa.Table) -> pa.Table:
+    """The page ordered by partition, with a `_partition` column (null: no partition)."""
+    part_expr, part_params = partition_sql(spec.partitioning)
+    name = spec.partitioning.key
+    keys = page.column(name).combine_chunks()
+    conn.register("__ecm_sync_keys", pa.table({name: pc.unique(keys)}))
+    try:
+        found = conn.execute(
+            f"SELECT {quote_ident(name)} AS k, {part_expr} AS p FROM __ecm_sync_keys",
+            part_params,
+        ).arrow()
+        if isinstance(found, pa.RecordBatchReader):  # lazy: read it while the keys exist
+            found = found.read_all()
+    finally:
+        conn.unregister("__ecm_sync_keys")
+    distinct = found.column("k").combine_chunks()
+    if distinct.type != keys.type:
+        distinct = distinct.cast(keys.type)
+    partition = pc.take(found.column("p").combine_chunks(), pc.index_in(keys, value_set=distinct))
+    order = pc.sort_indices(partition)
+    return page.take(order).append_column("_partition", partition.take(order))
+
+
+def _add_new_columns(conn, table: str, schema: str, name: str, page: pa.Table) -> None:
     """A source column that appears later is added as nullable (the project's one rule)."""
     have = {
         r[0]
@@ -147,15 +186,15 @@ def _add_new_columns(conn, table: str, schema: str, name: str, frame: pd.DataFra
             [schema, name],
         ).fetchall()
     }
-    for column in frame.columns:
+    for column in page.column_names:
         if str(column) not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(str(column))} VARCHAR")
 
 
-def stage_keys(conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, keys: pd.Series) -> int:
+def stage_keys(conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, keys: pa.Array) -> int:
     """The source's live keys for hard-delete reconciliation (full extraction)."""
     t = tables_for(spec)
-    frame = pd.DataFrame({"key": keys.to_numpy(), "_run_id": run_id})
+    frame = pa.table({"key": keys, "_run_id": pa.repeat(pa.scalar(run_id), len(keys))})
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
     conn.register("__ecm_sync_keys", frame)
     try:
@@ -165,7 +204,7 @@ def stage_keys(conn: duckdb.DuckDBPyConnection, spec: JobSpec, run_id: str, keys
         conn.execute(f"INSERT INTO {t.keys} SELECT * FROM __ecm_sync_keys")
     finally:
         conn.unregister("__ecm_sync_keys")
-    return len(frame)
+    return frame.num_rows
 
 
 def ensure_store(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
@@ -251,27 +290,46 @@ def merge_partition(
         ).fetchall()
         if r[0] != "_run_id"
     ]
-    names = ", ".join(quote_ident(c) for c in columns)
     staged_rows = f"FROM {t.staging} s WHERE s._run_id = ? AND s._partition = ?"
     staged = conn.execute(f"SELECT count(*) {staged_rows}", [run_id, partition]).fetchone()[0]
-    provenance = "CASE WHEN s._deleted THEN 'soft' END, CAST(? AS VARCHAR), CAST(? AS TIMESTAMPTZ)"
-    # Keys the store has never seen: appended.
-    inserted = conn.execute(
-        f"INSERT INTO {t.store} ({names}, _delete_kind, run_id, _synced_at) SELECT "
-        f"{', '.join('s.' + quote_ident(c) for c in columns)}, {provenance} {staged_rows} "
-        f"AND NOT EXISTS (SELECT 1 FROM {t.store} x WHERE x.{key} = s.{key})",
-        [run_id, synced_at, run_id, partition],
+    kind = "CASE WHEN s._deleted THEN 'soft' END"
+    names = ", ".join(quote_ident(c) for c in columns)
+    values = ", ".join("s." + quote_ident(c) for c in columns)
+    bind = {"run": run_id, "at": synced_at, "part": partition}
+    # First load: when every stored row was inserted or replaced by this run's own merges
+    # of other partitions, no staged key of this partition is in the store (staging holds
+    # one row per key across all partitions), so there is no version to compare and the
+    # rows are appended. A hard-delete tombstone is the one write of a key that was not
+    # staged, so any tombstone of this run also takes the MERGE path.
+    foreign = conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM {t.store} WHERE run_id IS DISTINCT FROM $run OR "
+        "_delete_kind = 'hard')",
+        {"run": run_id},
     ).fetchone()[0]
-    # Keys it holds at an older version: replaced; an equal or newer version stays.
-    sets = ", ".join(
-        f"{quote_ident(c)} = s.{quote_ident(c)}" for c in columns if c != spec.source.key
-    )
-    updated = conn.execute(
-        f"UPDATE {t.store} AS x SET {sets}, _delete_kind = CASE WHEN s._deleted THEN 'soft' "
-        "END, run_id = CAST(? AS VARCHAR), _synced_at = CAST(? AS TIMESTAMPTZ) "
-        f"{staged_rows} AND x.{key} = s.{key} AND s._version > x._version",
-        [run_id, synced_at, run_id, partition],
-    ).fetchone()[0]
+    if not foreign:
+        written = conn.execute(
+            f"INSERT INTO {t.store} ({names}, _delete_kind, run_id, _synced_at) SELECT "
+            f"{values}, {kind}, CAST($run AS VARCHAR), CAST($at AS TIMESTAMPTZ) FROM "
+            f"{t.staging} s WHERE s._run_id = $run AND s._partition = $part",
+            bind,
+        ).fetchone()[0]
+    else:
+        # One statement: keys the store has never seen are inserted; keys it holds at an
+        # older version are replaced; an equal or newer version stays (a re-read changes
+        # nothing).
+        sets = ", ".join(
+            f"{quote_ident(c)} = s.{quote_ident(c)}" for c in columns if c != spec.source.key
+        )
+        written = conn.execute(
+            f"MERGE INTO {t.store} AS x USING (SELECT * EXCLUDE (_run_id), "
+            "CAST($run AS VARCHAR) AS __run_id, CAST($at AS TIMESTAMPTZ) AS __synced_at FROM "
+            f"{t.staging} WHERE _run_id = $run AND _partition = $part) AS s ON "
+            f"x.{key} = s.{key} WHEN MATCHED AND s._version > x._version THEN UPDATE SET "
+            f"{sets}, _delete_kind = {kind}, run_id = s.__run_id, _synced_at = s.__synced_at "
+            f"WHEN NOT MATCHED THEN INSERT ({names}, _delete_kind, run_id, _synced_at) VALUES "
+            f"({values}, {kind}, s.__run_id, s.__synced_at)",
+            bind,
+        ).fetchone()[0]
     hard = 0
     if reconcile_deletes:
         hard = conn.execute(
@@ -280,7 +338,7 @@ def merge_partition(
             f"{key} NOT IN (SELECT key FROM {t.keys} WHERE _run_id = ?)",
             [run_id, synced_at, partition, run_id],
         ).fetchone()[0]
-    written = int(inserted) + int(updated)
+    written = int(written)
     return MergeResult(partition, int(staged), written, int(staged) - written, int(hard))
 
 
