@@ -196,6 +196,18 @@ class DatasetContract:
                     f"{'' if key.nullable is False else ' (nullable)'}; it must be NOT NULL and "
                     f"one of {', '.join(HASH_KEY_TYPES)}, whose text is the same in every engine"
                 )
+        if self.is_static and self.reference:
+            raise PartitioningError(
+                f"contract {self.name}: reference snapshots are pinned per business date, and "
+                f"{self.grain} partitions have none; join the reference in a time-partitioned "
+                "upstream dataset"
+            )
+        lookback = [u.dataset for u in self.upstream if u.lookback_partitions]
+        if lookback and self.grain not in ("daily", "monthly"):
+            raise PartitioningError(
+                f"contract {self.name}: lookback_partitions (on {lookback}) needs daily or "
+                f"monthly partitions, not {self.grain}"
+            )
         if self.landing is not None and self.grain not in ("daily", "monthly"):
             raise PartitioningError(
                 f"contract {self.name}: reads landing files, so it must be daily or monthly "
@@ -349,7 +361,8 @@ class DatasetContract:
             stamps = stamps.dt.tz_convert(self.timezone).dt.tz_localize(None)
         if self.grain == "hourly":
             return [None if pd.isna(t) else t.to_pydatetime() for t in stamps]
-        return [None if pd.isna(t) else t.date() for t in stamps]
+        days = stamps.dt.date
+        return days.astype(object).where(stamps.notna(), None).tolist()
 
     def partition_key_sql(self, expr: str) -> str:
         """DuckDB SQL giving the partition key (text) of a partition column expression."""

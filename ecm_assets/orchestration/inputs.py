@@ -17,7 +17,12 @@ import pandas as pd
 from ecm_assets.adapters.landing import read_landing_files, scan_landing_zone
 from ecm_assets.adapters.reference import pin_snapshots
 from ecm_assets.contracts.boundaries import IgnoredLandingEntry, InputBoundary, UpstreamRead
-from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, Dataset, DatasetContract
+from ecm_assets.contracts.dataset import (
+    PROVENANCE_COLUMNS,
+    Dataset,
+    DatasetContract,
+    PartitionValue,
+)
 from ecm_assets.contracts.transform import PartitionWindow, TransformResult, month_days
 
 
@@ -30,14 +35,22 @@ class UpstreamFrame:
     """Published upstream rows a run was handed, with their provenance columns."""
 
     dataset: str
-    first_partition: date
-    last_partition: date
+    first_partition: PartitionValue
+    last_partition: PartitionValue
     frame: pd.DataFrame
+    #: The keys read, for a list or hash upstream.
+    keys: tuple[str, ...] = ()
 
 
 def business_days(contract: DatasetContract, window: PartitionWindow) -> list[date]:
+    """The business dates a window covers (reference snapshots are pinned per date); list
+    and hash partitions cover none."""
     if contract.grain == "daily":
         return list(window.partitions)
+    if contract.grain == "hourly":
+        return sorted({hour.date() for hour in window.partitions})
+    if contract.is_static:
+        return []
     return [d for month in window.partitions for d in month_days(month)]
 
 
@@ -105,7 +118,7 @@ def lock_inputs(
     for up in upstream:
         run_ids = tuple(sorted(up.frame["run_id"].dropna().unique())) if len(up.frame) else ()
         read = UpstreamRead(
-            up.dataset, up.first_partition, up.last_partition, len(up.frame), run_ids
+            up.dataset, up.first_partition, up.last_partition, len(up.frame), run_ids, up.keys
         )
         if recorded is not None:
             then = {u.dataset: u for u in recorded.upstream}.get(up.dataset)
@@ -139,7 +152,13 @@ def run_transform(dataset: Dataset, kwargs: dict[str, object]) -> TransformResul
     if isinstance(result, pd.DataFrame):
         result = TransformResult(data=result)
     if result.counts is None:
-        pcol = pd.to_datetime(result.data[dataset.contract.partition_column]).dt.date
+        contract = dataset.contract
+        column = result.data[contract.partition_column]
+        pcol = (
+            pd.to_datetime(column).dt.date
+            if contract.grain in ("daily", "monthly")
+            else pd.Series(contract.values_of(column), dtype=object)
+        )
         rows = pcol.value_counts().reindex(list(window.partitions), fill_value=0)
         counts = pd.DataFrame({"kept": rows.astype("int64")})
         counts.index.name = "partition"

@@ -20,7 +20,7 @@ import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
-from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract
+from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract, partition_key
 from ecm_assets.manifest.ledger import ensure_ledger, mark_failed, now, transition
 from ecm_assets.manifest.states import RunStatus
 from ecm_assets.publish.protocol import (
@@ -66,7 +66,7 @@ class PartitionDiff:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "partition": self.partition.isoformat(),
+            "partition": partition_key(self.partition),
             "staged_rows": self.staged_rows,
             "published_rows": self.published_rows,
             "added": self.added,
@@ -99,8 +99,10 @@ class EvaluationResult:
             "business_checksum": self.business_checksum,
             "quarantined_rows": self.quarantined_rows,
             "partitions": [d.to_json() for d in self.diffs],
-            "changed_partitions": [d.partition.isoformat() for d in self.diffs if not d.identical],
-            "closed_partitions_changed": [d.isoformat() for d in self.closed_changed],
+            "changed_partitions": [
+                partition_key(d.partition) for d in self.diffs if not d.identical
+            ],
+            "closed_partitions_changed": [partition_key(d) for d in self.closed_changed],
             "shadow_table": self.shadow_table,
         }
 
@@ -275,7 +277,7 @@ def evaluate_without_publishing(
             outputs={
                 **result.to_json(),
                 "blocked_partitions": {
-                    d.isoformat(): w for d, w in sorted(request.blocked.items())
+                    partition_key(d): w for d, w in sorted(request.blocked.items())
                 },
             },
             **extra,

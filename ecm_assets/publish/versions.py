@@ -17,6 +17,7 @@ import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.warehouse import quote_ident
+from ecm_assets.contracts.boundaries import partition_from_key
 from ecm_assets.contracts.dataset import (
     PROVENANCE_COLUMNS,
     DatasetContract,
@@ -258,14 +259,14 @@ def list_versions(
     return [PartitionVersion(*r) for r in rows]
 
 
-def closed_partitions(conn: duckdb.DuckDBPyConnection, dataset: str) -> list[str]:
-    """Every closed partition of a dataset, by key."""
+def closed_partitions(conn: duckdb.DuckDBPyConnection, dataset: str) -> list[PartitionValue]:
+    """Every closed partition of a dataset (dates, hours or keys)."""
     if not _ledger_exists(conn):
         return []
     rows = conn.execute(
         f"SELECT partition_date FROM {CLOSED} WHERE dataset = ? ORDER BY 1", [dataset]
     ).fetchall()
-    return [r[0] for r in rows]
+    return [partition_from_key(r[0]) for r in rows]
 
 
 def closed_partition(conn: duckdb.DuckDBPyConnection, dataset: str, partition: PartitionValue):
