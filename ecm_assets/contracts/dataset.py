@@ -330,14 +330,14 @@ class DatasetContract:
 
     @property
     def static_keys(self) -> tuple[str, ...]:
-        """The partition keys of a list or hash dataset, in order."""
+        """The partition keys of a list or hash dataset, in order; () for time partitions."""
         if self.grain == "list":
             return tuple(self.partition_values)
         if self.grain == "hash":
             n = int(self.hash_buckets or 0)
             width = len(str(n - 1))
             return tuple(str(i).zfill(width) for i in range(n))
-        raise PartitioningError(f"contract {self.name}: {self.grain} partitions are not static")
+        return ()  # time partitions: no fixed set of keys
 
     def bucket_of(self, key: Any) -> str:
         """The hash partition key of one hash_key value (grain='hash')."""
