@@ -494,7 +494,10 @@ def diff_versions(
         raise VersionError(
             f"{contract.name} {partition} has no version(s) {missing}; versions: {sorted(known)}"
         )
-    key = [k for k in contract.business_key if k != contract.partition_column]
+    # One row per partition (the key is the partition column alone): compare on it.
+    key = [k for k in contract.business_key if k != contract.partition_column] or [
+        contract.partition_column
+    ]
     values = [c for c in contract.column_names if c not in contract.business_key]
     pcol = quote_ident(contract.partition_column)
     table = versions_table(contract)
