@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -154,12 +155,12 @@ def run_transform(dataset: Dataset, kwargs: dict[str, object]) -> TransformResul
     if result.counts is None:
         contract = dataset.contract
         column = result.data[contract.partition_column]
-        pcol = (
-            pd.to_datetime(column).dt.date
-            if contract.grain in ("daily", "monthly")
-            else pd.Series(contract.values_of(column), dtype=object)
-        )
-        rows = pcol.value_counts().reindex(list(window.partitions), fill_value=0)
+        if contract.grain in ("daily", "monthly"):
+            rows = pd.to_datetime(column).dt.date.value_counts()
+            rows = rows.reindex(list(window.partitions), fill_value=0)
+        else:  # hours and keys, counted as the values they are
+            seen = Counter(contract.values_of(column))
+            rows = pd.Series([seen.get(p, 0) for p in window.partitions], index=window.partitions)
         counts = pd.DataFrame({"kept": rows.astype("int64")})
         counts.index.name = "partition"
         result = TransformResult(result.data, result.rejects, counts, result.notes)
