@@ -221,7 +221,7 @@ def test_a_multiline_record_of_the_wrong_width_is_one_reject_with_its_whole_text
 
 
 def test_bom_and_crlf_are_handled_and_lines_stay_physical(tmp_path):
-    content = '\ufeffevent_id,unit_id,value\r\ne1,U1,"a\r\nb"\r\ne2,U1,2\r\n'.encode()
+    content = "\ufeffevent_id,unit_id,value\r\ne1,U1,\"a\r\nb\"\r\ne2,U1,2\r\n".encode()
     land(tmp_path, "2026-09-01", "a.csv", content)
 
     out = read_all(tmp_path)
