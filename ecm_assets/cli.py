@@ -548,7 +548,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     for r in rows:
         by_reason[str(r["reason"])] = by_reason.get(str(r["reason"]), 0) + 1
     print(
-        f"{contract.name} {partition}: {len(rows)} quarantined row(s)"
+        f"{contract.name} {partition_key(partition)}: {len(rows)} quarantined row(s)"
         + (f" (first {args.limit})" if len(rows) == args.limit else "")
         + (": " + ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) if rows else "")
     )

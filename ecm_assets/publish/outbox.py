@@ -18,7 +18,6 @@ be repeated after a crash at any point.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -105,13 +104,13 @@ def deliver_owed(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance) 
             contract = contract_for(manifest.asset)
         except KeyError:
             continue  # not a dataset of this code location: leave it for one that knows it
-        visible = _visible_run_ids(conn, contract, [date.fromisoformat(p) for p in partitions])
+        visible = _visible_run_ids(conn, contract, partitions)  # by partition key
         reported, present, superseded = [], [], []
         for partition in partitions:
             if _in_dagster(instance, manifest, partition):
                 present.append(partition)
                 continue
-            shown = visible.get(date.fromisoformat(partition), set())
+            shown = visible.get(partition, set())
             if shown and manifest.run_id not in shown:
                 superseded.append(partition)
                 continue

@@ -14,6 +14,7 @@ INPUT_LOCKED never staged anything: it simply failed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -51,9 +52,13 @@ class RecoveryResult:
 
 
 def _visible_run_ids(
-    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, partitions: list[str]
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    partitions: Sequence[PartitionValue],
 ) -> dict[str, set[str]]:
-    """The runs whose rows each partition (by key) shows now."""
+    """The runs whose rows each partition shows now, by partition key (partitions may be
+    given as values or keys)."""
+    partitions = sorted(partition_key(p) for p in partitions)
     pcol = quote_ident(contract.partition_column)
     if contract.publish_mode == "versioned":
         ensure_version_ledger(conn)
