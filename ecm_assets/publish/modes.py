@@ -126,7 +126,7 @@ def diff_against_published(
         and c.name not in contract.business_key
     ]
     if published_table_exists(conn, contract):
-        where = f"WHERE {owned_filter(pcol)}"
+        where = f"WHERE {owned_filter(pcol, contract.partition_sql_type)}"
         params = owned_params(owned)
         sql = business_checksum_sql(contract, contract.table, where, by_partition=True)
         for part, count, first, second in conn.execute(sql, params).fetchall():
@@ -226,7 +226,7 @@ def evaluate_without_publishing(
     request = replace(request, owned_partitions=tuple(owned))
     rejects = request.rejects
     if rejects is not None and len(rejects):
-        days = pd.to_datetime(rejects["partition_date"]).dt.date
+        days = pd.Series(contract.values_of(rejects["partition_date"]), dtype=object)
         request = replace(request, rejects=rejects[days.isin(set(owned)).to_numpy()])
     rejected = _stage_rejects(request)  # the same boundary check a publish makes
     ensure_ledger(conn)

@@ -282,3 +282,15 @@ def test_time_partitions_cannot_read_a_list_partitioned_upstream() -> None:
         build_definitions(
             [*DATASETS, Dataset(reads_list, lambda region_totals, window: region_totals)]
         )
+
+
+def test_a_dry_run_of_a_list_partition_diffs_without_publishing(site) -> None:
+    materialize, _, database, _ = site
+    assert materialize(["region_totals"], "south").success
+    with duckdb.connect(database, read_only=True) as conn:
+        before = conn.execute("SELECT * FROM region_totals ORDER BY region").fetchall()
+    result = materialize(["region_totals"], "south", tags={"ecm/backfill_mode": "dry_run"})
+    assert result.success
+    assert not result.get_asset_materialization_events()
+    with duckdb.connect(database, read_only=True) as conn:
+        assert conn.execute("SELECT * FROM region_totals ORDER BY region").fetchall() == before
