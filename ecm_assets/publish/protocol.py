@@ -25,6 +25,7 @@ import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
+from ecm_assets.contracts.boundaries import partition_from_key
 from ecm_assets.contracts.dataset import (
     PROVENANCE_COLUMNS,
     DatasetContract,
@@ -712,14 +713,12 @@ def _check_upstream_unchanged(
     now_ids: tuple[str, ...] = ()
     if published_table_exists(conn, upstream):
         pcol = quote_ident(upstream.partition_column)
-        keys = [upstream.partition_value(k) for k in read.get("keys") or ()]
-        where, params = (
-            f"{pcol} BETWEEN ? AND ?",
-            [
-                upstream.partition_value(first),
-                upstream.partition_value(last),
-            ],
-        )
+        keys = list(read.get("keys") or ())
+
+        def value(key: str) -> PartitionValue:  # as recorded, even if outside start..end now
+            return key if upstream.is_static else partition_from_key(key)
+
+        where, params = f"{pcol} BETWEEN ? AND ?", [value(first), value(last)]
         if keys:  # static upstream: exactly the keys read, not those between them
             where += f" AND list_contains(?::{upstream.partition_sql_type}[], {pcol})"
             params.append(keys)
