@@ -294,3 +294,19 @@ def test_a_dry_run_of_a_list_partition_diffs_without_publishing(site) -> None:
     assert not result.get_asset_materialization_events()
     with duckdb.connect(database, read_only=True) as conn:
         assert conn.execute("SELECT * FROM region_totals ORDER BY region").fetchall() == before
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"lookback_schedule": ["region_totals"]}, r"only daily datasets have a lookback"),
+        ({"monthly_schedule": ["hourly_load"]}, r"only monthly datasets are reported monthly"),
+        ({"dependency_sensors": ["customer_spend"]}, r"has or reads hash partitions"),
+        ({"landing_sensors": ["region_totals"]}, r"declare no landing source"),
+    ],
+)
+def test_schedules_and_sensors_refuse_what_they_cannot_follow(
+    option: dict, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_definitions(DATASETS, data_dir=tmp_path, **option)
