@@ -40,7 +40,9 @@ from ecm_assets.contracts.transform import (
     REJECT_COLUMNS,
     PartitionWindow,
     TransformResult,
+    UpstreamRelation,
     attribute_partitions,
+    run_sql,
 )
 
 if TYPE_CHECKING:
@@ -68,10 +70,12 @@ __all__ = [
     "TransformResult",
     "UniqueKey",
     "Upstream",
+    "UpstreamRelation",
     "attribute_partitions",
     "build_definitions",
     "hash_bucket",
     "partition_key",
+    "run_sql",
 ]
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from ecm_assets.contracts.registry import dataset_for
 from ecm_assets.definitions import case_sla_definitions as build_definitions
+from ecm_assets.manifest.ledger import MANIFEST_TABLE
 from ecm_assets.publish.protocol import business_checksum
 from tests.conftest import DEMO_END, DEMO_START
 
@@ -309,6 +310,50 @@ def test_rerun_publishes_identical_business_data(pipeline, tmp_path) -> None:
         runs = conn.sql("SELECT DISTINCT run_id FROM case_events").fetchall()
     assert runs == [(again.run_id,)]
     pipeline["conn"] = duckdb.connect(str(pipeline["warehouse"]), read_only=True)
+
+
+def test_sql_datasets_read_their_upstream_in_the_warehouse(pipeline, monkeypatch) -> None:
+    """Daily metrics and the priority mix (upstream_as="relation") never load case_events
+    into pandas, yet publish the same business rows and record the upstream run ids."""
+    import ecm_assets.publish.io_manager as io_manager
+
+    real = io_manager.read_partitions
+
+    def refuse_case_events(conn, contract, *args, **kwargs):
+        assert contract.name != "case_events", "case_events was loaded into pandas"
+        return real(conn, contract, *args, **kwargs)
+
+    monkeypatch.setattr(io_manager, "read_partitions", refuse_case_events)
+    defs = build_definitions(pipeline["root"], pipeline["warehouse"])
+    names = ["case_sla_daily_metrics", "case_priority_mix_daily"]
+    pipeline["conn"].close()
+    try:
+        again = _materialize(defs, names, tags=_range_tags(DEMO_START, DEMO_END))
+        with duckdb.connect(str(pipeline["warehouse"]), read_only=True) as conn:
+            events_run = conn.sql("SELECT DISTINCT run_id FROM case_events").fetchall()
+            boundaries = conn.execute(
+                f"SELECT asset, input_boundary FROM {MANIFEST_TABLE} WHERE run_id = ?",
+                [again.run_id],
+            ).fetchall()
+            checksums = {
+                name: business_checksum(
+                    conn,
+                    dataset_for(name).contract,
+                    name,
+                    f"WHERE {dataset_for(name).contract.partition_column} BETWEEN ? AND ?",
+                    (DEMO_START, DEMO_END),
+                )
+                for name in names
+            }
+    finally:
+        pipeline["conn"] = duckdb.connect(str(pipeline["warehouse"]), read_only=True)
+    assert checksums == {n: RECORDED_CHECKSUMS[n] for n in names}
+    assert {a for a, _ in boundaries} == set(names)
+    for _, boundary in boundaries:
+        (read,) = json.loads(boundary)["upstream"]
+        assert read["dataset"] == "case_events"
+        assert tuple(read["run_ids"]) == tuple(r for (r,) in events_run)
+        assert read["rows"] > 0
 
 
 def test_single_partition_run_equals_the_same_partition_of_a_range_run(pipeline, tmp_path) -> None:

@@ -16,7 +16,7 @@ from ecm_assets.contracts.dataset import Dataset
 
 DATASETS: tuple[Dataset, ...] = (
     Dataset(CASE_EVENTS, parse_case_events, CASE_EVENTS_QUALITY),
-    Dataset(DAILY_METRICS, daily_sla_metrics, DAILY_METRICS_QUALITY),
+    Dataset(DAILY_METRICS, daily_sla_metrics, DAILY_METRICS_QUALITY, upstream_as="relation"),
     Dataset(ROLLING_30D, rolling_30d, ROLLING_30D_QUALITY),
     Dataset(MONTHLY_REPORT, monthly_report, MONTHLY_REPORT_QUALITY),
     PRIORITY_MIX,

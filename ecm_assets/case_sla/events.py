@@ -171,7 +171,11 @@ def parse_case_events(
     # The reader's file accounts stay on `landing` for the gate; carried along here, pandas
     # would deep-copy them at every operation.
     raw.attrs = {}
-    raw["_ingest_date"] = pd.to_datetime(raw["_ingest_date"]).astype("datetime64[ns]")
+    ingest = raw["_ingest_date"]
+    if not (ingest.dtype.kind == "M" and getattr(ingest.dtype, "tz", None) is None):
+        # (pd.to_datetime of a column that is datetime64 already costs a Python pass.)
+        ingest = pd.to_datetime(ingest)
+    raw["_ingest_date"] = ingest.astype("datetime64[ns]")
     # Timestamps are parsed once; attribution reuses the parsed values.
     parsed = parse_timestamps(raw["event_ts"], EVENT_TS_RULE)
     raw["_ts"] = parsed.utc

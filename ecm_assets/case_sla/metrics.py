@@ -19,7 +19,12 @@ from ecm_assets.case_sla.contracts import (
     ROLLING_WINDOW_DAYS,
 )
 from ecm_assets.contracts.boundaries import ReferenceSnapshot
-from ecm_assets.contracts.transform import PartitionWindow, month_days, run_sql  # noqa: F401
+from ecm_assets.contracts.transform import (  # noqa: F401
+    PartitionWindow,
+    UpstreamRelation,
+    month_days,
+    run_sql,
+)
 
 GROUP = ["business_date", "unit_id", "region"]
 HOUR = pd.Timedelta(hours=1)
@@ -113,14 +118,15 @@ ORDER BY c.business_date, c.unit_id, c.region
 
 
 def daily_sla_metrics(
-    case_events: pd.DataFrame,
+    case_events: pd.DataFrame | UpstreamRelation,
     window: PartitionWindow,
     sla_calendar: Mapping[date, ReferenceSnapshot],
 ) -> pd.DataFrame:
     """Metrics of each business date in the window, from the events of the preceding history.
 
-    A pure function over a plain frame, computed in DuckDB SQL (DAILY_METRICS_SQL): the
-    joins, first-event lookups and quantiles run columnar instead of as pandas object sorts.
+    A pure function computed in DuckDB SQL (DAILY_METRICS_SQL): the joins, first-event
+    lookups and quantiles run columnar. The asset hands it the published events as an
+    UpstreamRelation (read in the warehouse); tests and replays may hand it a plain frame.
     """
     versions = {d: sla_calendar[d] for d in window.partitions}
     calendar = pd.DataFrame(

@@ -1,7 +1,9 @@
 """Worked example of adding a dataset: a contract and a pure transform, nothing else.
 
 Daily event counts per priority, read from the published case events. The transform is SQL
-run by DuckDB over the upstream frame (`run_sql`); a pandas function works the same way.
+(`run_sql`): declared `upstream_as="relation"`, it reads the published events inside the
+warehouse; a test calls the same function with a plain frame. A pandas function works the
+same way (with the default `upstream_as="frame"`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ecm_assets import (
     UniqueKey,
     Upstream,
 )
-from ecm_assets.contracts.transform import run_sql
+from ecm_assets.contracts.transform import UpstreamRelation, run_sql
 
 CONTRACT = DatasetContract(
     name="case_priority_mix_daily",
@@ -54,7 +56,9 @@ ORDER BY ALL
 """
 
 
-def priority_mix(case_events: pd.DataFrame, window: PartitionWindow) -> pd.DataFrame:
+def priority_mix(
+    case_events: pd.DataFrame | UpstreamRelation, window: PartitionWindow
+) -> pd.DataFrame:
     """Counts per business date, priority and event type."""
     out = run_sql(PRIORITY_MIX_SQL, case_events=case_events)
     out["business_date"] = pd.to_datetime(out["business_date"]).astype("datetime64[ns]")
@@ -68,4 +72,4 @@ QUALITY = QualityContract(
     controls=(ControlTotal("events_counted", output_column="events", upstream="case_events"),),
 )
 
-PRIORITY_MIX = Dataset(CONTRACT, priority_mix, QUALITY)
+PRIORITY_MIX = Dataset(CONTRACT, priority_mix, QUALITY, upstream_as="relation")

@@ -19,8 +19,11 @@ import string
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_arrow
+import pyarrow.compute as pc
 from pandera.typing import Series
 
 from ecm_assets.case_sla.contracts import EVENT_TYPES, PRIORITIES
@@ -67,7 +70,22 @@ CASE_EVENT_VALUES = (
 
 
 def _present(series: pd.Series) -> pd.Series:
-    return series.notna() & (series.astype(str).str.strip() != "")
+    """Not null and not blank (`str(v).strip() != ""`), without a Python pass over every
+    value: a string holding a printable non-space ASCII character is present whatever
+    Python counts as whitespace; only the other values (rare) are judged by str.strip()."""
+    present = series.notna().to_numpy(dtype=bool)
+    try:
+        text = pa_arrow.array(series, from_pandas=True)
+        if not (pa_arrow.types.is_string(text.type) or pa_arrow.types.is_large_string(text.type)):
+            raise pa_arrow.ArrowTypeError(str(text.type))
+    except (pa_arrow.ArrowInvalid, pa_arrow.ArrowTypeError):
+        return series.notna() & (series.astype(str).str.strip() != "")
+    visible = pc.match_substring_regex(text, "[!-~]").fill_null(False)
+    out = present & np.asarray(visible.to_numpy(zero_copy_only=False), dtype=bool)
+    rest = np.flatnonzero(present & ~out)
+    if len(rest):
+        out[rest] = (series.iloc[rest].astype(str).str.strip() != "").to_numpy(dtype=bool)
+    return pd.Series(out, index=series.index)
 
 
 class CaseEventsModel(pa.DataFrameModel):

@@ -490,14 +490,30 @@ class Dataset:
     The transform's parameters are bound by name: `window` (the owned PartitionWindow),
     `landing` (raw rows of the locked landing files), each upstream dataset name (its
     published rows) and each reference name (snapshots pinned per business date).
+
+    `upstream_as="relation"` is for a SQL transform (`run_sql`): each upstream arrives as an
+    UpstreamRelation over the published partitions, read inside the warehouse, instead of a
+    pandas frame; the same function still takes plain frames in tests and replays.
     """
 
     contract: DatasetContract
     transform: Callable[..., Any]
     #: The quality gate's rules and their severities; without one only reconciliation runs.
     quality: QualityContract = NO_QUALITY
+    #: How upstream rows reach the transform: "frame" (pandas) or "relation" (in DuckDB).
+    upstream_as: str = "frame"
 
     def __post_init__(self) -> None:
+        if self.upstream_as not in ("frame", "relation"):
+            raise TypeError(
+                f"dataset {self.contract.name}: upstream_as must be 'frame' or 'relation', "
+                f"not {self.upstream_as!r}"
+            )
+        if self.upstream_as == "relation" and self.contract.grain not in ("daily", "monthly"):
+            raise PartitioningError(
+                f"dataset {self.contract.name}: upstream_as='relation' reads upstream by date "
+                f"range; {self.contract.grain} datasets read their upstream as frames"
+            )
         bindable = {*BOUND_PARAMETERS, *(u.dataset for u in self.contract.upstream)}
         bindable |= set(self.contract.reference)
         params = inspect.signature(self.transform).parameters

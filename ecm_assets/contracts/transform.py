@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -84,6 +86,15 @@ _LEADING_YEAR = r"^\s*([+-]?[0-9]{1,12})-"
 def text_array(values: pd.Series) -> pa.Array:
     """The column as an Arrow large_string array (nulls kept), for vectorized text rules;
     non-string values become their str()."""
+    if isinstance(values.dtype, pd.StringDtype | pd.ArrowDtype) and hasattr(
+        values.array, "__arrow_array__"
+    ):
+        # Arrow-backed text already: its buffers, without a Python object per value.
+        arrow = values.array.__arrow_array__()
+        if isinstance(arrow, pa.ChunkedArray):
+            arrow = arrow.combine_chunks()
+        if pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type):
+            return arrow.cast(pa.large_string())
     try:
         return pa.array(values.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -144,24 +155,38 @@ def _iso8601_utc(values: pd.Series) -> pd.DatetimeIndex:
         valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         rows = np.flatnonzero(valid & ((lengths == 20) | (lengths == 25)))
         if len(rows):
-            pos = np.minimum(offsets[rows][:, None] + np.arange(25), len(data) - 1)
-            b = data[pos].astype(np.int64)
-            d = b - 48
+            starts = offsets[rows]
+            # Zero bytes past the end: a 20-byte last value may be probed up to byte 24.
+            padded = np.concatenate([data, np.zeros(25, dtype=np.uint8)])
+
+            def byte(i: int) -> np.ndarray:  # the i-th byte of each candidate, as uint8
+                return padded[starts + i]
+
+            def digit(i: int) -> np.ndarray:
+                return byte(i).astype(np.int32) - 48
+
+            digits = {i: digit(i) for i in _DIGITS}
             long = lengths[rows] == 25
-            ok = ((d[:, _DIGITS] >= 0) & (d[:, _DIGITS] <= 9)).all(axis=1)
-            ok &= (b[:, 4] == 45) & (b[:, 7] == 45) & (b[:, 10] == 84)  # - - T
-            ok &= (b[:, 13] == 58) & (b[:, 16] == 58)  # : :
-            short_zone = b[:, 19] == 90  # Z
-            sign = np.where(b[:, 19] == 43, 1, np.where(b[:, 19] == 45, -1, 0))
-            zd = d[:, [20, 21, 23, 24]]
-            long_zone = (sign != 0) & (b[:, 22] == 58) & ((zd >= 0) & (zd <= 9)).all(axis=1)
+            ok = np.ones(len(rows), dtype=bool)
+            for value in digits.values():
+                ok &= (value >= 0) & (value <= 9)
+            ok &= (byte(4) == 45) & (byte(7) == 45) & (byte(10) == 84)  # - - T
+            ok &= (byte(13) == 58) & (byte(16) == 58)  # : :
+            b19 = byte(19)
+            short_zone = b19 == 90  # Z
+            sign = np.where(b19 == 43, 1, np.where(b19 == 45, -1, 0)).astype(np.int64)
+            zd = [digit(i) for i in (20, 21, 23, 24)]
+            long_zone = (sign != 0) & (byte(22) == 58)
+            for value in zd:
+                long_zone &= (value >= 0) & (value <= 9)
             ok &= np.where(long, long_zone, short_zone)
-            year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
-            month = d[:, 5] * 10 + d[:, 6]
-            day = d[:, 8] * 10 + d[:, 9]
-            hour, minute, second = (d[:, i] * 10 + d[:, i + 1] for i in (11, 14, 17))
-            oh = np.where(long, zd[:, 0] * 10 + zd[:, 1], 0)
-            om = np.where(long, zd[:, 2] * 10 + zd[:, 3], 0)
+            d = digits
+            year = (d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]).astype(np.int64)
+            month = (d[5] * 10 + d[6]).astype(np.int64)
+            day = (d[8] * 10 + d[9]).astype(np.int64)
+            hour, minute, second = ((d[i] * 10 + d[i + 1]).astype(np.int64) for i in (11, 14, 17))
+            oh = np.where(long, zd[0] * 10 + zd[1], 0).astype(np.int64)
+            om = np.where(long, zd[2] * 10 + zd[3], 0).astype(np.int64)
             leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
             ok &= (year >= 1700) & (year <= 2200) & (month >= 1) & (month <= 12)
             month_days = _DAYS_IN_MONTH[np.clip(month, 0, 12)] + ((month == 2) & leap)
@@ -263,17 +288,136 @@ def attribute_partitions(
     return event_day.where(in_horizon, ingest), in_horizon
 
 
-def run_sql(query: str, **relations: pd.DataFrame) -> pd.DataFrame:
-    """Run a SQL transform over plain frames in an in-memory DuckDB (session time zone UTC).
+@dataclass(frozen=True)
+class UpstreamRelation:
+    """Published upstream partitions [first, last], read where they are stored.
 
-    Each keyword names a relation the query reads (`FROM case_events`). A SQL transform is a
-    pure function like any other: same frames in, same rows out, testable without a
-    warehouse; DuckDB runs the joins, sorts and aggregates columnar and on every core.
+    What a dataset declared with `upstream_as="relation"` receives for each upstream instead
+    of a pandas frame: `run_sql` reads it inside the warehouse, so the rows are never copied
+    into Python. `conn` holds one open transaction, so the input boundary's run ids, the
+    transform and the gate's control totals all read the same snapshot of the upstream.
+    """
+
+    dataset: str
+    conn: Any  # duckdb.DuckDBPyConnection, inside BEGIN TRANSACTION
+    #: SQL of the published rows of the window: contract columns plus run_id and as_of.
+    source: str
+    columns: tuple[str, ...]
+    partition_column: str
+    first: date
+    last: date
+
+    def select(self) -> str:
+        """The rows as the transform sees them: contract columns, no provenance."""
+        cols = ", ".join(_ident(c) for c in self.columns)
+        return f"SELECT {cols} FROM ({self.source}) AS up"
+
+    @cached_property
+    def partitions(self) -> pd.DataFrame:
+        """Rows and distinct run ids per upstream partition date (one scan, cached)."""
+        pcol = _ident(self.partition_column)
+        frame = self.conn.execute(
+            f"SELECT {pcol}::DATE AS partition, count(*) AS rows, "
+            "list(DISTINCT run_id ORDER BY run_id) FILTER (run_id IS NOT NULL) AS run_ids "
+            f"FROM ({self.source}) AS up WHERE {pcol} IS NOT NULL GROUP BY ALL ORDER BY 1"
+        ).df()
+        frame["partition"] = pd.to_datetime(frame["partition"]).dt.date
+        return frame
+
+    def __len__(self) -> int:
+        return int(self.partitions["rows"].sum())
+
+    def run_ids(self, first: date | None = None, last: date | None = None) -> tuple[str, ...]:
+        """Distinct run ids of the rows of partitions [first, last] (all by default)."""
+        parts = self.partitions
+        mask = np.ones(len(parts), dtype=bool)
+        if first is not None:
+            mask &= (parts["partition"] >= first).to_numpy()
+        if last is not None:
+            mask &= (parts["partition"] <= last).to_numpy()
+        ids: set[str] = set()
+        for values in parts.loc[mask, "run_ids"]:
+            if values is not None:
+                ids.update(str(v) for v in values)
+        return tuple(sorted(ids))
+
+    def rows(self, first: date, last: date) -> int:
+        parts = self.partitions
+        mask = (parts["partition"] >= first) & (parts["partition"] <= last)
+        return int(parts.loc[mask, "rows"].sum())
+
+    def totals(
+        self,
+        column: str | None,
+        filters: tuple[tuple[str, str], ...] = (),
+        *,
+        monthly: bool = False,
+    ) -> dict[date, float]:
+        """sum(column) (count(*) when None) per partition date, or per month start, of the
+        rows whose `filters` columns equal the given values: a control total's input side."""
+        if column is None and not filters and not monthly:
+            # A row count per partition: the snapshot's partition summary already has it.
+            parts = self.partitions
+            return {d: float(n) for d, n in zip(parts["partition"], parts["rows"], strict=True)}
+        pcol = _ident(self.partition_column)
+        day = f"date_trunc('month', {pcol}::DATE)::DATE" if monthly else f"{pcol}::DATE"
+        value = f"sum({_ident(column)})" if column else "count(*)"
+        where = " AND ".join(f"{_ident(c)} = ?" for c, _ in filters) or "true"
+        rows = self.conn.execute(
+            f"SELECT {day} AS d, {value} FROM ({self.source}) AS up "
+            f"WHERE {where} AND {pcol} IS NOT NULL GROUP BY 1",
+            [v for _, v in filters],
+        ).fetchall()
+        return {pd.Timestamp(d).date(): float(v or 0) for d, v in rows}
+
+    def df(self) -> pd.DataFrame:
+        """The rows as a pandas frame, for code that needs one (costs the copy this avoids)."""
+        return self.conn.execute(self.select()).df()
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def run_sql(query: str, **relations: pd.DataFrame | UpstreamRelation) -> pd.DataFrame:
+    """Run a SQL transform over its inputs (session time zone UTC).
+
+    Each keyword names a relation the query reads (`FROM case_events`): a plain frame, or an
+    UpstreamRelation (published upstream rows). With frames only the query runs in an
+    in-memory DuckDB; with an UpstreamRelation it runs in the warehouse, inside the
+    relation's snapshot, with the frames registered beside it, and the upstream rows never
+    leave DuckDB. Either way it is a pure function: same inputs, same rows out, testable
+    with plain frames and no warehouse; DuckDB runs the joins, sorts and aggregates
+    columnar and on every core.
     """
     import duckdb  # imported here: pandas-only transforms need no DuckDB at import time
 
-    with duckdb.connect() as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        for name, frame in relations.items():
-            conn.register(name, frame)
+    in_warehouse = [r for r in relations.values() if isinstance(r, UpstreamRelation)]
+    if not in_warehouse:
+        with duckdb.connect() as conn:
+            conn.execute("SET TimeZone = 'UTC'")
+            for name, frame in relations.items():
+                conn.register(name, frame)
+            return conn.execute(query).df()
+    conn = in_warehouse[0].conn
+    if any(r.conn is not conn for r in in_warehouse):
+        raise ValueError("run_sql: upstream relations of different warehouse connections")
+    zone = conn.execute("SELECT current_setting('TimeZone')").fetchone()[0]
+    conn.execute("SET TimeZone = 'UTC'")
+    made: list[tuple[str, bool]] = []
+    try:
+        for name, rel in relations.items():
+            if isinstance(rel, UpstreamRelation):
+                conn.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(name)} AS {rel.select()}")
+                made.append((name, True))
+            else:
+                conn.register(name, rel)
+                made.append((name, False))
         return conn.execute(query).df()
+    finally:
+        for name, is_view in made:
+            if is_view:
+                conn.execute(f"DROP VIEW IF EXISTS temp.main.{_ident(name)}")
+            else:
+                conn.unregister(name)
+        conn.execute(f"SET TimeZone = '{zone}'")

@@ -24,11 +24,13 @@ import os
 import socket
 import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, nullcontext, suppress
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import dagster as dg
+import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.landing import LandingReadError
@@ -43,7 +45,11 @@ from ecm_assets.contracts.dataset import (
 from ecm_assets.contracts.periods import shift
 from ecm_assets.contracts.quality import Drift, Severity
 from ecm_assets.contracts.registry import contract_for, register
-from ecm_assets.contracts.transform import PartitionWindow, TransformResult
+from ecm_assets.contracts.transform import (
+    PartitionWindow,
+    TransformResult,
+    UpstreamRelation,
+)
 from ecm_assets.manifest.lease import Heartbeat, release
 from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, transition
 from ecm_assets.manifest.states import RunStatus
@@ -66,6 +72,7 @@ from ecm_assets.orchestration.retries import (
 )
 from ecm_assets.publish.closed_periods import continues_reviewed_correction, guarded_partitions
 from ecm_assets.publish.io_manager import (
+    UPSTREAM_AS_METADATA,
     AlreadyPublished,
     DuckDBPublishIOManager,
     StagedOutput,
@@ -77,7 +84,12 @@ from ecm_assets.publish.modes import (
     evaluate_without_publishing,
 )
 from ecm_assets.publish.outbox import begin_attempt
-from ecm_assets.publish.protocol import PublishRequest, read_partitions
+from ecm_assets.publish.protocol import (
+    PublishedPartitions,
+    PublishRequest,
+    read_partitions,
+    upstream_relation,
+)
 from ecm_assets.publish.versions import closed_partitions, parse_reason
 from ecm_assets.validation.gate import Decision, Finding, GateResult, failure_result, judge
 
@@ -183,13 +195,18 @@ def partition_boundary(
         column = up_contract.partition_column
         if contract.grain in ("daily", "monthly"):
             first = shift(partition, contract.grain, -u.lookback_partitions)
-            if len(frame) and column in frame.columns:
+            first_read = max(first, up.first_partition)
+            last_read = min(partition, up.last_partition)
+            if isinstance(frame, UpstreamRelation):
+                # Per-partition counts of the snapshot, computed once (frame.partitions).
+                mask = None
+                run_ids = list(frame.run_ids(first, days[-1]))
+                rows = frame.rows(first, days[-1])
+            elif len(frame) and column in frame.columns:
                 values = pd.to_datetime(frame[column]).dt.date
                 mask = (values >= first) & (values <= days[-1])
             else:
-                mask = pd.Series(False, index=frame.index)
-            first_read = max(first, up.first_partition)
-            last_read = min(partition, up.last_partition)
+                mask, run_ids, rows = None, [], 0
         elif up_contract.grain == contract.grain and not contract.is_static:
             # hourly of hourly: the same hour (lookback is refused for hourly contracts)
             mask = pd.Series(up_contract.values_of(frame[column]), index=frame.index) == partition
@@ -205,13 +222,17 @@ def partition_boundary(
             first_read, last_read = (
                 (partition, partition) if same else (up.first_partition, up.last_partition)
             )
-        run_ids = sorted(frame.loc[mask, "run_id"].dropna().unique().tolist()) if len(frame) else []
+        if mask is not None and not len(frame):
+            run_ids, rows = [], 0
+        elif mask is not None:  # a frame (a relation counted its rows above)
+            run_ids = sorted(frame.loc[mask, "run_id"].dropna().unique().tolist())
+            rows = int(mask.sum())
         reads.append(
             {
                 "dataset": u.dataset,
                 "first_partition": partition_key(first_read),
                 "last_partition": partition_key(last_read),
-                "rows": int(mask.sum()) if len(frame) else 0,
+                "rows": rows,
                 "run_ids": run_ids,
             }
         )
@@ -310,12 +331,20 @@ def _judge(
     window: PartitionWindow,
     result: TransformResult,
     kwargs: dict[str, object],
+    snapshot: Any = None,
 ) -> GateResult:
-    """Run the quality gate on the transform's output, with what the rules need to judge it."""
+    """Run the quality gate on the transform's output, with what the rules need to judge it.
+
+    `snapshot` is the run's open upstream snapshot connection, if it has one: this process
+    cannot open the file read-only beside it."""
     contract, quality = dataset.contract, dataset.quality
     published, closed = None, frozenset()
     if any(isinstance(r, Drift) for r in quality.rules) and Path(warehouse.database).exists():
-        with warehouse.connect(context, read_only=True) as conn:
+        with (
+            nullcontext(snapshot)
+            if snapshot is not None
+            else warehouse.connect(context, read_only=True)
+        ) as conn:
             published = read_partitions(
                 conn,
                 contract,
@@ -325,6 +354,12 @@ def _judge(
             )
             closed = frozenset(closed_partitions(conn, contract.name))
     return judge(dataset, window, result, kwargs, published=published, closed=closed)
+
+
+def _end_snapshot(conn: Any) -> None:
+    """End the upstream snapshot's read transaction (it wrote nothing)."""
+    with suppress(duckdb.Error):  # already ended (e.g. by an error): closing follows
+        conn.execute("ROLLBACK")
 
 
 def backfill_mode(tags: Mapping[str, str]) -> str:
@@ -425,6 +460,8 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             partition_mapping=_partition_mapping(
                 contract, contract_for(u.dataset), u.lookback_partitions
             ),
+            # "relation": the IO manager hands over which partitions, the rows stay in DuckDB.
+            metadata={UPSTREAM_AS_METADATA: dataset.upstream_as},
         )
         for u in contract.upstream
     }
@@ -536,6 +573,10 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         mode = manifest.mode
         restatement_reason = tags.get(RESTATEMENT_TAG) or None
         replay_of = tags.get(REPLAY_TAG) or None
+        # Holds the upstream snapshot connection of a dataset that reads its upstream in the
+        # warehouse; closed once the gate has judged, before anything is published.
+        snapshot = ExitStack()
+        snapshot_conn = None
         try:
             # A bad reason code fails before any compute, listing the valid codes.
             for tag in (RESTATEMENT_TAG, REASON_TAG):
@@ -555,12 +596,23 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                     up_contract.partition_value(k)
                     for k in context.asset_partition_keys_for_input(u.dataset)
                 )
+                rows = upstream[u.dataset]
+                if isinstance(rows, PublishedPartitions):
+                    if snapshot_conn is None:
+                        # One read transaction from here to the gate: the boundary's run ids,
+                        # the transform and the control totals read the same snapshot.
+                        snapshot_conn = snapshot.enter_context(warehouse.connect(context))
+                        snapshot_conn.execute("BEGIN TRANSACTION")
+                        snapshot.callback(_end_snapshot, snapshot_conn)
+                    rows = upstream_relation(
+                        snapshot_conn, contract_for(u.dataset), rows.first, rows.last
+                    )
                 frames.append(
                     UpstreamFrame(
                         u.dataset,
                         input_values[0],
                         input_values[-1],
-                        upstream[u.dataset],
+                        rows,
                         keys=tuple(input_values) if up_contract.is_static else (),
                     )
                 )
@@ -605,9 +657,13 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             for entry in boundary.ignored_landing:
                 context.log.warning(f"landing entry {entry.path} ignored: {entry.reason}")
             result = run_transform(dataset, kwargs)
-            gate = _judge(context, warehouse, dataset, window, result, kwargs)
+            gate = _judge(context, warehouse, dataset, window, result, kwargs, snapshot_conn)
             if tags.get(REVIEW_TAG) == "closed_periods":
-                with warehouse.connect(context, read_only=True) as conn:
+                with (
+                    nullcontext(snapshot_conn)
+                    if snapshot_conn is not None
+                    else warehouse.connect(context, read_only=True)
+                ) as conn:
                     guarded = guarded_partitions(conn, contract, window.partitions)
                     if guarded and not continues_reviewed_correction(conn, boundary):
                         gate = review_closed_periods(gate, window, guarded)
@@ -621,6 +677,8 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             if is_transient(exc):
                 context.log.warning(f"transient error, the retry policy retries the step: {exc!r}")
             raise_for_retry_policy(exc, f"{contract.name} failed before publishing")
+        finally:
+            snapshot.close()
         partition_keys = {contract.partition_value(k): k for k in keys}
         # Yielded (not logged) so they reach the event log even when the gate fails the run.
         selected = {k.name for k in context.selected_asset_check_keys}

@@ -24,7 +24,12 @@ from ecm_assets.contracts.dataset import (
     DatasetContract,
     PartitionValue,
 )
-from ecm_assets.contracts.transform import PartitionWindow, TransformResult, month_days
+from ecm_assets.contracts.transform import (
+    PartitionWindow,
+    TransformResult,
+    UpstreamRelation,
+    month_days,
+)
 
 
 class ReplayError(RuntimeError):
@@ -33,12 +38,13 @@ class ReplayError(RuntimeError):
 
 @dataclass(frozen=True)
 class UpstreamFrame:
-    """Published upstream rows a run was handed, with their provenance columns."""
+    """Published upstream rows a run was handed, with their provenance columns: a frame, or
+    an UpstreamRelation read in the warehouse (datasets with `upstream_as="relation"`)."""
 
     dataset: str
     first_partition: PartitionValue
     last_partition: PartitionValue
-    frame: pd.DataFrame
+    frame: pd.DataFrame | UpstreamRelation
     #: The keys read, for a list or hash upstream.
     keys: tuple[str, ...] = ()
 
@@ -117,7 +123,10 @@ def lock_inputs(
     reads = []
     provenance = [n for n, _ in PROVENANCE_COLUMNS]
     for up in upstream:
-        run_ids = tuple(sorted(up.frame["run_id"].dropna().unique())) if len(up.frame) else ()
+        if isinstance(up.frame, UpstreamRelation):
+            run_ids = up.frame.run_ids()
+        else:
+            run_ids = tuple(sorted(up.frame["run_id"].dropna().unique())) if len(up.frame) else ()
         read = UpstreamRead(
             up.dataset, up.first_partition, up.last_partition, len(up.frame), run_ids, up.keys
         )
@@ -130,7 +139,10 @@ def lock_inputs(
                     f"now {list(run_ids)}; the exact input is no longer published"
                 )
         reads.append(read)
-        kwargs[up.dataset] = up.frame.drop(columns=[c for c in provenance if c in up.frame])
+        if isinstance(up.frame, UpstreamRelation):
+            kwargs[up.dataset] = up.frame  # its select() already leaves provenance out
+        else:
+            kwargs[up.dataset] = up.frame.drop(columns=[c for c in provenance if c in up.frame])
     boundary = InputBoundary(
         partitions=partition_keys,
         locked_at=locked_at,

@@ -25,12 +25,16 @@ from ecm_assets.manifest.lease import READ_ONLY_GUARD
 from ecm_assets.manifest.ledger import MANIFEST_TABLE, Manifest
 from ecm_assets.orchestration.retries import raise_for_retry_policy
 from ecm_assets.publish.protocol import (
+    PublishedPartitions,
     PublishRequest,
     empty_frame,
     publish_partitions,
     read_partitions,
 )
 from ecm_assets.publish.versions import closed_partition, current_version
+
+#: AssetIn metadata key: "relation" makes load_input hand over PublishedPartitions.
+UPSTREAM_AS_METADATA = "ecm/upstream_as"
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             step.add_asset_metadata(per_partition[d], partition_key=key)
         context.add_output_metadata(metadata)
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | PublishedPartitions:
         asset_key = context.asset_key
         contract = contract_for(asset_key.path[-1])
         keys = context.asset_partition_keys if context.has_asset_partitions else []
@@ -277,6 +281,9 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 "check the partition mapping"
             )
         values = sorted(contract.partition_value(k) for k in keys)
+        if (context.definition_metadata or {}).get(UPSTREAM_AS_METADATA) == "relation":
+            # A SQL transform reads these partitions in the warehouse: nothing is loaded here.
+            return PublishedPartitions(contract.name, values[0], values[-1])
         if not Path(self.database).exists():
             context.log.warning(f"warehouse {self.database} does not exist yet: no upstream rows")
             return empty_frame(contract, with_provenance=True)

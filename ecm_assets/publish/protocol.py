@@ -33,7 +33,7 @@ from ecm_assets.contracts.dataset import (
     bucket_sql,
     partition_key,
 )
-from ecm_assets.contracts.transform import REJECT_COLUMNS
+from ecm_assets.contracts.transform import REJECT_COLUMNS, UpstreamRelation
 from ecm_assets.manifest.lease import liveness
 from ecm_assets.manifest.ledger import (
     EVENT_OWED,
@@ -1057,6 +1057,48 @@ def read_partitions(
     return conn.execute(
         f"SELECT {cols} FROM {contract.table} WHERE {where} ORDER BY {order}", params
     ).df()
+
+
+@dataclass(frozen=True)
+class PublishedPartitions:
+    """What the IO manager hands a dataset that reads its upstream in the warehouse
+    (`upstream_as="relation"`): which published partitions, not their rows. The asset
+    opens them as an UpstreamRelation inside its own snapshot (`upstream_relation`)."""
+
+    dataset: str
+    first: date
+    last: date
+
+
+def upstream_relation(
+    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, first: date, last: date
+) -> UpstreamRelation:
+    """Published rows of partitions [first, last] as an UpstreamRelation on `conn` (the
+    caller holds the transaction that makes every read of it one snapshot)."""
+    names = contract.column_names + [n for n, _ in PROVENANCE_COLUMNS]
+    pcol = quote_ident(contract.partition_column)
+    if published_table_exists(conn, contract):
+        catalog = conn.execute("SELECT current_database()").fetchone()[0]
+        # Catalog-qualified: the transform's temp view of the same name must not shadow it.
+        table = f"{quote_ident(catalog)}.{contract.table}"
+        cols = ", ".join(quote_ident(c) for c in names)
+        source = (
+            f"SELECT {cols} FROM {table} WHERE {pcol} BETWEEN DATE '{first.isoformat()}' "
+            f"AND DATE '{last.isoformat()}'"
+        )
+    else:  # never published: no rows, the contract's types
+        types = {c.name: c.sql_type for c in contract.columns} | dict(PROVENANCE_COLUMNS)
+        cols = ", ".join(f"CAST(NULL AS {types[n]}) AS {quote_ident(n)}" for n in names)
+        source = f"SELECT {cols} WHERE false"
+    return UpstreamRelation(
+        contract.name,
+        conn,
+        source,
+        tuple(contract.column_names),
+        contract.partition_column,
+        first,
+        last,
+    )
 
 
 _PANDAS_TYPES = {

@@ -54,6 +54,7 @@ from ecm_assets.contracts.transform import (
     REJECT_COLUMNS,
     PartitionWindow,
     TransformResult,
+    UpstreamRelation,
     has_zone,
     text_array,
 )
@@ -164,7 +165,7 @@ class GateInput:
     rejects: pd.DataFrame | None = None
     counts: pd.DataFrame | None = None
     reference: Mapping[str, Mapping[date, ReferenceSnapshot]] = field(default_factory=dict)
-    upstream: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    upstream: Mapping[str, pd.DataFrame | UpstreamRelation] = field(default_factory=dict)
     #: Rows published now for the window's partitions (for drift); None when never published.
     published: pd.DataFrame | None = None
     closed: frozenset[date] = frozenset()
@@ -215,6 +216,30 @@ class _SchemaIndex:
             for i, chk in enumerate(self.schema.checks)
         }
         self.columns_rank = {name: 500 + i for i, name in enumerate(self.schema.columns)}
+        #: `Series[str]` columns: pandera checks their dtype element by element in Python.
+        self.str_columns = tuple(
+            name for name, col in self.schema.columns.items() if str(col.dtype) == "str"
+        )
+        self._without_dtype: dict[frozenset[str], pa.DataFrameSchema] = {}
+
+    def schema_for(self, data: pd.DataFrame) -> pa.DataFrameSchema:
+        """The schema, minus the dtype check of each `Series[str]` column whose values one
+        vectorized pass (pandas' C-level infer_dtype) already found to be all strings or
+        nulls: pandera's own check of it (`isinstance(x, str)` per element) could only pass.
+        A column with any other value keeps pandera's check and its failure cases."""
+        done = frozenset(
+            name
+            for name in self.str_columns
+            if name in data.columns
+            and pd.api.types.infer_dtype(data[name], skipna=True) in ("string", "empty")
+        )
+        if not done:
+            return self.schema
+        if done not in self._without_dtype:
+            self._without_dtype[done] = self.schema.update_columns(
+                {name: {"dtype": None} for name in done}
+            )
+        return self._without_dtype[done]
 
     def resolve(self, context: str, column: Any, check: str, number: Any, case: Any) -> _CheckRef:
         has_number = number is not None and not (isinstance(number, float) and np.isnan(number))
@@ -257,7 +282,7 @@ def validate_with_pandera(model: type[pa.DataFrameModel], data: pd.DataFrame) ->
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            index.schema.validate(data, lazy=True)
+            index.schema_for(data).validate(data, lazy=True)
     except SchemaErrors as exc:
         cases = exc.failure_cases
     else:
@@ -1625,16 +1650,26 @@ def _control_totals(
             )
         from ecm_assets.contracts.registry import contract_for
 
-        up_contract = contract_for(ct.upstream)
-        mask = np.ones(len(source), dtype=bool)
-        for column, value in ct.upstream_filter:
-            mask &= (source[column] == value).to_numpy()
-        key = _upstream_partitions(inp.contract, up_contract, source, ct.name)
-        values = (
-            source[ct.upstream_column] if ct.upstream_column else pd.Series(1, index=source.index)
-        )
         hourly = inp.contract.grain == "hourly"
-        totals_in = _by_day(values[mask], key[mask].to_numpy(), hourly)
+        if isinstance(source, UpstreamRelation):
+            # Summed where the upstream rows are, in the transform's snapshot.
+            totals_in = source.totals(
+                ct.upstream_column,
+                ct.upstream_filter,
+                monthly=inp.contract.grain == "monthly",
+            )
+        else:
+            up_contract = contract_for(ct.upstream)
+            mask = np.ones(len(source), dtype=bool)
+            for column, value in ct.upstream_filter:
+                mask &= (source[column] == value).to_numpy()
+            key = _upstream_partitions(inp.contract, up_contract, source, ct.name)
+            values = (
+                source[ct.upstream_column]
+                if ct.upstream_column
+                else pd.Series(1, index=source.index)
+            )
+            totals_in = _by_day(values[mask], key[mask].to_numpy(), hourly)
         totals_out = _by_day(accepted[ct.output_column], accepted_days(), hourly)
         for p in inp.window.partitions:
             t_in, t_out = float(totals_in.get(p, 0)), float(totals_out.get(p, 0))

@@ -38,7 +38,7 @@ AS_OF = datetime(2026, 9, 10, 6, 0, tzinfo=UTC)
 H5, H6, H7 = (datetime(2026, 9, 1, h) for h in (5, 6, 7))
 
 HOURLY = DatasetContract(
-    name="meter_hours",
+    name="meter_hour_readings",
     description="readings per wall-clock hour (Asia/Jakarta has no DST)",
     columns=(
         Column("hour", "TIMESTAMP", nullable=False),
@@ -52,7 +52,7 @@ HOURLY = DatasetContract(
     timezone="Asia/Jakarta",
 )
 REGIONS = DatasetContract(
-    name="region_totals",
+    name="region_versions",
     description="totals per region",
     columns=(Column("region", "VARCHAR", nullable=False), Column("total", "BIGINT")),
     partition_column="region",
@@ -134,7 +134,7 @@ def test_hourly_partitions_replace_only_their_own_hours_and_keep_quarantine_by_h
     again = pd.DataFrame({"hour": [H6], "meter": ["z"], "kwh": [9.0]})
     result = publish(conn, HOURLY, again, (H6,), "run-2")
     assert result.replaced_rows == 1
-    rows = conn.execute("SELECT hour, meter FROM meter_hours ORDER BY 1, 2").fetchall()
+    rows = conn.execute("SELECT hour, meter FROM meter_hour_readings ORDER BY 1, 2").fetchall()
     assert rows == [(H5, "a"), (H5, "b"), (H6, "z"), (H7, "a")]
     assert quarantine_rows(conn, HOURLY, H6) == []
     # A row of an hour the run does not own is refused, naming the hour by its key.
@@ -164,13 +164,13 @@ def test_list_partitions_publish_versions_quarantine_close_and_roll_back(conn):
     second = pd.DataFrame({"region": ["north", "west"], "total": [11, 40]})
     result = publish(conn, REGIONS, second, ("north", "west"), "run-3")
     assert result.versions == {"north": 2, "west": 2}
-    assert conn.execute("SELECT region, total FROM region_totals ORDER BY 1").fetchall() == [
+    assert conn.execute("SELECT region, total FROM region_versions ORDER BY 1").fetchall() == [
         ("north", 11),
         ("south", 20),
         ("west", 40),
     ]
-    assert [v.version for v in list_versions(conn, "region_totals", "north")] == [1, 2]
-    assert current_version(conn, "region_totals", "south").run_id == "run-2"
+    assert [v.version for v in list_versions(conn, "region_versions", "north")] == [1, 2]
+    assert current_version(conn, "region_versions", "south").run_id == "run-2"
     diff = diff_versions(conn, REGIONS, "north", 1, 2)
     assert diff[["column_name", "old_value", "new_value"]].values.tolist() == [
         ["total", "10", "11"]
@@ -178,7 +178,7 @@ def test_list_partitions_publish_versions_quarantine_close_and_roll_back(conn):
     # Versioned quarantine belongs to the current version's run: run-3 rejected nothing.
     assert quarantine_rows(conn, REGIONS, "north") == []
     rollback(conn, REGIONS, "north", 1, actor="test", reason="bad totals")
-    assert conn.execute("SELECT total FROM region_totals WHERE region = 'north'").fetchone() == (
+    assert conn.execute("SELECT total FROM region_versions WHERE region = 'north'").fetchone() == (
         10,
     )
     assert [r["source_line"] for r in quarantine_rows(conn, REGIONS, "north")] == [7]
@@ -215,7 +215,7 @@ def test_recovery_reads_list_and_hourly_partitions_by_key(conn):
     data = pd.DataFrame({"hour": [H5], "meter": ["a"], "kwh": [1.0]})
     publish(conn, HOURLY, data, (H5,), "run-1")
     # Nothing left in flight: recovery of these partitions finds nothing to settle.
-    assert recover(conn, asset="meter_hours", partitions=[H5], contract=HOURLY) == []
+    assert recover(conn, asset="meter_hour_readings", partitions=[H5], contract=HOURLY) == []
 
 
 def test_a_ledger_written_with_date_partitions_is_migrated_to_keys(conn):
@@ -249,5 +249,5 @@ def test_a_ledger_written_with_date_partitions_is_migrated_to_keys(conn):
     ).fetchall() == [("2026-09-01", 3)]
     # And a list key now fits beside it.
     publish(conn, REGIONS, pd.DataFrame({"region": ["east"], "total": [1]}), ("east",), "run-1")
-    assert current_version(conn, "region_totals", "east").version == 1
+    assert current_version(conn, "region_versions", "east").version == 1
     assert current_version(conn, "old", date(2026, 9, 1)) is None  # no versions row: no join

@@ -1334,3 +1334,53 @@ def test_a_row_check_that_cannot_run_does_not_publish_unchecked_rows():
     )
     result = gate(data, QualityContract(model=StrictCodeModel), D1)
     assert result.decision == Decision.FAIL_RUN
+
+
+def test_str_columns_keep_pandera_failure_cases_without_its_per_element_pass():
+    """A `Series[str]` column whose values are all strings (or null) skips pandera's
+    element-wise dtype check; one with any other value is still judged by pandera."""
+    from ecm_assets.case_sla.quality import CaseEventsModel
+    from ecm_assets.validation.gate import _schema_index, validate_with_pandera
+
+    good = _events_for_str_check()
+    assert validate_with_pandera(CaseEventsModel, good).empty
+    index = _schema_index(CaseEventsModel)
+    assert index.schema_for(good).columns["event_id"].dtype is None
+    assert index.schema_for(good).columns["source_file"].dtype is None
+    bad = good.copy()
+    bad.loc[1, "event_id"] = 12345
+    assert index.schema_for(bad).columns["event_id"].dtype is not None
+    failures = validate_with_pandera(CaseEventsModel, bad)
+    assert failures[["row", "rule"]].values.tolist() == [[1, "event_id:dtype"]]
+
+
+def _events_for_str_check() -> pd.DataFrame:
+    ts = pd.Timestamp("2026-09-01T10:00:00Z")
+    return pd.DataFrame(
+        {
+            "event_id": ["E0000000001", "E0000000002", "E0000000003"],
+            "case_id": ["C000000001", "C000000003", "C000000002"],
+            "event_type": ["opened", "assigned", "resolved"],
+            "event_ts": [ts, ts, ts],
+            "business_date": pd.to_datetime(["2026-09-01"] * 3),
+            "unit_id": ["U01"] * 3,
+            "region": ["EAST"] * 3,
+            "priority": ["P1", "P2", "P3"],
+            "ingest_date": pd.to_datetime(["2026-09-01"] * 3),
+            "source_file": ["case_events/ingest_date=2026-09-01/events-000.csv"] * 3,
+            "source_line": [2, 3, 4],
+        }
+    )[CASE_EVENTS.column_names]
+
+
+@pytest.mark.parametrize("dtype", [object, "string[pyarrow]"])
+def test_missing_case_id_means_what_str_strip_means(dtype):
+    """The vectorized presence check equals `notna() & str(v).strip() != ""` on Python's
+    whitespace (NBSP, U+2003 and the \\x1c-\\x1f separators are blank; RE2's \\s is not)."""
+    from ecm_assets.case_sla.quality import _present
+
+    values = ["C1", " ", "\xa0", "\x1c", "", None, " x ", "\u2003", "é", "\xa0é\xa0", "\t\n"]
+    series = pd.Series(values, dtype=dtype)
+    expected = series.notna() & (series.astype(str).str.strip() != "")
+    assert _present(series).tolist() == expected.tolist()
+    assert _present(series).tolist().count(True) == 4
