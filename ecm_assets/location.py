@@ -22,6 +22,7 @@ from ecm_assets.operations.dependencies import (
     dependency_sensor_name,
     dependency_sensor_refusal,
 )
+from ecm_assets.operations.outbox_sensor import build_outbox_sensor
 from ecm_assets.operations.schedules import (
     LOOKBACK_SCHEDULE,
     MONTHLY_SCHEDULE,
@@ -82,9 +83,10 @@ def build_definitions(
       late files had time to land (`monthly_report_schedule`);
     - `landing_sensors`: datasets whose new or changed landing files request runs;
     - `dependency_sensors`: datasets started once the upstream partitions they read publish.
-    The failure alert is always on; `alert_webhook_url` (default $ECM_ALERT_WEBHOOK_URL) also
-    receives each alert as JSON. `jobs_dir`: a directory of ECM sync job specs, each merged in
-    as a partitioned sync asset with its schedule (docs/sync.md).
+    The failure alert and the outbox sensor (`ecm_outbox_delivery`, which reports publishes
+    whose run died before Dagster recorded them) are always on; `alert_webhook_url` (default
+    $ECM_ALERT_WEBHOOK_URL) also receives each alert as JSON. `jobs_dir`: a directory of ECM
+    sync job specs, each merged in as a partitioned sync asset with its schedule (docs/sync.md).
     """
     by_name: dict[str, Dataset] = {}
     for d in datasets:
@@ -138,6 +140,8 @@ def build_definitions(
             if s.name in {dependency_sensor_name(d.contract) for d in dependent}
         ],
         ecm_run_failure_alert,
+        # Always on: owed Dagster events of publishes whose run died after COMMIT.
+        build_outbox_sensor(),
     ]
     assets = build_assets(all_datasets)
     location = dg.Definitions(

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,8 +32,13 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        payload = json.loads(resp.read())
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            payload = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        # The webserver answers 500 with the server-side error in the body: show it.
+        body = exc.read().decode(errors="replace")[:3000]
+        raise AssertionError(f"webserver answered HTTP {exc.code}: {body}") from None
     assert "errors" not in payload, payload
     return payload["data"]
 
@@ -72,6 +78,32 @@ def start(stack: ExitStack, args: list[str], env: dict[str, str], log: Path) -> 
     return proc
 
 
+#: Creates the SQLite run, event-log and schedule storages of a fresh DAGSTER_HOME.
+_INIT = (
+    "import dagster as dg\n"
+    "with dg.DagsterInstance.get() as i:\n"
+    "    i.run_storage, i.event_log_storage, i.schedule_storage\n"
+    "    i.get_runs(limit=1)\n"
+)
+
+
+def init_instance(env: dict[str, str], deadline: float) -> None:
+    """Create the instance's storages once, before the webserver and the daemon start.
+
+    Both processes create the SQLite schemas of a fresh DAGSTER_HOME on start; started
+    together on a loaded machine they race, and the loser dies with "table alembic_version
+    already exists" (seen as a test failing to start, or a webserver answering HTTP 500).
+    """
+    subprocess.run(
+        [sys.executable, "-c", _INIT],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=max(30.0, deadline - time.monotonic()),
+    )
+
+
 def start_dagster(
     stack: ExitStack, tmp: Path, extra_env: dict[str, str], deadline: float
 ) -> tuple[int, dict[str, str]]:
@@ -80,6 +112,7 @@ def start_dagster(
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), **extra_env}
+    init_instance(env, deadline)
     port = free_port()
     web = start(
         stack,

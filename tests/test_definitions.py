@@ -114,7 +114,8 @@ def test_every_asset_is_described_and_partitioned() -> None:
 
 def test_operations_are_deployed_with_safe_defaults() -> None:
     """Event triggers and schedules ship stopped (an operator turns them on); only the failure
-    alert runs from the first deploy. Every asset carries the retry policy."""
+    alert and the outbox delivery run from the first deploy. Every asset carries the retry
+    policy."""
     sensors = {s.name: s.default_status for s in defs.sensors or []}
     assert sensors == {
         "case_events__landing_files": dg.DefaultSensorStatus.STOPPED,
@@ -123,6 +124,7 @@ def test_operations_are_deployed_with_safe_defaults() -> None:
         "case_sla_monthly_report__upstream_ready": dg.DefaultSensorStatus.STOPPED,
         "case_priority_mix_daily__upstream_ready": dg.DefaultSensorStatus.STOPPED,
         "ecm_run_failure_alert": dg.DefaultSensorStatus.RUNNING,
+        "ecm_outbox_delivery": dg.DefaultSensorStatus.RUNNING,
     }
     schedules = {s.name: (s.cron_schedule, s.execution_timezone) for s in defs.schedules or []}
     assert schedules == {

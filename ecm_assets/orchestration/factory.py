@@ -34,7 +34,7 @@ import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.landing import LandingReadError
-from ecm_assets.contracts.boundaries import InputBoundary
+from ecm_assets.contracts.boundaries import InputBoundary, PublishedElsewhere
 from ecm_assets.contracts.dataset import (
     PROVENANCE_COLUMNS,
     Dataset,
@@ -70,7 +70,13 @@ from ecm_assets.orchestration.retries import (
     non_retryable,
     raise_for_retry_policy,
 )
-from ecm_assets.publish.closed_periods import continues_reviewed_correction, guarded_partitions
+from ecm_assets.publish.closed_periods import (
+    changed_partitions,
+    continues_reviewed_correction,
+    guarded_partitions,
+    own_closed,
+)
+from ecm_assets.publish.event_index import published_elsewhere
 from ecm_assets.publish.io_manager import (
     UPSTREAM_AS_METADATA,
     AlreadyPublished,
@@ -259,7 +265,8 @@ def partition_metadata(
     for p in window.partitions:
         meta: dict[str, object] = {}
         entry = reconciliation.get(partition_key(p), {})
-        for name in ("input", "accepted", "quarantined", "duplicate", "blocked"):
+        # accepted = the published rows, which dagster/row_count already says.
+        for name in ("input", "quarantined", "duplicate", "blocked"):
             if name in entry:
                 meta[f"{name}_rows"] = dg.MetadataValue.int(int(entry[name]))
         if counts is not None and p in counts.index:
@@ -283,12 +290,43 @@ def partition_metadata(
                 )
             meta["quality_warnings"] = dg.MetadataValue.md("\n".join(lines))
         own = partition_boundary(contract, p, boundary, kwargs, upstream)
+        own.pop("partitions")  # the event's own partition
         for name in ("landing_files", "landing_digest"):
             if name in own:
                 meta[name] = own.pop(name)
-        meta["input_boundary"] = dg.MetadataValue.json(own)
+        if own:  # reference versions, upstream runs: only when the dataset has them
+            meta["input_boundary"] = dg.MetadataValue.json(own)
         out[p] = meta
     return out
+
+
+#: Most partitions named in one run-log warning line (the count is always exact).
+LOGGED_PARTITIONS = 10
+
+
+def warning_lines(failures: list[Finding]) -> list[str]:
+    """One run-log line per non-blocking rule that failed, naming its partitions.
+
+    Each log line is an event the instance stores; one per rule *and* partition made the
+    log a large share of a long run's bookkeeping. Each partition's own findings are on its
+    materialization and its quality_gate evaluation; every finding is in the manifest.
+    """
+    by_rule: dict[tuple[str, str], list[Finding]] = {}
+    for f in failures:
+        if not f.severity.blocks:
+            by_rule.setdefault((str(f.severity), f.rule), []).append(f)
+    lines = []
+    for (severity, rule), found in by_rule.items():
+        where = sorted({partition_key(f.partition) if f.partition else "run" for f in found})
+        listed = ", ".join(where[:LOGGED_PARTITIONS])
+        if len(where) > LOGGED_PARTITIONS:
+            listed += f", ... ({len(where)} in all)"
+        rows = sum(f.failed for f in found)
+        lines.append(
+            f"quality {severity} {rule}: {rows} row(s) in {len(where)} partition(s) "
+            f"[{listed}]; first: {found[0].message}"
+        )
+    return lines
 
 
 def _record_failure(
@@ -387,12 +425,11 @@ def backfill_mode(tags: Mapping[str, str]) -> str:
 def review_closed_periods(
     gate: GateResult, window: PartitionWindow, guarded: Mapping[date, str]
 ) -> GateResult:
-    """Hold for a person any change an automated correction makes to a closed period or to
-    a partition it was computed from (`guarded`: partition -> the closed partition it feeds).
+    """Hold for a person a run's change to a closed period or to a partition it was computed
+    from (`guarded`: partition -> the closed partition it feeds; see _hold_closed_changes).
 
-    Sensors request corrections of closed periods with REVIEW_TAG: the output is computed
-    and judged, then held (MANUAL_REVIEW) instead of replacing certified numbers, or the
-    rows they were computed from, unattended (docs/lifecycle.md).
+    The output is computed and judged, then held (MANUAL_REVIEW) instead of replacing
+    certified numbers, or the rows they were computed from, unattended (docs/lifecycle.md).
     """
     touched = sorted(d for d in window.partitions if d in guarded and d not in gate.blocked)
     if not touched or gate.decision == Decision.FAIL_RUN:
@@ -408,12 +445,63 @@ def review_closed_periods(
         passed=False,
         failed=len(touched),
         checked=len(window.partitions),
-        message=f"requested with {REVIEW_TAG}=closed_periods and changes closed period(s) or "
-        f"their upstream: {feeds}; a person approves or rejects it",
+        message=f"would change closed period(s) or the rows they were computed from: {feeds}; "
+        "a person approves or rejects it",
     )
     return dataclasses.replace(
         gate, decision=Decision.MANUAL_REVIEW, findings=[*gate.findings, finding]
     )
+
+
+def _event_index(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBPublishIOManager,
+    contract: DatasetContract,
+    keys: pd.Series,
+    owned: tuple[date, ...],
+) -> tuple[PublishedElsewhere, ...]:
+    """Where the keys the run reads are published outside its window (contracts/moves.py)."""
+    if not Path(warehouse.database).exists():
+        return ()
+    with warehouse.connect(context, read_only=True) as conn:
+        return published_elsewhere(conn, contract, keys, owned)
+
+
+def _hold_closed_changes(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBPublishIOManager,
+    contract: DatasetContract,
+    window: PartitionWindow,
+    gate: GateResult,
+    boundary: InputBoundary,
+    tags: Mapping[str, str],
+    snapshot_conn: duckdb.DuckDBPyConnection | None = None,
+) -> GateResult:
+    """Every run, whatever its tags, is held when it would change a partition a closed period
+    was computed from (docs/lifecycle.md); a run tagged REVIEW_TAG also when it would change
+    a closed partition of its own dataset (untagged, those follow the restatement rule)."""
+    if gate.decision == Decision.FAIL_RUN:
+        return gate
+    reviewing = tags.get(REVIEW_TAG) == "closed_periods"
+    # A relation dataset reads inside its open snapshot (a second, read-only connection to
+    # the same file from this process would be refused by DuckDB).
+    with (
+        nullcontext(snapshot_conn)
+        if snapshot_conn is not None
+        else warehouse.connect(context, read_only=True)
+    ) as conn:
+        guarded = {
+            p: feeds
+            for p, feeds in guarded_partitions(conn, contract, window.partitions).items()
+            if p not in gate.blocked and (reviewing or not own_closed(contract, p, feeds))
+        }
+        if not guarded:
+            return gate
+        changed = changed_partitions(conn, contract, gate.accepted, guarded)
+        guarded = {p: guarded[p] for p in changed}
+        if not guarded or continues_reviewed_correction(conn, boundary):
+            return gate
+    return review_closed_periods(gate, window, guarded)
 
 
 def _observe(
@@ -629,6 +717,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 upstream=frames,
                 locked_at=datetime.now(UTC),
                 recorded=recorded,
+                published_index=lambda keys, owned: _event_index(
+                    context, warehouse, contract, keys, owned
+                ),
             )
             with warehouse.connect(context) as conn:
                 transition(
@@ -658,15 +749,10 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 context.log.warning(f"landing entry {entry.path} ignored: {entry.reason}")
             result = run_transform(dataset, kwargs)
             gate = _judge(context, warehouse, dataset, window, result, kwargs, snapshot_conn)
-            if tags.get(REVIEW_TAG) == "closed_periods":
-                with (
-                    nullcontext(snapshot_conn)
-                    if snapshot_conn is not None
-                    else warehouse.connect(context, read_only=True)
-                ) as conn:
-                    guarded = guarded_partitions(conn, contract, window.partitions)
-                    if guarded and not continues_reviewed_correction(conn, boundary):
-                        gate = review_closed_periods(gate, window, guarded)
+            if snapshot_conn is not None or Path(warehouse.database).exists():
+                gate = _hold_closed_changes(
+                    context, warehouse, contract, window, gate, boundary, tags, snapshot_conn
+                )
         except LandingReadError as exc:
             # The input cannot even be read into rows: the gate's FAIL_RUN, named as such.
             gate = failure_result(contract, dataset.quality, window, exc.rule, str(exc))
@@ -701,21 +787,14 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 allow_retries=False,
             )
             _raise_gate_failure(context, warehouse, contract.name, failure, gate)
-        for f in gate.failures:
-            if not f.severity.blocks:
-                where = partition_key(f.partition) if f.partition else "run"
-                context.log.warning(f"quality {f.severity} {f.rule} [{where}]: {f.message}")
+        for line in warning_lines(gate.failures):
+            context.log.warning(line)
         if not publishing:
             yield from _yield_check_outputs(context, selected)
             _evaluate_only(
                 context, warehouse, contract, mode, window, boundary, gate, tags, manifest
             )
             return
-        # Shared by every partition's materialization: small, run-level facts only.
-        metadata = {
-            "snapshot_id": boundary.snapshot_id,
-            "quality_decision": str(gate.decision),
-        }
         staged = StagedOutput(
             contract,
             gate.accepted,
@@ -735,7 +814,10 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             attempt=manifest.attempt,
         )
         yield from _yield_check_outputs(context, selected)
-        yield dg.Output(staged, output_name=contract.name, metadata=metadata)
+        # No output metadata: a range run's goes on every partition's materialization. The
+        # run-level facts (snapshot, decision) are in the run manifest, which each partition
+        # links to; each partition says its own quality.
+        yield dg.Output(staged, output_name=contract.name)
 
     return _asset
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -17,19 +18,30 @@ import pandas as pd
 
 from ecm_assets.adapters.landing import read_landing_files, scan_landing_zone
 from ecm_assets.adapters.reference import pin_snapshots
-from ecm_assets.contracts.boundaries import IgnoredLandingEntry, InputBoundary, UpstreamRead
+from ecm_assets.contracts.boundaries import (
+    IgnoredLandingEntry,
+    InputBoundary,
+    PublishedElsewhere,
+    UpstreamRead,
+)
 from ecm_assets.contracts.dataset import (
     PROVENANCE_COLUMNS,
     Dataset,
     DatasetContract,
     PartitionValue,
 )
+from ecm_assets.contracts.moves import event_key, settle_moves
 from ecm_assets.contracts.transform import (
     PartitionWindow,
     TransformResult,
     UpstreamRelation,
     month_days,
 )
+
+#: Where lock_inputs hands run_transform the locked event index (not a transform argument).
+MOVES_KWARG = "__published_elsewhere"
+#: (landing keys, owned partitions) -> the published rows of those keys outside the window.
+PublishedIndexLookup = Callable[[pd.Series, tuple[date, ...]], Iterable[PublishedElsewhere]]
 
 
 class ReplayError(RuntimeError):
@@ -71,6 +83,7 @@ def lock_inputs(
     upstream: list[UpstreamFrame],
     locked_at: datetime,
     recorded: InputBoundary | None = None,
+    published_index: PublishedIndexLookup | None = None,
 ) -> tuple[InputBoundary, dict[str, object]]:
     """The input boundary and the transform's bound arguments.
 
@@ -78,6 +91,10 @@ def lock_inputs(
     reference snapshots pinned per business date. With `recorded` (a replay), exactly the
     recorded files and reference versions are used, and upstream must still be the rows the
     recorded runs published.
+
+    `published_index` answers where the keys of the landing rows are published outside the
+    window (publish/event_index.py); its answer is locked in the boundary, and a replay uses
+    the recorded one. The transform's output is then settled by contracts/moves.py.
     """
     contract = dataset.contract
     kwargs: dict[str, object] = {"window": window}
@@ -143,6 +160,17 @@ def lock_inputs(
             kwargs[up.dataset] = up.frame  # its select() already leaves provenance out
         else:
             kwargs[up.dataset] = up.frame.drop(columns=[c for c in provenance if c in up.frame])
+    elsewhere: tuple[PublishedElsewhere, ...] = ()
+    if contract.landing is not None:
+        rows = read_landing_files(landing_root, files, contract.landing.columns)
+        kwargs["landing"] = rows
+        key = event_key(contract)
+        if recorded is not None:
+            elsewhere = recorded.published_elsewhere
+        elif published_index is not None and key is not None and key in rows.columns:
+            elsewhere = tuple(published_index(rows[key], window.partitions))
+        if key is not None:
+            kwargs[MOVES_KWARG] = (elsewhere, {f.path: f.ingest_date for f in files})
     boundary = InputBoundary(
         partitions=partition_keys,
         locked_at=locked_at,
@@ -150,9 +178,8 @@ def lock_inputs(
         ignored_landing=ignored,
         reference=tuple(bindings[k] for k in sorted(bindings)),
         upstream=tuple(reads),
+        published_elsewhere=elsewhere,
     )
-    if contract.landing is not None:
-        kwargs["landing"] = read_landing_files(landing_root, files, contract.landing.columns)
     return boundary, kwargs
 
 
@@ -164,6 +191,9 @@ def run_transform(dataset: Dataset, kwargs: dict[str, object]) -> TransformResul
     result = dataset.transform(**{k: v for k, v in kwargs.items() if k in params})
     if isinstance(result, pd.DataFrame):
         result = TransformResult(data=result)
+    if MOVES_KWARG in kwargs:
+        elsewhere, ingest_of = kwargs[MOVES_KWARG]  # type: ignore[misc]
+        result = settle_moves(dataset.contract, window, result, elsewhere, ingest_of)
     if result.counts is None:
         contract = dataset.contract
         column = result.data[contract.partition_column]

@@ -106,12 +106,9 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 )
             context.add_output_metadata(
                 {
-                    "dagster/table_name": str(outputs.get("table", "")),
                     "run_business_checksum": str(outputs.get("business_checksum", "")),
                     "manifest": manifest_locator(context.run_id, obj.manifest.asset),
-                    "manifest_status": "PUBLISHED",
                     "attempt": dg.MetadataValue.int(obj.manifest.attempt),
-                    "ecm/run_id": context.run_id,
                     "republished": "no: reported from the ledger after a step retry",
                 }
             )
@@ -207,18 +204,16 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 },
                 allow_retries=False,
             )
-        # Shared by every partition's materialization, so kept small: run-level evidence
-        # (the whole boundary, every partition's counts) is in the run manifest.
+        # Repeated on every partition's materialization (a range run's output metadata goes
+        # on each), so only what a partition's reader needs and cannot see elsewhere: the
+        # mode, the data's as-of and the link to the run manifest, which holds the run-level
+        # evidence (boundary, snapshot, decision, every partition's counts). Not repeated:
+        # the run id (the event has it), the table (the asset definition's
+        # dagster/table_name), the range (run tags) and "PUBLISHED" (a materialization is).
         metadata: dict[str, Any] = {
-            "dagster/table_name": result.table,
             "mode": obj.mode,
             "as_of": obj.input_boundary.locked_at.isoformat(),
-            "owned_partitions": (
-                f"{partition_key(owned[0])}..{partition_key(owned[-1])} ({len(owned)})"
-            ),
             "manifest": manifest_locator(context.run_id, contract.name),
-            "manifest_status": "PUBLISHED",
-            "ecm/run_id": context.run_id,
             **(
                 {
                     "recovered_runs": dg.MetadataValue.json(

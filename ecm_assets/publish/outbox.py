@@ -12,7 +12,8 @@ with a persistent Dagster instance (`ecm recover`, the next run's step start) se
   now would make Dagster's latest materialization the stale one);
 
 and the manifest is marked DELIVERED. Checking before emitting makes this idempotent: it can
-be repeated after a crash at any point.
+be repeated after a crash at any point. The `ecm_outbox_delivery` sensor
+(operations/outbox_sensor.py) does the same on every tick, without a run or a CLI call.
 """
 
 from __future__ import annotations
@@ -86,13 +87,20 @@ def _in_dagster(instance: dg.DagsterInstance, manifest: Manifest, partition: str
     return False
 
 
-def deliver_owed(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance) -> list[Delivery]:
-    """Settle every owed Dagster event (see the module docstring). Caller holds the lock."""
-    import dagster as dg
+@dataclass(frozen=True)
+class OwedPublish:
+    """An owed manifest and what the warehouse shows now of its partitions: read under the
+    lock, judged against the Dagster instance after it (no lock held while Dagster is asked)."""
 
-    if instance.is_ephemeral:
-        return []  # an in-memory instance dies with its process: nothing would be delivered
-    deliveries = []
+    manifest: Manifest
+    partitions: tuple[str, ...]
+    #: Partition (ISO date) -> the run ids whose rows it shows now.
+    visible: dict[str, frozenset[str]]
+
+
+def read_owed(conn: duckdb.DuckDBPyConnection) -> list[OwedPublish]:
+    """Every owed publish of a dataset this code location knows, with its visible runs."""
+    out = []
     for manifest in owed(conn):
         outputs = manifest.outputs or {}
         blocked = set(outputs.get("blocked_partitions") or {})
@@ -104,51 +112,94 @@ def deliver_owed(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance) 
             contract = contract_for(manifest.asset)
         except KeyError:
             continue  # not a dataset of this code location: leave it for one that knows it
-        visible = _visible_run_ids(conn, contract, partitions)  # by partition key
-        reported, present, superseded = [], [], []
-        for partition in partitions:
-            if _in_dagster(instance, manifest, partition):
-                present.append(partition)
-                continue
-            shown = visible.get(partition, set())
-            if shown and manifest.run_id not in shown:
-                superseded.append(partition)
-                continue
-            versions = outputs.get("versions") or {}
-            metadata = {
-                "ecm/run_id": manifest.run_id,
-                "ecm/outbox": True,
-                "attempt": dg.MetadataValue.int(manifest.attempt),
-                "published_rows": dg.MetadataValue.int(
-                    int((outputs.get("rows_by_partition") or {}).get(partition, 0))
-                ),
-                "business_checksum": str(outputs.get("business_checksum", "")),
-                "manifest": f"ecm manifest {manifest.run_id} --asset {manifest.asset}",
-            }
-            if versions.get(partition) is not None:
-                metadata["version"] = dg.MetadataValue.int(int(versions[partition]))
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(
-                    asset_key=manifest.asset,
-                    partition=partition,
-                    metadata=metadata,
-                    description=f"published by run {manifest.run_id}; reported from the "
-                    "ledger's outbox (the run died before Dagster recorded it)",
-                )
-            )
-            reported.append(partition)
-        set_dagster_event(conn, manifest.run_id, manifest.asset, manifest.attempt, EVENT_DELIVERED)
-        deliveries.append(
-            Delivery(
-                manifest.run_id,
-                manifest.asset,
-                manifest.attempt,
-                tuple(reported),
-                tuple(present),
-                tuple(superseded),
+        shown = _visible_run_ids(conn, contract, partitions)  # by partition key
+        visible = {p: frozenset(shown.get(p, set())) for p in partitions}
+        out.append(OwedPublish(manifest, tuple(partitions), visible))
+    return out
+
+
+def owed_materializations(
+    instance: dg.DagsterInstance, owed_publish: OwedPublish
+) -> tuple[list[dg.AssetMaterialization], Delivery]:
+    """The runless materializations an owed publish still needs (none for a partition whose
+    event the instance holds, or that a later run replaced), and the delivery to record."""
+    import dagster as dg
+
+    manifest, outputs = owed_publish.manifest, owed_publish.manifest.outputs or {}
+    events, reported, present, superseded = [], [], [], []
+    for partition in owed_publish.partitions:
+        if _in_dagster(instance, manifest, partition):
+            present.append(partition)
+            continue
+        shown = owed_publish.visible.get(partition, frozenset())
+        if shown and manifest.run_id not in shown:
+            superseded.append(partition)
+            continue
+        versions = outputs.get("versions") or {}
+        metadata = {
+            "ecm/run_id": manifest.run_id,
+            "ecm/outbox": True,
+            "attempt": dg.MetadataValue.int(manifest.attempt),
+            "published_rows": dg.MetadataValue.int(
+                int((outputs.get("rows_by_partition") or {}).get(partition, 0))
+            ),
+            "business_checksum": str(outputs.get("business_checksum", "")),
+            "manifest": f"ecm manifest {manifest.run_id} --asset {manifest.asset}",
+        }
+        if versions.get(partition) is not None:
+            metadata["version"] = dg.MetadataValue.int(int(versions[partition]))
+        events.append(
+            dg.AssetMaterialization(
+                asset_key=manifest.asset,
+                partition=partition,
+                metadata=metadata,
+                description=f"published by run {manifest.run_id}; reported from the "
+                "ledger's outbox (the run died before Dagster recorded it)",
             )
         )
+        reported.append(partition)
+    delivery = Delivery(
+        manifest.run_id,
+        manifest.asset,
+        manifest.attempt,
+        tuple(reported),
+        tuple(present),
+        tuple(superseded),
+    )
+    return events, delivery
+
+
+def deliver_owed(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance) -> list[Delivery]:
+    """Settle every owed Dagster event (see the module docstring). Caller holds the lock."""
+    if instance.is_ephemeral:
+        return []  # an in-memory instance dies with its process: nothing would be delivered
+    deliveries = []
+    for owed_publish in read_owed(conn):
+        events, delivery = owed_materializations(instance, owed_publish)
+        for event in events:
+            instance.report_runless_asset_event(event)
+        manifest = owed_publish.manifest
+        set_dagster_event(conn, manifest.run_id, manifest.asset, manifest.attempt, EVENT_DELIVERED)
+        deliveries.append(delivery)
     return deliveries
+
+
+def mark_delivered(
+    conn: duckdb.DuckDBPyConnection, emitted: list[tuple[str, str, int]]
+) -> list[tuple[str, str, int]]:
+    """Mark the given attempts' owed events DELIVERED (those still OWED); the ones marked."""
+    ensure_ledger(conn)
+    marked = []
+    for run_id, asset, attempt in emitted:
+        row = conn.execute(
+            f"SELECT dagster_event FROM {MANIFEST_TABLE} WHERE run_id = ? AND asset = ? AND "
+            "attempt = ?",
+            [run_id, asset, attempt],
+        ).fetchone()
+        if row is not None and row[0] == EVENT_OWED:
+            set_dagster_event(conn, run_id, asset, attempt, EVENT_DELIVERED)
+            marked.append((run_id, asset, attempt))
+    return marked
 
 
 def begin_attempt(

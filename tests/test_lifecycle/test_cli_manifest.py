@@ -65,7 +65,7 @@ def test_manifest_of_a_published_run(runs, capsys) -> None:
 
     boundary = m["input_boundary"]
     assert boundary["partitions"] == [DAY]
-    assert boundary["snapshot_id"] == meta["snapshot_id"]
+    assert f"run_id={run_id}" in meta["manifest"]  # the partition links its run's evidence
     files = boundary["landing_files"]
     assert len(files) == meta["landing_files"] > 0
     for f in files:

@@ -114,3 +114,40 @@ def test_03_approving_it_restates_the_chain_without_a_second_review(chain, capsy
     assert metrics[0][0] == chain["before"][1][0][0] + 1
     assert report[0] == (chain["before"][2][0][0] + 1, 2)
     assert manifest_of(env, capsys, monthly.run_id, MONTHLY)["status"] == "PUBLISHED"
+    chain["done"].add("restated")
+
+
+def test_04_untagged_manual_materialize_of_a_closed_months_upstream_is_held(chain, capsys):
+    """The rule holds for every run, not only the landing sensor's: a plain materialize (UI,
+    `dagster asset materialize`) that would change a closed month's upstream is held too."""
+    env = needs(chain, "restated")
+    before = _state(env)
+    # Same rows as published: nothing would change, so nothing is held.
+    same = env.materialize([EVENTS], partition_key=DAY.isoformat())
+    assert manifest_of(env, capsys, same.run_id, EVENTS)["status"] == "PUBLISHED"
+    write_landing_csv(env.root, DAY, "late-closed-3.csv", _correction("83"))
+
+    held = env.materialize([EVENTS], partition_key=DAY.isoformat(), expect_success=False)
+
+    errors = failure_messages(held)
+    assert "MANUAL_REVIEW" in errors and f"feeds {MONTHLY} {MONTH}" in errors
+    assert manifest_of(env, capsys, held.run_id, EVENTS)["status"] == "HELD"
+    assert _state(env)[1:] == before[1:]
+    assert _state(env)[0][0][0] == before[0][0][0]
+    # A downstream run from the still-certified upstream changes nothing and is not held.
+    env.materialize([DAILY_METRICS], partition_key=DAY.isoformat())
+
+    # Approving it lets the chain follow without a second review; the closed report itself
+    # still changes only as a restatement with a reason.
+    env.ecm_json(capsys, "review", "approve", held.run_id, "--by", "bob", "--note", "ok")
+    daily = env.materialize([DAILY_METRICS], partition_key=DAY.isoformat())
+    assert manifest_of(env, capsys, daily.run_id, DAILY_METRICS)["status"] == "PUBLISHED"
+    refused = env.materialize([MONTHLY], partition_key=MONTH, expect_success=False)
+    assert "restatement" in failure_messages(refused).lower()
+    monthly = env.materialize(
+        [MONTHLY], partition_key=MONTH, tags={"ecm/restatement_reason": "SOURCE_CORRECTION"}
+    )
+    assert manifest_of(env, capsys, monthly.run_id, MONTHLY)["status"] == "PUBLISHED"
+    _, metrics, report = _state(env)
+    assert metrics[0] == (before[1][0][0] + 1, daily.run_id)
+    assert report[0] == (before[2][0][0] + 1, before[2][0][1] + 1)

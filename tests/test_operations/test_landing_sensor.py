@@ -314,6 +314,9 @@ def test_resend_beyond_the_old_dates_horizon_does_not_request_it(tmp_path: Path)
         tmp_path / "landing", SOURCE, {}, index=PublishedIndex(warehouse, CASE_EVENTS)
     )
     assert [c.dates for c in changes] == [(date(2026, 9, 9),)]
+    # The sensor says what happens instead: the event stays on 09-03, the resend is
+    # quarantined by 09-09's run.
+    assert "stay there" in changes[0].note and "event_published_on_other_date" in changes[0].note
 
 
 def test_scan_reports_ignored_names_and_refuses_symlinks_out_of_the_root_once(

@@ -32,9 +32,10 @@ def test_approve_reports_one_materialization_per_published_partition(
     env = make_env(demo_data[0], tmp_path)
     env.materialize(DAILY, first="2026-09-01", last="2026-09-03")
     env.materialize([MONTHLY], partition_key=MONTH)
-    env.ecm_json(capsys, "close", MONTHLY, MONTH, "--by", "alice")
     write_landing_csv(env.root, date(2026, 9, 3), "late-review-events.csv", _breaching_cases(120))
     env.materialize(DAILY, first="2026-09-01", last="2026-09-03")
+    # Closed after the upstream rerun, which would otherwise be held itself.
+    env.ecm_json(capsys, "close", MONTHLY, MONTH, "--by", "alice")
     held = env.materialize(
         [MONTHLY],
         partition_key=MONTH,

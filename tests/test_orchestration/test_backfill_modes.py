@@ -165,12 +165,13 @@ def test_06_automated_correction_of_a_closed_month_is_held_for_review(bf, capsys
     monthly = "case_sla_monthly_report"
     env.materialize(["case_sla_daily_metrics"], first=FIRST, last=LAST)
     env.materialize([monthly], partition_key=MONTH)
-    assert env.ecm_json(capsys, "close", monthly, MONTH, "--by", "alice")["closed"]
-    versions_before = env.ecm_json(capsys, "versions", monthly, MONTH)
-    # A correction for a day of the closed month, recomputed upstream ...
+    # A correction for a day of the month, recomputed upstream (before the close: after it,
+    # the upstream run itself would be held, see test_closed_upstream) ...
     more = dict(LATE_EVENT, event_id="E9800000002", case_id="C980000002", event_type="opened")
     write_landing_csv(env.root, date(2026, 9, 5), "events-closed-correction.csv", [more])
     env.materialize([EVENTS, "case_sla_daily_metrics"], first=FIRST, last=LAST)
+    assert env.ecm_json(capsys, "close", monthly, MONTH, "--by", "alice")["closed"]
+    versions_before = env.ecm_json(capsys, "versions", monthly, MONTH)
     # ... and the restatement the landing sensor requests for the closed month.
     result = env.materialize(
         [monthly],

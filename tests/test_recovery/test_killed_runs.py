@@ -166,7 +166,9 @@ def test_kill_after_commit_before_the_dagster_event_is_reported_by_recover(
         reported = {
             r.partition_key
             for r in records
-            if r.event_log_entry.asset_materialization.metadata["ecm/run_id"].value
+            if getattr(
+                r.event_log_entry.asset_materialization.metadata.get("ecm/run_id"), "value", None
+            )
             == manifest.run_id
         }
         assert reported == {FIRST, LAST}

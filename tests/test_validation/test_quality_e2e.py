@@ -172,10 +172,12 @@ def test_02_blocked_partition_publishes_the_rest_and_stops_downstream(qa, capsys
 def test_03_closed_month_restatement_beyond_threshold_is_held(qa, capsys) -> None:
     env = needs(qa, "published")
     first = env.materialize([MONTHLY], partition_key=MONTH)
-    env.ecm_json(capsys, "close", MONTHLY, MONTH, "--by", "alice")
     before = env.query(f"SELECT sum(sla_breached) FROM main.{MONTHLY}")[0][0]
     write_landing_csv(env.root, date(2026, 9, 3), "late-review-1.csv", _breaching_cases("91", 120))
     env.materialize(DAILY, first="2026-09-01", last="2026-09-03")
+    # Closed only now: once closed, the upstream rerun itself would be held for review
+    # (docs/lifecycle.md); this test is about the report's own drift rule.
+    env.ecm_json(capsys, "close", MONTHLY, MONTH, "--by", "alice")
     held = env.materialize(
         [MONTHLY],
         partition_key=MONTH,
@@ -234,7 +236,13 @@ def test_04_approve_publishes_exactly_the_held_rows(qa, capsys) -> None:
 def test_05_reject_ends_the_run_and_publishes_nothing(qa, capsys) -> None:
     env = needs(qa, "approved")
     write_landing_csv(env.root, date(2026, 9, 3), "late-review-2.csv", _breaching_cases("92", 120))
-    env.materialize(DAILY, first="2026-09-01", last="2026-09-03")
+    # The month is closed now: its upstream changes only once a person approved it.
+    upstream = env.materialize(
+        [EVENTS], first="2026-09-01", last="2026-09-03", expect_success=False
+    )
+    assert manifest_of(env, capsys, upstream.run_id, EVENTS)["status"] == "HELD"
+    env.ecm_json(capsys, "review", "approve", upstream.run_id, "--by", "bob", "--note", "ok")
+    env.materialize(DAILY[1:], first="2026-09-01", last="2026-09-03")
     before = env.query(f"SELECT * FROM main.{MONTHLY} ORDER BY region, unit_id")
     held = env.materialize(
         [MONTHLY],
