@@ -444,7 +444,8 @@ def cross_check(ours: Path, peer: Path, first: date, last: date, assets) -> list
                 "SELECT reason, count(*) FROM (SELECT asset, partition_date, reason FROM "
                 "ours.ecm_quarantine.rejected_rows UNION ALL SELECT asset, partition_date, "
                 "reason FROM ours.ecm_quarantine.blocked_rows) WHERE asset = 'case_events' "
-                f"AND partition_date BETWEEN DATE '{first}' AND DATE '{last}' GROUP BY 1"
+                # the quarantine keeps partition keys: a day's key is its YYYY-MM-DD text
+                f"AND partition_date BETWEEN '{first}' AND '{last}' GROUP BY 1"
             ).fetchall()
         )
         peer_rejects = dict(

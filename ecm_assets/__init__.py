@@ -20,6 +20,8 @@ from ecm_assets.contracts.dataset import (
     PartitioningError,
     PartitionKeyError,
     Upstream,
+    hash_bucket,
+    partition_key,
 )
 from ecm_assets.contracts.quality import (
     ControlTotal,
@@ -71,6 +73,8 @@ __all__ = [
     "UpstreamRelation",
     "attribute_partitions",
     "build_definitions",
+    "hash_bucket",
+    "partition_key",
     "run_sql",
 ]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ecm_assets.adapters.warehouse import connect, quote_ident
-from ecm_assets.contracts.dataset import Dataset
+from ecm_assets.contracts.dataset import Dataset, DatasetContract, partition_key
 
 # --------------------------------------------------------------------------- bad usage
 # One mechanism for every command: argument types that refuse hostile values before a
@@ -50,6 +50,13 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{_echo(text)} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def _position(contract: DatasetContract, key: str) -> object:
+    """Where a partition key lies in its dataset's order: list keys in declared order (as
+    Dagster ranges them), others by value."""
+    value = contract.partition_value(key)
+    return contract.static_keys.index(value) if contract.is_static else value
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:
@@ -212,8 +219,8 @@ def warehouse_summary(
                     "table": f"{c.schema}.{c.name}",
                     "partitions": n_parts,
                     "rows": n_rows,
-                    "first": first.isoformat() if first else None,
-                    "last": last.isoformat() if last else None,
+                    "first": partition_key(first) if first is not None else None,
+                    "last": partition_key(last) if last is not None else None,
                     "runs": runs,
                 }
             )
@@ -368,8 +375,8 @@ def cmd_close(args: argparse.Namespace) -> int:
         close_partition(conn, contract, partition, actor=args.by, note=args.note)
     _emit(
         args,
-        {"asset": contract.name, "partition": partition.isoformat(), "closed": True},
-        [{"asset": contract.name, "partition": partition.isoformat(), "closed_by": args.by}],
+        {"asset": contract.name, "partition": partition_key(partition), "closed": True},
+        [{"asset": contract.name, "partition": partition_key(partition), "closed_by": args.by}],
     )
     return 0
 
@@ -383,7 +390,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
         versions = list_versions(conn, contract.name, partition)
     rows = [
         {
-            "partition": v.partition_date.isoformat(),
+            "partition": v.partition_date,
             "version": v.version,
             "status": v.status,
             "reason": v.reason,
@@ -420,7 +427,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         old, new = rollback(conn, contract, partition, args.to, actor=args.by, reason=args.reason)
     row = {
         "asset": contract.name,
-        "partition": partition.isoformat(),
+        "partition": partition_key(partition),
         "from_version": old,
         "to_version": new,
     }
@@ -541,7 +548,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     for r in rows:
         by_reason[str(r["reason"])] = by_reason.get(str(r["reason"]), 0) + 1
     print(
-        f"{contract.name} {partition}: {len(rows)} quarantined row(s)"
+        f"{contract.name} {partition_key(partition)}: {len(rows)} quarantined row(s)"
         + (f" (first {args.limit})" if len(rows) == args.limit else "")
         + (": " + ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) if rows else "")
     )
@@ -671,7 +678,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             raise ValueError(f"--partition-range {args.partition_range!r} is not START...END")
         for name in selected:
             contract = found[name][1].contract
-            if contract.partition_value(first) > contract.partition_value(last):
+            if _position(contract, first) > _position(contract, last):
                 raise ValueError(f"--partition-range {args.partition_range!r}: start after end")
         tags["dagster/asset_partition_range_start"] = first
         tags["dagster/asset_partition_range_end"] = last

@@ -17,7 +17,11 @@ import dagster as dg
 
 from ecm_assets.contracts.dataset import Dataset
 from ecm_assets.operations.alerts import AlertSink, ecm_run_failure_alert
-from ecm_assets.operations.dependencies import build_dependency_sensors, dependency_sensor_name
+from ecm_assets.operations.dependencies import (
+    build_dependency_sensors,
+    dependency_sensor_name,
+    dependency_sensor_refusal,
+)
 from ecm_assets.operations.outbox_sensor import build_outbox_sensor
 from ecm_assets.operations.schedules import (
     LOOKBACK_SCHEDULE,
@@ -92,7 +96,8 @@ def build_definitions(
             raise ValueError(f"two datasets are named {d.contract.name!r}")
         by_name[d.contract.name] = d
     for d in by_name.values():
-        d.contract.start_date  # noqa: B018  (raises PartitioningError naming the contract)
+        if not d.contract.is_static:
+            d.contract.start_date  # noqa: B018  (raises PartitioningError naming the contract)
     root = Path(data_dir).resolve() if data_dir is not None else default_data_dir()
     database = Path(warehouse).resolve() if warehouse is not None else default_warehouse(root)
     if durable_staging is None:
@@ -121,6 +126,11 @@ def build_definitions(
     no_upstream = [d.contract.name for d in dependent if not d.contract.upstream]
     if no_upstream:
         raise ValueError(f"dependency_sensors: datasets {no_upstream} read no upstream dataset")
+    grains = {name: d.contract.grain for name, d in by_name.items()}
+    for d in dependent:
+        refusal = dependency_sensor_refusal(d.contract, grains)
+        if refusal:
+            raise ValueError(f"dependency_sensors: {refusal}")
     all_datasets = list(by_name.values())
     sensors = [
         *build_landing_sensors(watched, all_datasets, lookback_days, covered),

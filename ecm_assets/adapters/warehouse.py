@@ -142,15 +142,17 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def owned_filter(column: str) -> str:
-    """SQL predicate for "column is one of the owned dates" that DuckDB can prune on.
+def owned_filter(column: str, sql_type: str = "DATE") -> str:
+    """SQL predicate for "column is one of the owned partitions" that DuckDB can prune on.
 
-    The BETWEEN lets zone maps skip row groups of other dates, so the cost does not grow
-    with the partitions already published; list_contains then keeps it exact for gaps.
+    The BETWEEN lets zone maps skip row groups of other partitions, so the cost does not grow
+    with the partitions already published; list_contains then keeps it exact for gaps (and
+    for the keys between two owned list keys). `sql_type` is the column's: DATE, TIMESTAMP
+    or VARCHAR (list and hash keys, and partition keys in the ledger tables).
     """
-    return f"({column} BETWEEN ? AND ? AND list_contains(?::DATE[], {column}))"
+    return f"({column} BETWEEN ? AND ? AND list_contains(?::{sql_type}[], {column}))"
 
 
-def owned_params(owned: Sequence[date]) -> list[object]:
+def owned_params(owned: Sequence[date | str]) -> list[object]:
     values = sorted(owned)
     return [values[0], values[-1], values]

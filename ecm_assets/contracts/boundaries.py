@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from ecm_assets.contracts.dataset import HOUR_KEY_FORMAT, PartitionValue, partition_key
+
 
 @dataclass(frozen=True)
 class LandingFile:
@@ -55,10 +57,25 @@ class UpstreamRead:
     """Which upstream partitions were read and which runs had published them."""
 
     dataset: str
-    first_partition: date
-    last_partition: date
+    first_partition: PartitionValue
+    last_partition: PartitionValue
     rows: int
     run_ids: tuple[str, ...]
+    #: The keys read, for a list or hash upstream (whose keys between first and last are
+    #: not all read); empty for time partitions, whose range is contiguous.
+    keys: tuple[str, ...] = ()
+
+
+def partition_from_key(text: str) -> PartitionValue:
+    """A partition value recorded as its key: a date, an hour, else the key itself."""
+    for parse in (date.fromisoformat, lambda t: datetime.strptime(t, HOUR_KEY_FORMAT)):
+        try:
+            value = parse(text)
+        except (TypeError, ValueError):
+            continue
+        if partition_key(value) == text:
+            return value
+    return text
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,9 @@ class InputBoundary:
             "files": [(f.path, f.sha256) for f in self.landing_files],
             "reference": [(r.name, r.version, r.sha256) for r in self.reference],
             "upstream": [
-                (u.dataset, u.first_partition.isoformat(), u.last_partition.isoformat(), u.run_ids)
+                (u.dataset, partition_key(u.first_partition), partition_key(u.last_partition))
+                + (u.run_ids,)
+                + ((u.keys,) if u.keys else ())
                 for u in self.upstream
             ],
         }
@@ -117,7 +136,11 @@ class InputBoundary:
                 return [encode(v) for v in value]
             return value
 
-        return {"snapshot_id": self.snapshot_id, **encode(asdict(self))}
+        out = {"snapshot_id": self.snapshot_id, **encode(asdict(self))}
+        for read, u in zip(out["upstream"], self.upstream, strict=True):
+            read["first_partition"] = partition_key(u.first_partition)
+            read["last_partition"] = partition_key(u.last_partition)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputBoundary:
@@ -147,10 +170,11 @@ class InputBoundary:
             upstream=tuple(
                 UpstreamRead(
                     u["dataset"],
-                    date.fromisoformat(u["first_partition"]),
-                    date.fromisoformat(u["last_partition"]),
+                    partition_from_key(u["first_partition"]),
+                    partition_from_key(u["last_partition"]),
                     u["rows"],
                     tuple(u["run_ids"]),
+                    tuple(u.get("keys") or ()),
                 )
                 for u in data.get("upstream", [])
             ),

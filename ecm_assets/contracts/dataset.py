@@ -6,16 +6,35 @@ checksum) is derived from the contract, so adding a dataset never touches IO or 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ecm_assets.contracts.quality import NO_QUALITY, QualityContract
 
-Grain = Literal["daily", "monthly"]
+Grain = Literal["hourly", "daily", "monthly", "list", "hash"]
+#: Time grains: partitions are periods of the business calendar, from start to end.
+TIME_GRAINS = ("hourly", "daily", "monthly")
+#: Static kinds: a fixed set of keys (seed 000's list and hash partitioning).
+STATIC_GRAINS = ("list", "hash")
+#: The partition column's SQL type per grain.
+PARTITION_SQL_TYPES = {
+    "hourly": "TIMESTAMP",
+    "daily": "DATE",
+    "monthly": "DATE",
+    "list": "VARCHAR",
+    "hash": "VARCHAR",
+}
+#: Key column types whose text is the same in Python (str) and DuckDB (CAST AS VARCHAR).
+HASH_KEY_TYPES = ("VARCHAR", "TEXT", "STRING", "BIGINT", "INTEGER", "SMALLINT", "TINYINT")
+#: The text form of an hourly partition key (Dagster's HourlyPartitionsDefinition format).
+HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+#: Substrings Dagster refuses in a partition key.
+_BAD_KEY_PARTS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 PublishMode = Literal["replace", "versioned"]
 
 #: Columns the publish protocol adds to every published row. They are provenance, never
@@ -29,6 +48,37 @@ class PartitioningError(ValueError):
 
 class PartitionKeyError(ValueError):
     """A partition key is not one of the dataset's partitions; the message names the range."""
+
+
+#: A partition column value: a date (daily, monthly), the hour's start as a wall-clock
+#: datetime in the contract's timezone (hourly), or the key itself (list, hash).
+PartitionValue = date | datetime | str
+
+
+def partition_key(value: PartitionValue) -> str:
+    """The partition key of a partition value: what Dagster, the CLI and the ledger name it."""
+    if isinstance(value, datetime):
+        return value.strftime(HOUR_KEY_FORMAT)
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def hash_bucket(key: Any, buckets: int) -> int:
+    """The bucket of one key value: the first 8 bytes of sha256 of its UTF-8 text, read as a
+    big-endian unsigned integer, modulo `buckets`. The same in every process, machine and
+    DuckDB version (Python's and DuckDB's hash() are neither); the same rule as ecm sync."""
+    digest = hashlib.sha256(str(key).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % buckets
+
+
+def bucket_sql(expr: str, buckets: int) -> str:
+    """DuckDB SQL giving hash_bucket(expr, buckets) as a padded partition key."""
+    width = len(str(buckets - 1))
+    return (
+        f"lpad(CAST(CAST(('0x' || left(sha256(CAST({expr} AS VARCHAR)), 16)) AS UBIGINT) "
+        f"% {int(buckets)} AS VARCHAR), {width}, '0')"
+    )
 
 
 def _iso_date(contract: str, what: str, value: str | date | None) -> date | None:
@@ -106,6 +156,13 @@ class DatasetContract:
     timezone: str = "UTC"
     #: Who answers for the dataset (Dagster owners: an email or "team:NAME").
     owners: tuple[str, ...] = ()
+    #: grain="list": the partition keys, a fixed set of categories (e.g. regions); the
+    #: partition column (VARCHAR) holds one of them.
+    partition_values: tuple[str, ...] = ()
+    #: grain="hash": the column whose value decides a row's bucket, and how many buckets.
+    #: The partition column (VARCHAR) holds the bucket key, hash_bucket(key, N) zero-padded.
+    hash_key: str | None = None
+    hash_buckets: int | None = None
 
     def __post_init__(self) -> None:
         self._validate_partitioning()
@@ -121,15 +178,56 @@ class DatasetContract:
             if required not in names:
                 raise ValueError(f"contract {self.name}: column {required!r} is not declared")
         partition = self.column(self.partition_column)
-        if partition.sql_type != "DATE" or partition.nullable:
+        wanted = self.partition_sql_type
+        if partition.sql_type.upper() != wanted or partition.nullable:
             raise ValueError(
-                f"contract {self.name}: partition column {partition.name!r} must be DATE NOT NULL"
+                f"contract {self.name}: partition column {partition.name!r} must be {wanted} "
+                f"NOT NULL ({self.grain} partitions)"
+            )
+        if self.grain == "hash":
+            if self.hash_key not in names:
+                raise PartitioningError(
+                    f"contract {self.name}: hash_key {self.hash_key!r} is not a declared column"
+                )
+            key = self.column(self.hash_key)
+            if key.sql_type.upper() not in HASH_KEY_TYPES or key.nullable:
+                raise PartitioningError(
+                    f"contract {self.name}: hash_key {key.name!r} is {key.sql_type}"
+                    f"{'' if key.nullable is False else ' (nullable)'}; it must be NOT NULL and "
+                    f"one of {', '.join(HASH_KEY_TYPES)}, whose text is the same in every engine"
+                )
+        if self.is_static and self.reference:
+            raise PartitioningError(
+                f"contract {self.name}: reference snapshots are pinned per business date, and "
+                f"{self.grain} partitions have none; join the reference in a time-partitioned "
+                "upstream dataset"
+            )
+        lookback = [u.dataset for u in self.upstream if u.lookback_partitions]
+        if lookback and self.grain not in ("daily", "monthly"):
+            raise PartitioningError(
+                f"contract {self.name}: lookback_partitions (on {lookback}) needs daily or "
+                f"monthly partitions, not {self.grain}"
+            )
+        if self.landing is not None and self.grain not in ("daily", "monthly"):
+            raise PartitioningError(
+                f"contract {self.name}: reads landing files, so it must be daily or monthly "
+                f"(landing files are attributed to business dates), not {self.grain}; stage the "
+                "rows in a daily dataset and partition a downstream dataset by hour, list or hash"
             )
 
     def _validate_partitioning(self) -> None:
-        if self.grain not in ("daily", "monthly"):
+        grains = (*TIME_GRAINS, *STATIC_GRAINS)
+        if self.grain not in grains:
             raise PartitioningError(
-                f"contract {self.name}: grain={self.grain!r}; use 'daily' or 'monthly'"
+                f"contract {self.name}: grain={self.grain!r}; use one of {', '.join(grains)}"
+            )
+        if self.grain in STATIC_GRAINS:
+            self._validate_static()
+            return
+        if self.partition_values or self.hash_key is not None or self.hash_buckets is not None:
+            raise PartitioningError(
+                f"contract {self.name}: partition_values, hash_key and hash_buckets belong to "
+                f"grain='list' or 'hash', not {self.grain!r}"
             )
         try:
             ZoneInfo(self.timezone)
@@ -151,6 +249,128 @@ class DatasetContract:
                     )
         if start is not None and end is not None and end < start:
             raise PartitioningError(f"contract {self.name}: end={end} is before start={start}")
+        if self.grain == "hourly" and start is not None:
+            self._refuse_offset_changes(start, end)
+
+    def _refuse_offset_changes(self, start: date, end: date | None) -> None:
+        """Hourly partition values are wall-clock hours: a zone that repeats or skips an hour
+        (DST) in the range would give two partitions one value, so it is refused by name."""
+        zone = ZoneInfo(self.timezone)
+        last = end if end is not None else start + timedelta(days=3660)
+        offset = datetime.combine(start, datetime.min.time(), zone).utcoffset()
+        day = start
+        while day <= last:
+            at = datetime.combine(day, datetime.min.time(), zone)
+            if at.utcoffset() != offset:
+                raise PartitioningError(
+                    f"contract {self.name}: hourly partitions are wall-clock hours of "
+                    f"{self.timezone}, whose UTC offset changes between {day - timedelta(days=1)} "
+                    f"and {day} (daylight saving), "
+                    "which repeats or skips an hour; declare hourly datasets in UTC or a zone "
+                    "with a fixed offset (e.g. 'Asia/Jakarta')"
+                )
+            day += timedelta(days=1)
+
+    def _validate_static(self) -> None:
+        """List and hash partitions: a fixed set of keys, no calendar."""
+        where = f"contract {self.name}: {self.grain} partitions"
+        for what, value, default in (
+            ("start", self.start, None),
+            ("end", self.end, None),
+            ("timezone", self.timezone, "UTC"),
+        ):
+            if value != default:
+                raise PartitioningError(f"{where} have no calendar; remove {what}={value!r}")
+        if self.grain == "list":
+            if self.hash_key is not None or self.hash_buckets is not None:
+                raise PartitioningError(f"{where} take partition_values, not hash_key/buckets")
+            values = self.partition_values
+            if isinstance(values, str) or not values:
+                raise PartitioningError(
+                    f"{where} need partition_values, a non-empty tuple of keys "
+                    "(e.g. ('north', 'south'))"
+                )
+            bad = [
+                v
+                for v in values
+                if not isinstance(v, str)
+                or not v
+                or v != v.strip()
+                or any(part in v for part in _BAD_KEY_PARTS)
+            ]
+            if bad:
+                raise PartitioningError(
+                    f"{where}: keys {bad[:5]!r} are not valid (non-empty text, no surrounding "
+                    "blanks, no '...' or control characters)"
+                )
+            seen: set[str] = set()
+            dupes = sorted({v for v in values if v in seen or seen.add(v)})
+            if dupes:
+                raise PartitioningError(f"{where}: duplicate partition_values {dupes}")
+            return
+        if self.partition_values:
+            raise PartitioningError(f"{where} take hash_key and hash_buckets, not partition_values")
+        if not self.hash_key:
+            raise PartitioningError(
+                f"{where} need hash_key, the column whose value decides a row's bucket"
+            )
+        n = self.hash_buckets
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise PartitioningError(f"{where} need hash_buckets, a whole number >= 1 (got {n!r})")
+
+    @property
+    def is_static(self) -> bool:
+        """List or hash partitions: a fixed set of keys with no calendar."""
+        return self.grain in STATIC_GRAINS
+
+    @property
+    def partition_sql_type(self) -> str:
+        """The SQL type of the partition column (DATE, TIMESTAMP or VARCHAR)."""
+        return PARTITION_SQL_TYPES.get(self.grain, "DATE")
+
+    @property
+    def static_keys(self) -> tuple[str, ...]:
+        """The partition keys of a list or hash dataset, in order; () for time partitions."""
+        if self.grain == "list":
+            return tuple(self.partition_values)
+        if self.grain == "hash":
+            n = int(self.hash_buckets or 0)
+            width = len(str(n - 1))
+            return tuple(str(i).zfill(width) for i in range(n))
+        return ()  # time partitions: no fixed set of keys
+
+    def bucket_of(self, key: Any) -> str:
+        """The hash partition key of one hash_key value (grain='hash')."""
+        return self.static_keys[hash_bucket(key, int(self.hash_buckets or 0))]
+
+    def buckets_of(self, keys: Iterable[Any]) -> list[str]:
+        """The hash partition key of each hash_key value, in order (grain='hash')."""
+        ids, n = self.static_keys, int(self.hash_buckets or 0)
+        return [ids[hash_bucket(k, n)] for k in keys]
+
+    def values_of(self, column: Any) -> list[PartitionValue]:
+        """The partition value of each entry of a pandas Series of partition column values
+        (dates, timestamps or keys, as a transform writes them), in order; None for nulls."""
+        import pandas as pd
+
+        series = pd.Series(column)
+        if self.is_static:
+            return [None if pd.isna(v) else str(v) for v in series.tolist()]
+        stamps = pd.to_datetime(series)
+        if getattr(stamps.dt, "tz", None) is not None:
+            stamps = stamps.dt.tz_convert(self.timezone).dt.tz_localize(None)
+        if self.grain == "hourly":
+            return [None if pd.isna(t) else t.to_pydatetime() for t in stamps]
+        days = stamps.dt.date
+        return days.astype(object).where(stamps.notna(), None).tolist()
+
+    def partition_key_sql(self, expr: str) -> str:
+        """DuckDB SQL giving the partition key (text) of a partition column expression."""
+        if self.grain == "hourly":
+            return f"strftime({expr}, '{HOUR_KEY_FORMAT}')"
+        if self.is_static:
+            return expr
+        return f"CAST({expr} AS VARCHAR)"
 
     @property
     def start_date(self) -> date:
@@ -183,14 +403,35 @@ class DatasetContract:
 
     def describe_partitions(self) -> str:
         """The valid partition keys in words, for error messages."""
+        if self.grain == "list":
+            return f"list of {len(self.partition_values)}: {', '.join(self.partition_values)}"
+        if self.grain == "hash":
+            keys = self.static_keys
+            return f"hash buckets of {self.hash_key}: {keys[0]}..{keys[-1]} ({len(keys)})"
+        if self.grain == "hourly":
+            first = self.start_date.isoformat() if self.start is not None else "?"
+            last = self.end_date.isoformat() if self.end is not None else "open end"
+            return (
+                f"hourly {first}-00:00..{last + '-23:00' if self.end is not None else last} "
+                f"(YYYY-MM-DD-HH:00, {self.timezone})"
+            )
         first = self.start_date.isoformat() if self.start is not None else "?"
         last = self.end_date.isoformat() if self.end is not None else "open end"
         every = "a month start" if self.grain == "monthly" else "every day"
         return f"{self.grain} {first}..{last} ({every}, YYYY-MM-DD, {self.timezone})"
 
-    def partition_value(self, partition_key: str) -> date:
+    def partition_value(self, partition_key: str) -> PartitionValue:
         """The partition column value a Dagster partition key owns; the whole key must be one
         of this dataset's partitions (nothing after the date, inside start..end)."""
+        if self.is_static:
+            if not isinstance(partition_key, str) or partition_key not in self.static_keys:
+                raise PartitionKeyError(
+                    f"dataset {self.name}: partition key {partition_key!r} is not a partition; "
+                    f"valid: {self.describe_partitions()}"
+                )
+            return partition_key
+        if self.grain == "hourly":
+            return self._hour_value(partition_key)
         value = None
         if isinstance(partition_key, str) and len(partition_key) == 10:
             try:
@@ -215,6 +456,27 @@ class DatasetContract:
                 f"valid: {self.describe_partitions()}"
             )
         return value
+
+    def _hour_value(self, partition_key: str) -> datetime:
+        hour = None
+        if isinstance(partition_key, str) and len(partition_key) == 16:
+            try:
+                hour = datetime.strptime(partition_key, HOUR_KEY_FORMAT)
+            except ValueError:
+                hour = None
+        if hour is None or hour.strftime(HOUR_KEY_FORMAT) != partition_key or hour.minute:
+            raise PartitionKeyError(
+                f"dataset {self.name}: partition key {partition_key!r} is not a partition; "
+                f"valid: {self.describe_partitions()}"
+            )
+        start = _iso_date(self.name, "start", self.start)
+        end = self.end_date
+        if (start is not None and hour.date() < start) or (end is not None and hour.date() > end):
+            raise PartitionKeyError(
+                f"dataset {self.name}: partition {partition_key} is outside its partitions; "
+                f"valid: {self.describe_partitions()}"
+            )
+        return hour
 
 
 #: Transform parameters the orchestration layer binds besides upstream and reference names.
@@ -246,6 +508,11 @@ class Dataset:
             raise TypeError(
                 f"dataset {self.contract.name}: upstream_as must be 'frame' or 'relation', "
                 f"not {self.upstream_as!r}"
+            )
+        if self.upstream_as == "relation" and self.contract.grain not in ("daily", "monthly"):
+            raise PartitioningError(
+                f"dataset {self.contract.name}: upstream_as='relation' reads upstream by date "
+                f"range; {self.contract.grain} datasets read their upstream as frames"
             )
         bindable = {*BOUND_PARAMETERS, *(u.dataset for u in self.contract.upstream)}
         bindable |= set(self.contract.reference)

@@ -548,4 +548,23 @@ def build_dependency_sensors(
         unknown = [u.dataset for u in d.contract.upstream if u.dataset not in grains]
         if unknown:
             raise ValueError(f"dataset {d.contract.name}: upstream {unknown} are not datasets")
-    return [build_dependency_sensor(d, grains, clock) for d in datasets if d.contract.upstream]
+    return [
+        build_dependency_sensor(d, grains, clock)
+        for d in datasets
+        if d.contract.upstream and not dependency_sensor_refusal(d.contract, grains)
+    ]
+
+
+def dependency_sensor_refusal(contract: DatasetContract, grains: Mapping[str, Grain]) -> str:
+    """Why a dataset gets no dependency sensor ("" if it can): the sensor follows daily and
+    monthly partitions, aligned by date, only."""
+    kinds = {contract.grain, *(grains.get(u.dataset, "daily") for u in contract.upstream)}
+    other = sorted(kinds - {"daily", "monthly"})
+    if not other:
+        return ""
+    return (
+        f"{contract.name} has or reads {'/'.join(other)} partitions; the dependency sensor "
+        "aligns daily and monthly partitions by date only. Run it with `ecm materialize` "
+        "(list and hash datasets: every key at once, e.g. --partition FIRST...LAST) or a "
+        "schedule of your own"
+    )

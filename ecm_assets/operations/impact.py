@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from ecm_assets.contracts.dataset import Dataset, DatasetContract, Grain
+from ecm_assets.contracts.dataset import Dataset, DatasetContract, Grain, partition_key
 from ecm_assets.contracts.periods import last_day, partition_of, partitions_between, shift
 
 
@@ -35,12 +35,12 @@ class ImpactEntry:
 
     @property
     def first_key(self) -> str:
-        """Dagster partition key of `first` (both grains use %Y-%m-%d)."""
-        return self.first.isoformat()
+        """Dagster partition key of `first` (%Y-%m-%d, or a list/hash key)."""
+        return partition_key(self.first)
 
     @property
     def last_key(self) -> str:
-        return self.last.isoformat()
+        return partition_key(self.last)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,6 +145,11 @@ def plan_impact(
         return (lo, hi) if lo <= hi else None
 
     changed = contracts[asset]
+    if changed.grain not in ("daily", "monthly"):
+        raise ValueError(
+            f"impact analysis starts from a daily or monthly dataset; {asset} has "
+            f"{changed.grain} partitions ({changed.describe_partitions()})"
+        )
     root = clip(changed, partition_of(first, changed.grain), partition_of(last, changed.grain))
     if root is None:
         raise ValueError(
@@ -167,6 +172,26 @@ def plan_impact(
         if name == asset:
             continue  # a cycle back to the changed asset is rejected by _topological
         contract = contracts[name]
+        via = [u.dataset for u in contract.upstream if u.dataset in reached]
+        if via and contract.is_static:
+            # Every key reads all of its (time-partitioned) upstream: all of them are reached.
+            keys = contract.static_keys
+            reached[name] = ImpactEntry(
+                asset=name,
+                grain=contract.grain,
+                first=keys[0],  # type: ignore[arg-type]
+                last=keys[-1],  # type: ignore[arg-type]
+                partitions=len(keys),
+                depth=max(reached[u].depth for u in via) + 1,
+                via=", ".join(via),
+                why=f"every {contract.grain} partition reads all of {', '.join(via)}",
+            )
+            continue
+        if via and contract.grain == "hourly":
+            raise ValueError(
+                f"impact analysis plans daily, monthly, list and hash datasets; {name} (reached "
+                f"via {', '.join(via)}) has hourly partitions"
+            )
         found: list[tuple[date, date, int, str, str]] = []
         for upstream in contract.upstream:
             source = reached.get(upstream.dataset)

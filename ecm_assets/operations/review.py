@@ -8,7 +8,7 @@ transactional protocol as any run (so the stale-input guard and closed-period ru
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -124,7 +124,7 @@ def approve(
     tags = manifest.parameters or {}
     request = PublishRequest(
         contract=contract,
-        owned_partitions=tuple(date.fromisoformat(p) for p in held.partitions),
+        owned_partitions=tuple(contract.partition_value(p) for p in held.partitions),
         run_id=run_id,
         as_of=manifest.input_locked_at,
         data=data,
@@ -166,9 +166,8 @@ def report_approval(
 
     try:
         for partition in partitions:
-            # Held partitions are ISO dates, the key format of the daily and monthly
-            # partitions defs (a monthly key is its month start).
-            key = date.fromisoformat(partition).isoformat()
+            # Held partitions are recorded by their partition keys, as Dagster names them.
+            key = partition
             metadata: dict[str, Any] = {
                 "run_id": run_id,
                 "approved_by": actor,

@@ -63,7 +63,7 @@ def closed_months(database: Path, datasets: list[Dataset]) -> set[date]:
     out: set[date] = set()
     with connect(database, read_only=True, timeout_seconds=10) as conn:
         for d in datasets:
-            if d.contract.publish_mode == "versioned":
+            if d.contract.publish_mode == "versioned" and d.contract.grain in ("daily", "monthly"):
                 out |= {p.replace(day=1) for p in closed_partitions(conn, d.contract.name)}
     return out
 

@@ -30,7 +30,7 @@ from datetime import date
 
 import dagster as dg
 
-from ecm_assets.contracts.dataset import DatasetContract
+from ecm_assets.contracts.dataset import DatasetContract, partition_key
 from ecm_assets.contracts.quality import QualityContract, Severity
 from ecm_assets.validation.gate import Finding, GateResult
 
@@ -156,7 +156,7 @@ def _rule_evaluation(
         )
     by_partition: dict[str, dict[str, object]] = {}
     for f in failed:
-        where = f.partition.isoformat() if f.partition else "run"
+        where = partition_key(f.partition) if f.partition else "run"
         entry = by_partition.setdefault(where, {"severity": str(f.severity), "failed": 0})
         entry["failed"] = int(entry["failed"]) + f.failed  # type: ignore[call-overload]
         if f.severity.rank > Severity(str(entry["severity"])).rank:

@@ -35,7 +35,13 @@ import pandas as pd
 
 from ecm_assets.adapters.landing import LandingReadError
 from ecm_assets.contracts.boundaries import InputBoundary, PublishedElsewhere
-from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, Dataset, DatasetContract
+from ecm_assets.contracts.dataset import (
+    PROVENANCE_COLUMNS,
+    Dataset,
+    DatasetContract,
+    PartitioningError,
+    partition_key,
+)
 from ecm_assets.contracts.periods import shift
 from ecm_assets.contracts.quality import Drift, Severity
 from ecm_assets.contracts.registry import contract_for, register
@@ -43,7 +49,6 @@ from ecm_assets.contracts.transform import (
     PartitionWindow,
     TransformResult,
     UpstreamRelation,
-    month_days,
 )
 from ecm_assets.manifest.lease import Heartbeat, release
 from ecm_assets.manifest.ledger import Manifest, load_manifest, mark_failed, transition
@@ -52,6 +57,7 @@ from ecm_assets.orchestration.checks import check_evaluations, check_specs
 from ecm_assets.orchestration.inputs import (
     ReplayError,
     UpstreamFrame,
+    business_days,
     code_fingerprint,
     lock_inputs,
     run_transform,
@@ -117,7 +123,22 @@ WAREHOUSE_POOL = "ecm_duckdb_warehouse"
 WORKER_TAG = "ecm/worker"
 
 
-def _partition_mapping(lookback: int) -> dg.TimeWindowPartitionMapping | None:
+def _partition_mapping(
+    contract: DatasetContract, upstream: DatasetContract, lookback: int
+) -> dg.PartitionMapping | None:
+    """How a partition maps to upstream partitions: time to time by the window (with its
+    lookback); a list or hash partition reads every partition of an upstream partitioned
+    otherwise (its rows are chosen by value), and its own key of one partitioned alike."""
+    if contract.is_static:
+        if upstream.is_static and upstream.static_keys == contract.static_keys:
+            return None
+        return dg.AllPartitionMapping()
+    if upstream.is_static:
+        raise PartitioningError(
+            f"dataset {contract.name} ({contract.grain}) reads {upstream.name}, which has "
+            f"{upstream.grain} partitions: a time partition cannot say which of its keys it "
+            "reads; partition it the same way, or read a time-partitioned upstream"
+        )
     if lookback == 0:
         return None
     return dg.TimeWindowPartitionMapping(
@@ -161,8 +182,8 @@ def partition_boundary(
 ) -> dict[str, object]:
     """One partition's own input boundary: its landing files (count and digest), the
     reference versions pinned for its days and the upstream runs of the rows it read."""
-    out: dict[str, object] = {"partitions": [partition.isoformat()]}
-    days = [partition] if contract.grain == "daily" else month_days(partition)
+    out: dict[str, object] = {"partitions": [partition_key(partition)]}
+    days = business_days(contract, PartitionWindow((partition,), contract.timezone))
     if contract.landing is not None:
         until = days[-1] + timedelta(days=contract.landing.lateness_days)
         files = [f for f in boundary.landing_files if partition <= f.ingest_date <= until]
@@ -175,25 +196,48 @@ def partition_boundary(
             out.setdefault("reference", {})[name] = sorted(versions)  # type: ignore[index]
     reads = []
     for u, up in zip(contract.upstream, upstream, strict=True):
-        first = shift(partition, contract.grain, -u.lookback_partitions)
         frame = up.frame
-        column = contract_for(u.dataset).partition_column
-        if isinstance(frame, UpstreamRelation):
-            # Per-partition counts of the snapshot, computed once (frame.partitions).
-            run_ids = list(frame.run_ids(first, days[-1]))
-            rows = frame.rows(first, days[-1])
-        elif len(frame) and column in frame.columns:
-            values = pd.to_datetime(frame[column]).dt.date
-            mask = (values >= first) & (values <= days[-1])
+        up_contract = contract_for(u.dataset)
+        column = up_contract.partition_column
+        if contract.grain in ("daily", "monthly"):
+            first = shift(partition, contract.grain, -u.lookback_partitions)
+            first_read = max(first, up.first_partition)
+            last_read = min(partition, up.last_partition)
+            if isinstance(frame, UpstreamRelation):
+                # Per-partition counts of the snapshot, computed once (frame.partitions).
+                mask = None
+                run_ids = list(frame.run_ids(first, days[-1]))
+                rows = frame.rows(first, days[-1])
+            elif len(frame) and column in frame.columns:
+                values = pd.to_datetime(frame[column]).dt.date
+                mask = (values >= first) & (values <= days[-1])
+            else:
+                mask, run_ids, rows = None, [], 0
+        elif up_contract.grain == contract.grain and not contract.is_static:
+            # hourly of hourly: the same hour (lookback is refused for hourly contracts)
+            mask = pd.Series(up_contract.values_of(frame[column]), index=frame.index) == partition
+            first_read = last_read = partition
+        else:
+            # A list or hash partition reads every mapped upstream partition (its rows are
+            # chosen by their values, not by time); one of the same keys reads its own key.
+            same = contract.is_static and up_contract.static_keys == contract.static_keys
+            if same and len(frame):
+                mask = frame[column].astype(str) == partition
+            else:
+                mask = pd.Series(True, index=frame.index)
+            first_read, last_read = (
+                (partition, partition) if same else (up.first_partition, up.last_partition)
+            )
+        if mask is not None and not len(frame):
+            run_ids, rows = [], 0
+        elif mask is not None:  # a frame (a relation counted its rows above)
             run_ids = sorted(frame.loc[mask, "run_id"].dropna().unique().tolist())
             rows = int(mask.sum())
-        else:
-            run_ids, rows = [], 0
         reads.append(
             {
                 "dataset": u.dataset,
-                "first_partition": max(first, up.first_partition).isoformat(),
-                "last_partition": min(partition, up.last_partition).isoformat(),
+                "first_partition": partition_key(first_read),
+                "last_partition": partition_key(last_read),
                 "rows": rows,
                 "run_ids": run_ids,
             }
@@ -220,7 +264,7 @@ def partition_metadata(
     out: dict[date, dict[str, object]] = {}
     for p in window.partitions:
         meta: dict[str, object] = {}
-        entry = reconciliation.get(p.isoformat(), {})
+        entry = reconciliation.get(partition_key(p), {})
         # accepted = the published rows, which dagster/row_count already says.
         for name in ("input", "quarantined", "duplicate", "blocked"):
             if name in entry:
@@ -273,7 +317,7 @@ def warning_lines(failures: list[Finding]) -> list[str]:
             by_rule.setdefault((str(f.severity), f.rule), []).append(f)
     lines = []
     for (severity, rule), found in by_rule.items():
-        where = sorted({f.partition.isoformat() if f.partition else "run" for f in found})
+        where = sorted({partition_key(f.partition) if f.partition else "run" for f in found})
         listed = ", ".join(where[:LOGGED_PARTITIONS])
         if len(where) > LOGGED_PARTITIONS:
             listed += f", ... ({len(where)} in all)"
@@ -339,7 +383,13 @@ def _judge(
             if snapshot is not None
             else warehouse.connect(context, read_only=True)
         ) as conn:
-            published = read_partitions(conn, contract, window.first, window.last)
+            published = read_partitions(
+                conn,
+                contract,
+                window.first,
+                window.last,
+                partitions=window.partitions if contract.is_static else None,
+            )
             closed = frozenset(closed_partitions(conn, contract.name))
     return judge(dataset, window, result, kwargs, published=published, closed=closed)
 
@@ -385,7 +435,7 @@ def review_closed_periods(
     if not touched or gate.decision == Decision.FAIL_RUN:
         return gate
     feeds = ", ".join(
-        d.isoformat() if guarded[d].endswith(d.isoformat()) else f"{d} (feeds {guarded[d]})"
+        partition_key(d) if guarded[d].endswith(partition_key(d)) else f"{d} (feeds {guarded[d]})"
         for d in touched
     )
     finding = Finding(
@@ -495,7 +545,9 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
     ins = {
         u.dataset: dg.AssetIn(
             key=u.dataset,
-            partition_mapping=_partition_mapping(u.lookback_partitions),
+            partition_mapping=_partition_mapping(
+                contract, contract_for(u.dataset), u.lookback_partitions
+            ),
             # "relation": the IO manager hands over which partitions, the rows stay in DuckDB.
             metadata={UPSTREAM_AS_METADATA: dataset.upstream_as},
         )
@@ -566,7 +618,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
             code_version=code_fingerprint(dataset),
             mode=mode,
             parameters={k: v for k, v in tags.items() if k.startswith(("ecm/", "dagster/"))},
-            output_boundary=[d.isoformat() for d in window.partitions],
+            output_boundary=[partition_key(d) for d in window.partitions],
         )
         worker = f"{socket.gethostname()}:{os.getpid()}"
         if context.run.tags.get(WORKER_TAG) != worker:
@@ -627,7 +679,11 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 recorded = InputBoundary.from_json(original.input_boundary)
             frames = []
             for u in contract.upstream:
-                input_keys = sorted(context.asset_partition_keys_for_input(u.dataset))
+                up_contract = contract_for(u.dataset)
+                input_values = sorted(
+                    up_contract.partition_value(k)
+                    for k in context.asset_partition_keys_for_input(u.dataset)
+                )
                 rows = upstream[u.dataset]
                 if isinstance(rows, PublishedPartitions):
                     if snapshot_conn is None:
@@ -642,9 +698,10 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 frames.append(
                     UpstreamFrame(
                         u.dataset,
-                        date.fromisoformat(input_keys[0][:10]),
-                        date.fromisoformat(input_keys[-1][:10]),
+                        input_values[0],
+                        input_values[-1],
                         rows,
+                        keys=tuple(input_values) if up_contract.is_static else (),
                     )
                 )
             landing: LandingZone | None = context.resources.landing if contract.landing else None
@@ -818,7 +875,7 @@ def _evaluate_only(
     except Exception as exc:
         raise_for_retry_policy(exc, f"{contract.name} {mode}")
     _observe(context, partition_keys, evaluation, gate)
-    changed = [d.partition.isoformat() for d in evaluation.diffs if not d.identical]
+    changed = [partition_key(d.partition) for d in evaluation.diffs if not d.identical]
     context.log.info(
         f"{mode}: {len(changed)} of {len(evaluation.diffs)} partitions would change "
         f"({', '.join(changed[:10])}{'...' if len(changed) > 10 else ''}); "
@@ -834,7 +891,7 @@ def _evaluate_only(
         )
         + (
             f"; closed partitions changed (needs a restatement): "
-            f"{[d.isoformat() for d in evaluation.closed_changed]}"
+            f"{[partition_key(d) for d in evaluation.closed_changed]}"
             if evaluation.closed_changed
             else ""
         )
@@ -845,7 +902,7 @@ def _evaluate_only(
             f"would be blocked: {blocked_text}",
             metadata={
                 "blocked_partitions": dg.MetadataValue.json(
-                    {d.isoformat(): w for d, w in sorted(gate.blocked.items())}
+                    {partition_key(d): w for d, w in sorted(gate.blocked.items())}
                 )
             },
             allow_retries=False,
@@ -1000,4 +1057,6 @@ def build_assets(datasets: list[Dataset] | tuple[Dataset, ...]) -> list[dg.Asset
     # both deliberately, so the warning would only be noise at every code-location load.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
+        for d in datasets:  # every contract first: a partition mapping reads its upstream's
+            register(d.contract, d)
         return [build_dataset_asset(d) for d in datasets]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -23,7 +24,12 @@ from ecm_assets.contracts.boundaries import (
     PublishedElsewhere,
     UpstreamRead,
 )
-from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, Dataset, DatasetContract
+from ecm_assets.contracts.dataset import (
+    PROVENANCE_COLUMNS,
+    Dataset,
+    DatasetContract,
+    PartitionValue,
+)
 from ecm_assets.contracts.moves import event_key, settle_moves
 from ecm_assets.contracts.transform import (
     PartitionWindow,
@@ -48,14 +54,22 @@ class UpstreamFrame:
     an UpstreamRelation read in the warehouse (datasets with `upstream_as="relation"`)."""
 
     dataset: str
-    first_partition: date
-    last_partition: date
+    first_partition: PartitionValue
+    last_partition: PartitionValue
     frame: pd.DataFrame | UpstreamRelation
+    #: The keys read, for a list or hash upstream.
+    keys: tuple[str, ...] = ()
 
 
 def business_days(contract: DatasetContract, window: PartitionWindow) -> list[date]:
+    """The business dates a window covers (reference snapshots are pinned per date); list
+    and hash partitions cover none."""
     if contract.grain == "daily":
         return list(window.partitions)
+    if contract.grain == "hourly":
+        return sorted({hour.date() for hour in window.partitions})
+    if contract.is_static:
+        return []
     return [d for month in window.partitions for d in month_days(month)]
 
 
@@ -131,7 +145,7 @@ def lock_inputs(
         else:
             run_ids = tuple(sorted(up.frame["run_id"].dropna().unique())) if len(up.frame) else ()
         read = UpstreamRead(
-            up.dataset, up.first_partition, up.last_partition, len(up.frame), run_ids
+            up.dataset, up.first_partition, up.last_partition, len(up.frame), run_ids, up.keys
         )
         if recorded is not None:
             then = {u.dataset: u for u in recorded.upstream}.get(up.dataset)
@@ -181,8 +195,14 @@ def run_transform(dataset: Dataset, kwargs: dict[str, object]) -> TransformResul
         elsewhere, ingest_of = kwargs[MOVES_KWARG]  # type: ignore[misc]
         result = settle_moves(dataset.contract, window, result, elsewhere, ingest_of)
     if result.counts is None:
-        pcol = pd.to_datetime(result.data[dataset.contract.partition_column]).dt.date
-        rows = pcol.value_counts().reindex(list(window.partitions), fill_value=0)
+        contract = dataset.contract
+        column = result.data[contract.partition_column]
+        if contract.grain in ("daily", "monthly"):
+            rows = pd.to_datetime(column).dt.date.value_counts()
+            rows = rows.reindex(list(window.partitions), fill_value=0)
+        else:  # hours and keys, counted as the values they are
+            seen = Counter(contract.values_of(column))
+            rows = pd.Series([seen.get(p, 0) for p in window.partitions], index=window.partitions)
         counts = pd.DataFrame({"kept": rows.astype("int64")})
         counts.index.name = "partition"
         result = TransformResult(result.data, result.rejects, counts, result.notes)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.boundaries import InputBoundary
-from ecm_assets.contracts.dataset import DatasetContract
+from ecm_assets.contracts.dataset import DatasetContract, partition_key
 from ecm_assets.contracts.periods import last_day
 from ecm_assets.contracts.registry import registered_contracts
 from ecm_assets.manifest.ledger import Manifest, load_manifests
@@ -55,22 +55,26 @@ def guarded_partitions(
     out: dict[date, str] = {}
     if contract.publish_mode == "versioned":
         for d in sorted(set(closed_partitions(conn, contract.name)) & set(partitions)):
-            out[d] = f"{contract.name} {d.isoformat()}"
+            out[d] = f"{contract.name} {partition_key(d)}"
     closed = {
         c.name: closed_partitions(conn, c.name)
         for c in known
         if c.publish_mode == "versioned" and c.name != contract.name
     }
-    if not any(closed.values()):
-        return out
+    if not any(closed.values()) or contract.grain not in ("daily", "monthly"):
+        return out  # impact analysis starts from daily and monthly datasets only
     for p in partitions:
         if p in out:
             continue
         reach = plan_impact(known, contract.name, p, last_day(p, contract.grain), until=None)
         for entry in reach[1:]:
-            hits = [d for d in closed.get(entry.asset, ()) if entry.first <= d <= entry.last]
+            hits = [
+                d
+                for d in closed.get(entry.asset, ())
+                if entry.grain in ("list", "hash") or entry.first <= d <= entry.last
+            ]
             if hits:
-                out[p] = f"{entry.asset} {min(hits).isoformat()}"
+                out[p] = f"{entry.asset} {partition_key(min(hits))}"
                 break
     return out
 
@@ -79,7 +83,7 @@ def own_closed(contract: DatasetContract, partition: date, feeds: str) -> bool:
     """Whether a guarded partition is guarded as a closed partition of the dataset itself
     (not as the upstream of another): those follow the restatement rule unless a run asks
     for review."""
-    return feeds == f"{contract.name} {partition.isoformat()}"
+    return feeds == f"{contract.name} {partition_key(partition)}"
 
 
 def changed_partitions(
@@ -98,7 +102,12 @@ def changed_partitions(
 
     exists = published_table_exists(conn, contract)
     pcol = quote_ident(contract.partition_column)
-    values = pd.to_datetime(accepted[contract.partition_column]).dt.date
+    column = accepted[contract.partition_column]
+    values = (
+        pd.to_datetime(column).dt.date
+        if contract.grain in ("daily", "monthly")
+        else pd.Series(contract.values_of(column), index=accepted.index, dtype=object)
+    )
     out = []
     for p in sorted(set(partitions)):
         new = frame_checksum(contract, accepted[(values == p).to_numpy()])

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ecm_assets.adapters.warehouse import connect
 from ecm_assets.contracts.boundaries import InputBoundary
-from ecm_assets.contracts.dataset import DatasetContract
+from ecm_assets.contracts.dataset import DatasetContract, partition_key
 from ecm_assets.contracts.registry import contract_for
 from ecm_assets.manifest.lease import READ_ONLY_GUARD
 from ecm_assets.manifest.ledger import MANIFEST_TABLE, Manifest
@@ -99,7 +99,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             outputs = obj.manifest.outputs or {}
             rows = outputs.get("rows_by_partition") or {}
             for key in context.asset_partition_keys:
-                iso = contract_for(obj.manifest.asset).partition_value(key).isoformat()
+                iso = partition_key(contract_for(obj.manifest.asset).partition_value(key))
                 context.step_context.add_asset_metadata(
                     {"dagster/row_count": dg.MetadataValue.int(int(rows.get(iso, 0)))},
                     partition_key=key,
@@ -176,7 +176,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                     metadata={
                         "status": "HELD for manual review",
                         "held_rows": dg.MetadataValue.int(
-                            result.rows_by_partition.get(d.isoformat(), 0)
+                            result.rows_by_partition.get(partition_key(d), 0)
                         ),
                         "held_table": result.staging_table,
                         "approve": f"ecm review approve {context.run_id} --asset "
@@ -227,11 +227,11 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
         per_partition = {
             d: {
                 "dagster/row_count": dg.MetadataValue.int(
-                    result.rows_by_partition.get(d.isoformat(), 0)
+                    result.rows_by_partition.get(partition_key(d), 0)
                 ),
-                "business_checksum": result.checksums_by_partition.get(d.isoformat(), ""),
+                "business_checksum": result.checksums_by_partition.get(partition_key(d), ""),
                 **obj.partition_metadata.get(d, {}),
-                **versions.get(d.isoformat(), {}),
+                **versions.get(partition_key(d), {}),
             }
             for d in keys
             if d not in obj.blocked
@@ -283,7 +283,14 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
             context.log.warning(f"warehouse {self.database} does not exist yet: no upstream rows")
             return empty_frame(contract, with_provenance=True)
         with self.connect(context, read_only=True) as conn:
-            return read_partitions(conn, contract, values[0], values[-1], with_provenance=True)
+            return read_partitions(
+                conn,
+                contract,
+                values[0],
+                values[-1],
+                with_provenance=True,
+                partitions=values if contract.is_static else None,
+            )
 
 
 @contextmanager
@@ -304,7 +311,7 @@ def version_metadata(
     """A versioned partition's current and prior version, status and restatement reason."""
     out: dict[str, dict[str, Any]] = {}
     for iso in published:
-        current = current_version(conn, contract.name, date.fromisoformat(iso))
+        current = current_version(conn, contract.name, iso)
         if current is None:
             continue
         closed = closed_partition(conn, contract.name, current.partition_date)
@@ -326,7 +333,7 @@ def version_metadata(
 
 
 def _iso(blocked: dict[date, str]) -> dict[str, str]:
-    return {d.isoformat(): why for d, why in sorted(blocked.items())}
+    return {partition_key(d): why for d, why in sorted(blocked.items())}
 
 
 def _gate_metadata(obj: StagedOutput, decision: str) -> dict[str, Any]:

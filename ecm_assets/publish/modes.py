@@ -20,7 +20,7 @@ import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
-from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract
+from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract, partition_key
 from ecm_assets.manifest.ledger import ensure_ledger, mark_failed, now, transition
 from ecm_assets.manifest.states import RunStatus
 from ecm_assets.publish.protocol import (
@@ -66,7 +66,7 @@ class PartitionDiff:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "partition": self.partition.isoformat(),
+            "partition": partition_key(self.partition),
             "staged_rows": self.staged_rows,
             "published_rows": self.published_rows,
             "added": self.added,
@@ -99,8 +99,10 @@ class EvaluationResult:
             "business_checksum": self.business_checksum,
             "quarantined_rows": self.quarantined_rows,
             "partitions": [d.to_json() for d in self.diffs],
-            "changed_partitions": [d.partition.isoformat() for d in self.diffs if not d.identical],
-            "closed_partitions_changed": [d.isoformat() for d in self.closed_changed],
+            "changed_partitions": [
+                partition_key(d.partition) for d in self.diffs if not d.identical
+            ],
+            "closed_partitions_changed": [partition_key(d) for d in self.closed_changed],
             "shadow_table": self.shadow_table,
         }
 
@@ -124,7 +126,7 @@ def diff_against_published(
         and c.name not in contract.business_key
     ]
     if published_table_exists(conn, contract):
-        where = f"WHERE {owned_filter(pcol)}"
+        where = f"WHERE {owned_filter(pcol, contract.partition_sql_type)}"
         params = owned_params(owned)
         sql = business_checksum_sql(contract, contract.table, where, by_partition=True)
         for part, count, first, second in conn.execute(sql, params).fetchall():
@@ -224,7 +226,7 @@ def evaluate_without_publishing(
     request = replace(request, owned_partitions=tuple(owned))
     rejects = request.rejects
     if rejects is not None and len(rejects):
-        days = pd.to_datetime(rejects["partition_date"]).dt.date
+        days = pd.Series(contract.values_of(rejects["partition_date"]), dtype=object)
         request = replace(request, rejects=rejects[days.isin(set(owned)).to_numpy()])
     rejected = _stage_rejects(request)  # the same boundary check a publish makes
     ensure_ledger(conn)
@@ -275,7 +277,7 @@ def evaluate_without_publishing(
             outputs={
                 **result.to_json(),
                 "blocked_partitions": {
-                    d.isoformat(): w for d, w in sorted(request.blocked.items())
+                    partition_key(d): w for d, w in sorted(request.blocked.items())
                 },
             },
             **extra,

@@ -19,7 +19,6 @@ be repeated after a crash at any point. The `ecm_outbox_delivery` sensor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -113,8 +112,8 @@ def read_owed(conn: duckdb.DuckDBPyConnection) -> list[OwedPublish]:
             contract = contract_for(manifest.asset)
         except KeyError:
             continue  # not a dataset of this code location: leave it for one that knows it
-        shown = _visible_run_ids(conn, contract, [date.fromisoformat(p) for p in partitions])
-        visible = {p: frozenset(shown.get(date.fromisoformat(p), set())) for p in partitions}
+        shown = _visible_run_ids(conn, contract, partitions)  # by partition key
+        visible = {p: frozenset(shown.get(p, set())) for p in partitions}
         out.append(OwedPublish(manifest, tuple(partitions), visible))
     return out
 

@@ -25,7 +25,14 @@ import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
-from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract
+from ecm_assets.contracts.boundaries import partition_from_key
+from ecm_assets.contracts.dataset import (
+    PROVENANCE_COLUMNS,
+    DatasetContract,
+    PartitionValue,
+    bucket_sql,
+    partition_key,
+)
 from ecm_assets.contracts.transform import REJECT_COLUMNS, UpstreamRelation
 from ecm_assets.manifest.lease import liveness
 from ecm_assets.manifest.ledger import (
@@ -65,7 +72,9 @@ QUARANTINE_TABLE = '"ecm_quarantine"."rejected_rows"'
 BLOCKED_TABLE = '"ecm_quarantine"."blocked_rows"'
 QUARANTINE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("asset", "VARCHAR NOT NULL"),
-    ("partition_date", "DATE NOT NULL"),
+    # The partition key (YYYY-MM-DD, YYYY-MM-DD-HH:MM, or a list/hash key); the name stays
+    # from when every partition was a date.
+    ("partition_date", "VARCHAR NOT NULL"),
     ("run_id", "VARCHAR NOT NULL"),
     ("source_file", "VARCHAR"),
     ("source_line", "BIGINT"),
@@ -165,6 +174,23 @@ def ensure_quarantine_table(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {BLOCKED_TABLE} ({cols}, blocked_reason VARCHAR NOT NULL)"
     )
+    for table in ("rejected_rows", "blocked_rows"):
+        widen_partition_column(conn, "ecm_quarantine", table)
+
+
+def widen_partition_column(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> None:
+    """Migrate a ledger table written when every partition was a date: its partition_date
+    column becomes the partition key as text; a date keeps its YYYY-MM-DD text."""
+    found = conn.execute(
+        "SELECT data_type FROM information_schema.columns WHERE table_schema = ? AND "
+        "table_name = ? AND column_name = 'partition_date'",
+        [schema, table],
+    ).fetchone()
+    if found is not None and found[0] == "DATE":
+        conn.execute(
+            f"ALTER TABLE {quote_ident(schema)}.{quote_ident(table)} "
+            "ALTER COLUMN partition_date SET DATA TYPE VARCHAR"
+        )
 
 
 def append_rows(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> int:
@@ -196,12 +222,13 @@ def _split_blocked(request: PublishRequest) -> tuple[PublishRequest, pd.DataFram
     the partition's own quarantine stays with the rows that are still published."""
     if not request.blocked or request.rejects is None or not len(request.rejects):
         return request, None
-    days = pd.to_datetime(request.rejects["partition_date"]).dt.date
+    days = pd.Series(request.contract.values_of(request.rejects["partition_date"]), dtype=object)
     in_blocked = days.isin(set(request.blocked)).to_numpy()
     if not in_blocked.any():
         return request, None
     blocked = request.rejects[in_blocked].copy()
     blocked["blocked_reason"] = [request.blocked[d] for d in days[in_blocked]]
+    blocked["partition_date"] = [partition_key(d) for d in days[in_blocked]]
     blocked = blocked[[*REJECT_COLUMNS, "blocked_reason"]]
     blocked.insert(0, "asset", request.contract.name)
     blocked.insert(2, "run_id", request.run_id)
@@ -316,17 +343,38 @@ def _check_owned_boundary(
     pcol = quote_ident(contract.partition_column)
     owned = sorted(request.owned_partitions)
     offenders = conn.execute(
-        f"SELECT {pcol}, count(*) FROM {staging} WHERE NOT list_contains(?::DATE[], {pcol}) "
-        f"GROUP BY 1 ORDER BY 1 LIMIT 5",
+        f"SELECT {pcol}, count(*) FROM {staging} WHERE NOT "
+        f"list_contains(?::{contract.partition_sql_type}[], {pcol}) GROUP BY 1 ORDER BY 1 LIMIT 5",
         [owned],
     ).fetchall()
     if offenders:
-        shown = ", ".join(f"{contract.partition_column}={v} ({n} rows)" for v, n in offenders)
+        shown = ", ".join(
+            f"{contract.partition_column}={partition_key(v)} ({n} rows)" for v, n in offenders
+        )
         raise OutsideBoundaryError(
             f"dataset {contract.name}: run {request.run_id} owns partitions "
-            f"{owned[0].isoformat()}..{owned[-1].isoformat()} ({len(owned)}), but staged rows "
-            f"carry {shown}. A run may replace only the partitions it owns; nothing was published."
+            f"{partition_key(owned[0])}..{partition_key(owned[-1])} ({len(owned)}), but staged "
+            f"rows carry {shown}. A run may replace only the partitions it owns; nothing was "
+            "published."
         )
+    if contract.grain == "hash":
+        # A row's bucket is decided by its key, never by the transform: a bucket column that
+        # disagrees would put the key in two partitions.
+        assert contract.hash_key is not None and contract.hash_buckets is not None
+        key = quote_ident(contract.hash_key)
+        wrong = conn.execute(
+            f"SELECT {key}::VARCHAR, {pcol}, {bucket_sql(key, contract.hash_buckets)}, count(*) "
+            f"OVER () FROM {staging} WHERE {pcol} <> {bucket_sql(key, contract.hash_buckets)} "
+            "LIMIT 1"
+        ).fetchone()
+        if wrong is not None:
+            raise OutsideBoundaryError(
+                f"dataset {contract.name}: {wrong[3]} staged row(s) carry a bucket their "
+                f"{contract.hash_key} does not hash to, e.g. {contract.hash_key}={wrong[0]!r} in "
+                f"{contract.partition_column}={wrong[1]!r}, which belongs in bucket {wrong[2]!r} "
+                "(sha256 of the key's UTF-8 text, first 8 bytes big-endian, mod "
+                f"{contract.hash_buckets}; contract.buckets_of computes it); nothing was published"
+            )
 
 
 def _reconcile_table_schema(
@@ -475,10 +523,13 @@ def _stage_rejects(request: PublishRequest) -> pd.DataFrame | None:
     frame = frame[REJECT_COLUMNS].copy()
     frame.insert(0, "asset", request.contract.name)
     frame.insert(2, "run_id", request.run_id)
-    owned = {d.isoformat() for d in request.owned_partitions}
-    outside = sorted(
-        {d.isoformat() for d in pd.to_datetime(frame["partition_date"]).dt.date} - owned
-    )
+    owned = {partition_key(d) for d in request.owned_partitions}
+    keys = [
+        None if v is None else partition_key(v)
+        for v in request.contract.values_of(frame["partition_date"])
+    ]
+    frame["partition_date"] = keys
+    outside = sorted({k for k in keys if k is not None} - owned)
     if outside:
         raise OutsideBoundaryError(
             f"dataset {request.contract.name}: rejected rows are attributed to partitions "
@@ -513,7 +564,7 @@ def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRe
                 mode=request.mode,
                 parameters=dict(request.parameters),
                 input_boundary=request.input_boundary,
-                output_boundary=[d.isoformat() for d in sorted(request.owned_partitions)],
+                output_boundary=[partition_key(d) for d in sorted(request.owned_partitions)],
             ),
         )
         status = RunStatus.PLANNED
@@ -579,7 +630,7 @@ def _verify_stored(
         stored: dict[date, tuple[int, str]] = {}
         table = versions_table(contract)
         for partition in owned:
-            version = versions.get(partition.isoformat())
+            version = versions.get(partition_key(partition))
             if version is None:
                 continue
             sql = business_checksum_sql(contract, table, f"WHERE {pcol} = ? AND version = ?")
@@ -587,14 +638,17 @@ def _verify_stored(
             stored[partition] = (n, _format_checksum(n, a, b))
     else:
         sql = business_checksum_sql(
-            contract, contract.table, f"WHERE {owned_filter(pcol)}", by_partition=True
+            contract,
+            contract.table,
+            f"WHERE {owned_filter(pcol, contract.partition_sql_type)}",
+            by_partition=True,
         )
         stored = {
             p: (n, _format_checksum(n, a, b))
             for p, n, a, b in conn.execute(sql, owned_params(owned)).fetchall()
         }
     for partition in owned:
-        if contract.publish_mode == "versioned" and versions.get(partition.isoformat()) is None:
+        if contract.publish_mode == "versioned" and versions.get(partition_key(partition)) is None:
             continue
         want = staged.get(partition, (0, EMPTY_CHECKSUM))
         got = stored.get(partition, (0, EMPTY_CHECKSUM))
@@ -632,13 +686,15 @@ def _check_not_stale(
     pcol = quote_ident(contract.partition_column)
     newer = conn.execute(
         f"SELECT {pcol}, run_id, as_of FROM {contract.table} WHERE "
-        f"{owned_filter(pcol)} AND as_of > ? AND run_id <> ? ORDER BY as_of DESC LIMIT 1",
+        f"{owned_filter(pcol, contract.partition_sql_type)} AND as_of > ? AND run_id <> ? "
+        "ORDER BY as_of DESC LIMIT 1",
         [*owned_params(owned), request.as_of, request.run_id],
     ).fetchone()
     if newer is not None:
         raise StaleInputError(
-            f"dataset {contract.name} partition {newer[0]} was published by run {newer[1]} from "
-            f"an input locked at {newer[2].isoformat()}, after this run's input lock "
+            f"dataset {contract.name} partition {partition_key(newer[0])} was published by run "
+            f"{newer[1]} from an input locked at {newer[2].isoformat()}, after this run's input "
+            "lock "
             f"({request.as_of.isoformat()}); refusing to replace newer output with older. "
             "Rerun to lock a fresh input boundary."
         )
@@ -657,12 +713,20 @@ def _check_upstream_unchanged(
     now_ids: tuple[str, ...] = ()
     if published_table_exists(conn, upstream):
         pcol = quote_ident(upstream.partition_column)
+        keys = list(read.get("keys") or ())
+
+        def value(key: str) -> PartitionValue:  # as recorded, even if outside start..end now
+            return key if upstream.is_static else partition_from_key(key)
+
+        where, params = f"{pcol} BETWEEN ? AND ?", [value(first), value(last)]
+        if keys:  # static upstream: exactly the keys read, not those between them
+            where += f" AND list_contains(?::{upstream.partition_sql_type}[], {pcol})"
+            params.append(keys)
         now_ids = tuple(
             sorted(
                 r
                 for (r,) in conn.execute(
-                    f"SELECT DISTINCT run_id FROM {upstream.table} WHERE {pcol} BETWEEN ? AND ?",
-                    [date.fromisoformat(first), date.fromisoformat(last)],
+                    f"SELECT DISTINCT run_id FROM {upstream.table} WHERE {where}", params
                 ).fetchall()
             )
         )
@@ -715,7 +779,7 @@ def _record_all_blocked(
         staging_table="",
         debris_dropped=(),
         seconds=time.perf_counter() - started,
-        blocked=tuple(d.isoformat() for d in sorted(request.blocked)),
+        blocked=tuple(partition_key(d) for d in sorted(request.blocked)),
     )
 
 
@@ -768,7 +832,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             transition(conn, run_id, asset, RunStatus.VALIDATING)
         _check_owned_boundary(conn, request, staging)
         per_partition, checksum = partition_checksums(conn, contract, staging)
-        by_partition = {d.isoformat(): per_partition[d][0] for d in sorted(per_partition)}
+        by_partition = {partition_key(d): per_partition[d][0] for d in sorted(per_partition)}
         versioned = contract.publish_mode == "versioned"
         if versioned:
             ensure_versioned_storage(conn, contract)
@@ -832,7 +896,9 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         else:
             failpoint("publish.before_delete")
             replaced = conn.execute(
-                f"DELETE FROM {contract.table} WHERE {owned_filter(pcol)}", owned_params(owned)
+                f"DELETE FROM {contract.table} WHERE "
+                f"{owned_filter(pcol, contract.partition_sql_type)}",
+                owned_params(owned),
             ).fetchone()[0]
             failpoint("publish.after_delete")
             # A range is written in date order so zone maps keep pruning by partition.
@@ -849,8 +915,12 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         own_run = " AND run_id = ?" if versioned else ""
         conn.execute(
             f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND "
-            f"{owned_filter('partition_date')}{own_run}",
-            [asset, *owned_params(owned), *([run_id] if versioned else [])],
+            f"{owned_filter('partition_date', 'VARCHAR')}{own_run}",
+            [
+                asset,
+                *owned_params([partition_key(d) for d in owned]),
+                *([run_id] if versioned else []),
+            ],
         )
         quarantined = 0 if rejects is None else append_rows(conn, QUARANTINE_TABLE, rejects)
         keep_blocked_rows(conn, asset, run_id, blocked_rejects)
@@ -866,7 +936,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             "versions": versions or None,
             "replaced_rows": int(replaced),
             "quarantined_rows": quarantined,
-            "blocked_partitions": {d.isoformat(): w for d, w in sorted(request.blocked.items())},
+            "blocked_partitions": {partition_key(d): w for d, w in sorted(request.blocked.items())},
             "approval": dict(request.approval) if request.approval else None,
         }
         detail = None
@@ -922,8 +992,10 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         seconds=time.perf_counter() - started,
         versions=versions,
         recoveries=tuple(recoveries),
-        blocked=tuple(d.isoformat() for d in sorted(request.blocked)),
-        checksums_by_partition={d.isoformat(): per_partition[d][1] for d in sorted(per_partition)},
+        blocked=tuple(partition_key(d) for d in sorted(request.blocked)),
+        checksums_by_partition={
+            partition_key(d): per_partition[d][1] for d in sorted(per_partition)
+        },
     )
 
 
@@ -963,12 +1035,14 @@ def published_table_exists(conn: duckdb.DuckDBPyConnection, contract: DatasetCon
 def read_partitions(
     conn: duckdb.DuckDBPyConnection,
     contract: DatasetContract,
-    first: date,
-    last: date,
+    first: PartitionValue,
+    last: PartitionValue,
     *,
     with_provenance: bool = False,
+    partitions: Sequence[PartitionValue] | None = None,
 ) -> pd.DataFrame:
-    """Published rows of partitions [first, last], in a stable order."""
+    """Published rows of partitions [first, last] (only `partitions` of them, when given: list
+    and hash keys between two read keys are not read), in a stable order."""
     exists = published_table_exists(conn, contract)
     names = contract.column_names + ([n for n, _ in PROVENANCE_COLUMNS] if with_provenance else [])
     if not exists:
@@ -976,9 +1050,12 @@ def read_partitions(
     cols = ", ".join(quote_ident(c) for c in names)
     order = ", ".join(quote_ident(c) for c in contract.business_key)
     pcol = quote_ident(contract.partition_column)
+    where, params = f"{pcol} BETWEEN ? AND ?", [first, last]
+    if partitions is not None:
+        where += f" AND list_contains(?::{contract.partition_sql_type}[], {pcol})"
+        params.append(sorted(partitions))
     return conn.execute(
-        f"SELECT {cols} FROM {contract.table} WHERE {pcol} BETWEEN ? AND ? ORDER BY {order}",
-        [first, last],
+        f"SELECT {cols} FROM {contract.table} WHERE {where} ORDER BY {order}", params
     ).df()
 
 
@@ -1026,6 +1103,7 @@ def upstream_relation(
 
 _PANDAS_TYPES = {
     "DATE": "datetime64[us]",
+    "TIMESTAMP": "datetime64[us]",
     "TIMESTAMPTZ": "datetime64[us, UTC]",
     "BIGINT": "int64",
     "INTEGER": "int32",

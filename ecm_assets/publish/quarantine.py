@@ -10,12 +10,11 @@ certified quarantine, and a rollback shows the quarantine of the version rolled 
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 import duckdb
 
-from ecm_assets.contracts.dataset import DatasetContract
+from ecm_assets.contracts.dataset import DatasetContract, PartitionValue, partition_key
 from ecm_assets.publish.protocol import BLOCKED_TABLE, QUARANTINE_TABLE
 from ecm_assets.publish.versions import current_version
 
@@ -33,7 +32,7 @@ def _exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
 def quarantine_rows(
     conn: duckdb.DuckDBPyConnection,
     contract: DatasetContract,
-    partition: date,
+    partition: PartitionValue,
     *,
     blocked: bool = False,
     run_id: str | None = None,
@@ -47,7 +46,7 @@ def quarantine_rows(
     table = BLOCKED_TABLE if blocked else QUARANTINE_TABLE
     if not _exists(conn, "blocked_rows" if blocked else "rejected_rows"):
         return []
-    where, params = "asset = ? AND partition_date = ?", [contract.name, partition]
+    where, params = "asset = ? AND partition_date = ?", [contract.name, partition_key(partition)]
     if run_id is None and not blocked and contract.publish_mode == "versioned":
         current = current_version(conn, contract.name, partition)
         if current is None:

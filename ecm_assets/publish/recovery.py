@@ -14,14 +14,14 @@ INPUT_LOCKED never staged anything: it simply failed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 from enum import StrEnum
 
 import duckdb
 
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
-from ecm_assets.contracts.dataset import DatasetContract
+from ecm_assets.contracts.dataset import DatasetContract, PartitionValue, partition_key
 from ecm_assets.contracts.registry import contract_for
 from ecm_assets.manifest.lease import liveness
 from ecm_assets.manifest.ledger import EVENT_OWED, Manifest, load_manifests, transition
@@ -52,14 +52,19 @@ class RecoveryResult:
 
 
 def _visible_run_ids(
-    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, partitions: list[date]
-) -> dict[date, set[str]]:
+    conn: duckdb.DuckDBPyConnection,
+    contract: DatasetContract,
+    partitions: Sequence[PartitionValue],
+) -> dict[str, set[str]]:
+    """The runs whose rows each partition shows now, by partition key (partitions may be
+    given as values or keys)."""
+    partitions = sorted(partition_key(p) for p in partitions)
     pcol = quote_ident(contract.partition_column)
     if contract.publish_mode == "versioned":
         ensure_version_ledger(conn)
         rows = conn.execute(
             f"SELECT partition_date, run_id FROM {VERSIONS} WHERE dataset = ? AND "
-            f"{owned_filter('partition_date')} AND status = 'PUBLISHED'",
+            f"{owned_filter('partition_date', 'VARCHAR')} AND status = 'PUBLISHED'",
             [contract.name, *owned_params(partitions)],
         ).fetchall()
     else:
@@ -71,12 +76,13 @@ def _visible_run_ids(
         if not exists:
             return {}
         rows = conn.execute(
-            f"SELECT DISTINCT {pcol}, run_id FROM {contract.table} WHERE {owned_filter(pcol)}",
-            owned_params(partitions),
+            f"SELECT DISTINCT {pcol}, run_id FROM {contract.table} WHERE "
+            f"{owned_filter(pcol, contract.partition_sql_type)}",
+            owned_params([contract.partition_value(p) for p in partitions]),
         ).fetchall()
-    seen: dict[date, set[str]] = {}
+    seen: dict[str, set[str]] = {}
     for partition, run_id in rows:
-        seen.setdefault(partition, set()).add(run_id)
+        seen.setdefault(partition_key(partition), set()).add(run_id)
     return seen
 
 
@@ -111,7 +117,7 @@ def recover_manifest(
             detail=f"recovery: died {previous}, before staging ({why}); nothing to clean",
         )
         return result(Decision.SAFE_TO_RETRY, f"died {previous} before staging: {why}")
-    partitions = sorted(date.fromisoformat(p) for p in manifest.output_boundary)
+    partitions = sorted(manifest.output_boundary)  # partition keys
     visible = _visible_run_ids(conn, contract, partitions)
     mine = [p for p in partitions if visible.get(p) == {manifest.run_id}]
     touched = [p for p in partitions if manifest.run_id in visible.get(p, set())]
@@ -143,8 +149,8 @@ def recover_manifest(
         )
     if touched:
         evidence = (
-            f"partitions {[p.isoformat() for p in touched]} show this run's rows, "
-            f"{[p.isoformat() for p in partitions if p not in mine]} do not fully; data left "
+            f"partitions {touched} show this run's rows, "
+            f"{[p for p in partitions if p not in mine]} do not fully; data left "
             "untouched"
         )
         if manifest.status != RunStatus.UNKNOWN:
@@ -175,7 +181,7 @@ def recover(
     *,
     run_id: str | None = None,
     asset: str | None = None,
-    partitions: list[date] | None = None,
+    partitions: list[PartitionValue] | None = None,
     exclude_run: str | None = None,
     force: bool = False,
     contract: DatasetContract | None = None,
@@ -187,10 +193,10 @@ def recover(
             continue
         if manifest.mode in SYNC_MODES:
             continue  # a sync run resumes from its checkpoints on its next call (docs/sync.md)
-        if partitions is not None:
-            owned = {date.fromisoformat(p) for p in manifest.output_boundary}
-            if not owned & set(partitions):
-                continue
+        if partitions is not None and not (
+            set(manifest.output_boundary) & {partition_key(p) for p in partitions}
+        ):
+            continue
         results.append(recover_manifest(conn, manifest, force=force, contract=contract))
     if partitions is None:
         results += _drop_finished_runs_staging(conn, run_id=run_id, asset=asset)

@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.warehouse import quote_ident
-from ecm_assets.contracts.dataset import DatasetContract
+from ecm_assets.contracts.dataset import DatasetContract, partition_key
 from ecm_assets.manifest.ledger import transition
 from ecm_assets.manifest.states import RunStatus
 
@@ -67,11 +67,13 @@ def hold_staged(
         outputs = {
             "held_table": f"{REVIEW_SCHEMA}.{held_names(contract.name, request.run_id)[0]}",
             "rows": sum(n for n, _ in per_partition.values()),
-            "rows_by_partition": {d.isoformat(): n for d, (n, _) in sorted(per_partition.items())},
+            "rows_by_partition": {
+                partition_key(d): n for d, (n, _) in sorted(per_partition.items())
+            },
             "business_checksum": checksum,
             "quarantined_rows": 0 if rejects is None else len(rejects),
-            "blocked_partitions": {d.isoformat(): w for d, w in sorted(request.blocked.items())},
-            "publishable_partitions": [d.isoformat() for d in sorted(request.owned_partitions)],
+            "blocked_partitions": {partition_key(d): w for d, w in sorted(request.blocked.items())},
+            "publishable_partitions": [partition_key(d) for d in sorted(request.owned_partitions)],
         }
         reasons = "; ".join(
             f["message"]

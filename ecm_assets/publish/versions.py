@@ -10,14 +10,20 @@ version stays readable for audit, diff and rollback.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from enum import StrEnum
 
 import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.warehouse import quote_ident
-from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract
+from ecm_assets.contracts.boundaries import partition_from_key
+from ecm_assets.contracts.dataset import (
+    PROVENANCE_COLUMNS,
+    DatasetContract,
+    PartitionValue,
+    partition_key,
+)
 from ecm_assets.manifest.ledger import LEDGER_SCHEMA, now
 
 VERSIONS = f'"{LEDGER_SCHEMA}"."versions"'
@@ -83,24 +89,31 @@ def versions_table(contract: DatasetContract) -> str:
 def ensure_version_ledger(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{LEDGER_SCHEMA}"')
     conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {VERSIONS} (dataset VARCHAR NOT NULL, partition_date DATE "
+        f"CREATE TABLE IF NOT EXISTS {VERSIONS} (dataset VARCHAR NOT NULL, partition_date VARCHAR "
         "NOT NULL, version BIGINT NOT NULL, run_id VARCHAR NOT NULL, prior_version BIGINT, "
         "reason VARCHAR NOT NULL, status VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL, "
         "rows BIGINT NOT NULL, business_checksum VARCHAR NOT NULL, note VARCHAR)"
     )
     conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {CURRENT} (dataset VARCHAR NOT NULL, partition_date DATE "
+        f"CREATE TABLE IF NOT EXISTS {CURRENT} (dataset VARCHAR NOT NULL, partition_date VARCHAR "
         "NOT NULL, version BIGINT NOT NULL)"
     )
     conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {EVENTS} (dataset VARCHAR NOT NULL, partition_date DATE NOT "
+        f"CREATE TABLE IF NOT EXISTS {EVENTS} (dataset VARCHAR NOT NULL, "
+        "partition_date VARCHAR NOT "
         "NULL, recorded_at TIMESTAMPTZ NOT NULL, action VARCHAR NOT NULL, from_version BIGINT, "
         "to_version BIGINT, run_id VARCHAR, actor VARCHAR, reason VARCHAR)"
     )
     conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {CLOSED} (dataset VARCHAR NOT NULL, partition_date DATE NOT "
+        f"CREATE TABLE IF NOT EXISTS {CLOSED} (dataset VARCHAR NOT NULL, "
+        "partition_date VARCHAR NOT "
         "NULL, closed_at TIMESTAMPTZ NOT NULL, closed_by VARCHAR, note VARCHAR)"
     )
+    # The ledger keys partitions by their key text (dates, hours, list and hash keys alike).
+    from ecm_assets.publish.protocol import widen_partition_column
+
+    for table in ("versions", "current_versions", "version_events", "closed_partitions"):
+        widen_partition_column(conn, LEDGER_SCHEMA, table)
 
 
 def _ledger_exists(conn: duckdb.DuckDBPyConnection) -> bool:
@@ -116,8 +129,8 @@ def _ledger_exists(conn: duckdb.DuckDBPyConnection) -> bool:
 def check_closed_partitions(
     conn: duckdb.DuckDBPyConnection,
     contract: DatasetContract,
-    owned: list[date],
-    checksums: dict[date, tuple[int, str]],
+    owned: list[PartitionValue],
+    checksums: dict[PartitionValue, tuple[int, str]],
     restatement_reason: str | None,
 ) -> None:
     """Refuse, before anything is committed, a change to a closed partition without a reason."""
@@ -161,7 +174,7 @@ def _current_checksum(
         contract,
         versions_table(contract),
         f"WHERE {pcol} = ? AND version = ?",
-        [current.partition_date, current.version],
+        [contract.partition_value(current.partition_date), current.version],
     )
 
 
@@ -186,19 +199,26 @@ def ensure_versioned_storage(conn: duckdb.DuckDBPyConnection, contract: DatasetC
     cols.append('"version" BIGINT NOT NULL')
     cols += [f"{quote_ident(n)} {t} NOT NULL" for n, t in PROVENANCE_COLUMNS]
     conn.execute(f"CREATE TABLE IF NOT EXISTS {versions_table(contract)} ({', '.join(cols)})")
-    if kind is None:
-        pcol = quote_ident(contract.partition_column)
-        conn.execute(
-            f"CREATE VIEW {contract.table} AS SELECT d.* FROM {versions_table(contract)} d "
-            f"JOIN {CURRENT} c ON c.dataset = '{contract.name}' AND c.partition_date = d.{pcol} "
-            "AND c.version = d.version"
-        )
+    pcol = quote_ident(contract.partition_column)
+    view = (
+        f"SELECT d.* FROM {versions_table(contract)} d JOIN {CURRENT} c ON c.dataset = "
+        f"'{contract.name}' AND c.partition_date = {contract.partition_key_sql(f'd.{pcol}')} "
+        "AND c.version = d.version"
+    )
+    found = conn.execute(
+        "SELECT sql FROM duckdb_views() WHERE schema_name = ? AND view_name = ?",
+        [contract.schema, contract.name],
+    ).fetchone()
+    if found is None or contract.partition_key_sql(f"d.{pcol}") not in found[0]:
+        # New, or written when the pointer's partition was a DATE: (re)defined by key text.
+        conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {view}")
 
 
 @dataclass(frozen=True)
 class PartitionVersion:
     dataset: str
-    partition_date: date
+    #: The partition key (the column's name stays from when every partition was a date).
+    partition_date: str
     version: int
     run_id: str
     prior_version: int | None
@@ -211,10 +231,11 @@ class PartitionVersion:
 
 
 def current_version(
-    conn: duckdb.DuckDBPyConnection, dataset: str, partition: date
+    conn: duckdb.DuckDBPyConnection, dataset: str, partition: PartitionValue
 ) -> PartitionVersion | None:
     if not _ledger_exists(conn):
         return None
+    partition = partition_key(partition)
     row = conn.execute(
         f"SELECT v.* FROM {VERSIONS} v JOIN {CURRENT} c USING (dataset, partition_date, version) "
         "WHERE dataset = ? AND partition_date = ?",
@@ -224,48 +245,49 @@ def current_version(
 
 
 def list_versions(
-    conn: duckdb.DuckDBPyConnection, dataset: str, partition: date | None = None
+    conn: duckdb.DuckDBPyConnection, dataset: str, partition: PartitionValue | None = None
 ) -> list[PartitionVersion]:
     if not _ledger_exists(conn):
         return []
     where, params = "dataset = ?", [dataset]
     if partition is not None:
         where += " AND partition_date = ?"
-        params.append(partition)
+        params.append(partition_key(partition))
     rows = conn.execute(
         f"SELECT * FROM {VERSIONS} WHERE {where} ORDER BY partition_date, version", params
     ).fetchall()
     return [PartitionVersion(*r) for r in rows]
 
 
-def closed_partitions(conn: duckdb.DuckDBPyConnection, dataset: str) -> list[date]:
-    """Every closed partition of a dataset."""
+def closed_partitions(conn: duckdb.DuckDBPyConnection, dataset: str) -> list[PartitionValue]:
+    """Every closed partition of a dataset (dates, hours or keys)."""
     if not _ledger_exists(conn):
         return []
     rows = conn.execute(
         f"SELECT partition_date FROM {CLOSED} WHERE dataset = ? ORDER BY 1", [dataset]
     ).fetchall()
-    return [r[0] for r in rows]
+    return [partition_from_key(r[0]) for r in rows]
 
 
-def closed_partition(conn: duckdb.DuckDBPyConnection, dataset: str, partition: date):
+def closed_partition(conn: duckdb.DuckDBPyConnection, dataset: str, partition: PartitionValue):
     if not _ledger_exists(conn):
         return None
     return conn.execute(
         f"SELECT closed_at, closed_by, note FROM {CLOSED} WHERE dataset = ? AND partition_date = ?",
-        [dataset, partition],
+        [dataset, partition_key(partition)],
     ).fetchone()
 
 
 def close_partition(
     conn: duckdb.DuckDBPyConnection,
     contract: DatasetContract,
-    partition: date,
+    partition: PartitionValue,
     *,
     actor: str,
     note: str | None = None,
 ) -> None:
     """Mark a published partition closed: later changes need a restatement with a reason."""
+    partition = partition_key(partition)
     if contract.publish_mode != "versioned":
         raise ValueError(
             f"dataset {contract.name} publishes in replace mode; closed periods need immutable "
@@ -298,8 +320,8 @@ def publish_versions(
     conn: duckdb.DuckDBPyConnection,
     contract: DatasetContract,
     staging: str,
-    owned: list[date],
-    checksums: dict[date, tuple[int, str]],
+    owned: list[PartitionValue],
+    checksums: dict[PartitionValue, tuple[int, str]],
     *,
     run_id: str,
     reason: str | None,
@@ -314,8 +336,9 @@ def publish_versions(
     names = [*contract.column_names, "version", *(n for n, _ in PROVENANCE_COLUMNS)]
     staged_names = [*contract.column_names, "?", *(n for n, _ in PROVENANCE_COLUMNS)]
     published: dict[str, int | None] = {}
-    for partition in owned:
-        rows, checksum = checksums.get(partition, (0, EMPTY_CHECKSUM))
+    for value in owned:
+        rows, checksum = checksums.get(value, (0, EMPTY_CHECKSUM))
+        partition = partition_key(value)  # how the ledger names it
         current = current_version(conn, contract.name, partition)
         closed = closed_partition(conn, contract.name, partition)
         if closed is not None:
@@ -323,7 +346,7 @@ def publish_versions(
                 current is not None
                 and _current_checksum(conn, contract, current, checksum) == checksum
             ):
-                published[partition.isoformat()] = current.version
+                published[partition] = current.version
                 continue
             if not restatement_reason:
                 raise ClosedPeriodError(
@@ -349,7 +372,7 @@ def publish_versions(
             f"INSERT INTO {versions_table(contract)} ({', '.join(map(quote_ident, names))}) "
             f"SELECT {', '.join(n if n == '?' else quote_ident(n) for n in staged_names)} "
             f"FROM {staging} WHERE {pcol} = ?",
-            [version, partition],
+            [version, value],
         )
         if current is not None:
             conn.execute(
@@ -399,20 +422,21 @@ def publish_versions(
                 why,
             ],
         )
-        published[partition.isoformat()] = version
+        published[partition] = version
     return published
 
 
 def rollback(
     conn: duckdb.DuckDBPyConnection,
     contract: DatasetContract,
-    partition: date,
+    partition: PartitionValue,
     to_version: int,
     *,
     actor: str,
     reason: str,
 ) -> tuple[int, int]:
     """Move the pointer back to an earlier version; recorded as an event, nothing is deleted."""
+    partition = partition_key(partition)
     ensure_version_ledger(conn)
     conn.execute("BEGIN TRANSACTION")
     try:
@@ -459,7 +483,7 @@ def rollback(
 def diff_versions(
     conn: duckdb.DuckDBPyConnection,
     contract: DatasetContract,
-    partition: date,
+    partition: PartitionValue,
     old: int,
     new: int,
 ) -> pd.DataFrame:
@@ -470,7 +494,10 @@ def diff_versions(
         raise VersionError(
             f"{contract.name} {partition} has no version(s) {missing}; versions: {sorted(known)}"
         )
-    key = [k for k in contract.business_key if k != contract.partition_column]
+    # One row per partition (the key is the partition column alone): compare on it.
+    key = [k for k in contract.business_key if k != contract.partition_column] or [
+        contract.partition_column
+    ]
     values = [c for c in contract.column_names if c not in contract.business_key]
     pcol = quote_ident(contract.partition_column)
     table = versions_table(contract)
@@ -488,4 +515,5 @@ def diff_versions(
             f"USING ({key_sql}) WHERE a.{q} IS DISTINCT FROM b.{q}"
         )
     sql = " UNION ALL ".join(parts) + f" ORDER BY {key_sql}, column_name"
-    return conn.execute(sql, {"p": partition, "old": old, "new": new}).df()
+    value = contract.partition_value(partition_key(partition))
+    return conn.execute(sql, {"p": value, "old": old, "new": new}).df()

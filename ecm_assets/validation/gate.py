@@ -19,7 +19,7 @@ import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
@@ -34,7 +34,7 @@ from pandas.core.util.hashing import combine_hash_arrays
 from pandera.errors import SchemaErrors
 
 from ecm_assets.contracts.boundaries import ReferenceSnapshot
-from ecm_assets.contracts.dataset import Dataset, DatasetContract
+from ecm_assets.contracts.dataset import Dataset, DatasetContract, partition_key
 from ecm_assets.contracts.quality import (
     JSON_TYPES_COLUMN,
     SEVERITY_KEY,
@@ -94,7 +94,7 @@ class Finding:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["severity"] = str(self.severity)
-        out["partition"] = self.partition.isoformat() if self.partition else None
+        out["partition"] = partition_key(self.partition) if self.partition else None
         out["sample"] = list(self.sample)
         return out
 
@@ -139,7 +139,7 @@ class GateResult:
         for f in self.failures:
             if not f.severity.blocks:
                 continue
-            where = f.partition.isoformat() if f.partition else "run"
+            where = partition_key(f.partition) if f.partition else "run"
             lines.append(f"{f.severity} {f.rule} [{where}]: {f.message}")
         return "\n".join(lines)
 
@@ -147,7 +147,9 @@ class GateResult:
         """The manifest's `quality` record."""
         return {
             "decision": str(self.decision),
-            "blocked_partitions": {d.isoformat(): why for d, why in sorted(self.blocked.items())},
+            "blocked_partitions": {
+                partition_key(d): why for d, why in sorted(self.blocked.items())
+            },
             "failures": [f.to_json() for f in self.failures],
             "rules_checked": sorted({f.rule for f in self.findings}),
             "metrics": self.metrics,
@@ -548,6 +550,9 @@ class _Parts:
     def __init__(
         self, contract: DatasetContract, data: pd.DataFrame, window: PartitionWindow
     ) -> None:
+        if contract.grain not in ("daily", "monthly"):
+            self._by_value(contract, data, window)
+            return
         if contract.partition_column in data.columns:
             values = _to_datetime(data[contract.partition_column])
             if getattr(values.dt, "tz", None) is not None:
@@ -594,6 +599,43 @@ class _Parts:
             and not normalized
             else None
         )
+
+    def _by_value(
+        self, contract: DatasetContract, data: pd.DataFrame, window: PartitionWindow
+    ) -> None:
+        """Hourly, list and hash partitions: each row's partition is its column's value (an
+        hour, or a key), factorized as it is; nothing is normalized to a day."""
+        pcol = contract.partition_column
+        column = data[pcol] if pcol in data.columns else pd.Series([], dtype=object)
+        if contract.grain == "hourly":
+            values = _to_datetime(column)
+            if getattr(values.dt, "tz", None) is not None:
+                values = values.dt.tz_convert(contract.timezone).dt.tz_localize(None)
+            self.series = values.astype("datetime64[ns]")
+            self.values = self.series.to_numpy()
+            codes, uniques = pd.factorize(self.values)
+            self.days = np.asarray(uniques, dtype="datetime64[ns]")
+            self.dates = [pd.Timestamp(d).to_pydatetime() for d in self.days]
+        else:
+            self.series = column.astype(object).where(column.notna(), None)
+            self.values = self.series.to_numpy(dtype=object)
+            codes, uniques = pd.factorize(self.values)
+            self.days = np.asarray(uniques, dtype=object)
+            self.dates = [str(d) for d in self.days]
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.runs = None
+        self.column = None
+        counts = np.bincount(self.codes[self.codes >= 0], minlength=len(self.days))
+        self.has_nat = bool(len(self.codes)) and bool((self.codes < 0).any())
+        self.rows_by_part = {d: int(n) for d, n in zip(self.dates, counts.tolist(), strict=True)}
+        position = {p: i for i, p in enumerate(window.partitions)}
+        self.day_of_window = np.full(len(window.partitions), -1, dtype=np.int64)
+        for k, d in enumerate(self.dates):
+            if d in position:
+                self.day_of_window[position[d]] = k
+        lookup = np.array([position.get(d, -1) for d in self.dates] + [-1], dtype=np.int64)
+        self.size = len(window.partitions)
+        self.window_codes = lookup[self.codes]
 
     def groups(self, keep: np.ndarray | None = None) -> list[np.ndarray]:
         """Row positions (ascending) of each window partition, optionally only `keep` rows."""
@@ -989,7 +1031,18 @@ def evaluate(inp: GateInput) -> GateResult:
             pass  # needs the quarantine outcome: applied in _result
     for tb in quality.time_bounds:
         values = work.naive_utc(tb.column)
-        if contract.grain == "monthly":
+        if contract.is_static:
+            raise ValueError(
+                f"dataset {contract.name}: rule {tb.name} bounds {tb.column} by its partition's "
+                f"period, but {contract.grain} partitions have none"
+            )
+        if contract.grain == "hourly":
+            # The partition is a wall-clock hour of the contract's zone; values are UTC.
+            start = parts.series.dt.tz_localize(contract.timezone).dt.tz_convert("UTC")
+            start = start.dt.tz_localize(None).to_numpy()
+            ts = values.to_numpy()
+            bad = ~((ts >= start) & (ts < start + np.timedelta64(1, "h")))
+        elif contract.grain == "monthly":
             start = parts.series
             bad = ~((values >= start) & (values < start + pd.offsets.MonthBegin(1))).to_numpy()
         else:
@@ -1047,10 +1100,10 @@ def _boundary_findings(
                 passed=False,
                 failed=sum(foreign.values()),
                 column=pcol,
-                sample=tuple(d.isoformat() for d in days[:SAMPLE_SIZE]),
+                sample=tuple(partition_key(d) for d in days[:SAMPLE_SIZE]),
                 message=f"{sum(foreign.values())} row(s) have {pcol} outside the run's "
-                f"partitions {window.first}..{window.last}: "
-                + ", ".join(d.isoformat() for d in days[:SAMPLE_SIZE]),
+                f"partitions {partition_key(window.first)}..{partition_key(window.last)}: "
+                + ", ".join(partition_key(d) for d in days[:SAMPLE_SIZE]),
             )
         )
     return out
@@ -1393,7 +1446,7 @@ def _referential(col: _Collector, inp: GateInput, work: _Work, rule: Referential
     day_version = np.full(len(parts.days) + 1, -1, dtype=np.int64)
     for v, (_, on_days) in enumerate(versions):
         for k, d in enumerate(parts.dates):
-            if d in on_days:
+            if (d.date() if isinstance(d, datetime) else d) in on_days:
                 day_version[k] = v
     row_version = day_version[parts.codes]
     checked = (row_version >= 0) & (codes >= 0)
@@ -1494,9 +1547,14 @@ def _newest_by_day(stamps: pd.Series, parts: _Parts) -> dict[date, pd.Timestamp]
     return dict(zip(parts.dates, stamps, strict=True))
 
 
-def _by_day(values: pd.Series, days: np.ndarray) -> dict[date, Any]:
-    """values.groupby(days).sum(), keyed by date (rows without a day are left out)."""
+def _by_day(values: pd.Series, days: np.ndarray, hourly: bool = False) -> dict[Any, Any]:
+    """values.groupby(days).sum(), keyed by partition value: a date, an hour (`hourly`) or a
+    list/hash key (rows without a partition are left out)."""
     sums = values.groupby(days).sum()
+    if days.dtype.kind != "M":
+        return dict(sums.items())
+    if hourly:
+        return {pd.Timestamp(t).to_pydatetime(): v for t, v in sums.items()}
     return {pd.Timestamp(t).date(): v for t, v in sums.items()}
 
 
@@ -1506,9 +1564,13 @@ def _drift(inp: GateInput, work: _Work, rule: Drift, publish: np.ndarray) -> lis
     published = inp.published
     if published is None or published.empty:
         return []
-    old_parts = _partition_dates(inp.contract, published).dt.date
-    old = published[rule.column].groupby(old_parts.to_numpy()).sum()
-    new = _by_day(work.data[rule.column][publish], work.parts.values[publish])
+    if inp.contract.grain in ("daily", "monthly"):
+        old_parts = _partition_dates(inp.contract, published).dt.date.to_numpy()
+    else:
+        old_parts = np.asarray(inp.contract.values_of(published[inp.contract.partition_column]))
+    old = published[rule.column].groupby(old_parts).sum()
+    hourly = inp.contract.grain == "hourly"
+    new = _by_day(work.data[rule.column][publish], work.parts.values[publish], hourly)
     findings = []
     for p in inp.window.partitions:
         if p not in old.index or (rule.closed_only and p not in inp.closed):
@@ -1536,6 +1598,44 @@ def _drift(inp: GateInput, work: _Work, rule: Drift, publish: np.ndarray) -> lis
     return findings
 
 
+def _upstream_partitions(
+    contract: DatasetContract, upstream: DatasetContract, source: pd.DataFrame, control: str
+) -> pd.Series:
+    """The partition of `contract` each upstream row counts toward in a control total.
+
+    Time grains align by time (a day's rows to its month). A list or hash dataset reading
+    an upstream partitioned otherwise aligns each upstream row by its own values: its
+    partition column's value (list) or the bucket of its hash key (hash), which the upstream
+    must therefore carry under the same column name.
+    """
+    if contract.is_static and (
+        upstream.grain != contract.grain or upstream.static_keys != contract.static_keys
+    ):
+        column = contract.partition_column if contract.grain == "list" else contract.hash_key
+        assert column is not None
+        if column not in source.columns:
+            raise ValueError(
+                f"dataset {contract.name}: control total {control} sums upstream "
+                f"{upstream.name} per {contract.grain} partition, by the upstream's column "
+                f"{column!r}, which it does not have"
+            )
+        if contract.grain == "list":
+            return source[column].astype(object).where(source[column].notna(), None)
+        return pd.Series(contract.buckets_of(source[column].tolist()), index=source.index)
+    if contract.grain not in ("daily", "monthly") and upstream.grain == contract.grain:
+        values = upstream.values_of(source[upstream.partition_column])
+        if contract.grain == "hourly":
+            return pd.Series(pd.to_datetime(pd.Series(values, dtype=object)), index=source.index)
+        return pd.Series(values, index=source.index, dtype=object)
+    if contract.grain not in ("daily", "monthly"):
+        raise ValueError(
+            f"dataset {contract.name}: control total {control} cannot align {upstream.grain} "
+            f"upstream {upstream.name} to {contract.grain} partitions"
+        )
+    up_days = _partition_dates(upstream, source)
+    return up_days.dt.to_period("M").dt.start_time if contract.grain == "monthly" else up_days
+
+
 def _control_totals(
     inp: GateInput, accepted: pd.DataFrame, accepted_days: Callable[[], np.ndarray]
 ) -> tuple[dict[date, dict[str, dict[str, float]]], list[Finding]]:
@@ -1550,6 +1650,7 @@ def _control_totals(
             )
         from ecm_assets.contracts.registry import contract_for
 
+        hourly = inp.contract.grain == "hourly"
         if isinstance(source, UpstreamRelation):
             # Summed where the upstream rows are, in the transform's snapshot.
             totals_in = source.totals(
@@ -1559,22 +1660,17 @@ def _control_totals(
             )
         else:
             up_contract = contract_for(ct.upstream)
-            up_days = _partition_dates(up_contract, source)
             mask = np.ones(len(source), dtype=bool)
             for column, value in ct.upstream_filter:
                 mask &= (source[column] == value).to_numpy()
-            key = (
-                up_days.dt.to_period("M").dt.start_time
-                if inp.contract.grain == "monthly"
-                else up_days
-            )
+            key = _upstream_partitions(inp.contract, up_contract, source, ct.name)
             values = (
                 source[ct.upstream_column]
                 if ct.upstream_column
                 else pd.Series(1, index=source.index)
             )
-            totals_in = _by_day(values[mask], key[mask].to_numpy())
-        totals_out = _by_day(accepted[ct.output_column], accepted_days())
+            totals_in = _by_day(values[mask], key[mask].to_numpy(), hourly)
+        totals_out = _by_day(accepted[ct.output_column], accepted_days(), hourly)
         for p in inp.window.partitions:
             t_in, t_out = float(totals_in.get(p, 0)), float(totals_out.get(p, 0))
             ok = abs(t_in - t_out) <= 1e-9 * max(1.0, abs(t_in))
@@ -1671,6 +1767,10 @@ def _result(
         parse_rejects.groupby(pd.to_datetime(parse_rejects["partition_date"]).dt.date)
         .size()
         .to_dict()
+        if inp.contract.grain in ("daily", "monthly") and len(parse_rejects)
+        else pd.Series(inp.contract.values_of(parse_rejects["partition_date"]), dtype=object)
+        .value_counts()
+        .to_dict()
         if len(parse_rejects)
         else {}
     )
@@ -1753,7 +1853,7 @@ def _result(
                 )
                 entry[f"{tb.column}_min"] = ts.min().isoformat()
                 entry[f"{tb.column}_max"] = ts.max().isoformat()
-        per_partition[p.isoformat()] = entry
+        per_partition[partition_key(p)] = entry
         findings.append(
             Finding(
                 "reconciliation",
@@ -1813,14 +1913,17 @@ def _result(
             decision = Decision.PUBLISH
     blocked_rows = pd.DataFrame(columns=REJECT_COLUMNS)
     if blocked and len(accepted):
-        days = np.array([np.datetime64(d, "ns") for d in blocked])
+        if inp.contract.is_static:
+            days = np.array(list(blocked), dtype=object)
+        else:
+            days = np.array([np.datetime64(d, "ns") for d in blocked])
         withheld = np.isin(accepted_days(), days)
         if withheld.any():
             blocked_rows = _blocked_rows(inp, accepted, accepted_days(), withheld, keep, blocked)
         accepted = _rows(accepted, ~withheld)
     for d in blocked:
         # Published rows are accepted; the rows of a blocked partition are withheld.
-        entry = per_partition.get(d.isoformat())
+        entry = per_partition.get(partition_key(d))
         if entry is not None:
             entry["blocked"], entry["accepted"] = entry["accepted"], 0
     quarantined = pd.concat(
@@ -1869,16 +1972,23 @@ def _blocked_rows(
 ) -> pd.DataFrame:
     """The accepted rows of blocked partitions as evidence rows (REJECT_COLUMNS)."""
     rows = accepted.iloc[np.flatnonzero(withheld)]
-    when = pd.to_datetime(days[withheld])
+    static, hourly = inp.contract.is_static, inp.contract.grain == "hourly"
+    when = days[withheld] if static else pd.to_datetime(days[withheld])
     codes, uniques = pd.factorize(when)
-    reasons = np.array([_short(blocked[t.date()]) for t in uniques], dtype=object)
+    reasons = np.array(
+        [
+            _short(blocked[t if static else t.to_pydatetime() if hourly else t.date()])
+            for t in uniques
+        ],
+        dtype=object,
+    )
     source = None
     if inp.source_rows is not None and len(inp.source_rows) == len(inp.data):
         positions = np.arange(len(inp.data)) if keep is None else np.flatnonzero(keep)
         source = inp.source_rows.iloc[positions[np.flatnonzero(withheld)]]
     return pd.DataFrame(
         {
-            "partition_date": when.to_numpy(),
+            "partition_date": when if static else when.to_numpy(),
             "source_file": rows["source_file"].astype(str).to_numpy()
             if "source_file" in rows
             else None,

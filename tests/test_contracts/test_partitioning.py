@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date
+import os
+import subprocess
+import sys
+from datetime import date, datetime
 
+import duckdb
 import pytest
 
 from ecm_assets import Column, DatasetContract, PartitioningError, PartitionKeyError
+from ecm_assets.contracts.dataset import bucket_sql, hash_bucket, partition_key
+from ecm_assets.orchestration.partitions import partitions_for
 
 
 def contract(**partitioning: object) -> DatasetContract:
@@ -69,3 +75,159 @@ def test_a_contract_without_start_cannot_become_an_asset() -> None:
     c = contract(start=None)
     with pytest.raises(PartitioningError, match="declare where its partitions start"):
         _ = c.start_date
+
+
+# -- hourly, list and hash partitions ----------------------------------------------------
+
+
+def text_keyed(**partitioning: object) -> DatasetContract:
+    return DatasetContract(
+        name="spend",
+        description="spend per customer",
+        columns=(
+            Column("part", "VARCHAR", nullable=False),
+            Column("customer_id", "VARCHAR", nullable=False),
+            Column("amount", "DOUBLE"),
+        ),
+        partition_column="part",
+        business_key=("customer_id",),
+        **partitioning,
+    )
+
+
+@pytest.mark.parametrize(
+    ("partitioning", "message"),
+    [
+        ({"grain": "hash", "hash_buckets": 4}, r"hash partitions need hash_key"),
+        ({"grain": "hash", "hash_key": "nope", "hash_buckets": 4}, r"hash_key 'nope' is not a"),
+        ({"grain": "hash", "hash_key": "amount", "hash_buckets": 4}, r"'amount' is DOUBLE"),
+        ({"grain": "hash", "hash_key": "customer_id", "hash_buckets": 0}, r"whole number >= 1"),
+        ({"grain": "hash", "hash_key": "customer_id"}, r"need hash_buckets.*\(got None\)"),
+        ({"grain": "hash", "hash_key": "customer_id", "hash_buckets": True}, r"got True"),
+        ({"grain": "list"}, r"need partition_values, a non-empty tuple"),
+        ({"grain": "list", "partition_values": "north"}, r"need partition_values"),
+        ({"grain": "list", "partition_values": ("a", "b", "a")}, r"duplicate .*\['a'\]"),
+        ({"grain": "list", "partition_values": ("a", "")}, r"keys \[''\] are not valid"),
+        ({"grain": "list", "partition_values": ("a", "b...c")}, r"'b\.\.\.c'"),
+        ({"grain": "list", "partition_values": ("a",), "start": "2019-01-01"}, r"remove start"),
+        ({"grain": "list", "partition_values": ("a",), "timezone": "Asia/Jakarta"}, "timezone"),
+        ({"grain": "list", "partition_values": ("a",), "hash_buckets": 2}, r"not hash_key"),
+        ({"grain": "daily", "partition_values": ("a",)}, r"belong to grain='list' or 'hash'"),
+    ],
+)
+def test_bad_static_partitioning_is_named(partitioning: dict[str, object], message: str) -> None:
+    with pytest.raises(PartitioningError, match=message):
+        text_keyed(**partitioning)
+
+
+def test_the_partition_column_type_follows_the_grain() -> None:
+    with pytest.raises(ValueError, match=r"'day' must be VARCHAR NOT NULL \(list partitions\)"):
+        contract(grain="list", partition_values=("a",), start=None)
+    with pytest.raises(ValueError, match=r"'day' must be TIMESTAMP NOT NULL \(hourly"):
+        contract(grain="hourly")
+
+
+def hourly(**kw: object) -> DatasetContract:
+    return DatasetContract(
+        name="meters",
+        description="kWh per hour",
+        columns=(Column("hour", "TIMESTAMP", nullable=False), Column("kwh", "DOUBLE")),
+        partition_column="hour",
+        business_key=("hour",),
+        **{"grain": "hourly", "start": "2026-01-01", "end": "2026-01-02", **kw},
+    )
+
+
+def test_hourly_keys_are_whole_hours_inside_start_and_end() -> None:
+    c = hourly(timezone="Asia/Jakarta")
+    assert c.partition_value("2026-01-02-23:00") == datetime(2026, 1, 2, 23)
+    for key in ("2026-01-03-00:00", "2025-12-31-23:00"):
+        with pytest.raises(PartitionKeyError, match="outside its partitions"):
+            c.partition_value(key)
+    for key in ("2026-01-01-05:30", "2026-01-01 05:00", "2026-01-01", "2026-01-01-05:00x"):
+        with pytest.raises(PartitionKeyError, match=r"valid: hourly 2026-01-01-00:00\.\."):
+            c.partition_value(key)
+    keys = partitions_for(c).get_partition_keys()
+    assert (len(keys), keys[0], keys[-1]) == (48, "2026-01-01-00:00", "2026-01-02-23:00")
+    assert all(partition_key(c.partition_value(k)) == k for k in keys)
+
+
+def test_hourly_partitions_in_a_zone_with_daylight_saving_are_refused() -> None:
+    """Wall-clock hour values would give the repeated autumn hour two partitions, one value."""
+    with pytest.raises(PartitioningError, match=r"America/New_York.*2026-03-08 and 2026-03-09"):
+        hourly(timezone="America/New_York", end="2026-12-31")
+    hourly(timezone="America/New_York", end="2026-02-01")  # no change inside the range
+
+
+def test_list_and_hash_keys_and_their_dagster_partitions() -> None:
+    regions = text_keyed(grain="list", partition_values=("north", "south", "east"))
+    assert partitions_for(regions).get_partition_keys() == ["north", "south", "east"]
+    assert regions.partition_value("east") == "east"
+    with pytest.raises(PartitionKeyError, match=r"'west' is not a .*list of 3: north, south"):
+        regions.partition_value("west")
+    buckets = text_keyed(grain="hash", hash_key="customer_id", hash_buckets=12)
+    keys = partitions_for(buckets).get_partition_keys()
+    assert keys == [f"{i:02d}" for i in range(12)]
+    with pytest.raises(PartitionKeyError, match=r"hash buckets of customer_id: 00\.\.11 \(12\)"):
+        buckets.partition_value("12")
+
+
+#: key -> (bucket of 16, of 7, of 1000). Computed once from sha256 by hand; a change of the
+#: algorithm (Python's salted hash(), DuckDB's hash(), another digest or byte order) moves
+#: published rows between partitions, so it must fail here first.
+BUCKETS = {
+    "customer-1": (7, 5, 135),
+    "customer-2": (0, 6, 256),
+    "Z1": (15, 4, 343),
+    "42": (13, 2, 637),
+    "Staten Island": (15, 3, 831),
+    "Ünïcödé": (6, 0, 574),
+    "": (4, 1, 652),
+}
+
+
+def test_hash_buckets_are_a_fixed_function_of_the_key() -> None:
+    for key, want in BUCKETS.items():
+        assert tuple(hash_bucket(key, n) for n in (16, 7, 1000)) == want, key
+    assert hash_bucket(42, 16) == BUCKETS["42"][0]  # an integer key hashes as its text
+    c = text_keyed(grain="hash", hash_key="customer_id", hash_buckets=16)
+    assert c.buckets_of(list(BUCKETS)) == [f"{v[0]:02d}" for v in BUCKETS.values()]
+    # DuckDB computes the same buckets (the publish protocol checks staged rows with it).
+    keys = list(BUCKETS)
+    with duckdb.connect() as conn:
+        got = conn.execute(
+            f"SELECT {bucket_sql('k', 16)} FROM unnest(?::VARCHAR[]) WITH ORDINALITY t(k, i) "
+            "ORDER BY i",
+            [keys],
+        ).fetchall()
+    assert [g for (g,) in got] == c.buckets_of(keys)
+
+
+def test_hash_buckets_agree_across_processes() -> None:
+    """Python's hash() is salted per process; a bucket must not be."""
+    code = (
+        "from ecm_assets.contracts.dataset import hash_bucket;"
+        "print([hash_bucket(k, 1000) for k in ['customer-1', 'Z1', 'Staten Island']])"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2", "random")
+    }
+    assert outs == {"[135, 343, 831]"}
+
+
+def test_non_time_partitions_refuse_what_needs_a_calendar() -> None:
+    from ecm_assets import LandingSource, Upstream
+
+    with pytest.raises(PartitioningError, match="must be daily or monthly"):
+        hourly(landing=LandingSource("m", 1, ("hour", "kwh"), time_column="hour"))
+    with pytest.raises(PartitioningError, match="reference snapshots are pinned per business"):
+        text_keyed(grain="list", partition_values=("a",), reference=("zones",))
+    with pytest.raises(PartitioningError, match=r"lookback_partitions \(on \['up'\]\) needs"):
+        hourly(upstream=(Upstream("up", lookback_partitions=2),))

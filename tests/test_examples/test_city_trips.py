@@ -23,6 +23,9 @@ BIN = Path(sys.executable).parent
 NY = ZoneInfo("America/New_York")
 JANUARY = "2019-01-01...2019-01-31"
 DAYS = [date(2019, 1, 1) + timedelta(days=i) for i in range(31)]
+#: Manhattan, Brooklyn, Queens, Bronx of the example's list partitions (Staten Island and EWR
+#: are left unmaterialized).
+BOROUGH_RANGE = "Manhattan...Bronx"
 ZONES = {  # version -> (effective_from, {zone: borough})
     "v9": ("2018-12-01", {f"Z{i}": "Bronx" for i in range(1, 6)}),
     # Same effective date as v9: v10 wins because 10 > 9 (not because "v10" < "v9" as text).
@@ -132,6 +135,12 @@ def site(tmp_path_factory: pytest.TempPathFactory):
         env,
         EXAMPLE,
     )
+    # List partitions: one run owns four boroughs, in the declared order (not sorted).
+    run(
+        [*materialize, "--select", "borough_month_totals", "--partition-range", BOROUGH_RANGE],
+        env,
+        EXAMPLE,
+    )
     return tmp, data, frame, env
 
 
@@ -171,6 +180,20 @@ def test_published_numbers_match_an_independent_computation(site) -> None:
     assert monthly.set_index("borough")["trips"].to_dict() == by_borough["trips"].to_dict()
     days = want.groupby("borough")["day"].nunique().to_dict()
     assert monthly.set_index("borough")["days_reported"].to_dict() == days
+    # The list-partitioned totals: one row per borough and month, each borough its own
+    # partition published by the one range run.
+    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as conn:
+        totals = conn.sql(
+            "SELECT borough, month, days_with_trips, trips, fare_total, run_id "
+            "FROM borough_month_totals ORDER BY 1, 2"
+        ).df()
+    assert totals["run_id"].nunique() == 1
+    assert set(totals["month"].astype(str)) == {"2019-01-01"}
+    by_borough_days = want.groupby("borough")["day"].nunique()
+    assert totals.set_index("borough")["trips"].to_dict() == by_borough["trips"].to_dict()
+    assert totals.set_index("borough")["days_with_trips"].to_dict() == by_borough_days.to_dict()
+    fares = totals.set_index("borough")["fare_total"]
+    assert (fares - by_borough["fare_total"]).abs().max() < 1e-6
     # Nothing is lost: every defect is quarantined with its reason.
     reasons = dict(quarantined)
     assert reasons["bad_fare"] >= 1 and reasons["unparseable_pickup_ts"] >= 1
@@ -191,7 +214,17 @@ def test_every_ecm_command_serves_the_example(site) -> None:
         "trips",
         "borough_daily_fares",
         "borough_monthly_fares",
+        "borough_month_totals",
     }
+    totals_run = next(m for m in manifests if m["asset"] == "borough_month_totals")
+    assert totals_run["output_boundary"] == ["Bronx", "Brooklyn", "Manhattan", "Queens"]
+    # A list partition is a partition argument like a date.
+    assert "borough_month_totals" in call("summary").stdout
+    assert (
+        "Queens: 0 quarantined row(s)"
+        in call("quarantine", "borough_month_totals", "Queens").stdout
+    )
+    assert json.loads(call("versions", "borough_month_totals", "Queens", "--json").stdout) == []
     trips_run = next(m["run_id"] for m in manifests if m["asset"] == "trips")
     assert trips_run in call("manifest", trips_run).stdout
     assert "quarantined row(s)" in call("quarantine", "trips", "2019-01-20").stdout
@@ -247,13 +280,29 @@ def test_every_ecm_command_serves_the_example(site) -> None:
         "trips": "2019-03-31",
         "borough_daily_fares": "2019-03-31",
         "borough_monthly_fares": "2019-03-01",
+        # every borough reads every day: all six keys are reached
+        "borough_month_totals": "EWR",
     }
     # Unknown assets and partitions: one line naming the valid ones, exit 2, no traceback.
     for args, valid in (
-        (("versions", "case_events"), "valid assets: borough_daily_fares, borough_monthly_fares"),
+        (
+            ("versions", "case_events"),
+            "valid assets: borough_daily_fares, borough_month_totals, borough_monthly_fares",
+        ),
         (("quarantine", "trips", "2018-12-31"), "valid: daily 2019-01-01..2019-03-31"),
         (("quarantine", "trips", "2019-01-03xyz"), "is not a partition"),
         (("materialize", "--select", "trips", "--partition", "2019-04-01"), "2019-03-31"),
+        (("quarantine", "borough_month_totals", "Atlantis"), "valid: list of 6: Manhattan, "),
+        (
+            (
+                "materialize",
+                "--select",
+                "borough_month_totals",
+                "--partition-range",
+                "Bronx...Queens",
+            ),
+            "start after end",
+        ),
     ):
         proc = call(*args, ok=False)
         assert proc.returncode == 2, (args, proc.stderr)

@@ -40,7 +40,8 @@ def _published(env, event_id: str) -> list[tuple]:
 
 def _quarantined(env, event_id: str) -> list[tuple]:
     return env.query(
-        "SELECT partition_date, reason, failure_case FROM ecm_quarantine.rejected_rows "
+        # The quarantine keeps partition keys; a daily partition's key is its date.
+        "SELECT partition_date::DATE, reason, failure_case FROM ecm_quarantine.rejected_rows "
         "WHERE asset = ? AND original_row LIKE ? ORDER BY 1",
         [EVENTS, f'%"{event_id}"%'],
     )

@@ -139,7 +139,8 @@ def rejects_frame(rows: list[tuple[date, int, str]]) -> pd.DataFrame:
 
 def quarantine(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
     return conn.execute(
-        f"SELECT asset, partition_date, run_id, source_line, reason FROM {QUARANTINE_TABLE} "
+        # The quarantine keeps partition keys; a daily partition's key is its date.
+        f"SELECT asset, partition_date::DATE, run_id, source_line, reason FROM {QUARANTINE_TABLE} "
         "ORDER BY partition_date, source_line"
     ).fetchall()
 

@@ -157,7 +157,8 @@ def test_blocked_partition_rows_are_stored_as_evidence_and_published_rows_match_
             "WHERE run_id = 'run-blocked' ORDER BY source_line"
         ).fetchall()
     assert published == result.reconciliation["totals"]["accepted_rows"] == 3
+    # Kept under the partition key (a day's key is its YYYY-MM-DD text).
     assert [(d, r, json.loads(o)["item_id"]) for d, r, o in kept] == [
-        (D1, "partition_blocked", "a"),
-        (D1, "partition_blocked", "b"),
+        (D1.isoformat(), "partition_blocked", "a"),
+        (D1.isoformat(), "partition_blocked", "b"),
     ]

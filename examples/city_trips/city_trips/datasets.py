@@ -1,4 +1,5 @@
-"""Trips from landing files, fares per borough and day, and a certified monthly report.
+"""Trips from landing files, fares per borough and day, a certified monthly report, and
+monthly totals partitioned by borough (list partitions).
 
 Business days are New York calendar days (a 23:30 pickup on New Year's Eve belongs to
 2018-12-31 whatever its UTC date); the partitions run from 2019-01-01 to 2019-03-31.
@@ -206,8 +207,50 @@ MONTHLY_QUALITY = QualityContract(
     controls=(ControlTotal("trip_count_control", "trips", "borough_daily_fares", "trips"),)
 )
 
+BOROUGHS = ("Manhattan", "Brooklyn", "Queens", "Bronx", "Staten Island", "EWR")
+
+BY_BOROUGH = DatasetContract(
+    name="borough_month_totals",
+    description="Each borough's trips and fares per month of the whole range: one partition "
+    "per borough (list partitions), so a borough is recomputed on its own.",
+    columns=(
+        Column("borough", "VARCHAR", nullable=False),
+        Column("month", "DATE", nullable=False),
+        Column("days_with_trips", "BIGINT", nullable=False),
+        Column("trips", "BIGINT", nullable=False),
+        Column("fare_total", "DOUBLE", nullable=False),
+    ),
+    partition_column="borough",
+    grain="list",
+    partition_values=BOROUGHS,
+    business_key=("borough", "month"),
+    upstream=(Upstream("borough_daily_fares"),),  # each borough reads every day
+    group="city_trips",
+)
+
+
+def borough_months(borough_daily_fares: pd.DataFrame, window: PartitionWindow) -> pd.DataFrame:
+    """The window's boroughs only: a borough partition owns its own rows."""
+    daily = borough_daily_fares[borough_daily_fares["borough"].isin(window.partitions)]
+    daily = daily.assign(
+        month=pd.to_datetime(daily["business_date"]).dt.to_period("M").dt.start_time.dt.date
+    )
+    out = daily.groupby(["borough", "month"], as_index=False).agg(
+        days_with_trips=("business_date", "nunique"),
+        trips=("trips", "sum"),
+        fare_total=("fare_total", "sum"),
+    )
+    return out.astype({"days_with_trips": "int64", "trips": "int64"})[BY_BOROUGH.column_names]
+
+
+BY_BOROUGH_QUALITY = QualityContract(
+    # Aligned by the upstream rows' own borough column: each partition's total is checked.
+    controls=(ControlTotal("trip_count_control", "trips", "borough_daily_fares", "trips"),)
+)
+
 DATASETS = [
     Dataset(TRIPS, parse_trips, TRIPS_QUALITY),
     Dataset(DAILY, borough_daily, DAILY_QUALITY),
     Dataset(MONTHLY, borough_monthly, MONTHLY_QUALITY),
+    Dataset(BY_BOROUGH, borough_months, BY_BOROUGH_QUALITY),
 ]
