@@ -5,7 +5,9 @@ text here; typing, attribution and rejection are business rules and belong to th
 
 The read is columnar: numpy finds the record structure of a file (newlines, quotes, commas),
 pyarrow parses the CSV fields and DuckDB the JSON lines, with no per-row Python. Python only
-looks at the rare lines that do not parse, so their reason is exact.
+looks at the rare lines that do not parse, so their reason is exact. A file is read in steps
+of CHUNK_BYTES, hashed and UTF-8-checked as it goes, so it is never held whole (peak memory
+of a read is ~3.5x the landing bytes, most of it the frame returned; docs/benchmarks.md).
 
 Accounting rule (what the count identity counts): every physical line of a file is either
 the CSV header, part of exactly one record, or (JSONL only) blank. A record is one line, or
