@@ -8,7 +8,9 @@ boundary.
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +172,86 @@ def hostile_cases(tmp: Path) -> list[list[str]]:
         ["summary", "-m", "no_such_module_xyz"],
         ["frobnicate"],
         [],
+        *sync_cases(tmp),
+        *demo_source_cases(tmp),
     ]
+
+
+JOB = "historical-sync-001"
+
+
+def sync_cases(tmp: Path) -> list[list[str]]:
+    """`ecm sync status|run|validate`: unknown jobs, bad job ids and spec directories, options
+    of another action, bad warehouses, sources that are missing, empty or unreachable. A run
+    refused for any of these creates no warehouse (nor a source database)."""
+    typo = str(tmp / "typo.duckdb")
+    w = str(tmp / "w.duckdb")
+    return [
+        ["sync"],
+        ["sync", "frob"],
+        ["sync", "run"],
+        ["sync", "status", "no-such-job", "--warehouse", w],
+        ["sync", "run", "no-such-job", "--warehouse", typo],
+        ["sync", "validate", "no-such-job"],
+        ["sync", "status", "'; DROP TABLE x; --", "--warehouse", w],
+        ["sync", "run", HUGE, "--warehouse", typo],
+        ["sync", "validate", "--jobs-dir", str(tmp / "no-such-dir")],
+        ["sync", "validate", "--jobs-dir", str(tmp / "bad_jobs")],
+        ["sync", "status", "--jobs-dir", "/etc/passwd", "--warehouse", w],
+        ["sync", "run", JOB, "--jobs-dir", "a\0b", "--warehouse", typo],
+        ["sync", "validate", "--full"],
+        ["sync", "validate", "--warehouse", w],
+        ["sync", "status", "--partition", "00", "--warehouse", w],
+        ["sync", "status", "--force", "--warehouse", w],
+        ["sync", "run", JOB, "--no-source", "--warehouse", typo],
+        ["sync", "status", "--no-source", "--warehouse", typo],
+        ["sync", "status", "--no-source", "--warehouse", "/etc/passwd"],
+        ["sync", "status", "--no-source", "--warehouse", str(tmp)],
+        ["sync", "run", JOB, "--warehouse", "/etc/passwd"],
+        ["sync", "run", JOB, "--warehouse", str(tmp)],
+        ["sync", "run", JOB, "--warehouse", str(tmp / "no-such-dir" / "w.duckdb")],
+        ["sync", "run", JOB, "--partition", "zz", "--warehouse", typo],
+        ["sync", "run", JOB, "--partition", NL, "--warehouse", typo],
+        # The shipped job's SQLite source ($ECM_DATA_DIR) does not exist: not created.
+        ["sync", "run", JOB, "--warehouse", typo],
+        ["sync", "run", JOB, "--full", "--warehouse", w],
+        # A source without the job's table, and a PostgreSQL source nobody listens on.
+        ["sync", "run", JOB, "--jobs-dir", str(tmp / "tableless_jobs"), "--warehouse", typo],
+        ["sync", "run", JOB, "--jobs-dir", str(tmp / "unreachable_jobs"), "--warehouse", typo],
+    ]
+
+
+def demo_source_cases(tmp: Path) -> list[list[str]]:
+    """`ecm demo-source`: numbers out of range, URLs that are no database of the demo's,
+    SQLite paths that are no SQLite file, --keep of a source that is not there."""
+    return [
+        ["demo-source", "--rows", "-5"],
+        ["demo-source", "--rows", "9" * 23],
+        ["demo-source", "--rows", "many"],
+        ["demo-source", "--seed", "-1"],
+        ["demo-source", "--simulate-writes", "--seconds", "nan"],
+        ["demo-source", "--simulate-writes", "--seconds", "-1"],
+        ["demo-source", "--simulate-writes", "--skew-seconds", "inf"],
+        ["demo-source", "--url", "file:///etc/passwd"],
+        ["demo-source", "--url", "nope"],
+        ["demo-source", "--url", NL],
+        ["demo-source", "--url", "mysql://user:secret@127.0.0.1/db"],
+        ["demo-source", "--url", f"sqlite:///{tmp}/no-such-dir/s.sqlite"],
+        ["demo-source", "--url", f"sqlite:///{tmp}"],
+        ["demo-source", "--url", "sqlite:////etc/passwd"],
+        ["demo-source", "--url", "postgresql://127.0.0.1:1/nodb"],
+        ["demo-source", "--keep", "--url", f"sqlite:///{tmp}/missing.sqlite"],
+        ["demo-source", "--keep", "--url", f"sqlite:///{tmp}/tableless.sqlite"],
+        ["demo-source", "--keep", "--simulate-writes", "--seconds", "1"],
+    ]
+
+
+def spec_with_source(url: str, connector: str) -> str:
+    from ecm_assets.sync.spec import SHIPPED_JOBS_DIR
+
+    spec = json.loads((SHIPPED_JOBS_DIR / f"{JOB}.json").read_text())
+    spec["source"] = {**spec["source"], "url": url, "connector": connector}
+    return json.dumps(spec)
 
 
 @pytest.fixture
@@ -181,7 +262,19 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("ECM_WAREHOUSE", raising=False)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.delenv("ECM_DEBUG", raising=False)
+    monkeypatch.delenv("ECM_SYNC_JOBS_DIR", raising=False)
     duckdb.connect(str(tmp_path / "w.duckdb")).close()
+    (tmp_path / "bad_jobs").mkdir()
+    (tmp_path / "bad_jobs" / "x.json").write_text("{not json")
+    with sqlite3.connect(tmp_path / "tableless.sqlite") as conn:
+        conn.execute("CREATE TABLE other (x INTEGER)")
+    conn.close()
+    for name, url, connector in [
+        ("tableless_jobs", f"sqlite:///{tmp_path}/tableless.sqlite", "sqlite"),
+        ("unreachable_jobs", "postgresql://127.0.0.1:1/nodb", "postgresql"),
+    ]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{JOB}.json").write_text(spec_with_source(url, connector))
     return tmp_path
 
 
@@ -192,9 +285,9 @@ def files(root: Path) -> dict[str, float]:
 def test_every_command_with_hostile_arguments_fails_in_one_line_without_side_effects(
     sandbox: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = files(sandbox)
     problems = []
     for argv in hostile_cases(sandbox):
+        before = files(sandbox)  # per case, so a file one case creates is blamed on it alone
         capsys.readouterr()
         code = main(argv)
         out, err = capsys.readouterr()

@@ -5,7 +5,9 @@ text here; typing, attribution and rejection are business rules and belong to th
 
 The read is columnar: numpy finds the record structure of a file (newlines, quotes, commas),
 pyarrow parses the CSV fields and DuckDB the JSON lines, with no per-row Python. Python only
-looks at the rare lines that do not parse, so their reason is exact.
+looks at the rare lines that do not parse, so their reason is exact. A file is read in steps
+of CHUNK_BYTES, hashed and UTF-8-checked as it goes, so it is never held whole (peak memory
+of a read is ~3.5x the landing bytes, most of it the frame returned; docs/benchmarks.md).
 
 Accounting rule (what the count identity counts): every physical line of a file is either
 the CSV header, part of exactly one record, or (JSONL only) blank. A record is one line, or
@@ -147,6 +149,17 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _file_digest(path: Path) -> tuple[int, str]:
+    """Size and sha256 of a file, read in blocks (a landing file is never held whole)."""
+    hasher = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            hasher.update(block)
+            size += len(block)
+    return size, hasher.hexdigest()
+
+
 def _refusal(root: Path, path: Path) -> str | None:
     """Why `path` must not be read, or None: it must resolve to a regular file in the root."""
     try:
@@ -203,11 +216,9 @@ def scan_landing_zone(root: Path, source: str, first: date, last: date) -> Landi
             if refused is not None:
                 listing.refused.append(SkippedEntry(rel, refused, ingest))
                 continue
-            data = path.read_bytes()
+            size, digest = _file_digest(path)
             listing.files.append(
-                LandingFile(
-                    path=rel, ingest_date=ingest, size_bytes=len(data), sha256=_sha256(data)
-                )
+                LandingFile(path=rel, ingest_date=ingest, size_bytes=size, sha256=digest)
             )
     return listing
 
@@ -231,37 +242,117 @@ def boundary_dates(
 # --------------------------------------------------------------------------- reading
 
 
-def _locked_bytes(root: Path, f: LandingFile) -> bytes:
-    """The file's bytes, if it still resolves inside the root and matches its locked sha256."""
-    path = Path(root) / f.path
-    refused = _refusal(Path(root).resolve(), path)
-    if refused is not None:
-        raise LandingRefusedError(f.path, f"landing file {f.path} refused: {refused}")
-    data = path.read_bytes()
-    if _sha256(data) != f.sha256:
-        raise LandingFileChangedError(
-            f"landing file {f.path} changed after the input boundary was locked "
-            f"(sha256 {f.sha256[:12]}... at lock, {_sha256(data)[:12]}... now); "
-            "rerun to lock a new boundary"
-        )
-    return data
+#: Bytes read and parsed per step. A file is never held whole: each step's complete records
+#: are parsed and its bytes freed. A record longer than a step grows the step (a record is
+#: always parsed whole), so only a file that is one huge record is held at once.
+CHUNK_BYTES = 1 << 24
 
 
-def _check_utf8(data: bytes, path: str) -> None:
-    """Refuse a file that is not UTF-8, naming the byte offset; decodes in bounded chunks."""
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    step = 1 << 23
-    view = memoryview(data)
-    for off in range(0, max(len(data), 1), step):
-        pending = len(decoder.getstate()[0])
+class _LockedReader:
+    """A locked file read in steps, its sha256 and UTF-8 checked as the bytes go by.
+
+    What the read finds keeps the precedence it had when the whole file was checked before
+    parsing: a file that changed since the lock first, then a byte that is not UTF-8, then
+    whatever the parse found (`settle`). A leading byte-order mark is tolerated and dropped.
+    """
+
+    def __init__(self, root: Path, f: LandingFile) -> None:
+        path = Path(root) / f.path
+        refused = _refusal(Path(root).resolve(), path)
+        if refused is not None:
+            raise LandingRefusedError(f.path, f"landing file {f.path} refused: {refused}")
+        self.file = f
+        self.eof = False
+        self._fh = path.open("rb")
+        self._hasher = hashlib.sha256()
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._offset = 0
+        self._encoding_error: LandingEncodingError | None = None
+
+    def __enter__(self) -> _LockedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+    def read(self, size: int) -> bytes:
+        """The next bytes of the file (b"" and `eof` at its end); raises as soon as the
+        bytes read so far are not UTF-8, or at the end when the file changed."""
+        first = self._offset == 0
+        block = self._fh.read(max(size, len(BOM)) if first else size)
+        self._take(block)
+        if self._encoding_error is not None:
+            self.settle(self._encoding_error)
+        if not block:
+            self.eof = True
+            self._verify()
+        if first and block.startswith(BOM):
+            block = block[len(BOM) :]
+        return block
+
+    def settle(self, error: Exception) -> None:
+        """Raise what decides the file after `error` stopped its parse: a changed file, a
+        byte that is not UTF-8 anywhere in it, else `error` itself."""
+        while block := self._fh.read(1 << 22):
+            self._take(block)
+        self._take(b"")
+        self._verify(cause=error)
+        if self._encoding_error is not None and error is not self._encoding_error:
+            raise self._encoding_error
+        raise error
+
+    def _take(self, block: bytes) -> None:
+        self._hasher.update(block)
+        off = self._offset
+        self._offset += len(block)
+        if self._encoding_error is not None:
+            return
+        pending = len(self._decoder.getstate()[0])
+        if block and not pending and block.isascii():
+            return  # ASCII is UTF-8; skips building the decoded text
         try:
-            decoder.decode(view[off : off + step], final=off + step >= len(data))
+            self._decoder.decode(block, final=not block)
         except UnicodeDecodeError as exc:
-            raise LandingEncodingError(
+            path = self.file.path
+            error = LandingEncodingError(
                 path,
                 f"landing file {path} is not valid UTF-8 at byte {off - pending + exc.start}: "
                 f"{exc.reason}",
-            ) from exc
+            )
+            error.__cause__ = exc
+            self._encoding_error = error
+
+    def _verify(self, cause: Exception | None = None) -> None:
+        digest = self._hasher.hexdigest()
+        if digest != self.file.sha256:
+            raise LandingFileChangedError(
+                f"landing file {self.file.path} changed after the input boundary was locked "
+                f"(sha256 {self.file.sha256[:12]}... at lock, {digest[:12]}... now); "
+                "rerun to lock a new boundary"
+            ) from cause
+
+
+def _steps(reader: _LockedReader, feed: Any) -> None:
+    """Feed a file to `feed(data, cut, final) -> consumed` in steps of whole lines.
+
+    `data[:cut]` ends at a line end (or at the end of the file when `final`); `feed` parses
+    the complete records in it and says how many bytes they took; the rest is carried into
+    the next step. A step with no complete record reads twice as much next time.
+    """
+    pending = b""
+    step = CHUNK_BYTES
+    while True:
+        block = reader.read(step)
+        final = reader.eof
+        data = pending + block if pending else block
+        del block, pending
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        consumed = feed(data, cut, final) if cut else 0
+        if final:
+            return
+        pending = data[consumed:]
+        del data
+        step = CHUNK_BYTES if consumed else max(CHUNK_BYTES, 2 * len(pending))
 
 
 @dataclass
@@ -301,14 +392,20 @@ class _Parsed:
     stats: dict[str, Any]
 
 
-def _records(a: np.ndarray, lines: _Lines, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split lines into CSV records: (first line, last line, broken quote) per record.
+def _records(
+    a: np.ndarray, lines: _Lines, path: str, final: bool = True, resyncs: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Split lines into CSV records: (first line, last line, broken quote) per record, the
+    number of lines they cover, and the resynchronisations so far.
 
     Outside a quoted field a newline ends a record, and a newline is outside iff an even
     number of quotes precedes it since the record run started. A quote must open a field
     (after a comma or at line start) or close one (before a comma, newline or end); otherwise
     the record's quoting is broken. A broken record over several lines is cut back to its
     first line and parsing restarts at the next line; this costs one numpy pass per window.
+    `a` starts at a record start; unless `final` (the end of the file), it ends at a line end
+    and a record still open there is left for the next step (the lines it covers are not
+    counted), so a file read in steps splits exactly as when read whole.
     """
     n = len(a)
     q = np.flatnonzero(a == 34)
@@ -316,7 +413,7 @@ def _records(a: np.ndarray, lines: _Lines, path: str) -> tuple[np.ndarray, np.nd
     n_lines = len(lines)
     if not len(q) and not len(cr):  # the common case: one line, one record
         idx = np.arange(n_lines)
-        return idx, idx, np.zeros(n_lines, dtype=bool)
+        return idx, idx, np.zeros(n_lines, dtype=bool), n_lines, resyncs
     prev = np.where(q > 0, a[np.maximum(q - 1, 0)], 10)
     nxt = np.where(q + 1 < n, a[np.minimum(q + 1, n - 1)], 10)
     nxt2 = np.where(q + 2 < n, a[np.minimum(q + 2, n - 1)], 10)
@@ -330,7 +427,6 @@ def _records(a: np.ndarray, lines: _Lines, path: str) -> tuple[np.ndarray, np.nd
     lasts: list[np.ndarray] = []
     brokens: list[np.ndarray] = []
     line = 0
-    resyncs = 0
     window = 4096
     n_nl = len(lines.newlines)
     while line < n_lines:
@@ -340,10 +436,12 @@ def _records(a: np.ndarray, lines: _Lines, path: str) -> tuple[np.ndarray, np.nd
         term = np.zeros(len(j), dtype=bool)
         has_nl = j < n_nl
         term[has_nl] = ((q_before_nl[j[has_nl]] - k0) & 1) == 0
-        if hi == n_lines:
+        if hi == n_lines and final:
             term[-1] = True  # the end of the file ends the last record
         ends = j[term]
         if not len(ends):
+            if hi == n_lines:
+                break  # a record still open at the end of this step: the next step has it
             window *= 2
             continue
         starts = np.concatenate([[line], ends[:-1] + 1])
@@ -355,7 +453,7 @@ def _records(a: np.ndarray, lines: _Lines, path: str) -> tuple[np.ndarray, np.nd
             bad = np.where(opener, ~valid_open[qi], ~valid_close[qi])
             rec = np.searchsorted(lines.start[starts], q[qi], side="right") - 1
             broken[rec[bad]] = True
-            if ends[-1] == n_lines - 1 and hi == n_lines and (len(q) - k0) & 1:
+            if final and ends[-1] == n_lines - 1 and hi == n_lines and (len(q) - k0) & 1:
                 broken[-1] = True  # a quote still open at the end of the file
         ci = np.arange(np.searchsorted(cr, lo_b), np.searchsorted(cr, hi_b))
         if len(ci):
@@ -386,8 +484,14 @@ def _records(a: np.ndarray, lines: _Lines, path: str) -> tuple[np.ndarray, np.nd
         window = min(window * 2, 1 << 20)
     if not firsts:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0, dtype=bool)
-    return np.concatenate(firsts), np.concatenate(lasts), np.concatenate(brokens)
+        return empty, empty, np.zeros(0, dtype=bool), line, resyncs
+    return (
+        np.concatenate(firsts),
+        np.concatenate(lasts),
+        np.concatenate(brokens),
+        line,
+        resyncs,
+    )
 
 
 def _commas_before(a: np.ndarray, *points: np.ndarray) -> list[np.ndarray]:
@@ -406,73 +510,148 @@ def _commas_before(a: np.ndarray, *points: np.ndarray) -> list[np.ndarray]:
     return outs
 
 
-def _read_csv(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
-    a = np.frombuffer(body, dtype=np.uint8)
-    lines = _Lines.of(a)
-    first, last, broken = _records(a, lines, path)
-    names = list(columns)
-    if not len(first):
-        empty = _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], [])
-        return _Parsed(empty, [], {"lines": 0, "records": 0, "header_lines": 0, "blank_lines": 0})
-    starts = lines.start[first]
-    ends = lines.end[last]
-    header_text = _text_of(body, int(starts[0]), int(ends[0]))
-    header = [h.strip() for h in next(csv.reader(io.StringIO(header_text, newline="")), [])]
-    missing = [c for c in names if c not in header]
-    if missing:
-        raise LandingSchemaError(path, missing, header)
-    extra = [h for h in header if h not in names]
-    positions = [header.index(c) for c in names]
-    width = len(header)
-    header_lines = int(last[0]) + 1
-    first, last, broken, starts, ends = first[1:], last[1:], broken[1:], starts[1:], ends[1:]
-    count = len(first)
+class _CsvSteps:
+    """A CSV file parsed step by step (`_steps`): the header from its first record, then
+    each step's records into one Arrow table piece."""
 
-    # Fields of each record: commas outside quoted fields, plus one.
-    q = np.flatnonzero(a == 34)
-    # starts, ends and quote positions are each sorted: one scan counts commas before each.
-    at_start, at_end, at_quote = _commas_before(a, starts, ends, q)
-    fields = at_end - at_start + 1
-    del at_start, at_end
-    if len(q) and count:
-        rec = np.searchsorted(starts, q, side="right") - 1
-        inside = (rec >= 0) & (q < ends[np.maximum(rec, 0)])
-        qi = np.flatnonzero(inside)
-        rec = rec[qi]
-        # Each record's quotes alternate open, close; the first in a record opens.
-        rank = qi - np.searchsorted(q, starts[rec])
-        openers = qi[(rank & 1) == 0]
-        closers = openers + 1
-        ok = closers < len(q)
-        openers, closers = openers[ok], closers[ok]
-        spans = at_quote[closers] - at_quote[openers]
-        fields -= np.bincount(rec[(rank & 1) == 0][ok], weights=spans, minlength=count).astype(
-            np.int64
-        )
-    content = ends - starts - (a[np.maximum(ends - 1, 0)] == 10)
-    blank = (content == 0) | ((content == 1) & (a[starts] == 13))
-    good = ~broken & ~blank & (fields == width)
-
-    table = _parse_good_csv(body, starts, ends, good, width, positions, names, path)
-    return _assemble(
-        body,
-        table,
-        names,
-        good,
-        broken,
-        first,
-        starts,
-        ends,
-        width,
-        path,
-        extra,
-        stats={
-            "lines": len(lines),
-            "header_lines": header_lines,
+    def __init__(self, names: list[str], path: str) -> None:
+        self.names = names
+        self.path = path
+        self.header: list[str] | None = None
+        self.extra: list[str] = []
+        self.positions: list[int] = []
+        self.pieces: list[pa.Table] = []
+        self.line_base = 0
+        self.resyncs = 0
+        self.stats = {
+            "lines": 0,
+            "header_lines": 0,
             "blank_lines": 0,  # a blank CSV line is a record of no fields: rejected
-            "lines_in_records": int((last - first + 1).sum()),
-        },
-    )
+            "lines_in_records": 0,
+            "records": 0,
+            "rejected": 0,
+        }
+
+    def feed(self, body: bytes, cut: int, final: bool) -> int:
+        a = np.frombuffer(body, dtype=np.uint8, count=cut)
+        lines = _Lines.of(a)
+        first, last, broken, done, self.resyncs = _records(a, lines, self.path, final, self.resyncs)
+        if not done:
+            return 0
+        consumed = int(lines.end[done - 1])
+        a = a[:consumed]
+        starts, ends = lines.start[first], lines.end[last]
+        del lines
+        if self.header is None:
+            self._read_header(body, int(starts[0]), int(ends[0]), int(last[0]))
+            first, last, broken, starts, ends = (
+                first[1:],
+                last[1:],
+                broken[1:],
+                starts[1:],
+                ends[1:],
+            )
+        if len(first):
+            self._parse(body, a, first, last, broken, starts, ends)
+        self.stats["lines"] += done
+        self.line_base += done
+        return consumed
+
+    def _read_header(self, body: bytes, lo: int, hi: int, last_line: int) -> None:
+        header_text = _text_of(body, lo, hi)
+        header = [h.strip() for h in next(csv.reader(io.StringIO(header_text, newline="")), [])]
+        missing = [c for c in self.names if c not in header]
+        if missing:
+            raise LandingSchemaError(self.path, missing, header)
+        self.header = header
+        self.extra = [h for h in header if h not in self.names]
+        self.positions = [header.index(c) for c in self.names]
+        self.stats["header_lines"] = self.line_base + last_line + 1
+
+    def _parse(
+        self,
+        body: bytes,
+        a: np.ndarray,
+        first: np.ndarray,
+        last: np.ndarray,
+        broken: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+    ) -> None:
+        assert self.header is not None
+        width = len(self.header)
+        count = len(first)
+        # Fields of each record: commas outside quoted fields, plus one.
+        q = np.flatnonzero(a == 34)
+        # starts, ends and quote positions are each sorted: one scan counts commas before each.
+        at_start, at_end, at_quote = _commas_before(a, starts, ends, q)
+        fields = at_end - at_start + 1
+        del at_start, at_end
+        if len(q):
+            rec = np.searchsorted(starts, q, side="right") - 1
+            inside = (rec >= 0) & (q < ends[np.maximum(rec, 0)])
+            qi = np.flatnonzero(inside)
+            rec = rec[qi]
+            # Each record's quotes alternate open, close; the first in a record opens.
+            rank = qi - np.searchsorted(q, starts[rec])
+            openers = qi[(rank & 1) == 0]
+            closers = openers + 1
+            ok = closers < len(q)
+            openers, closers = openers[ok], closers[ok]
+            spans = at_quote[closers] - at_quote[openers]
+            fields -= np.bincount(rec[(rank & 1) == 0][ok], weights=spans, minlength=count).astype(
+                np.int64
+            )
+        content = ends - starts - (a[np.maximum(ends - 1, 0)] == 10)
+        blank = (content == 0) | ((content == 1) & (a[starts] == 13))
+        good = ~broken & ~blank & (fields == width)
+        del content, blank, fields
+        table = _parse_good_csv(
+            body, starts, ends, good, width, self.positions, self.names, self.path
+        )
+        parsed = _assemble(
+            body,
+            table,
+            self.names,
+            good,
+            broken,
+            first + self.line_base,
+            starts,
+            ends,
+            width,
+            self.path,
+            self.extra,
+            stats={},
+        )
+        self.pieces.append(_large_text(parsed.table, self.names))
+        self.stats["lines_in_records"] += int((last - first + 1).sum())
+        self.stats["records"] += parsed.stats["records"]
+        self.stats["rejected"] += parsed.stats["rejected"]
+
+    def result(self) -> _Parsed:
+        names = self.names
+        if self.header is None:  # no record at all: an empty file
+            empty = _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], [])
+            stats = {"lines": 0, "records": 0, "header_lines": 0, "blank_lines": 0}
+            return _Parsed(_large_text(empty, names), [], stats)
+        return _Parsed(_concat(self.pieces, names), self.extra, self.stats)
+
+
+def _large_text(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """The contract's text columns as large_string, what pandas' Arrow string dtype holds;
+    done per piece so the int32 offsets of a piece are freed as soon as it is parsed."""
+    for name in names:
+        i = table.schema.get_field_index(name)
+        if table.schema.field(i).type != pa.large_string():
+            table = table.set_column(i, name, table.column(i).cast(pa.large_string()))
+    return table
+
+
+def _concat(pieces: list[pa.Table], names: list[str]) -> pa.Table:
+    if not pieces:
+        empty = _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], [])
+        return _large_text(empty, names)
+    return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def _parse_good_csv(
@@ -604,26 +783,59 @@ def _json_types(columns: Sequence[str], values: Sequence[object]) -> str | None:
     return ";" + ";".join(typed) + ";" if typed else None
 
 
-def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
-    """Rows of a JSONL file; a key missing from a record is a null value, not an error.
+class _JsonlSteps:
+    """A JSONL file parsed step by step (`_steps`): every line is a record or blank."""
+
+    def __init__(self, names: list[str], path: str) -> None:
+        self.names = names
+        self.path = path
+        self.pieces: list[pa.Table] = []
+        self.seen_extra: list[tuple[int, int, str]] = []
+        self.line_base = 0
+        self.stats = {
+            "lines": 0,
+            "header_lines": 0,
+            "records": 0,
+            "lines_in_records": 0,
+            "blank_lines": 0,
+            "rejected": 0,
+        }
+
+    def feed(self, body: bytes, cut: int, final: bool) -> int:
+        table, seen_extra, counts = _jsonl_step(body, cut, self.names, self.line_base)
+        self.pieces.append(_large_text(table, self.names))
+        self.seen_extra += seen_extra
+        for key, value in counts.items():
+            self.stats[key] += value
+        self.line_base += counts["lines"]
+        return cut
+
+    def result(self) -> _Parsed:
+        if not self.stats["lines"]:
+            stats = {"lines": 0, "records": 0, "blank_lines": 0, "header_lines": 0}
+            return _Parsed(_concat([], self.names), [], stats)
+        extra: dict[str, None] = {}
+        for _, _, key in sorted(self.seen_extra, key=lambda t: (t[0], t[1])):
+            extra[key] = None
+        return _Parsed(_concat(self.pieces, self.names), list(extra), self.stats)
+
+
+def _jsonl_step(
+    body: bytes, cut: int, names: list[str], line_base: int
+) -> tuple[pa.Table, list[tuple[int, int, str]], dict[str, int]]:
+    """Rows of the whole lines in body[:cut]; a key missing from a record is a null value,
+    not an error. Also the extra keys seen, by (line, position), and the line counts.
 
     DuckDB extracts the string values of well-formed objects; a line it cannot take as is
     (malformed, not an object, a non-string value, a repeated key, a trailing comma that
     Python's JSON rejects) is decided by Python's json module, exactly as one line.
     """
-    names = list(columns)
-    a = np.frombuffer(body, dtype=np.uint8)
+    a = np.frombuffer(body, dtype=np.uint8, count=cut)
     # Lines split on "\n" only: JSON allows U+2028 and friends raw inside strings.
     lines = _Lines.of(a)
     n = len(lines)
-    if n == 0:
-        return _Parsed(
-            _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], []),
-            [],
-            {"lines": 0, "records": 0, "blank_lines": 0, "header_lines": 0},
-        )
     offsets = np.append(lines.start, lines.end[-1])
-    large = len(body) >= 1 << 31
+    large = cut >= 1 << 31
     kind = pa.large_string() if large else pa.string()
     offsets_buf = pa.py_buffer(offsets.astype(np.int64 if large else np.int32))
     text = pa.Array.from_buffers(kind, n, [None, offsets_buf, pa.py_buffer(body)])
@@ -686,15 +898,16 @@ def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
         raw_values = [record.get(c) for c in names]
         values[i] = [_text(v) for v in raw_values]
         kinds[i] = _json_types(names, raw_values)
-        seen_extra += [(int(i), k, key) for k, key in enumerate(record) if key not in known]
+        seen_extra += [
+            (line_base + int(i), k, key) for k, key in enumerate(record) if key not in known
+        ]
     extras = out.column("extra")
     flat = pa.compute.list_flatten(extras)
     if len(flat):
         parents = pa.compute.list_parent_indices(extras).to_numpy()
-        seen_extra += [(int(rn), 0, key) for rn, key in zip(parents, flat.to_pylist(), strict=True)]
-    extra: dict[str, None] = {}
-    for _, _, key in sorted(seen_extra, key=lambda t: (t[0], t[1])):
-        extra[key] = None
+        seen_extra += [
+            (line_base + int(rn), 0, key) for rn, key in zip(parents, flat.to_pylist(), strict=True)
+        ]
     rows = np.flatnonzero(keep)
     table = out.select([f"c{i}" for i in range(len(names))]).rename_columns(names)
     if len(slow):
@@ -723,12 +936,11 @@ def _read_jsonl(body: bytes, columns: Sequence[str], path: str) -> _Parsed:
         for i, message in errors.items():
             errs[where[i]] = message
             raws[where[i]] = _text_of(body, int(lines.start[i]), int(lines.end[i]))
-    return _Parsed(
-        _assemble_json(table, names, rows + 1, errs, raws, types),
-        list(extra),
+    return (
+        _assemble_json(table, names, rows + 1 + line_base, errs, raws, types),
+        seen_extra,
         {
             "lines": n,
-            "header_lines": 0,
             "records": len(rows),
             "lines_in_records": len(rows),
             "blank_lines": blank,
@@ -782,15 +994,19 @@ def read_landing_files(
     ingests: list[date] = []
     counts: list[int] = []
     for f in files:
-        data = _locked_bytes(Path(root), f)
-        _check_utf8(data, f.path)
-        body = data[len(BOM) :] if data.startswith(BOM) else data  # tolerate a byte-order mark
-        del data
-        if f.path.endswith(".csv"):
-            parsed = _read_csv(body, names, f.path)
-        else:
-            parsed = _read_jsonl(body, names, f.path)
-        _check_accounting(f.path, parsed.stats)
+        csv_file = f.path.endswith(".csv")
+        steps = _CsvSteps(names, f.path) if csv_file else _JsonlSteps(names, f.path)
+        with _LockedReader(Path(root), f) as reader:
+            try:
+                _steps(reader, steps.feed)
+                parsed = steps.result()
+                _check_accounting(f.path, parsed.stats)
+            except LandingFileChangedError:
+                raise
+            except Exception as exc:  # the file's bytes decide first: changed, not UTF-8
+                reader.settle(exc)
+                raise
+        del steps
         if parsed.extra:
             issues.append({"file": f.path, "extra_columns": parsed.extra})
         accounts.append({"file": f.path, **parsed.stats})
@@ -798,30 +1014,36 @@ def read_landing_files(
         sources.append(f.path)
         ingests.append(f.ingest_date)
         counts.append(parsed.table.num_rows)
+        del parsed
     if tables:
-        table = pa.concat_tables(tables)
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     else:
-        table = _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], [])
-    out = table.select(names).to_pandas(
-        types_mapper=lambda t: TEXT_DTYPE if t == pa.string() else None
-    )
-    # Meta text is almost always null: plain object columns (None), cheap at any size.
+        empty = _assemble_json(_empty_table(names), names, np.zeros(0, np.int64), [], [])
+        table = _large_text(empty, names)
+    del tables
+    # Meta columns first, each Arrow column dropped once converted, so two copies of one
+    # never coexist. Meta text is almost always null: plain object columns (None).
+    meta: dict[str, Any] = {}
     for column in ROW_META:
-        out[column] = table.column(column).to_pandas()
-    codes = np.repeat(np.arange(len(sources)), counts)
+        meta[column] = table.column(column).to_pandas()
+        table = table.drop_columns([column])
+    # Text columns share the Arrow buffers read (large_string is what the dtype holds).
+    out = table.to_pandas(types_mapper=lambda t: TEXT_DTYPE if t == pa.large_string() else None)
+    del table
+    pa.default_memory_pool().release_unused()  # the pool's cache of the freed steps
+    # Columns are added in their final order: reordering afterwards would copy them.
     categories = sorted(set(sources))
-    order = np.array([categories.index(s) for s in sources], dtype=np.int64)
-    out["_source_file"] = pd.Categorical.from_codes(
-        order[codes] if len(codes) else codes, categories=categories
-    )
+    order = np.array([categories.index(s) for s in sources], dtype=np.int32)
+    out["_source_file"] = pd.Categorical.from_codes(np.repeat(order, counts), categories=categories)
+    out["_source_line"] = meta.pop("_source_line").astype("int64", copy=False)
     out["_ingest_date"] = pd.Series(
         np.repeat(np.array([np.datetime64(d, "ns") for d in ingests], "datetime64[ns]"), counts)
         if ingests
         else np.zeros(0, "datetime64[ns]"),
         index=out.index,
     )
-    out["_source_line"] = out["_source_line"].astype("int64")
-    out = out[[*names, *META_COLUMNS]]
+    for column in ROW_META[1:]:
+        out[column] = meta.pop(column)
     out.attrs["landing_issues"] = issues
     out.attrs["landing_files"] = accounts
     return out

@@ -337,3 +337,68 @@ def test_a_hostile_header_is_quoted_short_and_escaped(tmp_path):
     message = str(e.value)
     assert "\x1b" not in message and len(message) < 400
     assert "lacks required column(s) ['event_id', 'unit_id', 'value']" in message
+
+
+def hostile_landing(root: Path) -> None:
+    """Files whose records cross any step boundary: quoted fields over several lines, a lone
+    quote, CRLF and bare CR, a BOM, blank lines, wrong widths, extra keys, non-string JSON."""
+    land(
+        root,
+        "2026-09-01",
+        "a.csv",
+        "\ufeffevent_id,unit_id,value,extra\r\n"
+        + "".join(f'E{i},U{i % 7},"v{i},\nsecond line",x\r\n' for i in range(40))
+        + '"lone,U1,1,x\nE41,U1,1,x\n\nE42,U1\n,,,\nE43,"U\r1",1,x\rE44,U2,2,x\n'
+        + 'E45,"a ""quoted"" word",3,x\nE46,U3,"never closed\n',
+    )
+    land(
+        root,
+        "2026-09-01",
+        "b.jsonl",
+        "\ufeff"
+        + "".join(
+            f'{{"event_id": "J{i}", "unit_id": "U{i % 3}", "value": "{i}", "k{i % 4}": 1}}\n'
+            for i in range(30)
+        )
+        + '\n  \n{"event_id": 7}\n{broken\n[1]\n{"event_id": "J", "value": {"n": [1]}}\n'
+        + '{"event_id": "last"}',
+    )
+    land(root, "2026-09-02", "c.csv", "event_id,unit_id,value\n" + "E,U,1\n" * 25)
+
+
+def test_a_file_read_in_small_steps_equals_the_file_read_whole(tmp_path, monkeypatch):
+    """The reader never holds a file whole: it parses complete records step by step. Records
+    that cross a step boundary, the resynchronisation after a lone quote, line numbers, extra
+    columns and the line accounting must come out exactly as from one step over the file."""
+    from ecm_assets.adapters import landing
+
+    hostile_landing(tmp_path)
+    whole = read_all(tmp_path)
+    assert sum(p.stat().st_size for p in tmp_path.rglob("*.*")) < landing.CHUNK_BYTES
+    assert whole["_parse_error"].notna().sum() >= 7  # the hostile lines are there
+    for step in (7, 64, 301):
+        monkeypatch.setattr(landing, "CHUNK_BYTES", step)
+        stepped = read_all(tmp_path)
+        pd.testing.assert_frame_equal(stepped, whole)
+        assert stepped.attrs == whole.attrs, step
+
+
+def test_read_in_steps_keeps_the_precedence_changed_then_encoding_then_parse(
+    tmp_path, monkeypatch
+):
+    """A header error in the first step does not hide a byte that is not UTF-8 further on,
+    and neither hides a file that changed since the lock: the whole file is still checked."""
+    from ecm_assets.adapters import landing
+    from ecm_assets.adapters.landing import LandingEncodingError, LandingSchemaError
+
+    monkeypatch.setattr(landing, "CHUNK_BYTES", 64)
+    path = land(tmp_path, "2026-09-01", "a.csv", "event_id,value\n" + "E,1\n" * 100)
+    with pytest.raises(LandingSchemaError):
+        read_all(tmp_path)
+    path.write_bytes(path.read_bytes() + b"E,\xff\n")
+    with pytest.raises(LandingEncodingError, match=r"at byte 417: invalid start byte"):
+        read_all(tmp_path)
+    files = list_landing_files(tmp_path, SOURCE, date(2026, 9, 1), date(2026, 9, 1))
+    path.write_bytes(path.read_bytes() + b"E,2\n")
+    with pytest.raises(LandingFileChangedError):
+        read_landing_files(tmp_path, files, COLUMNS)
