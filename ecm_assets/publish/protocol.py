@@ -103,6 +103,10 @@ class StaleInputError(PublishError):
     """The published partition came from a newer input lock than this run's."""
 
 
+class ClosedPeriodChangedError(PublishError):
+    """The output would change rows a closed period was computed from, and was not held."""
+
+
 class AttemptSettledError(PublishError):
     """The attempt asking to publish was already settled (by recovery) while it computed."""
 
@@ -740,6 +744,60 @@ def _check_upstream_unchanged(
         )
 
 
+def _check_closed_upstream(
+    conn: duckdb.DuckDBPyConnection,
+    request: PublishRequest,
+    owned: Sequence[PartitionValue],
+    per_partition: Mapping[PartitionValue, tuple[int, str]],
+) -> None:
+    """Under the publish lock, the closed-period rule once more (publish/closed_periods.py).
+
+    A run decides to hold a change for review when it is judged; a period closed between that
+    judgement and this publish would otherwise be changed underneath its certified numbers.
+    Here the rule is decided on what is closed and published now, against the staged rows.
+    """
+    from ecm_assets.contracts.boundaries import InputBoundary
+    from ecm_assets.publish.closed_periods import (
+        continues_reviewed_correction,
+        guarded_partitions,
+        own_closed,
+    )
+
+    contract = request.contract
+    guarded = {
+        p: feeds
+        for p, feeds in guarded_partitions(conn, contract, owned).items()
+        if not own_closed(contract, p, feeds)  # its own closed partitions: restatement rule
+    }
+    if not guarded:
+        return
+    exists = published_table_exists(conn, contract)
+    pcol = quote_ident(contract.partition_column)
+    changed = []
+    for p in sorted(guarded):
+        now = (
+            business_checksum(conn, contract, contract.table, f"WHERE {pcol} = ?", [p])
+            if exists
+            else None
+        )
+        staged = per_partition.get(p, (0, _format_checksum(0, 0, 0)))[1]
+        if staged != now:
+            changed.append(p)
+    if not changed:
+        return
+    if request.input_boundary and continues_reviewed_correction(
+        conn, InputBoundary.from_json(request.input_boundary)
+    ):
+        return
+    feeds = "; ".join(f"{partition_key(p)} feeds {guarded[p]}" for p in changed)
+    raise ClosedPeriodChangedError(
+        f"dataset {contract.name}: run {request.run_id} would change rows a closed period was "
+        f"computed from ({feeds}), and it was not held for review (the period was closed "
+        "after the run was judged, or the caller skipped the check). Nothing was published; "
+        "rerun it to have the change held for review."
+    )
+
+
 def _record_all_blocked(
     conn: duckdb.DuckDBPyConnection,
     request: PublishRequest,
@@ -848,6 +906,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         else:
             alters = _reconcile_table_schema(conn, contract)
         _check_not_stale(conn, request, owned)
+        if not request.hold and not approving:
+            _check_closed_upstream(conn, request, owned, per_partition)
         ensure_quarantine_table(conn)
         if request.hold:
             held = hold_staged(

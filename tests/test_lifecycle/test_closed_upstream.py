@@ -151,3 +151,25 @@ def test_04_untagged_manual_materialize_of_a_closed_months_upstream_is_held(chai
     _, metrics, report = _state(env)
     assert metrics[0] == (before[1][0][0] + 1, daily.run_id)
     assert report[0] == (before[2][0][0] + 1, before[2][0][1] + 1)
+
+
+def test_05_a_period_closed_after_the_run_was_judged_is_still_not_changed(
+    chain, capsys, monkeypatch
+):
+    """The hold is decided when the run is judged; a close that lands between that judgement
+    and the publish must not let the change through. The protocol decides the rule again
+    under the publish lock, on what is closed and published then."""
+    env = needs(chain, "restated")
+    before = _state(env)
+    write_landing_csv(env.root, DAY, "late-closed-4.csv", _correction("84"))
+    # The judgement saw no closed period (as if the month was closed just after it).
+    monkeypatch.setattr(
+        "ecm_assets.orchestration.factory._hold_closed_changes", lambda *a, **k: a[4]
+    )
+
+    refused = env.materialize([EVENTS], partition_key=DAY.isoformat(), expect_success=False)
+
+    errors = failure_messages(refused)
+    assert "closed period" in errors and f"feeds {MONTHLY} {MONTH}" in errors
+    assert manifest_of(env, capsys, refused.run_id, EVENTS)["status"] == "FAILED"
+    assert _state(env) == before
