@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from ecm_assets.contracts.dataset import HOUR_KEY_FORMAT, PartitionValue, partition_key
+from ecm_assets.contracts.dataset import PartitionValue, hour_from_key, partition_key
 
 
 @dataclass(frozen=True)
@@ -66,16 +66,17 @@ class UpstreamRead:
     keys: tuple[str, ...] = ()
 
 
-def partition_from_key(text: str) -> PartitionValue:
-    """A partition value recorded as its key: a date, an hour, else the key itself."""
-    for parse in (date.fromisoformat, lambda t: datetime.strptime(t, HOUR_KEY_FORMAT)):
-        try:
-            value = parse(text)
-        except (TypeError, ValueError):
-            continue
-        if partition_key(value) == text:
-            return value
-    return text
+def partition_from_key(text: str, timezone: str = "UTC") -> PartitionValue:
+    """A partition value recorded as its key: a date, an hour (of `timezone`, the dataset's:
+    hour keys are its wall-clock hours), else the key itself."""
+    try:
+        day = date.fromisoformat(text)
+    except (TypeError, ValueError):
+        day = None
+    if day is not None and partition_key(day) == text:
+        return day
+    hour = hour_from_key(text, timezone)
+    return text if hour is None else hour
 
 
 @dataclass(frozen=True)

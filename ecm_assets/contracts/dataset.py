@@ -10,7 +10,8 @@ import hashlib
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -50,13 +51,68 @@ class PartitionKeyError(ValueError):
     """A partition key is not one of the dataset's partitions; the message names the range."""
 
 
-#: A partition column value: a date (daily, monthly), the hour's start as a wall-clock
-#: datetime in the contract's timezone (hourly), or the key itself (list, hash).
+class ZonedHour(datetime):
+    """An hourly partition value: the UTC instant of the hour's start, naive, exactly as the
+    TIMESTAMP partition column stores it (so it compares, hashes and binds as that datetime),
+    knowing the contract's zone so that its key is the zone's wall-clock hour. Unambiguous
+    where wall-clock hours are not: the two 01:00 hours of a fall-back night are two instants.
+    Subclasses per zone (`hour_type`) keep the zone through datetime arithmetic."""
+
+    zone: str = "UTC"
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return (_zoned_hour, (self.zone, self.replace(tzinfo=None).isoformat()))
+
+
+@cache
+def hour_type(zone: str) -> type[ZonedHour]:
+    """The ZonedHour class of one IANA zone."""
+    return type(f"ZonedHour[{zone}]", (ZonedHour,), {"zone": zone})
+
+
+def _zoned_hour(zone: str, iso: str) -> ZonedHour:
+    at = datetime.fromisoformat(iso)
+    return hour_type(zone)(*at.timetuple()[:6])
+
+
+def hour_key(utc_start: datetime, zone: str) -> str:
+    """Dagster's HourlyPartitionsDefinition key of the hour starting at `utc_start` (naive
+    UTC): the zone's wall-clock hour; the second of two equal wall-clock hours (the repeated
+    fall-back hour) carries its UTC offset, as Dagster names it ("2026-11-01-01:00-0500")."""
+    local = utc_start.replace(tzinfo=UTC).astimezone(ZoneInfo(zone))
+    key = local.strftime(HOUR_KEY_FORMAT)
+    return key + local.strftime("%z") if local.fold else key
+
+
+def hour_from_key(key: str, zone: str) -> ZonedHour | None:
+    """The hour whose key (hour_key) is `key` in `zone`, or None: not an hour key, or a
+    wall-clock hour the zone skips (spring-forward)."""
+    hour = None
+    if isinstance(key, str) and len(key) in (16, 21):
+        try:
+            hour = datetime.strptime(key[:16], HOUR_KEY_FORMAT)
+        except ValueError:
+            hour = None
+    if hour is None or hour.minute:
+        return None
+    for fold in (0, 1):
+        at = hour.replace(tzinfo=ZoneInfo(zone), fold=fold).astimezone(UTC)
+        utc = at.replace(tzinfo=None)
+        if hour_key(utc, zone) == key:
+            return hour_type(zone)(*utc.timetuple()[:6])
+    return None
+
+
+#: A partition column value: a date (daily, monthly), the hour's start as a ZonedHour (the
+#: naive UTC instant; hourly), or the key itself (list, hash).
 PartitionValue = date | datetime | str
 
 
 def partition_key(value: PartitionValue) -> str:
-    """The partition key of a partition value: what Dagster, the CLI and the ledger name it."""
+    """The partition key of a partition value: what Dagster, the CLI and the ledger name it.
+    A plain naive datetime is read as a UTC hour."""
+    if isinstance(value, ZonedHour):
+        return hour_key(value, value.zone)
     if isinstance(value, datetime):
         return value.strftime(HOUR_KEY_FORMAT)
     if isinstance(value, date):
@@ -249,27 +305,6 @@ class DatasetContract:
                     )
         if start is not None and end is not None and end < start:
             raise PartitioningError(f"contract {self.name}: end={end} is before start={start}")
-        if self.grain == "hourly" and start is not None:
-            self._refuse_offset_changes(start, end)
-
-    def _refuse_offset_changes(self, start: date, end: date | None) -> None:
-        """Hourly partition values are wall-clock hours: a zone that repeats or skips an hour
-        (DST) in the range would give two partitions one value, so it is refused by name."""
-        zone = ZoneInfo(self.timezone)
-        last = end if end is not None else start + timedelta(days=3660)
-        offset = datetime.combine(start, datetime.min.time(), zone).utcoffset()
-        day = start
-        while day <= last:
-            at = datetime.combine(day, datetime.min.time(), zone)
-            if at.utcoffset() != offset:
-                raise PartitioningError(
-                    f"contract {self.name}: hourly partitions are wall-clock hours of "
-                    f"{self.timezone}, whose UTC offset changes between {day - timedelta(days=1)} "
-                    f"and {day} (daylight saving), "
-                    "which repeats or skips an hour; declare hourly datasets in UTC or a zone "
-                    "with a fixed offset (e.g. 'Asia/Jakarta')"
-                )
-            day += timedelta(days=1)
 
     def _validate_static(self) -> None:
         """List and hash partitions: a fixed set of keys, no calendar."""
@@ -357,17 +392,22 @@ class DatasetContract:
         if self.is_static:
             return [None if pd.isna(v) else str(v) for v in series.tolist()]
         stamps = pd.to_datetime(series)
+        if self.grain == "hourly":
+            # Stored hours are UTC instants: aware values are converted, naive ones are UTC.
+            if getattr(stamps.dt, "tz", None) is not None:
+                stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+            return [None if pd.isna(t) else self.hour(t.to_pydatetime()) for t in stamps]
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert(self.timezone).dt.tz_localize(None)
-        if self.grain == "hourly":
-            return [None if pd.isna(t) else t.to_pydatetime() for t in stamps]
         days = stamps.dt.date
         return days.astype(object).where(stamps.notna(), None).tolist()
 
     def partition_key_sql(self, expr: str) -> str:
         """DuckDB SQL giving the partition key (text) of a partition column expression."""
         if self.grain == "hourly":
-            return f"strftime({expr}, '{HOUR_KEY_FORMAT}')"
+            if self.timezone in ("UTC", "Etc/UTC", "Etc/GMT", "GMT"):
+                return f"strftime({expr}, '{HOUR_KEY_FORMAT}')"
+            return _hour_key_sql(expr, self.timezone)
         if self.is_static:
             return expr
         return f"CAST({expr} AS VARCHAR)"
@@ -413,7 +453,8 @@ class DatasetContract:
             last = self.end_date.isoformat() if self.end is not None else "open end"
             return (
                 f"hourly {first}-00:00..{last + '-23:00' if self.end is not None else last} "
-                f"(YYYY-MM-DD-HH:00, {self.timezone})"
+                f"(YYYY-MM-DD-HH:00 wall-clock hours of {self.timezone}; a repeated "
+                "daylight-saving hour's second key ends in its UTC offset, e.g. -0500)"
             )
         first = self.start_date.isoformat() if self.start is not None else "?"
         last = self.end_date.isoformat() if self.end is not None else "open end"
@@ -457,26 +498,65 @@ class DatasetContract:
             )
         return value
 
-    def _hour_value(self, partition_key: str) -> datetime:
-        hour = None
-        if isinstance(partition_key, str) and len(partition_key) == 16:
+    def hour(self, utc_start: datetime) -> ZonedHour:
+        """The hourly partition value of the hour starting at `utc_start` (naive UTC)."""
+        return hour_type(self.timezone)(*utc_start.timetuple()[:6])
+
+    def _hour_value(self, partition_key: str) -> ZonedHour:
+        """Key -> the UTC instant of the hour's start: the key's wall-clock hour in the
+        contract's zone whose own key it is (the two fall-back 01:00 hours are told apart by
+        the second one's offset suffix; a skipped spring-forward hour has no key)."""
+        found = hour_from_key(partition_key, self.timezone)
+        hour = found.replace(tzinfo=UTC).astimezone(ZoneInfo(self.timezone)) if found else None
+        if found is None:
+            skipped = ""
             try:
-                hour = datetime.strptime(partition_key, HOUR_KEY_FORMAT)
+                wall = datetime.strptime(str(partition_key), HOUR_KEY_FORMAT)
             except ValueError:
-                hour = None
-        if hour is None or hour.strftime(HOUR_KEY_FORMAT) != partition_key or hour.minute:
+                wall = None
+            if wall is not None and not wall.minute:
+                back = wall.replace(tzinfo=ZoneInfo(self.timezone)).astimezone(UTC)
+                if hour_key(back.replace(tzinfo=None), self.timezone) != partition_key:
+                    skipped = f" ({self.timezone} skips that wall-clock hour: daylight saving)"
             raise PartitionKeyError(
-                f"dataset {self.name}: partition key {partition_key!r} is not a partition; "
-                f"valid: {self.describe_partitions()}"
+                f"dataset {self.name}: partition key {partition_key!r} is not a partition"
+                f"{skipped}; valid: {self.describe_partitions()}"
             )
         start = _iso_date(self.name, "start", self.start)
         end = self.end_date
-        if (start is not None and hour.date() < start) or (end is not None and hour.date() > end):
+        day = hour.date()  # the wall-clock date in the contract's zone
+        if (start is not None and day < start) or (end is not None and day > end):
             raise PartitionKeyError(
                 f"dataset {self.name}: partition {partition_key} is outside its partitions; "
                 f"valid: {self.describe_partitions()}"
             )
-        return hour
+        return found
+
+    def local_date(self, hour: datetime) -> date:
+        """The business date (in the contract's zone) of an hourly partition value."""
+        return hour.replace(tzinfo=UTC).astimezone(ZoneInfo(self.timezone)).date()
+
+
+def _hour_key_sql(expr: str, zone: str) -> str:
+    """DuckDB SQL of hour_key(expr, zone) for a TIMESTAMP of UTC instants (needs ICU)."""
+    z = zone.replace("'", "''")
+
+    def local(e: str) -> str:
+        return f"timezone('{z}', timezone('UTC', {e}))"
+
+    minutes = f"CAST(epoch({local(expr)} - {expr}) // 60 AS BIGINT)"
+    suffix = (
+        f"(CASE WHEN {minutes} < 0 THEN '-' ELSE '+' END || "
+        f"lpad(CAST(abs({minutes}) // 60 AS VARCHAR), 2, '0') || "
+        f"lpad(CAST(abs({minutes}) % 60 AS VARCHAR), 2, '0'))"
+    )
+    # The wall clock advanced less than an hour over the last hour: this wall-clock hour
+    # was already shown (fall-back), so this is the repeated hour's second key.
+    repeated = f"({local(expr)} - {local(f'({expr} - INTERVAL 1 HOUR)')}) < INTERVAL 1 HOUR"
+    return (
+        f"(strftime({local(expr)}, '{HOUR_KEY_FORMAT}') || "
+        f"CASE WHEN {repeated} THEN {suffix} ELSE '' END)"
+    )
 
 
 #: Transform parameters the orchestration layer binds besides upstream and reference names.

@@ -390,7 +390,7 @@ def _judge(
                 window.last,
                 partitions=window.partitions if contract.is_static else None,
             )
-            closed = frozenset(closed_partitions(conn, contract.name))
+            closed = frozenset(closed_partitions(conn, contract.name, contract.timezone))
     return judge(dataset, window, result, kwargs, published=published, closed=closed)
 
 

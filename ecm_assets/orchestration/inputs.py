@@ -67,7 +67,7 @@ def business_days(contract: DatasetContract, window: PartitionWindow) -> list[da
     if contract.grain == "daily":
         return list(window.partitions)
     if contract.grain == "hourly":
-        return sorted({hour.date() for hour in window.partitions})
+        return sorted({contract.local_date(hour) for hour in window.partitions})
     if contract.is_static:
         return []
     return [d for month in window.partitions for d in month_days(month)]

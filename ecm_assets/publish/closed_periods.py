@@ -54,10 +54,12 @@ def guarded_partitions(
         known.append(contract)
     out: dict[date, str] = {}
     if contract.publish_mode == "versioned":
-        for d in sorted(set(closed_partitions(conn, contract.name)) & set(partitions)):
+        for d in sorted(
+            set(closed_partitions(conn, contract.name, contract.timezone)) & set(partitions)
+        ):
             out[d] = f"{contract.name} {partition_key(d)}"
     closed = {
-        c.name: closed_partitions(conn, c.name)
+        c.name: closed_partitions(conn, c.name, c.timezone)
         for c in known
         if c.publish_mode == "versioned" and c.name != contract.name
     }

@@ -240,7 +240,9 @@ def evaluate_without_publishing(
         per_partition, checksum = partition_checksums(conn, contract, staging)
         diffs = diff_against_published(conn, contract, staging, owned, per_partition)
         closed = (
-            set(closed_partitions(conn, asset)) if contract.publish_mode == "versioned" else set()
+            set(closed_partitions(conn, asset, contract.timezone))
+            if contract.publish_mode == "versioned"
+            else set()
         )
         closed_changed = tuple(
             d.partition for d in diffs if d.partition in closed and not d.identical

@@ -720,7 +720,7 @@ def _check_upstream_unchanged(
         keys = list(read.get("keys") or ())
 
         def value(key: str) -> PartitionValue:  # as recorded, even if outside start..end now
-            return key if upstream.is_static else partition_from_key(key)
+            return key if upstream.is_static else partition_from_key(key, upstream.timezone)
 
         where, params = f"{pcol} BETWEEN ? AND ?", [value(first), value(last)]
         if keys:  # static upstream: exactly the keys read, not those between them

@@ -259,14 +259,16 @@ def list_versions(
     return [PartitionVersion(*r) for r in rows]
 
 
-def closed_partitions(conn: duckdb.DuckDBPyConnection, dataset: str) -> list[PartitionValue]:
-    """Every closed partition of a dataset (dates, hours or keys)."""
+def closed_partitions(
+    conn: duckdb.DuckDBPyConnection, dataset: str, timezone: str = "UTC"
+) -> list[PartitionValue]:
+    """Every closed partition of a dataset (dates, hours of its `timezone`, or keys)."""
     if not _ledger_exists(conn):
         return []
     rows = conn.execute(
         f"SELECT partition_date FROM {CLOSED} WHERE dataset = ? ORDER BY 1", [dataset]
     ).fetchall()
-    return [partition_from_key(r[0]) for r in rows]
+    return [partition_from_key(r[0], timezone) for r in rows]
 
 
 def closed_partition(conn: duckdb.DuckDBPyConnection, dataset: str, partition: PartitionValue):

@@ -608,14 +608,15 @@ class _Parts:
         pcol = contract.partition_column
         column = data[pcol] if pcol in data.columns else pd.Series([], dtype=object)
         if contract.grain == "hourly":
+            # Stored hours are UTC instants (ZonedHour): aware values are converted.
             values = _to_datetime(column)
             if getattr(values.dt, "tz", None) is not None:
-                values = values.dt.tz_convert(contract.timezone).dt.tz_localize(None)
+                values = values.dt.tz_convert("UTC").dt.tz_localize(None)
             self.series = values.astype("datetime64[ns]")
             self.values = self.series.to_numpy()
             codes, uniques = pd.factorize(self.values)
             self.days = np.asarray(uniques, dtype="datetime64[ns]")
-            self.dates = [pd.Timestamp(d).to_pydatetime() for d in self.days]
+            self.dates = [contract.hour(pd.Timestamp(d).to_pydatetime()) for d in self.days]
         else:
             self.series = column.astype(object).where(column.notna(), None)
             self.values = self.series.to_numpy(dtype=object)
@@ -1037,9 +1038,8 @@ def evaluate(inp: GateInput) -> GateResult:
                 f"period, but {contract.grain} partitions have none"
             )
         if contract.grain == "hourly":
-            # The partition is a wall-clock hour of the contract's zone; values are UTC.
-            start = parts.series.dt.tz_localize(contract.timezone).dt.tz_convert("UTC")
-            start = start.dt.tz_localize(None).to_numpy()
+            # The partition is the UTC instant of the hour's start; values are UTC.
+            start = parts.series.to_numpy()
             ts = values.to_numpy()
             bad = ~((ts >= start) & (ts < start + np.timedelta64(1, "h")))
         elif contract.grain == "monthly":
@@ -1547,14 +1547,16 @@ def _newest_by_day(stamps: pd.Series, parts: _Parts) -> dict[date, pd.Timestamp]
     return dict(zip(parts.dates, stamps, strict=True))
 
 
-def _by_day(values: pd.Series, days: np.ndarray, hourly: bool = False) -> dict[Any, Any]:
+def _by_day(
+    values: pd.Series, days: np.ndarray, hourly: Callable[[datetime], Any] | None = None
+) -> dict[Any, Any]:
     """values.groupby(days).sum(), keyed by partition value: a date, an hour (`hourly`) or a
     list/hash key (rows without a partition are left out)."""
     sums = values.groupby(days).sum()
     if days.dtype.kind != "M":
         return dict(sums.items())
-    if hourly:
-        return {pd.Timestamp(t).to_pydatetime(): v for t, v in sums.items()}
+    if hourly is not None:
+        return {hourly(pd.Timestamp(t).to_pydatetime()): v for t, v in sums.items()}
     return {pd.Timestamp(t).date(): v for t, v in sums.items()}
 
 
@@ -1569,7 +1571,7 @@ def _drift(inp: GateInput, work: _Work, rule: Drift, publish: np.ndarray) -> lis
     else:
         old_parts = np.asarray(inp.contract.values_of(published[inp.contract.partition_column]))
     old = published[rule.column].groupby(old_parts).sum()
-    hourly = inp.contract.grain == "hourly"
+    hourly = inp.contract.hour if inp.contract.grain == "hourly" else None
     new = _by_day(work.data[rule.column][publish], work.parts.values[publish], hourly)
     findings = []
     for p in inp.window.partitions:
@@ -1650,7 +1652,7 @@ def _control_totals(
             )
         from ecm_assets.contracts.registry import contract_for
 
-        hourly = inp.contract.grain == "hourly"
+        hourly = inp.contract.hour if inp.contract.grain == "hourly" else None
         if isinstance(source, UpstreamRelation):
             # Summed where the upstream rows are, in the transform's snapshot.
             totals_in = source.totals(
