@@ -391,12 +391,12 @@ class DatasetContract:
         series = pd.Series(column)
         if self.is_static:
             return [None if pd.isna(v) else str(v) for v in series.tolist()]
-        stamps = pd.to_datetime(series)
         if self.grain == "hourly":
-            # Stored hours are UTC instants: aware values are converted, naive ones are UTC.
-            if getattr(stamps.dt, "tz", None) is not None:
-                stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+            # Stored hours are UTC instants: aware values (any offsets, mixed) are converted,
+            # naive ones are UTC already.
+            stamps = pd.to_datetime(series, utc=True).dt.tz_localize(None)
             return [None if pd.isna(t) else self.hour(t.to_pydatetime()) for t in stamps]
+        stamps = pd.to_datetime(series)
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert(self.timezone).dt.tz_localize(None)
         days = stamps.dt.date
@@ -531,6 +531,22 @@ class DatasetContract:
                 f"valid: {self.describe_partitions()}"
             )
         return found
+
+    def as_partition(self, value: Any) -> Any:
+        """A partition column value read back from the warehouse as this contract's partition
+        value: an hour becomes a ZonedHour (named in the contract's zone); others as they are."""
+        if self.grain == "hourly" and isinstance(value, datetime):
+            return self.as_hour(value)
+        return value
+
+    def as_hour(self, value: datetime) -> ZonedHour:
+        """An hourly partition value of this contract from a datetime given by a caller: a
+        naive one is the UTC start of the hour (as stored), an aware one is converted."""
+        if isinstance(value, ZonedHour) and value.zone == self.timezone:
+            return value
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return self.hour(value)
 
     def local_date(self, hour: datetime) -> date:
         """The business date (in the contract's zone) of an hourly partition value."""

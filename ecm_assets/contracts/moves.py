@@ -110,8 +110,10 @@ def settle_moves(
                 counts.loc[partition, "kept"] -= int(n)
             if "rejected" in counts.columns:
                 counts.loc[partition, "rejected"] += int(n)
-    all_rejects = rejects if result.rejects is None else pd.concat(
-        [result.rejects[REJECT_COLUMNS], rejects], ignore_index=True
+    all_rejects = (
+        rejects
+        if result.rejects is None
+        else pd.concat([result.rejects[REJECT_COLUMNS], rejects], ignore_index=True)
     )
     source_rows = result.source_rows
     if source_rows is not None:

@@ -130,7 +130,7 @@ def diff_against_published(
         params = owned_params(owned)
         sql = business_checksum_sql(contract, contract.table, where, by_partition=True)
         for part, count, first, second in conn.execute(sql, params).fetchall():
-            published[part] = (count, _format_checksum(count, first, second))
+            published[contract.as_partition(part)] = (count, _format_checksum(count, first, second))
         key = " AND ".join(
             f"s.{quote_ident(k)} = p.{quote_ident(k)}" for k in contract.business_key
         )

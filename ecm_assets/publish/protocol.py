@@ -142,6 +142,16 @@ class PublishRequest:
     #: planned nothing, and the protocol records a new attempt itself.
     attempt: int | None = None
 
+    def __post_init__(self) -> None:
+        # Hourly partitions are named by the contract's zone: a plain datetime given for an
+        # owned or blocked hour is that hour's UTC start, as stored (ZonedHour).
+        c = self.contract
+        if c.grain == "hourly":
+            object.__setattr__(
+                self, "owned_partitions", tuple(map(c.as_hour, self.owned_partitions))
+            )
+            object.__setattr__(self, "blocked", {c.as_hour(p): w for p, w in self.blocked.items()})
+
 
 @dataclass(frozen=True)
 class PublishResult:
@@ -353,7 +363,8 @@ def _check_owned_boundary(
     ).fetchall()
     if offenders:
         shown = ", ".join(
-            f"{contract.partition_column}={partition_key(v)} ({n} rows)" for v, n in offenders
+            f"{contract.partition_column}={partition_key(contract.as_partition(v))} ({n} rows)"
+            for v, n in offenders
         )
         raise OutsideBoundaryError(
             f"dataset {contract.name}: run {request.run_id} owns partitions "
@@ -510,7 +521,7 @@ def partition_checksums(
     total = [0, 0, 0]
     sql = business_checksum_sql(contract, relation, by_partition=True)
     for partition, count, first, second in conn.execute(sql).fetchall():
-        out[partition] = (count, _format_checksum(count, first, second))
+        out[contract.as_partition(partition)] = (count, _format_checksum(count, first, second))
         total = [total[0] + count, total[1] + int(first), total[2] + int(second)]
     return out, _format_checksum(*total)
 
@@ -648,7 +659,7 @@ def _verify_stored(
             by_partition=True,
         )
         stored = {
-            p: (n, _format_checksum(n, a, b))
+            contract.as_partition(p): (n, _format_checksum(n, a, b))
             for p, n, a, b in conn.execute(sql, owned_params(owned)).fetchall()
         }
     for partition in owned:
@@ -696,7 +707,8 @@ def _check_not_stale(
     ).fetchone()
     if newer is not None:
         raise StaleInputError(
-            f"dataset {contract.name} partition {partition_key(newer[0])} was published by run "
+            f"dataset {contract.name} partition {partition_key(contract.as_partition(newer[0]))}"
+            f" was published by run "
             f"{newer[1]} from an input locked at {newer[2].isoformat()}, after this run's input "
             "lock "
             f"({request.as_of.isoformat()}); refusing to replace newer output with older. "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
@@ -140,7 +141,8 @@ def hourly(**kw: object) -> DatasetContract:
 
 def test_hourly_keys_are_whole_hours_inside_start_and_end() -> None:
     c = hourly(timezone="Asia/Jakarta")
-    assert c.partition_value("2026-01-02-23:00") == datetime(2026, 1, 2, 23)
+    # The stored value is the UTC instant of the hour's start (Jakarta is UTC+7).
+    assert c.partition_value("2026-01-02-23:00") == datetime(2026, 1, 2, 16)
     for key in ("2026-01-03-00:00", "2025-12-31-23:00"):
         with pytest.raises(PartitionKeyError, match="outside its partitions"):
             c.partition_value(key)
@@ -152,11 +154,61 @@ def test_hourly_keys_are_whole_hours_inside_start_and_end() -> None:
     assert all(partition_key(c.partition_value(k)) == k for k in keys)
 
 
-def test_hourly_partitions_in_a_zone_with_daylight_saving_are_refused() -> None:
-    """Wall-clock hour values would give the repeated autumn hour two partitions, one value."""
-    with pytest.raises(PartitioningError, match=r"America/New_York.*2026-03-08 and 2026-03-09"):
-        hourly(timezone="America/New_York", end="2026-12-31")
-    hourly(timezone="America/New_York", end="2026-02-01")  # no change inside the range
+def test_hourly_partitions_follow_daylight_saving_with_one_key_per_utc_hour() -> None:
+    """America/New_York: 2026-03-08 has 23 hours (02:00 is skipped, it has no key) and
+    2026-11-01 has 25 (01:00 twice: Dagster names the second '-0500'). Every key maps to its
+    own UTC instant and back; before, the contract refused the zone outright."""
+    c = hourly(timezone="America/New_York", start="2026-03-08", end="2026-11-01")
+    keys = partitions_for(c).get_partition_keys()
+    per_day: dict[str, int] = {}
+    for k in keys:
+        per_day[k[:10]] = per_day.get(k[:10], 0) + 1
+    assert per_day["2026-03-08"] == 23 and per_day["2026-11-01"] == 25
+    assert set(per_day.values()) == {23, 24, 25}
+    assert "2026-03-08-02:00" not in keys
+    fall = [k for k in keys if k.startswith("2026-11-01-0")][:4]
+    assert fall == [
+        "2026-11-01-00:00",
+        "2026-11-01-01:00",
+        "2026-11-01-01:00-0500",
+        "2026-11-01-02:00",
+    ]
+    values = [c.partition_value(k) for k in keys]
+    assert len(set(values)) == len(keys)  # a bijection: no two keys share a stored value
+    assert [partition_key(v) for v in values] == keys
+    assert values == sorted(values)
+    assert all(b - a == timedelta(hours=1) for a, b in zip(values, values[1:], strict=False))
+    assert c.partition_value("2026-11-01-01:00") == datetime(2026, 11, 1, 5)  # EDT, UTC-4
+    assert c.partition_value("2026-11-01-01:00-0500") == datetime(2026, 11, 1, 6)  # EST
+    assert c.partition_value("2026-03-08-03:00") == datetime(2026, 3, 8, 7)
+    with pytest.raises(PartitionKeyError, match=r"skips that wall-clock hour"):
+        c.partition_value("2026-03-08-02:00")
+    for bad in ("2026-11-01-02:00-0500", "2026-11-01-01:00-0400", "2026-07-01-01:00-0400"):
+        with pytest.raises(PartitionKeyError, match="is not a partition"):
+            c.partition_value(bad)
+    # The warehouse names each stored hour with the same key (views, ledger joins).
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t (hour TIMESTAMP)")
+    conn.executemany("INSERT INTO t VALUES (?)", [[v] for v in values])
+    sql = f"SELECT {c.partition_key_sql('hour')} FROM t ORDER BY hour"
+    assert [k for (k,) in conn.execute(sql).fetchall()] == keys
+    # values_of: aware values are converted to the UTC instant, naive ones are UTC already.
+    import pandas as pd
+
+    zone = ZoneInfo("America/New_York")
+    aware = pd.Series(
+        [datetime(2026, 11, 1, 1, tzinfo=zone), datetime(2026, 11, 1, 1, fold=1, tzinfo=zone)]
+    )
+    assert [partition_key(v) for v in c.values_of(aware)] == [
+        "2026-11-01-01:00",
+        "2026-11-01-01:00-0500",
+    ]
+    europe = hourly(timezone="Europe/Berlin", start="2026-10-25", end="2026-10-25")
+    assert partitions_for(europe).get_partition_keys()[2:5] == [
+        "2026-10-25-02:00",
+        "2026-10-25-02:00+0100",
+        "2026-10-25-03:00",
+    ]
 
 
 def test_list_and_hash_keys_and_their_dagster_partitions() -> None:

@@ -35,8 +35,6 @@ from ecm_assets.publish.versions import (
 )
 
 AS_OF = datetime(2026, 9, 10, 6, 0, tzinfo=UTC)
-H5, H6, H7 = (datetime(2026, 9, 1, h) for h in (5, 6, 7))
-
 HOURLY = DatasetContract(
     name="meter_hour_readings",
     description="readings per wall-clock hour (Asia/Jakarta has no DST)",
@@ -51,6 +49,8 @@ HOURLY = DatasetContract(
     start="2026-09-01",
     timezone="Asia/Jakarta",
 )
+# Jakarta's 05:00..07:00 on 2026-09-01: stored as the UTC instants 22:00..00:00.
+H5, H6, H7 = (HOURLY.partition_value(f"2026-09-01-0{h}:00") for h in (5, 6, 7))
 REGIONS = DatasetContract(
     name="region_versions",
     description="totals per region",
