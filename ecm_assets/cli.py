@@ -219,8 +219,8 @@ def warehouse_summary(
                     "table": f"{c.schema}.{c.name}",
                     "partitions": n_parts,
                     "rows": n_rows,
-                    "first": partition_key(first) if first is not None else None,
-                    "last": partition_key(last) if last is not None else None,
+                    "first": partition_key(c.as_partition(first)) if first is not None else None,
+                    "last": partition_key(c.as_partition(last)) if last is not None else None,
                     "runs": runs,
                 }
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -177,7 +178,7 @@ def test_hourly_partitions_follow_daylight_saving_with_one_key_per_utc_hour() ->
     assert len(set(values)) == len(keys)  # a bijection: no two keys share a stored value
     assert [partition_key(v) for v in values] == keys
     assert values == sorted(values)
-    assert all(b - a == timedelta(hours=1) for a, b in zip(values, values[1:], strict=False))
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(values))
     assert c.partition_value("2026-11-01-01:00") == datetime(2026, 11, 1, 5)  # EDT, UTC-4
     assert c.partition_value("2026-11-01-01:00-0500") == datetime(2026, 11, 1, 6)  # EST
     assert c.partition_value("2026-03-08-03:00") == datetime(2026, 3, 8, 7)

@@ -4,13 +4,18 @@ and a ledger written when every partition was a DATE is migrated, not misread.""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pandas as pd
 import pytest
 
+from ecm_assets.cli import main as cli_main
 from ecm_assets.contracts.dataset import Column, DatasetContract
 from ecm_assets.contracts.registry import register
 from ecm_assets.publish.protocol import (
@@ -251,3 +256,90 @@ def test_a_ledger_written_with_date_partitions_is_migrated_to_keys(conn):
     publish(conn, REGIONS, pd.DataFrame({"region": ["east"], "total": [1]}), ("east",), "run-1")
     assert current_version(conn, "region_versions", "east").version == 1
     assert current_version(conn, "old", date(2026, 9, 1)) is None  # no versions row: no join
+
+
+# -- hourly partitions across daylight saving (America/New_York) -------------------------
+
+NY = DatasetContract(
+    name="ny_hour_readings",
+    description="readings per hour of New York, which repeats 01:00 on 2026-11-01",
+    columns=(
+        Column("hour", "TIMESTAMP", nullable=False),
+        Column("meter", "VARCHAR", nullable=False),
+        Column("kwh", "DOUBLE"),
+    ),
+    partition_column="hour",
+    grain="hourly",
+    business_key=("hour", "meter"),
+    start="2026-03-01",
+    end="2026-11-30",
+    timezone="America/New_York",
+)
+#: The two 01:00 hours of the fall-back night: 05:00 and 06:00 UTC.
+EDT1, EST1 = NY.partition_value("2026-11-01-01:00"), NY.partition_value("2026-11-01-01:00-0500")
+
+
+def test_the_repeated_fall_back_hour_is_two_partitions_each_with_its_own_rows(conn, tmp_path):
+    """Before: the contract refused America/New_York hourly. Each 01:00 hour publishes and
+    is replaced on its own, and its quarantine is kept and shown under its own key."""
+    assert (datetime(2026, 11, 1, 5), datetime(2026, 11, 1, 6)) == (EDT1, EST1)
+    data = pd.DataFrame(
+        {"hour": [EDT1, EDT1, EST1], "meter": ["a", "b", "a"], "kwh": [1.0, 2.0, 3.0]}
+    )
+    result = publish(conn, NY, data, (EDT1, EST1), "run-1", rejects([(EDT1, 4), (EST1, 5)]))
+    assert result.rows_by_partition == {"2026-11-01-01:00": 2, "2026-11-01-01:00-0500": 1}
+    # Replacing the second 01:00 never touches the first.
+    again = pd.DataFrame({"hour": [EST1], "meter": ["z"], "kwh": [9.0]})
+    result = publish(conn, NY, again, (EST1,), "run-2")
+    assert result.replaced_rows == 1
+    rows = conn.execute("SELECT hour, meter, run_id FROM ny_hour_readings ORDER BY 1, 2")
+    assert rows.fetchall() == [
+        (datetime(2026, 11, 1, 5), "a", "run-1"),
+        (datetime(2026, 11, 1, 5), "b", "run-1"),
+        (datetime(2026, 11, 1, 6), "z", "run-2"),
+    ]
+    assert [r["source_line"] for r in quarantine_rows(conn, NY, EDT1)] == [4]
+    assert quarantine_rows(conn, NY, EST1) == []
+    # Rows of the other 01:00 are outside a run owning one of them, named by their key.
+    with pytest.raises(OutsideBoundaryError, match=r"hour=2026-11-01-01:00 \(1 rows\)"):
+        stray = pd.DataFrame({"hour": [EDT1], "meter": ["q"], "kwh": [0.0]})
+        publish(conn, NY, stray, (EST1,), "run-3")
+    # Rows given as aware datetimes land in the hour they name.
+    zone = ZoneInfo("America/New_York")
+    aware = pd.DataFrame(
+        {"hour": [datetime(2026, 11, 1, 1, fold=1, tzinfo=zone)], "meter": ["y"], "kwh": [1.0]}
+    )
+    assert publish(conn, NY, aware, (EST1,), "run-4").rows_by_partition == {
+        "2026-11-01-01:00-0500": 1
+    }
+    conn.close()
+
+    # The ecm CLI accepts and shows both keys (and names the skipped spring hour).
+    warehouse = tmp_path / "warehouse.duckdb"
+    defs = tmp_path / "ny_defs.py"
+    defs.write_text(
+        "from ecm_assets import Dataset, build_definitions\n"
+        "from tests.test_publish.test_partition_kinds import NY\n"
+        "defs = build_definitions([Dataset(NY, lambda window: None)], "
+        f"data_dir={str(tmp_path / 'data')!r}, warehouse={str(warehouse)!r})\n"
+    )
+    where = ["--warehouse", str(warehouse), "--definitions", f"{defs}:defs"]
+    for key, want in (("2026-11-01-01:00", 1), ("2026-11-01-01:00-0500", 0)):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli_main(["quarantine", "ny_hour_readings", key, *where]) == 0
+        assert out.getvalue().startswith(f"ny_hour_readings {key}: {want} quarantined row(s)")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert cli_main(["quarantine", "ny_hour_readings", "2026-03-08-02:00", *where]) == 2
+    assert "skips that wall-clock hour" in err.getvalue()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli_main(["summary", "--json", *where]) == 0
+    tables = json.loads(out.getvalue())["tables"]
+    (table,) = [t for t in tables if t["table"] == "main.ny_hour_readings"]
+    assert (table["partitions"], table["first"], table["last"]) == (
+        2,
+        "2026-11-01-01:00",
+        "2026-11-01-01:00-0500",
+    )
