@@ -23,6 +23,7 @@ from ecm_assets import (
     Upstream,
     build_definitions,
 )
+from ecm_assets.contracts.dataset import partition_key
 from ecm_assets.orchestration.factory import IO_MANAGER_KEY
 
 DAYS = [date(2024, 5, 1) + timedelta(days=i) for i in range(3)]
@@ -125,8 +126,31 @@ LOAD = DatasetContract(
 
 
 def hourly_load(window: PartitionWindow) -> pd.DataFrame:
+    # An hour is stored as the UTC instant of its start; its key is Jakarta's wall clock.
     hours = list(window.partitions)
-    return pd.DataFrame({"hour": hours, "load": [h.hour * 10 for h in hours]})
+    return pd.DataFrame({"hour": hours, "load": [int(partition_key(h)[11:13]) * 10 for h in hours]})
+
+
+NY_LOAD = DatasetContract(
+    name="ny_load",
+    description="readings per hour of New York across the 2026-11-01 fall-back night",
+    columns=(
+        Column("hour", "TIMESTAMP", nullable=False),
+        Column("reading", "BIGINT", nullable=False),
+    ),
+    partition_column="hour",
+    grain="hourly",
+    business_key=("hour", "reading"),
+    start="2026-11-01",
+    end="2026-11-01",
+    timezone="America/New_York",
+)
+
+
+def ny_load(window: PartitionWindow) -> pd.DataFrame:
+    """Each hour gets (its UTC hour + 1) rows: every partition's count is its own."""
+    rows = [(h, i) for h in window.partitions for i in range(h.hour + 1)]
+    return pd.DataFrame(rows, columns=["hour", "reading"])
 
 
 CONTROL = QualityContract(controls=(ControlTotal("amount_control", "amount", "orders", "amount"),))
@@ -135,6 +159,7 @@ DATASETS = [
     Dataset(SPEND, customer_spend, CONTROL),
     Dataset(REGION_TOTALS, region_totals, CONTROL),
     Dataset(LOAD, hourly_load),
+    Dataset(NY_LOAD, ny_load),
 ]
 
 
@@ -249,11 +274,61 @@ def test_hourly_partitions_publish_wall_clock_hours(site) -> None:
     assert result.success
     with duckdb.connect(database, read_only=True) as conn:
         rows = conn.execute("SELECT hour, load FROM hourly_load ORDER BY 1").fetchall()
-    assert rows == [(datetime(2024, 5, 1, h), h * 10) for h in (5, 6, 7)]
+    # Stored: the UTC instants of Jakarta's 05:00..07:00 (UTC+7).
+    assert rows == [
+        (datetime(2024, 4, 30, 22) + timedelta(hours=i), h * 10)
+        for i, h in ((0, 5), (1, 6), (2, 7))
+    ]
     assert set(events(instance, "hourly_load")) == {
         "2024-05-01-05:00",
         "2024-05-01-06:00",
         "2024-05-01-07:00",
+    }
+
+
+def test_a_range_run_over_the_fall_back_night_counts_each_hour_by_itself(site) -> None:
+    """America/New_York on 2026-11-01 has 25 hours; a run of 00:00..02:00 owns four of them,
+    both 01:00 hours included, and each partition's metadata is its own rows (before: the
+    contract was refused for its daylight-saving zone)."""
+    materialize, instance, database, defs = site
+    keys = defs.resolve_asset_graph().get(dg.AssetKey("ny_load")).partitions_def
+    keys = keys.get_partition_keys()
+    assert len(keys) == 25 and keys[1:3] == ["2026-11-01-01:00", "2026-11-01-01:00-0500"]
+    result = materialize(
+        ["ny_load"],
+        tags={
+            "dagster/asset_partition_range_start": "2026-11-01-00:00",
+            "dagster/asset_partition_range_end": "2026-11-01-02:00",
+        },
+    )
+    assert result.success
+    with duckdb.connect(database, read_only=True) as conn:
+        got = dict(conn.execute("SELECT hour, count(*) FROM ny_load GROUP BY 1").fetchall())
+    # 00:00 EDT = 04:00 UTC, 01:00 EDT = 05:00, 01:00 EST = 06:00, 02:00 EST = 07:00.
+    assert got == {datetime(2026, 11, 1, h): h + 1 for h in (4, 5, 6, 7)}
+    counts = {
+        k: m.metadata["dagster/row_count"].value for k, m in events(instance, "ny_load").items()
+    }
+    assert counts == {
+        "2026-11-01-00:00": 5,
+        "2026-11-01-01:00": 6,
+        "2026-11-01-01:00-0500": 7,
+        "2026-11-01-02:00": 8,
+    }
+    # Rerunning the second 01:00 alone leaves the first one's rows and run as they were.
+    with duckdb.connect(database, read_only=True) as conn:
+        before = dict(
+            conn.execute("SELECT hour, any_value(run_id) FROM ny_load GROUP BY 1").fetchall()
+        )
+    again = materialize(["ny_load"], "2026-11-01-01:00-0500")
+    assert again.success
+    with duckdb.connect(database, read_only=True) as conn:
+        after = dict(
+            conn.execute("SELECT hour, any_value(run_id) FROM ny_load GROUP BY 1").fetchall()
+        )
+    assert after[datetime(2026, 11, 1, 6)] == again.run_id
+    assert {h: r for h, r in after.items() if h != datetime(2026, 11, 1, 6)} == {
+        h: r for h, r in before.items() if h != datetime(2026, 11, 1, 6)
     }
 
 
