@@ -517,5 +517,5 @@ def diff_versions(
             f"USING ({key_sql}) WHERE a.{q} IS DISTINCT FROM b.{q}"
         )
     sql = " UNION ALL ".join(parts) + f" ORDER BY {key_sql}, column_name"
-    value = contract.partition_value(partition_key(partition))
+    value = contract.partition_value(partition_key(contract.as_partition(partition)))
     return conn.execute(sql, {"p": value, "old": old, "new": new}).df()
