@@ -79,6 +79,16 @@ def partition_from_key(text: str, timezone: str = "UTC") -> PartitionValue:
     return text if hour is None else hour
 
 
+def _zone_of(dataset: str) -> str:
+    """The timezone that names a registered dataset's hours (UTC if it is not registered)."""
+    from ecm_assets.contracts.registry import contract_for
+
+    try:
+        return contract_for(dataset).timezone
+    except KeyError:
+        return "UTC"
+
+
 @dataclass(frozen=True)
 class PublishedElsewhere:
     """A business key the run reads that is published now in a partition outside its window:
@@ -171,8 +181,8 @@ class InputBoundary:
             upstream=tuple(
                 UpstreamRead(
                     u["dataset"],
-                    partition_from_key(u["first_partition"]),
-                    partition_from_key(u["last_partition"]),
+                    partition_from_key(u["first_partition"], _zone_of(u["dataset"])),
+                    partition_from_key(u["last_partition"], _zone_of(u["dataset"])),
                     u["rows"],
                     tuple(u["run_ids"]),
                     tuple(u.get("keys") or ()),

@@ -284,3 +284,19 @@ def test_non_time_partitions_refuse_what_needs_a_calendar() -> None:
         text_keyed(grain="list", partition_values=("a",), reference=("zones",))
     with pytest.raises(PartitioningError, match=r"lookback_partitions \(on \['up'\]\) needs"):
         hourly(upstream=(Upstream("up", lookback_partitions=2),))
+
+
+def test_recorded_hour_keys_read_back_in_their_dataset_zone() -> None:
+    """Ledger and manifest rows hold keys; read back, each names its own UTC hour."""
+    from ecm_assets.contracts.boundaries import partition_from_key
+
+    zone = "America/New_York"
+    first = partition_from_key("2026-11-01-01:00", zone)
+    second = partition_from_key("2026-11-01-01:00-0500", zone)
+    assert (first, second) == (datetime(2026, 11, 1, 5), datetime(2026, 11, 1, 6))
+    assert [partition_key(first), partition_key(second)] == [
+        "2026-11-01-01:00",
+        "2026-11-01-01:00-0500",
+    ]
+    assert partition_from_key("2026-03-08-02:00", zone) == "2026-03-08-02:00"  # skipped: no hour
+    assert partition_from_key("2026-09-03", zone) == date(2026, 9, 3)
