@@ -608,10 +608,9 @@ class _Parts:
         pcol = contract.partition_column
         column = data[pcol] if pcol in data.columns else pd.Series([], dtype=object)
         if contract.grain == "hourly":
-            # Stored hours are UTC instants (ZonedHour): aware values are converted.
-            values = _to_datetime(column)
-            if getattr(values.dt, "tz", None) is not None:
-                values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+            # Stored hours are UTC instants (ZonedHour): aware values (mixed offsets too, as
+            # on a fall-back night) are converted; naive ones are UTC already.
+            values = _to_datetime(column, utc=True).dt.tz_localize(None)
             self.series = values.astype("datetime64[ns]")
             self.values = self.series.to_numpy()
             codes, uniques = pd.factorize(self.values)

@@ -148,9 +148,13 @@ NY_LOAD = DatasetContract(
 
 
 def ny_load(window: PartitionWindow) -> pd.DataFrame:
-    """Each hour gets (its UTC hour + 1) rows: every partition's count is its own."""
-    rows = [(h, i) for h in window.partitions for i in range(h.hour + 1)]
-    return pd.DataFrame(rows, columns=["hour", "reading"])
+    """Each hour gets (its UTC hour + 1) rows: every partition's count is its own. The hours
+    are written as New York times (aware), as a transform in that zone would."""
+    rows = pd.DataFrame(
+        [(h, i) for h in window.partitions for i in range(h.hour + 1)], columns=["hour", "reading"]
+    )
+    rows["hour"] = rows["hour"].dt.tz_localize("UTC").dt.tz_convert("America/New_York")
+    return rows
 
 
 CONTROL = QualityContract(controls=(ControlTotal("amount_control", "amount", "orders", "amount"),))
