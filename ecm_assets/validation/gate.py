@@ -353,6 +353,8 @@ def _period_end(contract: DatasetContract, day: date) -> pd.Timestamp:
     start = pd.Timestamp(day)
     if contract.grain == "monthly":
         return start + pd.offsets.MonthBegin(1)
+    if contract.grain == "hourly":  # the hour's UTC start: it ends an hour later, in UTC
+        return start + pd.Timedelta(hours=1)
     return start + pd.Timedelta(days=1)
 
 

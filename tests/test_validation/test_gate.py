@@ -1384,3 +1384,42 @@ def test_missing_case_id_means_what_str_strip_means(dtype):
     expected = series.notna() & (series.astype(str).str.strip() != "")
     assert _present(series).tolist() == expected.tolist()
     assert _present(series).tolist().count(True) == 4
+
+
+NY_HOURS = DatasetContract(
+    name="ny_meter_hours",
+    description="readings per hour of New York",
+    columns=(
+        Column("hour", "TIMESTAMP", nullable=False),
+        Column("meter", "VARCHAR", nullable=False),
+        Column("event_ts", "TIMESTAMP", nullable=False),
+    ),
+    partition_column="hour",
+    grain="hourly",
+    business_key=("hour", "meter"),
+    start="2026-11-01",
+    end="2026-11-01",
+    timezone="America/New_York",
+)
+
+
+def test_freshness_of_each_fall_back_hour_is_measured_against_its_own_end():
+    """The two 01:00 hours of New York's fall-back night end at 06:00 and 07:00 UTC; each
+    partition's findings are its own and carry its own key."""
+    edt, est = (NY_HOURS.partition_value(k) for k in ("2026-11-01-01:00", "2026-11-01-01:00-0500"))
+    data = pd.DataFrame(
+        {
+            "hour": [edt, edt, est],
+            "meter": ["a", "b", "a"],
+            "event_ts": pd.to_datetime(
+                ["2026-11-01 05:10", "2026-11-01 05:50", "2026-11-01 06:10"]
+            ),
+        }
+    )
+    rule = Freshness("event_ts", max_lag=timedelta(minutes=30), severity=Severity.WARN)
+    result = gate(data, QualityContract(rules=(rule,)), edt, est, contract=NY_HOURS)
+    assert len(result.accepted) == 3
+    first, second = finding(result, "freshness", edt), finding(result, "freshness", est)
+    assert (first.passed, round(first.value, 3)) == (True, round(10 / 60, 3))
+    assert (second.passed, round(second.value, 3)) == (False, round(50 / 60, 3))
+    assert [f["partition"] for f in result.to_json()["failures"]] == ["2026-11-01-01:00-0500"]
