@@ -350,12 +350,16 @@ def _at_midnight(values: pd.Series) -> bool:
 
 
 def _period_end(contract: DatasetContract, day: date) -> pd.Timestamp:
+    """The UTC instant a partition's period ends: the next local midnight (or month start) in
+    the contract's business-day zone; an hourly partition is its UTC start plus an hour."""
     start = pd.Timestamp(day)
-    if contract.grain == "monthly":
-        return start + pd.offsets.MonthBegin(1)
     if contract.grain == "hourly":  # the hour's UTC start: it ends an hour later, in UTC
-        return start + pd.Timedelta(hours=1)
-    return start + pd.Timedelta(days=1)
+        return (start + pd.Timedelta(hours=1)).tz_localize("UTC")
+    step = pd.offsets.MonthBegin(1) if contract.grain == "monthly" else pd.Timedelta(days=1)
+    end = (start + step).tz_localize(
+        contract.timezone, ambiguous=False, nonexistent="shift_forward"
+    )
+    return end.tz_convert("UTC")
 
 
 #: json.dumps(..., sort_keys=True, default=str), built once instead of once per value.
@@ -975,7 +979,7 @@ def evaluate(inp: GateInput) -> GateResult:
             for p in window.partitions:
                 if p not in newest or pd.isna(newest[p]):
                     continue
-                end = _period_end(contract, p).tz_localize("UTC")
+                end = _period_end(contract, p)
                 lag = end - newest[p]
                 ok = lag <= pd.Timedelta(rule.max_lag)
                 hours = lag / pd.Timedelta(hours=1)

@@ -1423,3 +1423,14 @@ def test_freshness_of_each_fall_back_hour_is_measured_against_its_own_end():
     assert (first.passed, round(first.value, 3)) == (True, round(10 / 60, 3))
     assert (second.passed, round(second.value, 3)) == (False, round(50 / 60, 3))
     assert [f["partition"] for f in result.to_json()["failures"]] == ["2026-11-01-01:00-0500"]
+
+
+def test_freshness_of_a_daily_partition_ends_at_local_midnight_of_its_zone():
+    """A Jakarta business day ends at 17:00 UTC: an event at 23:00 local time is an hour
+    before the end of its partition, not eight (it was measured against UTC midnight)."""
+    jakarta = replace(ITEMS, name="gate_test_items_jakarta", timezone="Asia/Jakarta")
+    data = items(row(D1, "a", at="16:00"))
+    rule = Freshness("event_ts", max_lag=timedelta(hours=6), severity=Severity.WARN)
+    result = gate(data, QualityContract(rules=(rule,)), D1, contract=jakarta)
+    fresh = finding(result, "freshness", D1)
+    assert (fresh.passed, fresh.value) == (True, 1.0)
