@@ -100,11 +100,13 @@ class PublishedIndex:
         keys = [k for k in self.contract.business_key if k != self.contract.partition_column]
         return keys[0] if len(keys) == 1 else None
 
-    def superseded_dates(self, keys: pd.Series, ingest: pd.Series, lateness_days: int) -> set[date]:
-        """Published partitions holding one of `keys` whose run still reads a file of that
-        ingest date (ingest <= partition + lateness): those rows are superseded by it."""
+    def _probe(
+        self, keys: pd.Series, ingest: pd.Series, select: str, condition: str, days: int
+    ) -> list[tuple]:
+        """`SELECT {select}` over the published rows holding one of `keys`, joined to each
+        key's ingest date as `p`, WHERE `condition` (t: the table); [] without a table."""
         if self.key_column is None or not Path(self.database).exists() or keys.empty:
-            return set()
+            return []
         probe = pd.DataFrame(  # noqa: F841 - read by name in the SQL below
             {"k": keys.astype(str).to_numpy(), "ingest": pd.to_datetime(ingest).to_numpy()}
         )
@@ -116,38 +118,36 @@ class PublishedIndex:
                 [self.contract.schema, self.contract.name],
             ).fetchone()[0]
             if not exists:
-                return set()
-            rows = conn.execute(
-                f"SELECT DISTINCT t.{part} FROM {table} t JOIN probe p ON t.{key} = p.k "
-                f"WHERE p.ingest::DATE <= t.{part} + ?::INTEGER",
-                [lateness_days],
+                return []
+            return conn.execute(
+                f"SELECT {select.format(part=part)} FROM {table} t "
+                f"JOIN probe p ON t.{key} = p.k WHERE {condition.format(part=part)}",
+                [days],
             ).fetchall()
+
+    def superseded_dates(self, keys: pd.Series, ingest: pd.Series, lateness_days: int) -> set[date]:
+        """Published partitions holding one of `keys` whose run still reads a file of that
+        ingest date (ingest <= partition + lateness): those rows are superseded by it."""
+        rows = self._probe(
+            keys,
+            ingest,
+            "DISTINCT t.{part}",
+            "p.ingest::DATE <= t.{part} + ?::INTEGER",
+            lateness_days,
+        )
         return {r[0] for r in rows}
 
     def stays(self, keys: pd.Series, ingest: pd.Series, lateness_days: int) -> int:
         """How many of `keys` are published on a date whose run can no longer read a file of
         that ingest date: those rows stay, and the resend is quarantined (contracts/moves.py)."""
-        if self.key_column is None or not Path(self.database).exists() or keys.empty:
-            return 0
-        probe = pd.DataFrame(  # noqa: F841 - read by name in the SQL below
-            {"k": keys.astype(str).to_numpy(), "ingest": pd.to_datetime(ingest).to_numpy()}
+        rows = self._probe(
+            keys,
+            ingest,
+            "count(DISTINCT p.k)",
+            "p.ingest::DATE > t.{part} + ?::INTEGER",
+            lateness_days,
         )
-        table = f"{quote_ident(self.contract.schema)}.{quote_ident(self.contract.name)}"
-        key, part = quote_ident(self.key_column), quote_ident(self.contract.partition_column)
-        with connect(self.database, read_only=True, timeout_seconds=10) as conn:
-            exists = conn.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-                [self.contract.schema, self.contract.name],
-            ).fetchone()[0]
-            if not exists:
-                return 0
-            return int(
-                conn.execute(
-                    f"SELECT count(DISTINCT p.k) FROM {table} t JOIN probe p ON t.{key} = p.k "
-                    f"WHERE p.ingest::DATE > t.{part} + ?::INTEGER",
-                    [lateness_days],
-                ).fetchone()[0]
-            )
+        return int(rows[0][0]) if rows else 0
 
 
 def file_dates(

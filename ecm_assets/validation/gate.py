@@ -585,14 +585,7 @@ class _Parts:
         else:
             counts = np.bincount(codes[codes >= 0], minlength=len(self.days))
             self.has_nat = bool(len(codes)) and bool((codes < 0).any())
-        self.rows_by_part = {d: int(n) for d, n in zip(self.dates, counts.tolist(), strict=True)}
-        position = {p: i for i, p in enumerate(window.partitions)}
-        self.day_of_window = np.full(len(window.partitions), -1, dtype=np.int64)
-        for k, d in enumerate(self.dates):
-            if d in position:
-                self.day_of_window[position[d]] = k
-        lookup = np.array([position.get(d, -1) for d in self.dates] + [-1], dtype=np.int64)
-        self.size = len(window.partitions)
+        lookup = self._map_window(window, counts)
         #: Index into window.partitions, -1 for rows outside the window.
         self.window_codes = (
             np.repeat(lookup[:-1], counts) if self.runs is not None else lookup[codes]
@@ -633,15 +626,19 @@ class _Parts:
         self.column = None
         counts = np.bincount(self.codes[self.codes >= 0], minlength=len(self.days))
         self.has_nat = bool(len(self.codes)) and bool((self.codes < 0).any())
+        self.window_codes = self._map_window(window, counts)[self.codes]
+
+    def _map_window(self, window: PartitionWindow, counts: np.ndarray) -> np.ndarray:
+        """Row counts per partition and the window position of each factorized partition;
+        returns that position per code (-1 outside the window, and for code -1 = missing)."""
         self.rows_by_part = {d: int(n) for d, n in zip(self.dates, counts.tolist(), strict=True)}
         position = {p: i for i, p in enumerate(window.partitions)}
         self.day_of_window = np.full(len(window.partitions), -1, dtype=np.int64)
         for k, d in enumerate(self.dates):
             if d in position:
                 self.day_of_window[position[d]] = k
-        lookup = np.array([position.get(d, -1) for d in self.dates] + [-1], dtype=np.int64)
         self.size = len(window.partitions)
-        self.window_codes = lookup[self.codes]
+        return np.array([position.get(d, -1) for d in self.dates] + [-1], dtype=np.int64)
 
     def groups(self, keep: np.ndarray | None = None) -> list[np.ndarray]:
         """Row positions (ascending) of each window partition, optionally only `keep` rows."""
