@@ -54,6 +54,39 @@ def _blank(series: pd.Series) -> pd.Series:
     return pd.Series(np.asarray(length.to_numpy(zero_copy_only=False)) == 0, index=series.index)
 
 
+#: Text columns of the output: Arrow strings (int32 offsets). The landing values' Arrow
+#: buffers reach the gate and publish without a Python object each, and DuckDB scans this
+#: dtype natively (pandas' StringDtype("pyarrow") it converts value by value).
+TEXT_DTYPE = pd.ArrowDtype(pa.string())
+
+
+def _text(values: pd.Series, *, as_str: bool = False) -> pd.Series:
+    """The column as Arrow text with its values and nulls unchanged (`as_str`: as
+    `astype(str)` would, a null becomes the text "None"/"nan"/"<NA>"). Arrow-backed and
+    categorical text are converted in Arrow; anything else goes the old way first."""
+    dtype = values.dtype
+    arr: pa.Array | pa.ChunkedArray | None = None
+    nulls = bool(values.isna().any())
+    if as_str and nulls:
+        arr = None
+    elif isinstance(dtype, pd.StringDtype | pd.ArrowDtype) and hasattr(
+        values.array, "__arrow_array__"
+    ):
+        arr = values.array.__arrow_array__()
+    elif isinstance(dtype, pd.CategoricalDtype) and pd.api.types.infer_dtype(
+        dtype.categories, skipna=False
+    ) in ("string", "empty"):
+        categories = pa.array(dtype.categories.to_numpy(dtype=object), type=pa.string())
+        codes = pa.array(values.cat.codes.to_numpy(), mask=values.isna().to_numpy())
+        arr = categories.take(codes)
+    if arr is None or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        plain = values.astype(str) if as_str else values.astype(object)
+        arr = pa.array(plain.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    return pd.Series(
+        pd.arrays.ArrowExtensionArray(arr.cast(pa.string())), index=values.index, name=values.name
+    )
+
+
 def _days(values: pd.Series) -> np.ndarray:
     """Dates as int64 day numbers, for sorting and comparing without objects."""
     return values.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").astype(np.int64)
@@ -228,16 +261,16 @@ def parse_case_events(
     kept = mine[kept_mask]
     data = pd.DataFrame(
         {
-            "event_id": kept["event_id"].astype(str),
-            "case_id": kept["case_id"].astype(object),
-            "event_type": kept["event_type"].astype(object),
+            "event_id": _text(kept["event_id"], as_str=True),
+            "case_id": _text(kept["case_id"]),
+            "event_type": _text(kept["event_type"]),
             "event_ts": kept["_ts"],
             "business_date": kept["_partition"],
-            "unit_id": kept["unit_id"].astype(object),
-            "region": kept["region"].astype(object),
-            "priority": kept["priority"].astype(object),
+            "unit_id": _text(kept["unit_id"]),
+            "region": _text(kept["region"]),
+            "priority": _text(kept["priority"]),
             "ingest_date": kept["_ingest_date"],
-            "source_file": kept["_source_file"].astype(str),
+            "source_file": _text(kept["_source_file"], as_str=True),
             "source_line": kept["_source_line"].astype("int64"),
         }
     )
