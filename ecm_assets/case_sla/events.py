@@ -165,6 +165,9 @@ def _resolve_regions(
     if not parts:
         return pd.Series(pd.NA, index=rows.index, dtype=object)
     hierarchy = pd.concat(parts, ignore_index=True)
+    fast = _regions_by_interval(rows, hierarchy)
+    if fast is not None:
+        return fast
     probe = rows[["_partition", "unit_id", "_ts"]].reset_index(names="_row")
     probe["_ts_naive"] = probe["_ts"].dt.tz_convert("UTC").dt.tz_localize(None)
     matched = probe.merge(hierarchy, on=["_partition", "unit_id"], how="inner")
@@ -180,6 +183,67 @@ def _resolve_regions(
             f"{first['_ts_naive']}: overlapping validity intervals in the pinned snapshot"
         )
     return matched.set_index("_row")["region"].reindex(rows.index)
+
+
+def _regions_by_interval(rows: pd.DataFrame, hierarchy: pd.DataFrame) -> pd.Series | None:
+    """What the merge in `_resolve_regions` gives, by integer keys and searchsorted: each
+    row's (partition, unit) group of hierarchy rows, scanned interval by interval (a unit
+    has a handful), without a merged frame of all rows. None when the hierarchy is not
+    the plain case (naive datetime bounds, string units and regions): the merge decides.
+    """
+    units_h, vf, vt, region_h = (
+        hierarchy[c] for c in ("unit_id", "valid_from", "valid_to", "region")
+    )
+    for bound in (vf, vt):
+        if not (isinstance(bound.dtype, np.dtype) and bound.dtype.kind == "M"):
+            return None
+    if pd.api.types.infer_dtype(units_h, skipna=False) != "string":
+        return None
+    try:
+        regions = pa.array(region_h.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    n = len(rows)
+    codes, uniques = pd.factorize(rows["unit_id"])
+    unit_h = pd.Index(uniques).get_indexer(pd.Index(units_h.to_numpy(dtype=object)))
+    days = _days(rows["_partition"])
+    days_h = _days(hierarchy["_partition"])
+    span = len(uniques) + 1
+    key = np.where(codes >= 0, days * span + codes, -1)
+    key_h = np.where(unit_h >= 0, days_h * span + unit_h, -2)
+    order_h = np.argsort(key_h, kind="stable")
+    sorted_h = key_h[order_h]
+    lo = np.searchsorted(sorted_h, key, side="left")
+    hi = np.searchsorted(sorted_h, key, side="right")
+    ts_utc = rows["_ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    ts = ts_utc.to_numpy().view(np.int64)
+    ts_ok = ts_utc.notna().to_numpy()
+    try:
+        from_ns = vf.astype("datetime64[ns]").to_numpy()
+        to_ns = vt.astype("datetime64[ns]").to_numpy()
+    except (OverflowError, ValueError):  # a bound beyond the ns range: the merge compares it
+        return None
+    start = from_ns.view(np.int64)
+    stop = np.where(np.isnat(to_ns), np.iinfo(np.int64).max, to_ns.view(np.int64))
+    start_ok = ~np.isnat(from_ns)
+    match = np.full(n, -1, dtype=np.int64)
+    hits = np.zeros(n, dtype=np.int64)
+    width = int((hi - lo).max()) if n else 0
+    for j in range(width):
+        rows_j = np.flatnonzero((lo + j < hi) & ts_ok)
+        h = order_h[lo[rows_j] + j]
+        inside = start_ok[h] & (start[h] <= ts[rows_j]) & (ts[rows_j] < stop[h])
+        match[rows_j[inside]] = h[inside]
+        hits[rows_j[inside]] += 1
+    ambiguous = np.flatnonzero(hits > 1)
+    if len(ambiguous):
+        first = int(ambiguous[0])
+        raise ValueError(
+            f"org_hierarchy maps unit {rows['unit_id'].iloc[first]} to several regions at "
+            f"{ts_utc.iloc[first]}: overlapping validity intervals in the pinned snapshot"
+        )
+    picked = regions.take(pa.array(match, mask=match < 0))
+    return pd.Series(pd.arrays.ArrowExtensionArray(picked), index=rows.index)
 
 
 def _in_arrival_order(frame: pd.DataFrame, keys: list[str]) -> bool:

@@ -594,3 +594,46 @@ def test_malformed_resend_after_a_valid_correction_keeps_the_correction():
         read=2, kept=1, duplicate=1, corrections_applied=1, late_arrivals=1
     )
     assert counts_row(result, D4) == zero_counts(read=1, rejected=1)
+
+
+def test_regions_by_interval_equal_the_merge(monkeypatch):
+    # The integer-key lookup must give what the pandas merge gives, row for row: units
+    # missing from the hierarchy, null units, closed and open intervals, bounds at the
+    # instant, several partitions with different snapshots.
+    import numpy as np
+
+    from ecm_assets.case_sla import events
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    parts = pd.to_datetime(rng.choice(["2026-09-01", "2026-09-02", "2026-09-03"], n))
+    units = rng.choice(["U01", "U02", "U03", "U99", None], n)
+    ts = pd.Series(
+        pd.to_datetime("2025-12-31T22:00:00Z")
+        + pd.to_timedelta(rng.integers(0, 4 * 3600, n), unit="s")
+    )
+    rows = pd.DataFrame(
+        {"_partition": parts, "unit_id": units, "_ts": ts}, index=np.arange(n) * 3 + 7
+    )
+    rows["unit_id"] = rows["unit_id"].astype(pd.StringDtype("pyarrow"))
+    org_a = org_frame(
+        [
+            ("U01", "Legacy", "2019-01-01 00:00", "2026-01-01 00:00"),
+            ("U01", "North", "2026-01-01 00:00", None),
+            ("U02", "South", "2025-12-31 23:00", "2026-01-01 01:00"),
+        ]
+    )
+    org_b = org_frame([("U03", "East", "2020-01-01", None), ("U02", "West", "2020-01-01", None)])
+    org = {
+        date(2026, 9, 1): snapshot("org_hierarchy", "a", org_a),
+        date(2026, 9, 2): snapshot("org_hierarchy", "b", org_b),
+        date(2026, 9, 3): snapshot("org_hierarchy", "a", org_a),
+    }
+    fast = events._resolve_regions(rows, org)
+    with monkeypatch.context() as m:
+        m.setattr(events, "_regions_by_interval", lambda *args: None)
+        slow = events._resolve_regions(rows, org)
+    assert fast.index.equals(rows.index)
+    assert fast.isna().tolist() == slow.isna().tolist()
+    assert fast.dropna().tolist() == slow.dropna().tolist()
+    assert fast.notna().sum() > n // 10
