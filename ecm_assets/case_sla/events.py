@@ -297,7 +297,7 @@ def parse_case_events(
     raw["_superseded"], raw["_changed"] = _superseded(raw, has_id, valid, lateness_days)
 
     window_days = pd.DatetimeIndex([pd.Timestamp(d) for d in window.partitions])
-    mine = raw[raw["_partition"].isin(window_days)].copy()
+    mine = raw[raw["_partition"].isin(window_days).to_numpy()]
 
     # The first failing check of each row, as a small integer code (0: none); superseded rows
     # are duplicates, never rejects.
@@ -320,9 +320,8 @@ def parse_case_events(
     # Rows with a value the contract does not accept (missing case_id, unknown type, priority
     # or unit) are typed and kept: the quality gate quarantines them by the contract's rules.
     kept_mask = (code == 0) & ~superseded_mine
-    regions = _resolve_regions(mine[kept_mask], org_hierarchy)
-    mine["region"] = regions.reindex(mine.index)
     kept = mine[kept_mask]
+    regions = _resolve_regions(kept, org_hierarchy)
     data = pd.DataFrame(
         {
             "event_id": _text(kept["event_id"], as_str=True),
@@ -331,7 +330,7 @@ def parse_case_events(
             "event_ts": kept["_ts"],
             "business_date": kept["_partition"],
             "unit_id": _text(kept["unit_id"]),
-            "region": _text(kept["region"]),
+            "region": _text(regions.reindex(kept.index)),
             "priority": _text(kept["priority"]),
             "ingest_date": kept["_ingest_date"],
             "source_file": _text(kept["_source_file"], as_str=True),
