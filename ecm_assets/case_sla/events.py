@@ -320,7 +320,9 @@ def parse_case_events(
     # Rows with a value the contract does not accept (missing case_id, unknown type, priority
     # or unit) are typed and kept: the quality gate quarantines them by the contract's rules.
     kept_mask = (code == 0) & ~superseded_mine
-    kept = mine[kept_mask]
+    # Only the columns the output and its source rows are made of.
+    used = [*LANDING_COLUMNS, JSON_TYPES_COLUMN, "_ts", "_partition", "_ingest_date"]
+    kept = mine.loc[kept_mask, [*used, "_source_file", "_source_line"]]
     regions = _resolve_regions(kept, org_hierarchy)
     data = pd.DataFrame(
         {
@@ -386,18 +388,20 @@ def parse_case_events(
         drop=True
     )
 
+    # Rows per partition of each kind, counted on the partition column alone (selecting
+    # whole frames by a mask would copy every column).
+    part, kept_part = mine["_partition"], kept["_partition"]
+    duplicate = mine["_superseded"].to_numpy(dtype=bool)
+    corrected = duplicate & mine["_changed"].to_numpy(dtype=bool)
+    late = (kept["_ingest_date"] > kept_part).to_numpy(dtype=bool)
     counts = pd.DataFrame(
         {
-            "read": mine.groupby("_partition").size(),
-            "kept": kept.groupby("_partition").size(),
-            "rejected": bad.groupby("_partition").size(),
-            "duplicate": mine[mine["_superseded"]].groupby("_partition").size(),
-            "corrections_applied": mine[mine["_superseded"] & mine["_changed"]]
-            .groupby("_partition")
-            .size(),
-            "late_arrivals": kept[kept["_ingest_date"] > kept["_partition"]]
-            .groupby("_partition")
-            .size(),
+            "read": part.value_counts(),
+            "kept": kept_part.value_counts(),
+            "rejected": part.iloc[bad_pos].value_counts(),
+            "duplicate": part[duplicate].value_counts(),
+            "corrections_applied": part[corrected].value_counts(),
+            "late_arrivals": kept_part[late].value_counts(),
         }
     )
     counts = counts.reindex(window_days).fillna(0).astype("int64")
