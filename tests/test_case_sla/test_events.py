@@ -637,3 +637,58 @@ def test_regions_by_interval_equal_the_merge(monkeypatch):
     assert fast.isna().tolist() == slow.isna().tolist()
     assert fast.dropna().tolist() == slow.dropna().tolist()
     assert fast.notna().sum() > n // 10
+
+
+def test_the_gate_judges_arrow_text_as_it_judged_object_text():
+    # parse_case_events hands the gate Arrow-backed text; the same rows as Python objects
+    # (what it handed over before) must give the same decision, rows, quarantine and
+    # reconciliation.
+    import pyarrow as pa
+
+    from ecm_assets.case_sla.events import TEXT_DTYPE
+
+    rows = [
+        raw("E1", "C1", "opened", "2026-09-02T08:00:00Z", "U01", "P2", line=2),
+        raw("E2", None, "opened", "2026-09-02T08:00:00Z", "U01", "P2", line=3),
+        raw("E3", "   ", "opened", "2026-09-02T08:00:00Z", "U01", "P2", line=4),
+        raw("E4", "\u00a0", "opened", "2026-09-02T08:00:00Z", "U01", "P2", line=5),
+        raw("E5", "C5", "closed", "2026-09-02T08:00:00Z", "U01", "P2", line=6),
+        raw("E6", "C6", "opened", "2026-09-02T08:00:00Z", "U99", "P9", line=7),
+        raw("E7", "C7", None, "2026-09-02T08:00:00Z", None, None, line=8),
+        raw("E8 bad", "C\u00e98", "opened", "2026-09-02T08:00:00Z", "U01", "P2", line=9),
+        raw("E" * 80, "C9", "opened", "2026-09-02T08:00:00", "U01", "P2", line=10),
+        raw("E10", "C10\x07", "opened", "2026-09-02T08:00:00Z", "U02", "P1", line=11),
+    ]
+    frame = landing(*rows)
+    win, org = window(D2), org_for(D2)
+    result = parse_case_events(frame, win, org)
+    text = [c for c in result.data.columns if result.data[c].dtype == TEXT_DTYPE]
+    assert "event_id" in text and "region" in text
+    as_objects = result.data.copy()
+    for c in text:
+        values = result.data[c].array.__arrow_array__()
+        as_objects[c] = pd.Series(pa.chunked_array(values).to_pylist(), dtype=object)
+
+    def judge(data: pd.DataFrame):
+        return evaluate(
+            GateInput(
+                contract=CASE_EVENTS,
+                quality=CASE_EVENTS_QUALITY,
+                window=win,
+                data=data,
+                rejects=result.rejects,
+                counts=result.counts,
+                reference={"org_hierarchy": org},
+                source_rows=result.source_rows,
+            )
+        )
+
+    arrow, objects = judge(result.data), judge(as_objects)
+    assert arrow.decision == objects.decision
+    assert len(arrow.quarantined) > 5
+    pd.testing.assert_frame_equal(arrow.quarantined, objects.quarantined)
+    assert arrow.reconciliation == objects.reconciliation
+    accepted = arrow.accepted.astype({c: object for c in text})
+    pd.testing.assert_frame_equal(
+        accepted.where(accepted.notna(), None), objects.accepted, check_dtype=False
+    )
