@@ -18,7 +18,8 @@ Cases, measured in one process on the same frame, best of N, in alternating orde
              counts, reference={"org_hierarchy": pinned}))
 
 The frame is a deterministic (seeded) case_events transform output: the CASE_EVENTS columns
-in order, with the dtypes parse_case_events returns (object strings, event_ts
+in order, with the dtypes parse_case_events returns (Arrow strings, `--text object` for
+Python object strings as it returned before session 6; event_ts
 datetime64[ns, UTC], business_date/ingest_date datetime64[ns] dates, source_line int64),
 sorted by business_date and event_id, spread over --days daily partitions, with defects at
 realistic rates (missing case_id, unknown event_type, unknown unit) that the gate must
@@ -247,8 +248,10 @@ def _one_day(
     return frame, {"case": missing_case, "type": unknown_type, "unit": unknown_unit}
 
 
-def make_input(rows: int, days: int, seed: int) -> BenchInput:
-    """A deterministic case_events transform output over `days` daily partitions."""
+def make_input(rows: int, days: int, seed: int, text: str = "arrow") -> BenchInput:
+    """A deterministic case_events transform output over `days` daily partitions; its text
+    columns Arrow strings (`text="arrow"`, what parse_case_events returns) or Python objects
+    (`"object"`, what it returned before)."""
     dates = [FIRST_DAY + timedelta(days=i) for i in range(days)]
     reorg = dates[len(dates) // 2]
     per_day = [rows // days + (1 if i < rows % days else 0) for i in range(days)]
@@ -262,6 +265,13 @@ def make_input(rows: int, days: int, seed: int) -> BenchInput:
     # transform's DataFrame(...) construction leaves them; pandera is ~15% slower on the
     # 7-block frame concat returns, which would flatter the gate's own copy of the frame.
     frame = pd.concat(frames, ignore_index=True)[CASE_EVENTS.column_names].copy()
+    if text == "arrow":
+        import pyarrow
+
+        for name in frame.columns:
+            if frame[name].dtype == object:
+                arrow = pyarrow.array(frame[name].to_numpy(), pyarrow.string(), from_pandas=True)
+                frame[name] = pd.Series(pd.arrays.ArrowExtensionArray(arrow), index=frame.index)
     case = np.concatenate([m["case"] for m in masks])
     kind = np.concatenate([m["type"] for m in masks])
     unit = np.concatenate([m["unit"] for m in masks])
@@ -392,11 +402,11 @@ def measure(fn: Callable[[], Any]) -> tuple[Sample, Any]:
 
 def memory_child(args: argparse.Namespace) -> None:
     """One operation in this fresh process; prints before/peak RSS in kB as one JSON line."""
-    warm = make_input(WARMUP_ROWS, args.days, args.seed + 1)
+    warm = make_input(WARMUP_ROWS, args.days, args.seed + 1, args.text)
     run_baseline(warm.frame)
     run_gate(warm)
     del warm
-    bench = make_input(args.rows, args.days, args.seed)
+    bench = make_input(args.rows, args.days, args.seed, args.text)
     gc.collect()
     _malloc_trim()
     reset = _reset_peak_rss()
@@ -417,6 +427,7 @@ def measure_memory(args: argparse.Namespace, case: str) -> dict[str, Any] | None
         f"--rows={args.rows}",
         f"--days={args.days}",
         f"--seed={args.seed}",
+        f"--text={args.text}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
@@ -558,14 +569,14 @@ def main(argv: list[str] | None = None) -> None:
     _time_pandera_inside_gate()
 
     # Warm-up: pandera schema construction, lazy imports and first-call costs of both paths.
-    warm = make_input(WARMUP_ROWS, args.days, args.seed + 1)
+    warm = make_input(WARMUP_ROWS, args.days, args.seed + 1, args.text)
     run_baseline(warm.frame)
     run_gate(warm)
     del warm
     _PANDERA_SECONDS.clear()
 
     t0 = time.perf_counter()
-    bench = make_input(args.rows, args.days, args.seed)
+    bench = make_input(args.rows, args.days, args.seed, args.text)
     frame_mb = bench.frame.memory_usage(deep=True).sum() / 2**20
     print(
         f"\nframe: {len(bench.frame):,} rows, {frame_mb:,.0f} MiB (deep), built in "
@@ -690,6 +701,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cProfile one gate call: when the goal is missed (auto), always or never",
     )
     parser.add_argument("--top", type=int, default=25, help="rows of each profile listing")
+    parser.add_argument(
+        "--text",
+        choices=("arrow", "object"),
+        default="arrow",
+        help="dtype of the frame's text columns: arrow (parse_case_events now) or object (before)",
+    )
     parser.add_argument(
         "--memory",
         action=argparse.BooleanOptionalAction,

@@ -460,6 +460,40 @@ def cross_check(ours: Path, peer: Path, first: date, last: date, assets) -> list
     return problems
 
 
+def business_checksums(ours: Path, first: date, last: date, assets) -> dict[str, str]:
+    """Our published business checksum per asset over the range, and one of our rejects.
+
+    Printed so that two runs of the benchmark (before and after a change) can be compared:
+    the same input must give the same checksums.
+    """
+    import duckdb
+
+    from ecm_assets.case_sla.datasets import DATASETS
+    from ecm_assets.publish.protocol import business_checksum
+
+    contracts = {d.contract.name: d.contract for d in DATASETS}
+    out: dict[str, str] = {}
+    with duckdb.connect(str(ours), read_only=True) as conn:
+        for asset in assets:
+            out[asset] = business_checksum(
+                conn, contracts[asset], asset, "WHERE business_date BETWEEN ? AND ?", (first, last)
+            )
+        if "case_events" in assets:
+            count, first_hash, second_hash = conn.execute(
+                "SELECT count(*), coalesce(sum(hash(c)::HUGEINT), 0), "
+                "coalesce(sum(hash(c, 'ecm')::HUGEINT), 0) FROM (SELECT (partition_date, "
+                "source_file, source_line, reason, column_name, failure_case, original_row) "
+                "AS c FROM ecm_quarantine.rejected_rows WHERE asset = 'case_events' UNION ALL "
+                "SELECT (partition_date, source_file, source_line, reason, column_name, "
+                "failure_case, original_row) FROM ecm_quarantine.blocked_rows "
+                "WHERE asset = 'case_events')"
+            ).fetchone()
+            out["case_events rejects"] = (
+                f"n{count}-{int(first_hash) % (1 << 64):016x}{int(second_hash) % (1 << 64):016x}"
+            )
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Parent
 # --------------------------------------------------------------------------------------------
@@ -561,6 +595,13 @@ def run_scenario(
     print(f"  cross-check: {'business rows and rejects equal' if not problems else 'DIFFERS'}")
     for p in problems:
         print(f"    {p}")
+    checksums = business_checksums(ours_db, first, last, assets)
+    for name, checksum in checksums.items():
+        print(f"  business checksum {name}: {checksum}")
+    for r in results:
+        r["business_checksum"] = checksums[r["asset"]]
+    if "case_events" in assets:
+        results[0]["rejects_checksum"] = checksums["case_events rejects"]
     return results, problems
 
 

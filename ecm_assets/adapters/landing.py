@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 
 from ecm_assets.contracts.boundaries import LandingFile
 from ecm_assets.contracts.quality import JSON_TYPES_COLUMN
@@ -820,6 +821,49 @@ class _JsonlSteps:
         return _Parsed(_concat(self.pieces, self.names), list(extra), self.stats)
 
 
+def _jsonl_plain(
+    body: bytes, cut: int, a: np.ndarray, lines: _Lines, names: list[str]
+) -> pa.Table | None:
+    """The contract columns of body[:cut] when every line is one plain record, read by
+    Arrow's JSON reader in one pass; None when any line might not be (the caller then
+    decides line by line, as always).
+
+    Plain: each line starts with "{" and ends with "}" (before "\\n" or "\\r\\n"); Arrow
+    parses exactly one object per line (a line's leading "{" can only open a top-level
+    object after a line that ended in "}", and strings cannot span lines, so n objects over
+    n such lines are one per line); no key beyond the contract's; every value a string or
+    null (Arrow refuses a repeated key, a trailing comma, a raw control character in a
+    string, and a value of another type); and no \\u escape, so the
+    decoded text is plain UTF-8 on every path. Such lines are exactly those the line-by-line
+    path takes as well-formed objects of string values, with the same values.
+    """
+    n = len(lines)
+    if not n or body.find(b"\\u", 0, cut) >= 0:
+        return None
+    end = lines.end - 1  # the last byte of each line, before its "\n"
+    end = end - (a[end] == 10)
+    end = end - ((a[np.maximum(end, 0)] == 13) & (end > lines.start))
+    if not (bool((a[lines.start] == 123).all()) and bool((a[np.maximum(end, 0)] == 125).all())):
+        return None
+    if bool((end <= lines.start).any()):
+        return None
+    try:
+        table = pajson.read_json(
+            pa.BufferReader(pa.py_buffer(body)[:cut]),
+            read_options=pajson.ReadOptions(use_threads=False, block_size=cut + 1),
+            # All text (no timestamp inference); a key beyond the contract's is an error.
+            parse_options=pajson.ParseOptions(
+                explicit_schema=pa.schema([(c, pa.string()) for c in names]),
+                unexpected_field_behavior="error",
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != n or table.column_names != names:
+        return None
+    return pa.table({c: table.column(c).combine_chunks() for c in names})
+
+
 def _jsonl_step(
     body: bytes, cut: int, names: list[str], line_base: int
 ) -> tuple[pa.Table, list[tuple[int, int, str]], dict[str, int]]:
@@ -834,6 +878,15 @@ def _jsonl_step(
     # Lines split on "\n" only: JSON allows U+2028 and friends raw inside strings.
     lines = _Lines.of(a)
     n = len(lines)
+    plain = _jsonl_plain(body, cut, a, lines, names)
+    if plain is not None:
+        none: list[str | None] = [None] * n
+        counts = {"lines": n, "records": n, "lines_in_records": n, "blank_lines": 0}
+        return (
+            _assemble_json(plain, names, np.arange(n) + 1 + line_base, none, none, none),
+            [],
+            {**counts, "rejected": 0},
+        )
     offsets = np.append(lines.start, lines.end[-1])
     large = cut >= 1 << 31
     kind = pa.large_string() if large else pa.string()

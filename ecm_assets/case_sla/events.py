@@ -54,6 +54,39 @@ def _blank(series: pd.Series) -> pd.Series:
     return pd.Series(np.asarray(length.to_numpy(zero_copy_only=False)) == 0, index=series.index)
 
 
+#: Text columns of the output: Arrow strings (int32 offsets). The landing values' Arrow
+#: buffers reach the gate and publish without a Python object each, and DuckDB scans this
+#: dtype natively (pandas' StringDtype("pyarrow") it converts value by value).
+TEXT_DTYPE = pd.ArrowDtype(pa.string())
+
+
+def _text(values: pd.Series, *, as_str: bool = False) -> pd.Series:
+    """The column as Arrow text with its values and nulls unchanged (`as_str`: as
+    `astype(str)` would, a null becomes the text "None"/"nan"/"<NA>"). Arrow-backed and
+    categorical text are converted in Arrow; anything else goes the old way first."""
+    dtype = values.dtype
+    arr: pa.Array | pa.ChunkedArray | None = None
+    nulls = bool(values.isna().any())
+    if as_str and nulls:
+        arr = None
+    elif isinstance(dtype, pd.StringDtype | pd.ArrowDtype) and hasattr(
+        values.array, "__arrow_array__"
+    ):
+        arr = values.array.__arrow_array__()
+    elif isinstance(dtype, pd.CategoricalDtype) and pd.api.types.infer_dtype(
+        dtype.categories, skipna=False
+    ) in ("string", "empty"):
+        categories = pa.array(dtype.categories.to_numpy(dtype=object), type=pa.string())
+        codes = pa.array(values.cat.codes.to_numpy(), mask=values.isna().to_numpy())
+        arr = categories.take(codes)
+    if arr is None or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        plain = values.astype(str) if as_str else values.astype(object)
+        arr = pa.array(plain.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    return pd.Series(
+        pd.arrays.ArrowExtensionArray(arr.cast(pa.string())), index=values.index, name=values.name
+    )
+
+
 def _days(values: pd.Series) -> np.ndarray:
     """Dates as int64 day numbers, for sorting and comparing without objects."""
     return values.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").astype(np.int64)
@@ -132,6 +165,9 @@ def _resolve_regions(
     if not parts:
         return pd.Series(pd.NA, index=rows.index, dtype=object)
     hierarchy = pd.concat(parts, ignore_index=True)
+    fast = _regions_by_interval(rows, hierarchy)
+    if fast is not None:
+        return fast
     probe = rows[["_partition", "unit_id", "_ts"]].reset_index(names="_row")
     probe["_ts_naive"] = probe["_ts"].dt.tz_convert("UTC").dt.tz_localize(None)
     matched = probe.merge(hierarchy, on=["_partition", "unit_id"], how="inner")
@@ -147,6 +183,67 @@ def _resolve_regions(
             f"{first['_ts_naive']}: overlapping validity intervals in the pinned snapshot"
         )
     return matched.set_index("_row")["region"].reindex(rows.index)
+
+
+def _regions_by_interval(rows: pd.DataFrame, hierarchy: pd.DataFrame) -> pd.Series | None:
+    """What the merge in `_resolve_regions` gives, by integer keys and searchsorted: each
+    row's (partition, unit) group of hierarchy rows, scanned interval by interval (a unit
+    has a handful), without a merged frame of all rows. None when the hierarchy is not
+    the plain case (naive datetime bounds, string units and regions): the merge decides.
+    """
+    units_h, vf, vt, region_h = (
+        hierarchy[c] for c in ("unit_id", "valid_from", "valid_to", "region")
+    )
+    for bound in (vf, vt):
+        if not (isinstance(bound.dtype, np.dtype) and bound.dtype.kind == "M"):
+            return None
+    if pd.api.types.infer_dtype(units_h, skipna=False) != "string":
+        return None
+    try:
+        regions = pa.array(region_h.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    n = len(rows)
+    codes, uniques = pd.factorize(rows["unit_id"])
+    unit_h = pd.Index(uniques).get_indexer(pd.Index(units_h.to_numpy(dtype=object)))
+    days = _days(rows["_partition"])
+    days_h = _days(hierarchy["_partition"])
+    span = len(uniques) + 1
+    key = np.where(codes >= 0, days * span + codes, -1)
+    key_h = np.where(unit_h >= 0, days_h * span + unit_h, -2)
+    order_h = np.argsort(key_h, kind="stable")
+    sorted_h = key_h[order_h]
+    lo = np.searchsorted(sorted_h, key, side="left")
+    hi = np.searchsorted(sorted_h, key, side="right")
+    ts_utc = rows["_ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    ts = ts_utc.to_numpy().view(np.int64)
+    ts_ok = ts_utc.notna().to_numpy()
+    try:
+        from_ns = vf.astype("datetime64[ns]").to_numpy()
+        to_ns = vt.astype("datetime64[ns]").to_numpy()
+    except (OverflowError, ValueError):  # a bound beyond the ns range: the merge compares it
+        return None
+    start = from_ns.view(np.int64)
+    stop = np.where(np.isnat(to_ns), np.iinfo(np.int64).max, to_ns.view(np.int64))
+    start_ok = ~np.isnat(from_ns)
+    match = np.full(n, -1, dtype=np.int64)
+    hits = np.zeros(n, dtype=np.int64)
+    width = int((hi - lo).max()) if n else 0
+    for j in range(width):
+        rows_j = np.flatnonzero((lo + j < hi) & ts_ok)
+        h = order_h[lo[rows_j] + j]
+        inside = start_ok[h] & (start[h] <= ts[rows_j]) & (ts[rows_j] < stop[h])
+        match[rows_j[inside]] = h[inside]
+        hits[rows_j[inside]] += 1
+    ambiguous = np.flatnonzero(hits > 1)
+    if len(ambiguous):
+        first = int(ambiguous[0])
+        raise ValueError(
+            f"org_hierarchy maps unit {rows['unit_id'].iloc[first]} to several regions at "
+            f"{ts_utc.iloc[first]}: overlapping validity intervals in the pinned snapshot"
+        )
+    picked = regions.take(pa.array(match, mask=match < 0))
+    return pd.Series(pd.arrays.ArrowExtensionArray(picked), index=rows.index)
 
 
 def _in_arrival_order(frame: pd.DataFrame, keys: list[str]) -> bool:
@@ -200,7 +297,7 @@ def parse_case_events(
     raw["_superseded"], raw["_changed"] = _superseded(raw, has_id, valid, lateness_days)
 
     window_days = pd.DatetimeIndex([pd.Timestamp(d) for d in window.partitions])
-    mine = raw[raw["_partition"].isin(window_days)].copy()
+    mine = raw[raw["_partition"].isin(window_days).to_numpy()]
 
     # The first failing check of each row, as a small integer code (0: none); superseded rows
     # are duplicates, never rejects.
@@ -223,21 +320,22 @@ def parse_case_events(
     # Rows with a value the contract does not accept (missing case_id, unknown type, priority
     # or unit) are typed and kept: the quality gate quarantines them by the contract's rules.
     kept_mask = (code == 0) & ~superseded_mine
-    regions = _resolve_regions(mine[kept_mask], org_hierarchy)
-    mine["region"] = regions.reindex(mine.index)
-    kept = mine[kept_mask]
+    # Only the columns the output and its source rows are made of.
+    used = [*LANDING_COLUMNS, JSON_TYPES_COLUMN, "_ts", "_partition", "_ingest_date"]
+    kept = mine.loc[kept_mask, [*used, "_source_file", "_source_line"]]
+    regions = _resolve_regions(kept, org_hierarchy)
     data = pd.DataFrame(
         {
-            "event_id": kept["event_id"].astype(str),
-            "case_id": kept["case_id"].astype(object),
-            "event_type": kept["event_type"].astype(object),
+            "event_id": _text(kept["event_id"], as_str=True),
+            "case_id": _text(kept["case_id"]),
+            "event_type": _text(kept["event_type"]),
             "event_ts": kept["_ts"],
             "business_date": kept["_partition"],
-            "unit_id": kept["unit_id"].astype(object),
-            "region": kept["region"].astype(object),
-            "priority": kept["priority"].astype(object),
+            "unit_id": _text(kept["unit_id"]),
+            "region": _text(regions.reindex(kept.index)),
+            "priority": _text(kept["priority"]),
             "ingest_date": kept["_ingest_date"],
-            "source_file": kept["_source_file"].astype(str),
+            "source_file": _text(kept["_source_file"], as_str=True),
             "source_line": kept["_source_line"].astype("int64"),
         }
     )
@@ -290,18 +388,20 @@ def parse_case_events(
         drop=True
     )
 
+    # Rows per partition of each kind, counted on the partition column alone (selecting
+    # whole frames by a mask would copy every column).
+    part, kept_part = mine["_partition"], kept["_partition"]
+    duplicate = mine["_superseded"].to_numpy(dtype=bool)
+    corrected = duplicate & mine["_changed"].to_numpy(dtype=bool)
+    late = (kept["_ingest_date"] > kept_part).to_numpy(dtype=bool)
     counts = pd.DataFrame(
         {
-            "read": mine.groupby("_partition").size(),
-            "kept": kept.groupby("_partition").size(),
-            "rejected": bad.groupby("_partition").size(),
-            "duplicate": mine[mine["_superseded"]].groupby("_partition").size(),
-            "corrections_applied": mine[mine["_superseded"] & mine["_changed"]]
-            .groupby("_partition")
-            .size(),
-            "late_arrivals": kept[kept["_ingest_date"] > kept["_partition"]]
-            .groupby("_partition")
-            .size(),
+            "read": part.value_counts(),
+            "kept": kept_part.value_counts(),
+            "rejected": part.iloc[bad_pos].value_counts(),
+            "duplicate": part[duplicate].value_counts(),
+            "corrections_applied": part[corrected].value_counts(),
+            "late_arrivals": kept_part[late].value_counts(),
         }
     )
     counts = counts.reindex(window_days).fillna(0).astype("int64")

@@ -279,11 +279,22 @@ def attribute_partitions(
     the partitions whose rows a file changes.
     """
     ts = (parsed or parse_timestamps(event_ts, rule)).utc
-    ingest = pd.to_datetime(ingest_date).astype("datetime64[ns]")
+    if ingest_date.dtype == np.dtype("datetime64[ns]"):
+        ingest = ingest_date  # pd.to_datetime of it would cost a Python pass
+    else:
+        ingest = pd.to_datetime(ingest_date).astype("datetime64[ns]")
     ts.index = ingest.index
-    event_day = ts.dt.tz_convert(timezone).dt.tz_localize(None).dt.normalize()
-    event_day = event_day.astype("datetime64[ns]")
     lateness = pd.Timedelta(days=lateness_days)
+    if timezone == "UTC" and isinstance(ts.dtype, pd.DatetimeTZDtype):
+        # The UTC day of an instant is its nanoseconds floored to a day: no calendar pass.
+        nanos = pd.DatetimeIndex(ts).tz_convert("UTC").as_unit("ns").asi8
+        present = nanos != np.iinfo(np.int64).min
+        day_ns = 86_400 * 1_000_000_000
+        floored = np.where(present, nanos // day_ns * day_ns, nanos)
+        event_day = pd.Series(floored.view("datetime64[ns]"), index=ingest.index)
+    else:
+        event_day = ts.dt.tz_convert(timezone).dt.tz_localize(None).dt.normalize()
+        event_day = event_day.astype("datetime64[ns]")
     in_horizon = ts.notna() & (event_day <= ingest) & (event_day >= ingest - lateness)
     return event_day.where(in_horizon, ingest), in_horizon
 

@@ -520,8 +520,14 @@ def _key_hashes(
             # The partition column holds a few distinct days: hash those, then spread them.
             days = np.append(parts.days, np.datetime64("NaT", "ns"))
             arrays.append(pd.util.hash_array(days)[parts.codes])
-        elif isinstance(dtype, np.dtype) and dtype.kind == "O":
-            values = series.to_numpy()
+        elif (isinstance(dtype, np.dtype) and dtype.kind == "O") or _arrow_text(dtype):
+            # Arrow-backed text: hash_pandas_object hashes what _values_for_factorize gives,
+            # the values as an object array with None for a null, exactly what this hashes.
+            values = (
+                series.to_numpy()
+                if isinstance(dtype, np.dtype)
+                else series.to_numpy(object, na_value=None)
+            )
             # Without nulls, hashing the strings directly gives what factorizing first gives
             # (the default, much slower for mostly unique keys); nulls hash differently then.
             plain = infer_dtype(values, skipna=False) == "string"
@@ -539,6 +545,15 @@ def _key_hashes(
             return None
     hashes = combine_hash_arrays(iter(arrays), len(arrays))
     return hashes.astype("uint64", copy=False), exact
+
+
+def _arrow_text(dtype: Any) -> bool:
+    """pandas' Arrow-backed string dtypes (ArrowDtype(string/large_string), string[pyarrow])."""
+    if isinstance(dtype, pd.ArrowDtype):
+        return pa_arrow.types.is_string(dtype.pyarrow_dtype) or pa_arrow.types.is_large_string(
+            dtype.pyarrow_dtype
+        )
+    return isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
 
 
 def _repeated(hashes: np.ndarray) -> np.ndarray:

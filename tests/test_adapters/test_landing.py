@@ -7,6 +7,7 @@ import json
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -221,7 +222,7 @@ def test_a_multiline_record_of_the_wrong_width_is_one_reject_with_its_whole_text
 
 
 def test_bom_and_crlf_are_handled_and_lines_stay_physical(tmp_path):
-    content = "\ufeffevent_id,unit_id,value\r\ne1,U1,\"a\r\nb\"\r\ne2,U1,2\r\n".encode()
+    content = '\ufeffevent_id,unit_id,value\r\ne1,U1,"a\r\nb"\r\ne2,U1,2\r\n'.encode()
     land(tmp_path, "2026-09-01", "a.csv", content)
 
     out = read_all(tmp_path)
@@ -383,9 +384,7 @@ def test_a_file_read_in_small_steps_equals_the_file_read_whole(tmp_path, monkeyp
         assert stepped.attrs == whole.attrs, step
 
 
-def test_read_in_steps_keeps_the_precedence_changed_then_encoding_then_parse(
-    tmp_path, monkeypatch
-):
+def test_read_in_steps_keeps_the_precedence_changed_then_encoding_then_parse(tmp_path, monkeypatch):
     """A header error in the first step does not hide a byte that is not UTF-8 further on,
     and neither hides a file that changed since the lock: the whole file is still checked."""
     from ecm_assets.adapters import landing
@@ -402,3 +401,71 @@ def test_read_in_steps_keeps_the_precedence_changed_then_encoding_then_parse(
     path.write_bytes(path.read_bytes() + b"E,2\n")
     with pytest.raises(LandingFileChangedError):
         read_landing_files(tmp_path, files, COLUMNS)
+
+
+#: JSONL lines the Arrow fast path must read exactly as the line-by-line path does, or leave
+#: to it: plain records, and every way a line can fall outside "one object of string values".
+_JSONL_LINES = [
+    '{"event_id": "E1", "case_id": "C1", "event_ts": "2026-09-01T10:00:00Z"}',
+    '{"event_id":"E2","case_id":null}',
+    '{"case_id": "C3", "event_id": "E3", "unit_id": ""}',
+    "{}",
+    '{"event_id": "E4 \\"quoted\\" \\\\ tab\\t", "case_id": "a,}"}',
+    '{"event_id": "é ü ∑ \u2028 line sep"}',
+    '{"event_id": "E5"}\r',
+    '{"event_id": "\\u00e9"}',
+    '{"event_id": 5}',
+    '{"event_id": 5.5, "case_id": "C"}',
+    '{"event_id": true}',
+    '{"event_id": NaN}',
+    '{"event_id": {"nested": "x"}}',
+    '{"event_id": ["x"]}',
+    '{"event_id": "E6", "event_id": "E7"}',
+    '{"event_id": "E8",}',
+    '{"event_id": "E9", "extra": "x"}',
+    '{"event_id": "E10", "extra": null}',
+    '{"event_id": "E11"}{"event_id": "E12"}',
+    '{"event_id": "E13"',
+    '"event_id"',
+    "[1, 2]",
+    "",
+    "   ",
+    ' {"event_id": "E14"}',
+    '{"event_id": "E15"} ',
+    "not json",
+]
+
+
+def test_jsonl_arrow_fast_path_reads_exactly_as_the_line_by_line_path(monkeypatch):
+    import random
+
+    from ecm_assets.adapters import landing
+
+    names = ["event_id", "case_id", "event_type", "event_ts", "unit_id", "priority"]
+    plain = _JSONL_LINES[:7]
+    rng = random.Random(13)
+    cases = [[line] for line in _JSONL_LINES] + [plain * 3]
+    cases += [[*rng.choices(plain, k=12), rng.choice(_JSONL_LINES)] for _ in range(60)]
+    fast_taken = 0
+    for lines in cases:
+        for tail in ("\n", ""):
+            body = ("\n".join(lines) + tail).encode()
+            if not body:
+                continue  # the reader never feeds an empty step
+            fast_taken += (
+                landing._jsonl_plain(
+                    body,
+                    len(body),
+                    np.frombuffer(body, np.uint8),
+                    landing._Lines.of(np.frombuffer(body, np.uint8)),
+                    names,
+                )
+                is not None
+            )
+            fast = landing._jsonl_step(body, len(body), names, 3)
+            with monkeypatch.context() as m:
+                m.setattr(landing, "_jsonl_plain", lambda *args: None)
+                slow = landing._jsonl_step(body, len(body), names, 3)
+            assert fast[0].equals(slow[0]), lines
+            assert fast[1:] == slow[1:], lines
+    assert fast_taken > 20  # the fast path is exercised, not only its refusals

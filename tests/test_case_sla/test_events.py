@@ -594,3 +594,101 @@ def test_malformed_resend_after_a_valid_correction_keeps_the_correction():
         read=2, kept=1, duplicate=1, corrections_applied=1, late_arrivals=1
     )
     assert counts_row(result, D4) == zero_counts(read=1, rejected=1)
+
+
+def test_regions_by_interval_equal_the_merge(monkeypatch):
+    # The integer-key lookup must give what the pandas merge gives, row for row: units
+    # missing from the hierarchy, null units, closed and open intervals, bounds at the
+    # instant, several partitions with different snapshots.
+    import numpy as np
+
+    from ecm_assets.case_sla import events
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    parts = pd.to_datetime(rng.choice(["2026-09-01", "2026-09-02", "2026-09-03"], n))
+    units = rng.choice(["U01", "U02", "U03", "U99", None], n)
+    ts = pd.Series(
+        pd.to_datetime("2025-12-31T22:00:00Z")
+        + pd.to_timedelta(rng.integers(0, 4 * 3600, n), unit="s")
+    )
+    rows = pd.DataFrame(
+        {"_partition": parts, "unit_id": units, "_ts": ts}, index=np.arange(n) * 3 + 7
+    )
+    rows["unit_id"] = rows["unit_id"].astype(pd.StringDtype("pyarrow"))
+    org_a = org_frame(
+        [
+            ("U01", "Legacy", "2019-01-01 00:00", "2026-01-01 00:00"),
+            ("U01", "North", "2026-01-01 00:00", None),
+            ("U02", "South", "2025-12-31 23:00", "2026-01-01 01:00"),
+        ]
+    )
+    org_b = org_frame([("U03", "East", "2020-01-01", None), ("U02", "West", "2020-01-01", None)])
+    org = {
+        date(2026, 9, 1): snapshot("org_hierarchy", "a", org_a),
+        date(2026, 9, 2): snapshot("org_hierarchy", "b", org_b),
+        date(2026, 9, 3): snapshot("org_hierarchy", "a", org_a),
+    }
+    fast = events._resolve_regions(rows, org)
+    with monkeypatch.context() as m:
+        m.setattr(events, "_regions_by_interval", lambda *args: None)
+        slow = events._resolve_regions(rows, org)
+    assert fast.index.equals(rows.index)
+    assert fast.isna().tolist() == slow.isna().tolist()
+    assert fast.dropna().tolist() == slow.dropna().tolist()
+    assert fast.notna().sum() > n // 10
+
+
+def test_the_gate_judges_arrow_text_as_it_judged_object_text():
+    # parse_case_events hands the gate Arrow-backed text; the same rows as Python objects
+    # (what it handed over before) must give the same decision, rows, quarantine and
+    # reconciliation.
+    import pyarrow as pa
+
+    from ecm_assets.case_sla.events import TEXT_DTYPE
+
+    rows = [
+        raw("E1", "C1", "opened", "2026-09-02T08:00:00Z", "U01", "P2", line=2),
+        raw("E2", None, "opened", "2026-09-02T08:00:00Z", "U01", "P2", line=3),
+        raw("E3", "   ", "opened", "2026-09-02T08:00:00Z", "U01", "P2", line=4),
+        raw("E4", "\u00a0", "opened", "2026-09-02T08:00:00Z", "U01", "P2", line=5),
+        raw("E5", "C5", "closed", "2026-09-02T08:00:00Z", "U01", "P2", line=6),
+        raw("E6", "C6", "opened", "2026-09-02T08:00:00Z", "U99", "P9", line=7),
+        raw("E7", "C7", None, "2026-09-02T08:00:00Z", None, None, line=8),
+        raw("E8 bad", "C\u00e98", "opened", "2026-09-02T08:00:00Z", "U01", "P2", line=9),
+        raw("E" * 80, "C9", "opened", "2026-09-02T08:00:00", "U01", "P2", line=10),
+        raw("E10", "C10\x07", "opened", "2026-09-02T08:00:00Z", "U02", "P1", line=11),
+    ]
+    frame = landing(*rows)
+    win, org = window(D2), org_for(D2)
+    result = parse_case_events(frame, win, org)
+    text = [c for c in result.data.columns if result.data[c].dtype == TEXT_DTYPE]
+    assert "event_id" in text and "region" in text
+    as_objects = result.data.copy()
+    for c in text:
+        values = result.data[c].array.__arrow_array__()
+        as_objects[c] = pd.Series(pa.chunked_array(values).to_pylist(), dtype=object)
+
+    def judge(data: pd.DataFrame):
+        return evaluate(
+            GateInput(
+                contract=CASE_EVENTS,
+                quality=CASE_EVENTS_QUALITY,
+                window=win,
+                data=data,
+                rejects=result.rejects,
+                counts=result.counts,
+                reference={"org_hierarchy": org},
+                source_rows=result.source_rows,
+            )
+        )
+
+    arrow, objects = judge(result.data), judge(as_objects)
+    assert arrow.decision == objects.decision
+    assert len(arrow.quarantined) > 5
+    pd.testing.assert_frame_equal(arrow.quarantined, objects.quarantined)
+    assert arrow.reconciliation == objects.reconciliation
+    accepted = arrow.accepted.astype({c: object for c in text})
+    pd.testing.assert_frame_equal(
+        accepted.where(accepted.notna(), None), objects.accepted, check_dtype=False
+    )
