@@ -1221,18 +1221,40 @@ def _strip_declared(data: pd.DataFrame, quality: QualityContract) -> dict[str, i
         if not isinstance(rule, TextRule) or rule.trim != "strip" or rule.column not in data:
             continue
         values = data[rule.column]
-        if not (isinstance(values.dtype, np.dtype) and values.dtype.kind == "O"):
+        is_object = isinstance(values.dtype, np.dtype) and values.dtype.kind == "O"
+        if not (is_object or _is_arrow_text(values.dtype)):
             continue
         text = _Text(values)
         candidates = np.flatnonzero(text.padding_candidates())
         rows = candidates[text.regex(candidates, _PADDED)]
-        if len(rows):
+        if len(rows) and is_object:
             sub = text.arr.take(pa_arrow.array(rows))
             column = values.to_numpy(dtype=object, copy=True)
             column[rows] = pc.utf8_trim_whitespace(sub).to_pylist()
             data[rule.column] = pd.Series(column, index=data.index, dtype=object)
+        elif len(rows):
+            # Arrow-backed text (what the landing reader and case_events hand over) stays
+            # Arrow-backed: trimmed where padded, untouched elsewhere, in one vectorized pass.
+            mask = np.zeros(len(text.arr), dtype=bool)
+            mask[rows] = True
+            trimmed = pc.if_else(
+                pa_arrow.array(mask), pc.utf8_trim_whitespace(text.arr), text.arr
+            )
+            data[rule.column] = pd.Series(
+                pd.arrays.ArrowExtensionArray(trimmed), index=data.index
+            ).astype(values.dtype)
         changed[rule.column] = len(rows)
     return changed
+
+
+def _is_arrow_text(dtype: object) -> bool:
+    """pandas' string[pyarrow] or an ArrowDtype of (large) string."""
+    if isinstance(dtype, pd.StringDtype):
+        return dtype.storage == "pyarrow"
+    return isinstance(dtype, pd.ArrowDtype) and (
+        pa_arrow.types.is_string(dtype.pyarrow_dtype)
+        or pa_arrow.types.is_large_string(dtype.pyarrow_dtype)
+    )
 
 
 def _escaped(values: pd.Series) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import date
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from ecm_assets.case_sla.contracts import CASE_EVENTS
@@ -200,11 +201,21 @@ def test_length_bounds_and_pattern_are_declared_per_column():
     assert result.accepted["code"].tolist() == ["AB", None]
 
 
-def test_strip_trims_padding_before_any_rule_judges_it():
+@pytest.mark.parametrize(
+    "dtype",
+    ["object", "string[pyarrow]", pd.ArrowDtype(pa.string())],
+    ids=["object", "pandas_string_pyarrow", "arrow_dtype_string"],
+)
+def test_strip_trims_padding_before_any_rule_judges_it(dtype):
+    """Whatever the text's representation: Arrow-backed text from the landing reader was
+    once left unstripped, so its padded values were quarantined."""
     rule = TextRule("code", trim="strip", pattern=r"[A-Z]+", severity=Severity.QUARANTINE_RECORD)
-    result = gate_items(items(" AB", "CD\t", "EF"), rule)
+    data = items(" AB", "CD\t", "EF", None).astype({"code": dtype})
+    result = gate_items(data, rule)
     assert result.quarantined.empty
-    assert result.accepted["code"].tolist() == ["AB", "CD", "EF"]
+    assert result.accepted["code"].tolist()[:3] == ["AB", "CD", "EF"]
+    assert pd.isna(result.accepted["code"].tolist()[3])
+    assert result.accepted["code"].dtype == data["code"].dtype
     finding = next(f for f in result.findings if f.rule == "code_values")
     assert finding.value == 2.0 and "2 value(s) stripped" in finding.message
 
