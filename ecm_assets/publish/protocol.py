@@ -483,7 +483,11 @@ def _reconcile_table_schema(
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(contract.schema)}")
             conn.execute(f"CREATE TABLE IF NOT EXISTS {contract.table} ({', '.join(ddl)})")
         return []
-    have = {column: dtype for column, dtype in existing}
+    # Named in DuckDB's spelling on every backend (PostgreSQL says "bigint", "text").
+    have = {
+        column: dtype if conn.kind == "duckdb" else _normalise_type(dtype)
+        for column, dtype in existing
+    }
     wanted = {c.name: c.sql_type for c in contract.columns}
     wanted.update(dict(PROVENANCE_COLUMNS))
     wanted.update(dict(extra))

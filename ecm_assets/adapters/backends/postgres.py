@@ -136,7 +136,7 @@ class PostgresDialect(Dialect):
     def latest_attempts(self, table: str) -> str:
         return (
             f"(SELECT DISTINCT ON (run_id, asset) * FROM {table} "
-            "ORDER BY run_id, asset, attempt DESC)"
+            "ORDER BY run_id, asset, attempt DESC) AS latest"
         )
 
     def add_column(self, table: str, column: str, sql_type: str) -> str:
