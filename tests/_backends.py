@@ -28,9 +28,7 @@ from pathlib import Path
 import pytest
 
 #: The maintenance database tests create their own databases from.
-ADMIN_URL = os.environ.get(
-    "ECM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+ADMIN_URL = os.environ.get("ECM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 #: Parameter ids of a backend matrix.
 WAREHOUSE_KINDS = ("duckdb", "postgresql")
 

@@ -65,6 +65,7 @@ from ecm_assets.publish.versions import (
     check_closed_partitions,
     ensure_versioned_storage,
     publish_versions,
+    refresh_current_view,
     versions_table,
     versions_table_name,
 )
@@ -1067,6 +1068,8 @@ def _publish_locked(conn: WarehouseConnection, request: PublishRequest) -> Publi
         replaced = 0
         for statement in alters:
             conn.execute(statement)
+        if alters and versioned:
+            refresh_current_view(conn, contract)
         if versioned:
             versions = publish_versions(
                 conn,
