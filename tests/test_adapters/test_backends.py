@@ -186,7 +186,7 @@ def test_read_only_connection_refuses_writes():
                 conn.execute("INSERT INTO t VALUES (?)", [1])
 
 
-# ------------------------------------------------------------------------ one contract, two backends
+# ---------------------------------------------------------------- one contract, two backends
 
 
 def test_same_frame_gives_identical_checksums_on_both_backends(tmp_path):
