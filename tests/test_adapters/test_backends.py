@@ -379,3 +379,30 @@ def test_disjoint_partitions_do_not_wait_and_the_same_partition_serializes(monke
             rows = read_partitions(conn, RICH, D1, D2, with_provenance=True)
         assert set(rows.loc[rows["business_date"] == pd.Timestamp(D1), "run_id"]) == {"run-d"}
         assert set(rows.loc[rows["business_date"] == pd.Timestamp(D2), "run_id"]) == {"run-b"}
+
+
+def test_dry_run_and_shadow_diff_identically_on_both_backends(tmp_path):
+    from ecm_assets.publish.modes import evaluate_without_publishing
+
+    changed = rich_frame()
+    changed.loc[0, "amount"] = 0.2  # U01 of D1 changes
+    changed = changed[changed["unit_id"] != "U03"]  # U03 of D1 is removed
+    diffs = {}
+    for kind in WAREHOUSE_KINDS:
+        with backend_target(kind, tmp_path) as url, open_warehouse(url).connect() as conn:
+            publish_partitions(conn, request_for(RICH, rich_frame(), (D1, D2), "run-1"))
+            before = read_partitions(conn, RICH, D1, D2, with_provenance=True)
+            dry = evaluate_without_publishing(
+                conn, request_for(RICH, changed, (D1, D2), "run-dry", mode="dry_run")
+            )
+            shadow = evaluate_without_publishing(
+                conn, request_for(RICH, changed, (D1, D2), "run-shadow", mode="shadow")
+            )
+            assert read_partitions(conn, RICH, D1, D2, with_provenance=True).equals(before)
+            shadowed = conn.execute('SELECT count(*) FROM "ecm_shadow"."rich_values"').fetchone()[0]
+            assert shadowed == 4
+            assert load_manifests(conn, run_id="run-shadow")[0].status == RunStatus.SHADOWED
+            diffs[kind] = [d.to_json() for d in dry.diffs], shadow.business_checksum
+    assert diffs["duckdb"] == diffs["postgresql"]
+    d1 = diffs["duckdb"][0][0]
+    assert (d1["added"], d1["removed"], d1["changed"], d1["unchanged"]) == (0, 1, 1, 1)
