@@ -172,6 +172,16 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
         return local.from_arrow(table).df()
 
 
+def _utc_wall_time(data: pa.Table) -> pa.Table:
+    """Time-zone-aware timestamps as their UTC wall time: the session's TimeZone is UTC, so
+    PostgreSQL reads the same instant, and pyarrow writes naive timestamps ~15x faster."""
+    for i, f in enumerate(data.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            naive = data.column(i).cast(pa.int64()).cast(pa.timestamp(f.type.unit))
+            data = data.set_column(i, f.name, naive)
+    return data
+
+
 class PostgresResult:
     """A finished statement: rows like DuckDB's (a DML statement's row is its row count)."""
 
@@ -287,7 +297,7 @@ class PostgresConnection(WarehouseConnection):
         if data.num_rows == 0:
             return 0
         out = io.BytesIO()
-        pacsv.write_csv(data, out, pacsv.WriteOptions(include_header=False))
+        pacsv.write_csv(_utc_wall_time(data), out, pacsv.WriteOptions(include_header=False))
         cols = ", ".join(self.dialect.quote_ident(c) for c in data.column_names)
         statement = f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)"
         with self.raw.cursor() as cursor, cursor.copy(statement) as copy:
