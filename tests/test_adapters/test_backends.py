@@ -406,3 +406,33 @@ def test_dry_run_and_shadow_diff_identically_on_both_backends(tmp_path):
     assert diffs["duckdb"] == diffs["postgresql"]
     d1 = diffs["duckdb"][0][0]
     assert (d1["added"], d1["removed"], d1["changed"], d1["unchanged"]) == (0, 1, 1, 1)
+
+
+def test_outbox_and_lease_heartbeat_on_postgresql():
+    from ecm_assets.manifest.lease import Heartbeat, acquire, load_lease, release
+    from ecm_assets.manifest.ledger import Manifest, plan
+    from ecm_assets.publish.outbox import mark_delivered, owed
+
+    with fresh_postgres_url() as url:
+        warehouse = open_warehouse(url)
+        with warehouse.connect() as conn:
+            publish_partitions(conn, request_for(RICH, rich_frame(), (D1, D2), "run-1"))
+            assert [(m.run_id, m.asset) for m in owed(conn)] == [("run-1", RICH.name)]
+            assert mark_delivered(conn, [("run-1", RICH.name, 1)]) == [("run-1", RICH.name, 1)]
+            assert owed(conn) == []
+            manifest = plan(conn, Manifest(run_id="run-2", asset=RICH.name))
+            acquire(conn, manifest)
+            first = load_lease(conn, manifest)
+        assert first is not None
+        try:
+            with Heartbeat(url, interval=0.05):
+                renewed = first
+                for _ in range(2400):  # a safety net against a hang, not a timing assertion
+                    with warehouse.connect(read_only=True) as conn:
+                        renewed = load_lease(conn, manifest)
+                    if renewed.renewed_at != first.renewed_at:
+                        break
+                    threading.Event().wait(0.05)
+        finally:
+            release(manifest.run_id, manifest.asset, manifest.attempt)
+        assert renewed.expires_at > first.expires_at

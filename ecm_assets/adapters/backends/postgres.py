@@ -226,6 +226,14 @@ class PostgresResult:
         return to_pandas(self.fetch_arrow_table())
 
 
+_TRANSACTION_CONTROL = {
+    "BEGIN": "begin",
+    "BEGIN TRANSACTION": "begin",
+    "COMMIT": "commit",
+    "ROLLBACK": "rollback",
+}
+
+
 class PostgresConnection(WarehouseConnection):
     """One psycopg connection behind the seam; `raw` is psycopg's own API."""
 
@@ -249,6 +257,11 @@ class PostgresConnection(WarehouseConnection):
 
     # statements -------------------------------------------------------------------------
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> PostgresResult:
+        control = _TRANSACTION_CONTROL.get(" ".join(sql.split()).upper().rstrip(";"))
+        if control is not None and params is None:
+            # Callers written for DuckDB spell transactions as statements: keep the state.
+            getattr(self, control)()
+            return PostgresResult(self.raw.cursor())
         cursor = self.raw.cursor()
         if params is None:
             cursor.execute(sql)
@@ -309,8 +322,11 @@ class PostgresConnection(WarehouseConnection):
         return data.num_rows
 
     # transactions -----------------------------------------------------------------------
-    def begin(self) -> None:
-        self.raw.execute("BEGIN")
+    def begin(self, *, snapshot: bool = False) -> None:
+        """Start a transaction; `snapshot`: every read in it sees one snapshot (REPEATABLE
+        READ; read committed otherwise, which a publish wants: it never fails on another
+        writer's commit)."""
+        self.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if snapshot else "BEGIN")
         self._in_transaction = True
 
     def commit(self) -> None:
