@@ -276,8 +276,22 @@ def _publish_in_child(url: str, failpoint: str, run_id: str) -> subprocess.Compl
     )
 
 
-@pytest.mark.parametrize("point", ["publish.after_staging", "publish.before_commit"])
-def test_killed_publish_leaves_published_rows_and_releases_its_locks(point):
+BEFORE_COMMIT = (
+    "publish.before_staging",
+    "publish.mid_staging",
+    "publish.after_staging",
+    "publish.before_delete",
+    "publish.after_delete",
+    "publish.after_insert",
+    "publish.before_commit",
+)
+
+
+@pytest.mark.parametrize("point", [*BEFORE_COMMIT, "publish.after_commit"])
+def test_killed_publish_keeps_the_contract_and_releases_its_locks(point):
+    """SIGKILL at each publish step on PostgreSQL: before COMMIT the published rows stay
+    exactly as they were and the next publish settles the dead run; after COMMIT the run is
+    PUBLISHED. Either way the dead session's partition locks are gone."""
     with fresh_postgres_url() as url:
         warehouse = open_warehouse(url)
         with warehouse.connect() as conn:
@@ -286,17 +300,23 @@ def test_killed_publish_leaves_published_rows_and_releases_its_locks(point):
         child = _publish_in_child(url, point, "run-crashed")
         assert child.returncode == -9, child.stderr.decode()
         with warehouse.connect() as conn:
-            assert read_partitions(conn, RICH, D1, D2, with_provenance=True).equals(before)
-            # The dead session's partition locks went with it: this publish does not wait.
+            after = read_partitions(conn, RICH, D1, D2, with_provenance=True)
+            crashed = load_manifests(conn, run_id="run-crashed")
+            if point not in BEFORE_COMMIT:
+                assert crashed[0].status == RunStatus.PUBLISHED
+                assert set(after.loc[after["note"] == "crashed", "run_id"]) == {"run-crashed"}
+                return
+            assert after.equals(before)
             data = rich_frame()
             result = publish_partitions(
                 conn, request_for(RICH, data[data["business_date"] == D2], (D2,), "run-3")
             )
-            assert conn.lock_waits == []
-            assert [(r.run_id, r.decision) for r in result.recoveries] == [
-                ("run-crashed", "FAILED_CLEANED")
-            ]
+            assert conn.lock_waits == []  # the dead session's locks went with it
+            assert [r.run_id for r in result.recoveries] == ["run-crashed"]
             assert load_manifests(conn, run_id="run-crashed")[0].status == RunStatus.FAILED
+            assert conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ecm_staging'"
+            ).fetchone() == (0,)
 
 
 class _Pause:
