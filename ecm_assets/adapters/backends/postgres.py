@@ -435,7 +435,9 @@ class PostgresWarehouse(Warehouse):
                 self.dsn,
                 autocommit=True,
                 connect_timeout=max(1, int(min(timeout_seconds, 30))),
-                options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3"
+                options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3 "
+                # DuckDB's default schema first: unqualified names mean the same on both.
+                "-c search_path=main,public"
                 + (" -c default_transaction_read_only=on" if read_only else ""),
             )
         except psycopg.OperationalError as exc:
