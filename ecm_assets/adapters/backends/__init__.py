@@ -7,7 +7,10 @@ A backend says *how* one database does it: its SQL dialect, its locking, its bul
 - DuckDB (the embedded default): one file, one writing process at a time; the file lock is
   the publish lock.
 - PostgreSQL (the server backend): many writers; publishes of the same (asset, partition)
-  serialize on transaction-scoped advisory locks, disjoint partitions publish in parallel.
+  serialize on advisory locks held for the whole publish (its checks included), disjoint
+  partitions publish in parallel. Whatever must run as DuckDB SQL (checksums, judging the
+  staged frame, SQL transforms) runs in an in-process DuckDB over Arrow read from the server,
+  so the same rows give the same checksums on both backends.
 
 `open_warehouse` picks the backend from a target: a `postgresql://` URL, or a DuckDB file
 path (optionally as `duckdb:///path`). `ECM_WAREHOUSE_URL` names the warehouse of a code
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ecm_assets.adapters.backends.base import Warehouse, WarehouseConnection
 
@@ -43,8 +47,19 @@ def open_warehouse(target: str | os.PathLike[str] | Warehouse) -> Warehouse:
     from ecm_assets.adapters.backends.duckdb import DuckDBWarehouse
 
     if text.startswith("duckdb:///"):
-        text = text[len("duckdb:///") - 1 :] if text.startswith("duckdb:////") else text[10:]
+        # SQLAlchemy's convention: duckdb:///relative/path, duckdb:////absolute/path
+        text = text[len("duckdb:///") :]
     return DuckDBWarehouse(Path(text))
+
+
+def as_connection(conn: Any) -> WarehouseConnection:
+    """The seam connection for `conn`: a raw DuckDB connection (callers not yet ported) is
+    wrapped, a WarehouseConnection is returned as it is."""
+    if isinstance(conn, WarehouseConnection) or hasattr(conn, "dialect"):
+        return conn  # a seam connection, or a wrapper of one
+    from ecm_assets.adapters.backends.duckdb import DuckDBConnection
+
+    return DuckDBConnection(conn)
 
 
 def warehouse_target(default: str | os.PathLike[str] | None = None) -> str | None:
@@ -60,6 +75,7 @@ __all__ = [
     "WAREHOUSE_URL_ENV",
     "Warehouse",
     "WarehouseConnection",
+    "as_connection",
     "is_postgres_url",
     "open_warehouse",
     "warehouse_target",
