@@ -1,99 +1,89 @@
-"""Warehouse backends for tests: a DuckDB file, or a fresh PostgreSQL database per test.
+"""Run a test on each warehouse backend: a DuckDB file, and a fresh PostgreSQL database.
 
-Tests that prove a publish rule on both backends take `backend` in BACKENDS and open the
-warehouse through the seam (`open_warehouse(target)`), never `duckdb.connect`. A PostgreSQL
-database is created as `ecm_t_<uuid>` on the server at POSTGRES_URL and dropped WITH (FORCE)
-afterwards. An unreachable server skips the test, unless CI=true, where it fails.
+A plain module, shared by the publish, crash, concurrency and lifecycle tests:
+
+    from tests._backends import WAREHOUSE_KINDS, warehouse_target
+
+    @pytest.fixture(params=WAREHOUSE_KINDS)
+    def target(request, tmp_path):
+        with warehouse_target(request.param, tmp_path) as url:
+            yield url
+
+PostgreSQL tests need the server of this project's machines (127.0.0.1:5432, trust auth,
+user postgres; ECM_TEST_POSTGRES_URL overrides the admin URL). Each test gets its own
+database, `ecm_t_<uuid>`, dropped after it (WITH (FORCE): a killed child may still hold a
+session). When the server is unreachable the test skips with the reason, unless CI is
+"true": there it fails, so CI can never pass by skipping.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-#: The maintenance database of the test server (trust auth, user postgres).
-POSTGRES_URL = os.environ.get(
-    "ECM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-BACKENDS = ("duckdb", "postgresql")
+#: The maintenance database tests create their own databases from.
+ADMIN_URL = os.environ.get("ECM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+#: Parameter ids of a backend matrix.
+WAREHOUSE_KINDS = ("duckdb", "postgresql")
 
 
-@lru_cache(maxsize=1)
-def _unreachable() -> str | None:
+@cache
+def _unreachable_reason() -> str | None:
     import psycopg
 
     try:
-        with psycopg.connect(POSTGRES_URL, connect_timeout=3, autocommit=True) as conn:
+        with psycopg.connect(ADMIN_URL, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
-    except Exception as exc:  # any failure to reach the server
-        return f"PostgreSQL at {POSTGRES_URL} is unreachable: {str(exc).strip()[:200]}"
+    except Exception as exc:  # any failure to connect is a reason to skip (or to fail on CI)
+        return f"PostgreSQL at {ADMIN_URL} is unreachable: {str(exc).strip().splitlines()[0]}"
     return None
 
 
 def require_postgres() -> None:
-    """Skip when the test server is unreachable, except in CI (where it must be there)."""
-    reason = _unreachable()
+    """Skip the calling test when PostgreSQL is unreachable; fail instead when CI=true."""
+    reason = _unreachable_reason()
     if reason is None:
         return
     if os.environ.get("CI") == "true":
-        pytest.fail(reason)
+        pytest.fail(f"{reason} (CI=true: PostgreSQL tests may not skip)")
     pytest.skip(reason)
 
 
-def database_url(name: str) -> str:
-    """POSTGRES_URL pointed at database `name`."""
-    parts = urlsplit(POSTGRES_URL)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+def _url_for(database: str) -> str:
+    base, _, _ = ADMIN_URL.rpartition("/")
+    return f"{base}/{database}"
 
 
-def _admin(sql: str) -> None:
+@contextmanager
+def fresh_postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
     import psycopg
 
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(sql)
-
-
-@contextmanager
-def postgres_database(template: str | None = None) -> Iterator[str]:
-    """A fresh database `ecm_t_<uuid>` (a copy of `template`'s, given its URL); its URL."""
     require_postgres()
     name = f"ecm_t_{uuid.uuid4().hex[:16]}"
-    source = f' TEMPLATE "{urlsplit(template).path.lstrip("/")}"' if template else ""
-    _admin(f'CREATE DATABASE "{name}"{source}')
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield database_url(name)
+        yield _url_for(name)
     finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
-def warehouse_for(backend: str, directory: Path, name: str = "warehouse") -> Iterator[str]:
-    """A new, empty warehouse: a DuckDB file path under `directory`, or a database URL."""
-    if backend == "postgresql":
-        with postgres_database() as url:
+def warehouse_target(kind: str, tmp_path: Path) -> Iterator[str]:
+    """The warehouse target (for open_warehouse) of a backend kind: a DuckDB file path in
+    `tmp_path`, or the URL of a fresh PostgreSQL database."""
+    if kind == "duckdb":
+        yield str(tmp_path / "warehouse.duckdb")
+    elif kind == "postgresql":
+        with fresh_postgres_url() as url:
             yield url
-        return
-    yield str(directory / f"{name}.duckdb")
-
-
-@contextmanager
-def copy_of(source: str, directory: Path, name: str = "copy") -> Iterator[str]:
-    """A copy of warehouse `source` (its file and WAL, or a database made from it)."""
-    if source.startswith("postgresql://"):
-        with postgres_database(template=source) as url:
-            yield url
-        return
-    target = directory / f"{name}.duckdb"
-    shutil.copyfile(source, target)
-    wal = Path(source + ".wal")
-    if wal.exists():
-        shutil.copyfile(wal, Path(str(target) + ".wal"))
-    yield str(target)
+    else:
+        raise ValueError(f"unknown warehouse kind {kind!r}; use one of {WAREHOUSE_KINDS}")

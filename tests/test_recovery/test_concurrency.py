@@ -32,7 +32,7 @@ from ecm_assets.manifest.ledger import load_manifests
 from ecm_assets.manifest.states import RunStatus
 from ecm_assets.publish.protocol import STAGING_SCHEMA, publish_partitions
 from ecm_assets.publish.versions import CURRENT, VERSIONS, versions_table
-from tests._backends import BACKENDS, warehouse_for
+from tests._warehouses import BACKENDS, warehouse_for
 from tests.test_recovery._race import REPLACE, VERSIONED, publish_request, run_rows
 
 REPO = Path(__file__).resolve().parents[2]

@@ -38,7 +38,7 @@ from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
 from ecm_assets.publish.failpoints import ENV_VAR
 from ecm_assets.publish.protocol import business_checksum
 from ecm_assets.publish.staging import STAGING_SCHEMA, staging_table_name
-from tests._backends import BACKENDS, copy_of, warehouse_for
+from tests._warehouses import BACKENDS, copy_of, warehouse_for
 
 PARTITION = "2026-09-03"
 DAY = date.fromisoformat(PARTITION)

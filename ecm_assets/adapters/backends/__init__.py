@@ -51,8 +51,8 @@ def open_warehouse(target: str | os.PathLike[str] | Warehouse) -> Warehouse:
 def as_connection(conn: Any) -> WarehouseConnection:
     """The seam connection for `conn`: a raw DuckDB connection (callers not yet ported) is
     wrapped, a WarehouseConnection is returned as it is."""
-    if isinstance(conn, WarehouseConnection):
-        return conn
+    if isinstance(conn, WarehouseConnection) or hasattr(conn, "dialect"):
+        return conn  # a seam connection, or a wrapper of one
     from ecm_assets.adapters.backends.duckdb import DuckDBConnection
 
     return DuckDBConnection(conn)
