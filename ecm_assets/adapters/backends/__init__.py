@@ -44,7 +44,8 @@ def open_warehouse(target: str | os.PathLike[str] | Warehouse) -> Warehouse:
     from ecm_assets.adapters.backends.duckdb import DuckDBWarehouse
 
     if text.startswith("duckdb:///"):
-        text = text[len("duckdb:///") - 1 :] if text.startswith("duckdb:////") else text[10:]
+        # SQLAlchemy's convention: duckdb:///relative/path, duckdb:////absolute/path
+        text = text[len("duckdb:///") :]
     return DuckDBWarehouse(Path(text))
 
 
