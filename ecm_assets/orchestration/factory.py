@@ -421,11 +421,10 @@ def _exists(warehouse: DuckDBPublishIOManager) -> bool:
 
 def _begin_snapshot(conn: Any) -> None:
     """Begin the upstream snapshot's read transaction. DuckDB transactions read one snapshot;
-    PostgreSQL's default (READ COMMITTED) gives each statement its own, so there the
-    transaction asks for REPEATABLE READ: every read of the run sees the same commits."""
-    conn.begin()
-    if getattr(conn, "kind", "duckdb") == "postgresql":
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    PostgreSQL's default (READ COMMITTED) gives each statement its own, so the transaction
+    asks for one (`snapshot=True`: REPEATABLE READ): every read of the run sees the same
+    commits."""
+    conn.begin(snapshot=True)
 
 
 def _end_snapshot(conn: Any) -> None:
