@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from datetime import date
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def test_demo_on_postgresql_publishes_the_checksums_of_duckdb(
     demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     published = {}
+    summaries = {}
     for backend in ("duckdb", "postgresql"):
         with warehouse_for(backend, tmp_path, backend) as target:
             defs = _run_demo(demo_root, monkeypatch, target)
@@ -131,6 +133,7 @@ def test_demo_on_postgresql_publishes_the_checksums_of_duckdb(
             }
             assert pools == {POSTGRES_POOL if backend == "postgresql" else WAREHOUSE_POOL}
             published[backend] = _published(target)
+            summaries[backend] = _summary(target)
 
     duck_parts, duck_runs = published["duckdb"]
     pg_parts, pg_runs = published["postgresql"]
@@ -139,3 +142,15 @@ def test_demo_on_postgresql_publishes_the_checksums_of_duckdb(
     assert all(rows > 0 for rows, _ in duck_parts.values())
     assert pg_parts == duck_parts
     assert pg_runs == duck_runs
+    # `ecm summary --warehouse URL` reads PostgreSQL as it reads the DuckDB file.
+    assert summaries["postgresql"] == summaries["duckdb"]
+
+
+def _summary(target: str) -> list[dict]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = ecm(["summary", "--warehouse", target, "--json"])
+    assert code == 0, out.getvalue()
+    payload = json.loads(out.getvalue())
+    assert payload["warehouse"] == open_warehouse(target).url
+    return payload["tables"]
