@@ -233,7 +233,7 @@ def _ensure_versioned_storage(conn: Any, contract: DatasetContract) -> None:
     index = conn.dialect.index(versions_table(contract), [pcol, '"version"'])
     if index is not None:
         conn.execute(index)
-    view = _current_view_sql(contract)
+    view = _current_view_sql(conn, contract)
     pcol = quote_ident(contract.partition_column)
     found = conn.execute(
         "SELECT sql FROM duckdb_views() WHERE schema_name = ? AND view_name = ?"
@@ -248,12 +248,12 @@ def _ensure_versioned_storage(conn: Any, contract: DatasetContract) -> None:
         conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {view}")
 
 
-def _current_view_sql(contract: DatasetContract) -> str:
+def _current_view_sql(conn: Any, contract: DatasetContract) -> str:
     pcol = quote_ident(contract.partition_column)
+    key = as_connection(conn).dialect.partition_key_sql(contract, f"d.{pcol}")
     return (
         f"SELECT d.* FROM {versions_table(contract)} d JOIN {CURRENT} c ON c.dataset = "
-        f"'{contract.name}' AND c.partition_date = {contract.partition_key_sql(f'd.{pcol}')} "
-        "AND c.version = d.version"
+        f"'{contract.name}' AND c.partition_date = {key} AND c.version = d.version"
     )
 
 
@@ -262,7 +262,8 @@ def refresh_current_view(conn: Any, contract: DatasetContract) -> None:
     is created, so the view is redefined to show them (DuckDB binds it when read)."""
     conn = as_connection(conn)
     if conn.kind != "duckdb":
-        conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {_current_view_sql(contract)}")
+        view = _current_view_sql(conn, contract)
+        conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {view}")
 
 
 @dataclass(frozen=True)

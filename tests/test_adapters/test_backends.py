@@ -464,3 +464,25 @@ def test_outbox_and_lease_heartbeat_on_postgresql():
         finally:
             release(manifest.run_id, manifest.asset, manifest.attempt)
         assert renewed.expires_at > first.expires_at
+
+
+def test_versioned_hourly_view_keys_the_fall_back_hours_alike_on_both_backends(tmp_path):
+    """The current-rows view joins the pointer by key text; on PostgreSQL that text comes
+    from its own SQL and must equal DuckDB's, including the repeated fall-back hour."""
+    from dataclasses import replace
+
+    from tests.test_publish.test_partition_kinds import EDT1, EST1, NY
+
+    contract = replace(NY, name="ny_versions", publish_mode="versioned")
+    data = pd.DataFrame(
+        {"hour": [EDT1, EDT1, EST1], "meter": ["a", "b", "a"], "kwh": [1.0, 2.0, 3.0]}
+    )
+    seen = {}
+    for kind in WAREHOUSE_KINDS:
+        with backend_target(kind, tmp_path) as url, open_warehouse(url).connect() as conn:
+            result = publish_partitions(conn, request_for(contract, data, (EDT1, EST1), "run-1"))
+            assert set(result.versions) == {"2026-11-01-01:00", "2026-11-01-01:00-0500"}
+            seen[kind] = conn.execute(
+                f"SELECT hour, meter, kwh, version FROM {contract.table} ORDER BY 1, 2"
+            ).fetchall()
+    assert seen["duckdb"] == seen["postgresql"] and len(seen["duckdb"]) == 3

@@ -62,6 +62,11 @@ class Dialect(abc.ABC):
     def latest_attempts(self, table: str) -> str:
         """A subquery of the rows of `table` with the highest `attempt` per (run_id, asset)."""
 
+    def partition_key_sql(self, contract: Any, expr: str) -> str:
+        """SQL giving the partition key text of a partition column expression (the ledger's
+        spelling: YYYY-MM-DD, YYYY-MM-DD-HH:MM[+-HHMM], or the list/hash key)."""
+        return contract.partition_key_sql(expr)
+
     @abc.abstractmethod
     def index(self, table: str, columns: Sequence[str]) -> str | None:
         """The statement creating (if missing) an index of `table` on quoted `columns`, or

@@ -140,6 +140,13 @@ class PostgresDialect(Dialect):
             "ORDER BY run_id, asset, attempt DESC) AS latest"
         )
 
+    def partition_key_sql(self, contract: Any, expr: str) -> str:
+        if contract.grain == "hourly":
+            return _hour_key_sql(expr, contract.timezone)
+        if contract.is_static:
+            return expr
+        return f"CAST({expr} AS TEXT)"  # a DATE, as YYYY-MM-DD (DateStyle ISO)
+
     def index(self, table: str, columns: Sequence[str]) -> str | None:
         # A btree on the partition (or ledger) key keeps every owned-partition statement
         # from scanning the partitions already published. Named by a digest: <= 63 chars.
@@ -148,6 +155,29 @@ class PostgresDialect(Dialect):
 
     def add_column(self, table: str, column: str, sql_type: str) -> str:
         return f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {self.sql_type(sql_type)}"
+
+
+def _hour_key_sql(expr: str, zone: str) -> str:
+    """PostgreSQL SQL of hour_key(expr, zone) for a TIMESTAMP of UTC instants: the local
+    wall-clock hour, with the offset appended to the repeated hour of a fall-back night
+    (the same text contracts/dataset.py's DuckDB SQL and partition_key give)."""
+    z = zone.replace("'", "''")
+
+    def local(e: str) -> str:
+        return f"(({e}) AT TIME ZONE 'UTC' AT TIME ZONE '{z}')"
+
+    key = f"to_char({local(expr)}, 'YYYY-MM-DD-HH24:MI')"
+    if zone in ("UTC", "Etc/UTC", "Etc/GMT", "GMT"):
+        return key
+    minutes = f"CAST(extract(epoch FROM ({local(expr)} - ({expr}))) / 60 AS BIGINT)"
+    suffix = (
+        f"(CASE WHEN {minutes} < 0 THEN '-' ELSE '+' END || "
+        f"lpad(CAST(abs({minutes}) / 60 AS TEXT), 2, '0') || "
+        f"lpad(CAST(abs({minutes}) % 60 AS TEXT), 2, '0'))"
+    )
+    earlier = local(f"({expr}) - INTERVAL '1 hour'")
+    repeated = f"({local(expr)} - {earlier}) < INTERVAL '1 hour'"
+    return f"({key} || CASE WHEN {repeated} THEN {suffix} ELSE '' END)"
 
 
 DIALECT = PostgresDialect()
