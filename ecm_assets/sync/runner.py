@@ -22,9 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
-from ecm_assets.adapters.warehouse import connect
+from ecm_assets.adapters.backends import Warehouse, open_warehouse
+from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.manifest.ledger import (
     Manifest,
     ensure_ledger,
@@ -37,6 +36,7 @@ from ecm_assets.manifest.ledger import (
 from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
 from ecm_assets.publish.failpoints import failpoint
 from ecm_assets.sync import checkpoints
+from ecm_assets.sync.backend import columns, in_list, is_duckdb
 from ecm_assets.sync.connectors import Boundary, SourceConnector, redacted
 from ecm_assets.sync.processors import PROCESSORS
 from ecm_assets.sync.sink import (
@@ -86,7 +86,7 @@ class SyncResult:
         return sum(m.hard_deleted for m in self.merged.values())
 
 
-def _resumable(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> Manifest | None:
+def _resumable(conn: Any, spec: JobSpec) -> Manifest | None:
     """The job's newest run, if a crash or an error (not a rule) left it unfinished."""
     runs = load_manifests(conn, asset=spec.asset_name)
     if not runs:
@@ -100,7 +100,7 @@ def _resumable(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> Manifest | Non
 
 
 def unmet_dependencies(
-    conn: duckdb.DuckDBPyConnection, spec: JobSpec, at: datetime | None = None
+    conn: Any, spec: JobSpec, at: datetime | None = None
 ) -> list[str]:
     """Why the spec's dependencies do not hold now (empty: they all hold)."""
     at = at or now()
@@ -153,20 +153,20 @@ def _prior_unfinished_to_fail(conn, spec: JobSpec, keep: str | None) -> None:
                 )
 
 
-def _tx(conn: duckdb.DuckDBPyConnection, work: Callable[[], Any]) -> Any:
-    conn.execute("BEGIN TRANSACTION")
+def _tx(conn: Any, work: Callable[[], Any]) -> Any:
+    conn.begin()
     try:
         out = work()
-        conn.execute("COMMIT")
+        conn.commit()
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.rollback()
         raise
     return out
 
 
 def run_job(
     spec: JobSpec,
-    warehouse: Path | str,
+    warehouse: Path | str | Warehouse,
     *,
     partitions: list[str] | None = None,
     job_type: str | None = None,
@@ -186,12 +186,20 @@ def run_job(
         )
     connector = SourceConnector(spec.source)
     try:
-        with connect(warehouse) as conn:
-            conn.execute("SET enable_progress_bar = false")
-            # Staged pages are dropped once the run publishes: no WAL checkpoint during the
-            # run (it would compress and write them into the file only to free them). The
-            # setting belongs to the database instance, so it is put back afterwards.
-            conn.execute("SET checkpoint_threshold = '1GB'")
+        with open_warehouse(warehouse).connect() as conn:
+            duck = is_duckdb(conn)
+            if duck:
+                conn.execute("SET enable_progress_bar = false")
+                # Staged pages are dropped once the run publishes: no WAL checkpoint during
+                # the run (it would compress and write them into the file only to free
+                # them). The setting belongs to the database instance, so it is put back.
+                conn.execute("SET checkpoint_threshold = '1GB'")
+            else:
+                # Many writers share a server: one run of a job at a time (its staging
+                # table is the job's), held for the session, released when it ends.
+                conn.execute(
+                    "SELECT pg_advisory_lock(hashtext(?), hashtext(?))", ["ecm_sync", spec.job_id]
+                )
             try:
                 return _run(
                     conn,
@@ -213,7 +221,8 @@ def run_job(
                     mark_failed(conn, m.run_id, m.asset, exc)
                 raise
             finally:
-                conn.execute("RESET checkpoint_threshold")
+                if duck:
+                    conn.execute("RESET checkpoint_threshold")
     finally:
         connector.close()
 
@@ -331,10 +340,11 @@ def _run(
                 counts = stage_page(conn, spec, run_id, page_table)
                 dropped = [p for p in counts if p not in wanted]
                 if dropped:
+                    among, among_params = in_list(wanted)
                     conn.execute(
-                        f"DELETE FROM {tables_for(spec).staging} WHERE _run_id = ? AND NOT "
-                        "list_contains(?::VARCHAR[], _partition)",
-                        [run_id, wanted],
+                        f"DELETE FROM {tables_for(spec).staging} WHERE _run_id = ? AND "
+                        f"_partition NOT IN {among}",
+                        [run_id, *among_params],
                     )
                 checkpoints.advance_all(conn, spec.job_id, run_id, wanted, counts, last)
                 return sum(n for p, n in counts.items() if p in wanted)
@@ -433,7 +443,7 @@ def _failpoints(point: str, partition: str) -> None:
     failpoint(f"{point}.{partition}")
 
 
-def _ensure_staging_shape(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
+def _ensure_staging_shape(conn: Any, spec: JobSpec) -> None:
     """A run that staged no page still merges (hard deletes): give it an empty staging."""
     t = tables_for(spec)
     has = conn.execute(
@@ -443,8 +453,13 @@ def _ensure_staging_shape(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> Non
     ).fetchone()[0]
     if not has and store_exists(conn, spec):
         conn.execute("CREATE SCHEMA IF NOT EXISTS ecm_staging")
+        own = [
+            quote_ident(c)
+            for c, _ in columns(conn, spec.store, spec.table)
+            if c not in ("_delete_kind", "run_id", "_synced_at")
+        ]
         conn.execute(
-            f"CREATE TABLE {t.staging} AS SELECT * EXCLUDE (_delete_kind, run_id, _synced_at), "
+            f"CREATE TABLE {t.staging} AS SELECT {', '.join(own)}, "
             f"CAST(NULL AS VARCHAR) AS _run_id FROM {t.store} LIMIT 0"
         )
 
