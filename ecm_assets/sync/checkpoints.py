@@ -79,9 +79,7 @@ def _row(r: tuple) -> Checkpoint:
     )
 
 
-def load_checkpoints(
-    conn: Any, job_id: str, run_id: str | None = None
-) -> list[Checkpoint]:
+def load_checkpoints(conn: Any, job_id: str, run_id: str | None = None) -> list[Checkpoint]:
     exists = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
         "table_name = 'sync_checkpoint'",

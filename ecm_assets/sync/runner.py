@@ -99,9 +99,7 @@ def _resumable(conn: Any, spec: JobSpec) -> Manifest | None:
     return None
 
 
-def unmet_dependencies(
-    conn: Any, spec: JobSpec, at: datetime | None = None
-) -> list[str]:
+def unmet_dependencies(conn: Any, spec: JobSpec, at: datetime | None = None) -> list[str]:
     """Why the spec's dependencies do not hold now (empty: they all hold)."""
     at = at or now()
     problems = []

@@ -423,9 +423,7 @@ def _merge_postgres(
     )
 
 
-def store_rows_after_merge(
-    conn: Any, spec: JobSpec, run_id: str, reconcile_deletes: bool
-) -> int:
+def store_rows_after_merge(conn: Any, spec: JobSpec, run_id: str, reconcile_deletes: bool) -> int:
     """Live rows the store will hold once every staged partition is merged (row_count)."""
     t = tables_for(spec)
     key = quote_ident(spec.source.key)

@@ -117,8 +117,7 @@ def judge_run(
                     )
                     continue
                 total, nulls = conn.execute(
-                    f"SELECT count(*), count(*) - count({col}) FROM {t.staging} "
-                    "WHERE _run_id = ?",
+                    f"SELECT count(*), count(*) - count({col}) FROM {t.staging} WHERE _run_id = ?",
                     [run_id],
                 ).fetchone()
             share = nulls / total if total else 0.0

@@ -1,4 +1,5 @@
-"""Sync test sources: a small SQLite customer_history, or a PostgreSQL schema per test."""
+"""Sync test sources (a small SQLite customer_history, or a PostgreSQL schema per test) and
+warehouses (a DuckDB file, or a fresh PostgreSQL database per test)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from ecm_assets.sync.spec import SHIPPED_JOBS_DIR, JobSpec, parse_spec
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 def make_spec(
@@ -56,14 +58,43 @@ def _pg_reachable() -> str | None:
         return str(exc).splitlines()[0]
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[tuple[str, str]]:
-    """(url, schema): a fresh schema on the local PostgreSQL, dropped afterwards."""
+def _need_pg() -> None:
     why = _pg_reachable()
     if why is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required in CI: {why}")
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {why}")
+
+
+@pytest.fixture
+def pg_warehouse() -> Iterator[str]:
+    """A postgresql:// warehouse URL: a fresh database ecm_t_<uuid>, dropped afterwards."""
+    _need_pg()
+    import psycopg
+
+    name = f"ecm_t_{uuid.uuid4().hex[:12]}"
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The sync's warehouse on each backend: a DuckDB file, or a fresh PostgreSQL database."""
+    if request.param == "duckdb":
+        return str(tmp_path / "wh.duckdb")
+    return request.getfixturevalue("pg_warehouse")
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """(url, schema): a fresh schema on the local PostgreSQL, dropped afterwards."""
+    _need_pg()
     import psycopg
 
     schema = f"ecm_sync_{uuid.uuid4().hex[:10]}"
@@ -76,3 +107,11 @@ def pg_schema() -> Iterator[tuple[str, str]]:
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def read(warehouse: str, sql: str, params: list | None = None) -> list[tuple]:
+    """Rows of one query on the warehouse, read-only, on either backend."""
+    from ecm_assets.adapters.backends import open_warehouse
+
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
+        return conn.execute(sql, params).fetchall()
