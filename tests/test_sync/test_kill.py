@@ -280,7 +280,8 @@ def _merge_phase_kills(url: str, connector: str, tmp_path: Path, wh: str) -> lis
 
     counts = verify(spec, wh)
     print(
-        f"\n[{connector} -> {open_warehouse(wh).kind}] merge-phase kills: {seen}; store vs source: {counts}"
+        f"\n[{connector} -> {open_warehouse(wh).kind}] merge-phase kills: {seen}; "
+        f"store vs source: {counts}"
     )
     assert counts["missing"] == counts["duplicated"] == counts["stale"] == 0, counts
     assert counts["resurrected"] == 0, counts
