@@ -109,6 +109,11 @@ class WarehouseConnection(abc.ABC):
         """Whether a table or view `schema.name` exists."""
 
     @abc.abstractmethod
+    def scratch(self) -> Any:
+        """An in-process DuckDB connection living as long as this one, for what runs in
+        DuckDB SQL whatever the backend (SQL transforms, checksums); on DuckDB, itself."""
+
+    @abc.abstractmethod
     def close(self) -> None: ...
 
 

@@ -68,6 +68,12 @@ class DuckDBConnection(WarehouseConnection):
     def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         return self.execute(sql, params).fetch_arrow_table()
 
+    def df(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        return self.execute(sql, params).df()
+
+    def scratch(self) -> duckdb.DuckDBPyConnection:
+        return self.raw
+
     def begin(self) -> None:
         self.raw.execute("BEGIN TRANSACTION")
 

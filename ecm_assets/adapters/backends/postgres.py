@@ -229,6 +229,13 @@ class PostgresConnection(WarehouseConnection):
         #: Partition locks this connection had to wait for: (asset, key), in order.
         self.lock_waits: list[tuple[str, str]] = []
         self._in_transaction = False
+        self._scratch: duckdb.DuckDBPyConnection | None = None
+
+    def scratch(self) -> duckdb.DuckDBPyConnection:
+        if self._scratch is None:
+            self._scratch = duckdb.connect()
+            self._scratch.execute("SET TimeZone = 'UTC'")
+        return self._scratch
 
     # statements -------------------------------------------------------------------------
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> PostgresResult:
@@ -357,6 +364,8 @@ class PostgresConnection(WarehouseConnection):
         return bool(row and row[0])
 
     def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.close()
         self.raw.close()
 
 
