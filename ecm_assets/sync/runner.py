@@ -43,6 +43,8 @@ from ecm_assets.sync.sink import (
     MergeResult,
     dedupe_staged,
     ensure_store,
+    foreign_rows,
+    insert_partitions,
     merge_partition,
     reset_staging,
     stage_keys,
@@ -403,6 +405,38 @@ def _run(
             "partitions_skipped": result.skipped_partitions,
         }
 
+    if todo and store_exists(conn, spec) and not foreign_rows(conn, spec, run_id):
+        # First load: one statement and one transaction for every partition (all or none
+        # of them published), instead of one scan and one commit per partition.
+        def load_all() -> None:
+            merged = insert_partitions(
+                conn, spec, run_id, todo, synced_at=synced_at, reconcile_deletes=reconcile
+            )
+            for partition in todo:
+                _failpoints("sync.merge.after_merge", partition)
+            for partition in todo:
+                checkpoints.advance(
+                    conn,
+                    spec.job_id,
+                    run_id,
+                    partition,
+                    status="completed",
+                    rows_merged=merged[partition].written,
+                )
+            result.merged.update(merged)
+            transition(
+                conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs()
+            )
+            for partition in todo:
+                _failpoints("sync.merge.before_commit", partition)
+
+        _tx(conn, load_all)
+        for partition in todo:
+            _failpoints("sync.merge.after_commit", partition)
+        todo = []
+        published = True
+    else:
+        published = False
     last_partition = todo[-1] if todo else None
     for partition in todo:
 
@@ -427,7 +461,7 @@ def _run(
 
         _tx(conn, merge)
         _failpoints("sync.merge.after_commit", partition)
-    if not todo:
+    if not todo and not published:
         transition(conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs())
     reset_staging(conn, spec)  # published: its staged rows are no longer evidence of anything
     result.seconds = time.perf_counter() - started

@@ -156,6 +156,8 @@ def test_sigkill_resume_postgresql_warehouse(tmp_path, sqlite_url, pg_warehouse)
 #   sync.merge.before_commit.<p>  everything of the bucket written (and, for the last bucket,
 #                                 the manifest PUBLISHED), the transaction not committed
 #   sync.merge.after_commit.<p>   right after the bucket's commit
+# On a first load all buckets share one INSERT and one transaction: the points fire for each
+# bucket inside it (after_merge, before_commit) or after it (after_commit).
 
 
 def _run_child(spec_file: Path, wh: str, failpoint: str | None) -> int:
@@ -256,16 +258,12 @@ def _merge_phase_kills(url: str, connector: str, tmp_path: Path, wh: str) -> lis
         seen.append(f"{failpoint or 'resume to the end'}: {len(expect_completed)} buckets merged")
         return run_id
 
-    first = {  # first load: the append path
-        "after_merge": ids[3],
-        "after_commit": ids[7],
-        "before_commit": ids[-1],  # the last bucket also moves the manifest to PUBLISHED
-    }
-    r1 = step(f"sync.merge.after_merge.{first['after_merge']}", set(ids[:3]))
-    assert step(f"sync.merge.after_commit.{first['after_commit']}", set(ids[:8])) == r1
-    assert step(f"sync.merge.before_commit.{first['before_commit']}", set(ids[:-1])) == r1
+    # First load: every bucket is appended in one transaction, so a kill before its commit
+    # leaves no bucket merged and a kill after it leaves all of them (and PUBLISHED).
+    r1 = step(f"sync.merge.after_merge.{ids[3]}", set())
+    assert step(f"sync.merge.before_commit.{ids[-1]}", set()) == r1
     assert _manifest(wh, spec, r1).status != RunStatus.PUBLISHED
-    assert step(None, set(ids)) == r1  # the same run, resumed, finished
+    assert step(f"sync.merge.after_commit.{ids[7]}", set(ids)) == r1
     assert _manifest(wh, spec, r1).status == RunStatus.PUBLISHED
 
     # An existing store: updates and inserts take the version-aware MERGE path.
@@ -291,14 +289,14 @@ def _merge_phase_kills(url: str, connector: str, tmp_path: Path, wh: str) -> lis
 @pytest.mark.timeout(600)
 def test_sigkill_inside_merge_phase_never_half_applies_a_bucket_sqlite(tmp_path, sqlite_url):
     wh = str(tmp_path / "wh.duckdb")
-    assert len(_merge_phase_kills(sqlite_url, "sqlite", tmp_path, wh)) == 8
+    assert len(_merge_phase_kills(sqlite_url, "sqlite", tmp_path, wh)) == 7
 
 
 @pytest.mark.timeout(600)
 def test_sigkill_inside_merge_phase_never_half_applies_a_bucket_postgresql(tmp_path, pg_schema):
     url, _ = pg_schema
     wh = str(tmp_path / "wh.duckdb")
-    assert len(_merge_phase_kills(url, "postgresql", tmp_path, wh)) == 8
+    assert len(_merge_phase_kills(url, "postgresql", tmp_path, wh)) == 7
 
 
 @pytest.mark.timeout(600)
@@ -306,4 +304,4 @@ def test_sigkill_inside_merge_phase_never_half_applies_a_bucket_postgresql_wareh
     tmp_path, sqlite_url, pg_warehouse
 ):
     """A killed PostgreSQL transaction is rolled back by the server: no half bucket."""
-    assert len(_merge_phase_kills(sqlite_url, "sqlite", tmp_path, pg_warehouse)) == 8
+    assert len(_merge_phase_kills(sqlite_url, "sqlite", tmp_path, pg_warehouse)) == 7
