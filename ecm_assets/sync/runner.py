@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -326,36 +327,54 @@ def _run(
         cursors = [state[p].last_cursor for p in wanted if state[p].last_cursor]
         after = max(cursors, key=lambda c: (str(c[0]), c[1])) if cursors else None
         processor = PROCESSORS[spec.processor]
-        while boundary.next_updated_at is not None:
+
+        def fetch(after: tuple[Any, Any] | None) -> tuple[int, tuple[Any, Any] | None, Any]:
+            """One keyset page after `after`, transformed: (source rows, its last cursor,
+            the page)."""
             raw = connector.read_page(last_sync, boundary, after, spec.page_rows)
             if raw.num_rows == 0:
-                break
+                return 0, None, None
             last = (
                 connector.encode(raw.column(src.cursor.column)[-1].as_py()),
                 raw.column(src.cursor.tiebreaker)[-1].as_py(),
             )
-            page_table = processor.run(raw, spec.transform_config)
+            return raw.num_rows, last, processor.run(raw, spec.transform_config)
 
-            def page(page_table=page_table, last=last) -> int:
-                counts = stage_page(conn, spec, run_id, page_table)
-                dropped = [p for p in counts if p not in wanted]
-                if dropped:
-                    among, among_params = in_list(wanted)
-                    conn.execute(
-                        f"DELETE FROM {tables_for(spec).staging} WHERE _run_id = ? AND "
-                        f"_partition NOT IN {among}",
-                        [run_id, *among_params],
-                    )
-                checkpoints.advance_all(conn, spec.job_id, run_id, wanted, counts, last)
-                return sum(n for p, n in counts.items() if p in wanted)
+        # The next page is read (source driver, Arrow, transform: mostly Python) while this
+        # one is staged and committed (warehouse: mostly native): the two overlap on two
+        # cores. Only committed pages move a checkpoint; a prefetched page is just a read.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecm-sync-read") as reader:
+            pending = reader.submit(fetch, after) if boundary.next_updated_at is not None else None
+            while pending is not None:
+                read, last, page_table = pending.result()
+                pending = None
+                if read == 0:
+                    break
+                if read >= spec.page_rows:
+                    pending = reader.submit(fetch, last)
 
-            result.rows_extracted += _tx(conn, page)
-            result.pages += 1
-            after = last
-            if on_page is not None:
-                on_page(result.pages)
-            if raw.num_rows < spec.page_rows:
-                break
+                def page(page_table=page_table, last=last) -> int:
+                    counts = stage_page(conn, spec, run_id, page_table)
+                    dropped = [p for p in counts if p not in wanted]
+                    if dropped:
+                        among, among_params = in_list(wanted)
+                        conn.execute(
+                            f"DELETE FROM {tables_for(spec).staging} WHERE _run_id = ? AND "
+                            f"_partition NOT IN {among}",
+                            [run_id, *among_params],
+                        )
+                    checkpoints.advance_all(conn, spec.job_id, run_id, wanted, counts, last)
+                    return sum(n for p, n in counts.items() if p in wanted)
+
+                try:
+                    result.rows_extracted += _tx(conn, page)
+                    result.pages += 1
+                    if on_page is not None:
+                        on_page(result.pages)
+                except BaseException:
+                    if pending is not None:
+                        pending.cancel()
+                    raise
 
         def staged() -> None:
             if result.pages:
