@@ -65,6 +65,7 @@ from ecm_assets.publish.versions import (
     check_closed_partitions,
     ensure_versioned_storage,
     publish_versions,
+    refresh_current_view,
     versions_table,
     versions_table_name,
 )
@@ -483,7 +484,11 @@ def _reconcile_table_schema(
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(contract.schema)}")
             conn.execute(f"CREATE TABLE IF NOT EXISTS {contract.table} ({', '.join(ddl)})")
         return []
-    have = {column: dtype for column, dtype in existing}
+    # Named in DuckDB's spelling on every backend (PostgreSQL says "bigint", "text").
+    have = {
+        column: dtype if conn.kind == "duckdb" else _normalise_type(dtype)
+        for column, dtype in existing
+    }
     wanted = {c.name: c.sql_type for c in contract.columns}
     wanted.update(dict(PROVENANCE_COLUMNS))
     wanted.update(dict(extra))
@@ -1063,6 +1068,8 @@ def _publish_locked(conn: WarehouseConnection, request: PublishRequest) -> Publi
         replaced = 0
         for statement in alters:
             conn.execute(statement)
+        if alters and versioned:
+            refresh_current_view(conn, contract)
         if versioned:
             versions = publish_versions(
                 conn,

@@ -207,12 +207,8 @@ def _ensure_versioned_storage(conn: Any, contract: DatasetContract) -> None:
     cols.append('"version" BIGINT NOT NULL')
     cols += [f"{quote_ident(n)} {typed(t)} NOT NULL" for n, t in PROVENANCE_COLUMNS]
     conn.execute(f"CREATE TABLE IF NOT EXISTS {versions_table(contract)} ({', '.join(cols)})")
+    view = _current_view_sql(contract)
     pcol = quote_ident(contract.partition_column)
-    view = (
-        f"SELECT d.* FROM {versions_table(contract)} d JOIN {CURRENT} c ON c.dataset = "
-        f"'{contract.name}' AND c.partition_date = {contract.partition_key_sql(f'd.{pcol}')} "
-        "AND c.version = d.version"
-    )
     found = conn.execute(
         "SELECT sql FROM duckdb_views() WHERE schema_name = ? AND view_name = ?"
         if conn.kind == "duckdb"
@@ -224,6 +220,23 @@ def _ensure_versioned_storage(conn: Any, contract: DatasetContract) -> None:
     ):
         # New, or written when the pointer's partition was a DATE: (re)defined by key text.
         conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {view}")
+
+
+def _current_view_sql(contract: DatasetContract) -> str:
+    pcol = quote_ident(contract.partition_column)
+    return (
+        f"SELECT d.* FROM {versions_table(contract)} d JOIN {CURRENT} c ON c.dataset = "
+        f"'{contract.name}' AND c.partition_date = {contract.partition_key_sql(f'd.{pcol}')} "
+        "AND c.version = d.version"
+    )
+
+
+def refresh_current_view(conn: Any, contract: DatasetContract) -> None:
+    """After columns were added to the versions table: PostgreSQL expands `d.*` when a view
+    is created, so the view is redefined to show them (DuckDB binds it when read)."""
+    conn = as_connection(conn)
+    if conn.kind != "duckdb":
+        conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {_current_view_sql(contract)}")
 
 
 @dataclass(frozen=True)

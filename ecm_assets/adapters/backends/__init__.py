@@ -44,15 +44,16 @@ def open_warehouse(target: str | os.PathLike[str] | Warehouse) -> Warehouse:
     from ecm_assets.adapters.backends.duckdb import DuckDBWarehouse
 
     if text.startswith("duckdb:///"):
-        text = text[len("duckdb:///") - 1 :] if text.startswith("duckdb:////") else text[10:]
+        # SQLAlchemy's convention: duckdb:///relative/path, duckdb:////absolute/path
+        text = text[len("duckdb:///") :]
     return DuckDBWarehouse(Path(text))
 
 
 def as_connection(conn: Any) -> WarehouseConnection:
     """The seam connection for `conn`: a raw DuckDB connection (callers not yet ported) is
     wrapped, a WarehouseConnection is returned as it is."""
-    if isinstance(conn, WarehouseConnection):
-        return conn
+    if isinstance(conn, WarehouseConnection) or hasattr(conn, "dialect"):
+        return conn  # a seam connection, or a wrapper of one
     from ecm_assets.adapters.backends.duckdb import DuckDBConnection
 
     return DuckDBConnection(conn)

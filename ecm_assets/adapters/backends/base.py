@@ -83,7 +83,8 @@ class WarehouseConnection(abc.ABC):
         return self.arrow(sql, params).to_pandas()
 
     @abc.abstractmethod
-    def begin(self) -> None: ...
+    def begin(self, *, snapshot: bool = False) -> None:
+        """Start a transaction; with `snapshot`, all its reads see one snapshot."""
 
     @abc.abstractmethod
     def commit(self) -> None: ...

@@ -74,8 +74,8 @@ class DuckDBConnection(WarehouseConnection):
     def scratch(self) -> duckdb.DuckDBPyConnection:
         return self.raw
 
-    def begin(self) -> None:
-        self.raw.execute("BEGIN TRANSACTION")
+    def begin(self, *, snapshot: bool = False) -> None:
+        self.raw.execute("BEGIN TRANSACTION")  # a DuckDB transaction is always a snapshot
 
     def commit(self) -> None:
         self.raw.execute("COMMIT")
