@@ -12,9 +12,14 @@ from pathlib import Path
 import pytest
 
 from ecm_assets.sync.spec import SHIPPED_JOBS_DIR, JobSpec, parse_spec
+from tests._backends import (
+    WAREHOUSE_KINDS,
+    fresh_postgres_url,
+    require_postgres,
+    warehouse_target,
+)
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 def make_spec(
@@ -59,36 +64,27 @@ def _pg_reachable() -> str | None:
 
 
 def _need_pg() -> None:
+    """The server (tests/_backends.py) and its `test` database, where sources live."""
+    require_postgres()
     why = _pg_reachable()
     if why is not None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required in CI: {why}")
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {why}")
+            pytest.fail(f"PostgreSQL database test at 127.0.0.1:5432 is required in CI: {why}")
+        pytest.skip(f"PostgreSQL database test at 127.0.0.1:5432 is not reachable: {why}")
 
 
 @pytest.fixture
 def pg_warehouse() -> Iterator[str]:
     """A postgresql:// warehouse URL: a fresh database ecm_t_<uuid>, dropped afterwards."""
-    _need_pg()
-    import psycopg
-
-    name = f"ecm_t_{uuid.uuid4().hex[:12]}"
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_url() as url:
+        yield url
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
-def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=WAREHOUSE_KINDS)
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The sync's warehouse on each backend: a DuckDB file, or a fresh PostgreSQL database."""
-    if request.param == "duckdb":
-        return str(tmp_path / "wh.duckdb")
-    return request.getfixturevalue("pg_warehouse")
+    with warehouse_target(request.param, tmp_path) as target:
+        yield target
 
 
 @pytest.fixture
