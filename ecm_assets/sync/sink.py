@@ -346,12 +346,20 @@ def insert_partitions(
             [run_id, *among_params],
         ).fetchall()
     )
-    conn.execute(
-        f"INSERT INTO {t.store} ({names}, _delete_kind, run_id, _synced_at) SELECT "
-        f"{values}, CASE WHEN s._deleted THEN 'soft' END, CAST(? AS VARCHAR), CAST(? AS "
-        f"TIMESTAMPTZ) FROM {t.staging} s WHERE s._run_id = ? AND s._partition IN {among}",
-        [run_id, synced_at, run_id, *among_params],
-    )
+    duck = is_duckdb(conn)
+    if duck:
+        # The store's row order means nothing: let DuckDB write it in parallel.
+        conn.execute("SET preserve_insertion_order = false")
+    try:
+        conn.execute(
+            f"INSERT INTO {t.store} ({names}, _delete_kind, run_id, _synced_at) SELECT "
+            f"{values}, CASE WHEN s._deleted THEN 'soft' END, CAST(? AS VARCHAR), CAST(? AS "
+            f"TIMESTAMPTZ) FROM {t.staging} s WHERE s._run_id = ? AND s._partition IN {among}",
+            [run_id, synced_at, run_id, *among_params],
+        )
+    finally:
+        if duck:
+            conn.execute("RESET preserve_insertion_order")
     hard: dict[str, int] = {}
     if reconcile_deletes:
         gone = (
