@@ -355,33 +355,41 @@ def _waiting_for_advisory_lock(url: str) -> int:
         ).fetchone()[0]
 
 
-def test_disjoint_partitions_do_not_wait_and_the_same_partition_serializes(monkeypatch):
+@pytest.mark.parametrize("mode", ["replace", "versioned"])
+def test_disjoint_partitions_do_not_wait_and_the_same_partition_serializes(monkeypatch, mode):
+    from dataclasses import replace
+
+    contract = RICH if mode == "replace" else replace(RICH, name="rich_versions", publish_mode=mode)
     data = rich_frame()
     day1, day2 = data[data["business_date"] == D1], data[data["business_date"] == D2]
     with fresh_postgres_url() as url:
         with open_warehouse(url).connect() as conn:
-            publish_partitions(conn, request_for(RICH, data, (D1, D2), "run-seed"))
-        pause = _Pause("A", "publish.after_staging")
+            publish_partitions(conn, request_for(contract, data, (D1, D2), "run-seed"))
+        pause = _Pause("A", "publish.after_insert")
         monkeypatch.setattr(protocol, "failpoint", pause)
         out: dict = {}
 
-        # Disjoint: A holds D1 (paused inside its publish); B publishes D2 to the end.
-        a = _run("A", url, request_for(RICH, day1, (D1,), "run-a"), out)
+        # Disjoint: A holds D1 and is paused inside its swap transaction (rows deleted and
+        # inserted, not committed); B publishes D2 to the end meanwhile.
+        a = _run("A", url, request_for(contract, day1, (D1,), "run-a"), out)
         assert pause.reached.wait(120)
-        b = _run("B", url, request_for(RICH, day2, (D2,), "run-b"), out)
+        b = _run("B", url, request_for(contract, day2, (D2,), "run-b"), out)
         b.join(120)
         assert not b.is_alive() and out["B.waits"] == []
         assert a.is_alive() and "A" not in out  # A is still inside, holding D1
         pause.release.set()
         a.join(120)
         assert out["A.waits"] == []
+        assert pause.passed.index(("B", "publish.after_commit")) < pause.passed.index(
+            ("A", "publish.after_commit")
+        )
 
         # Same partition: C holds D1; D waits for it and publishes only after C committed.
         pause = _Pause("C", "publish.after_staging")
         monkeypatch.setattr(protocol, "failpoint", pause)
-        c = _run("C", url, request_for(RICH, day1, (D1,), "run-c"), out)
+        c = _run("C", url, request_for(contract, day1, (D1,), "run-c"), out)
         assert pause.reached.wait(120)
-        d = _run("D", url, request_for(RICH, day1.assign(note="d"), (D1,), "run-d"), out)
+        d = _run("D", url, request_for(contract, day1.assign(note="d"), (D1,), "run-d"), out)
         while _waiting_for_advisory_lock(url) == 0:
             assert d.is_alive(), "D finished without waiting for C's partition lock"
             d.join(0.05)
@@ -389,14 +397,14 @@ def test_disjoint_partitions_do_not_wait_and_the_same_partition_serializes(monke
         pause.release.set()
         c.join(120)
         d.join(120)
-        assert out["D.waits"] == [("rich_values", D1.isoformat())]
+        assert out["D.waits"] == [(contract.name, D1.isoformat())]
         assert out["C.waits"] == []
         order = [who for who, point in pause.passed if point == "publish.after_commit"]
         assert order == ["C", "D"]
         first_d = pause.passed.index(("D", "publish.before_staging"))
         assert first_d > pause.passed.index(("C", "publish.after_commit"))
         with open_warehouse(url).connect() as conn:
-            rows = read_partitions(conn, RICH, D1, D2, with_provenance=True)
+            rows = read_partitions(conn, contract, D1, D2, with_provenance=True)
         assert set(rows.loc[rows["business_date"] == pd.Timestamp(D1), "run_id"]) == {"run-d"}
         assert set(rows.loc[rows["business_date"] == pd.Timestamp(D2), "run_id"]) == {"run-b"}
 

@@ -63,6 +63,11 @@ class Dialect(abc.ABC):
         """A subquery of the rows of `table` with the highest `attempt` per (run_id, asset)."""
 
     @abc.abstractmethod
+    def index(self, table: str, columns: Sequence[str]) -> str | None:
+        """The statement creating (if missing) an index of `table` on quoted `columns`, or
+        None where the backend prunes without one (DuckDB's zone maps)."""
+
+    @abc.abstractmethod
     def add_column(self, table: str, column: str, sql_type: str) -> str:
         """The statement adding a nullable column (`column` already quoted)."""
 

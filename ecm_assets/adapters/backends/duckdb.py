@@ -43,6 +43,9 @@ class DuckDBDialect(Dialect):
             "QUALIFY attempt = max(attempt) OVER (PARTITION BY run_id, asset))"
         )
 
+    def index(self, table: str, columns: Sequence[str]) -> str | None:
+        return None  # zone maps prune by partition; an ART index would slow every DELETE
+
     def add_column(self, table: str, column: str, sql_type: str) -> str:
         return f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"
 

@@ -17,6 +17,7 @@ How the publish rules are done here:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -138,6 +139,12 @@ class PostgresDialect(Dialect):
             f"(SELECT DISTINCT ON (run_id, asset) * FROM {table} "
             "ORDER BY run_id, asset, attempt DESC) AS latest"
         )
+
+    def index(self, table: str, columns: Sequence[str]) -> str | None:
+        # A btree on the partition (or ledger) key keeps every owned-partition statement
+        # from scanning the partitions already published. Named by a digest: <= 63 chars.
+        digest = hashlib.sha1(f"{table}({','.join(columns)})".encode()).hexdigest()[:16]
+        return f"CREATE INDEX IF NOT EXISTS ecm_ix_{digest} ON {table} ({', '.join(columns)})"
 
     def add_column(self, table: str, column: str, sql_type: str) -> str:
         return f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {self.sql_type(sql_type)}"
@@ -428,7 +435,9 @@ class PostgresWarehouse(Warehouse):
                 self.dsn,
                 autocommit=True,
                 connect_timeout=max(1, int(min(timeout_seconds, 30))),
-                options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3"
+                options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3 "
+                # DuckDB's default schema first: unqualified names mean the same on both.
+                "-c search_path=main,public"
                 + (" -c default_transaction_read_only=on" if read_only else ""),
             )
         except psycopg.OperationalError as exc:
