@@ -55,6 +55,20 @@ def compute(conn: Any) -> Any:
     return scratch
 
 
+def ensure_schema(conn: Any, name: str) -> None:
+    """CREATE SCHEMA IF NOT EXISTS, which races against itself on a server: there it runs
+    only when the schema is missing, under the seam's DDL lock."""
+    if is_duckdb(conn):
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(name)}")
+        return
+    found = conn.execute(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?", [name]
+    ).fetchone()[0]
+    if not found:
+        with conn.ddl_lock():
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(name)}")
+
+
 def table_exists(conn: Any, schema: str, name: str) -> bool:
     return bool(
         conn.execute(

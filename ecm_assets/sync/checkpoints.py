@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from ecm_assets.manifest.ledger import LEDGER_SCHEMA, now
-from ecm_assets.sync.backend import in_list, is_duckdb
+from ecm_assets.sync.backend import ensure_schema, in_list, is_duckdb, table_exists
 
 CHECKPOINT_TABLE = f'"{LEDGER_SCHEMA}"."sync_checkpoint"'
 #: in_progress: pages are being staged; staged: extraction and validation input complete;
@@ -54,7 +54,19 @@ class Checkpoint:
 
 
 def ensure_checkpoints(conn: Any) -> None:
-    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{LEDGER_SCHEMA}"')
+    """The checkpoint table; on a server, DDL only when it is missing, under the DDL lock
+    (a no-op CREATE ... IF NOT EXISTS still races with a concurrent one)."""
+    if is_duckdb(conn):
+        _create_checkpoints(conn)
+        return
+    if table_exists(conn, LEDGER_SCHEMA, "sync_checkpoint"):
+        return
+    with conn.ddl_lock():
+        _create_checkpoints(conn)
+
+
+def _create_checkpoints(conn: Any) -> None:
+    ensure_schema(conn, LEDGER_SCHEMA)
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (job_id VARCHAR NOT NULL, run_id VARCHAR "
         'NOT NULL, partition VARCHAR NOT NULL, "offset" BIGINT NOT NULL, last_cursor VARCHAR, '

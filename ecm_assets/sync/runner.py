@@ -37,7 +37,7 @@ from ecm_assets.manifest.ledger import (
 from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
 from ecm_assets.publish.failpoints import failpoint
 from ecm_assets.sync import checkpoints
-from ecm_assets.sync.backend import columns, in_list, is_duckdb
+from ecm_assets.sync.backend import columns, ensure_schema, in_list, is_duckdb
 from ecm_assets.sync.connectors import Boundary, SourceConnector, redacted
 from ecm_assets.sync.processors import PROCESSORS
 from ecm_assets.sync.sink import (
@@ -503,7 +503,7 @@ def _ensure_staging_shape(conn: Any, spec: JobSpec) -> None:
         ["sync__" + spec.table],
     ).fetchone()[0]
     if not has and store_exists(conn, spec):
-        conn.execute("CREATE SCHEMA IF NOT EXISTS ecm_staging")
+        ensure_schema(conn, "ecm_staging")
         own = [
             quote_ident(c)
             for c, _ in columns(conn, spec.store, spec.table)

@@ -24,6 +24,7 @@ from ecm_assets.sync.backend import (
     columns,
     compute,
     create_table_for,
+    ensure_schema,
     in_list,
     is_duckdb,
     load_arrow,
@@ -142,7 +143,7 @@ def stage_page(conn: Any, spec: JobSpec, run_id: str, page: pa.Table) -> dict[st
     try:
         select, params = _page_select(spec, page)
         if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
+            ensure_schema(conn, STAGING_SCHEMA)
             conn.execute(f"CREATE TABLE {t.staging} AS {select} LIMIT 0", [run_id, *params])
         else:
             _add_new_columns(conn, t.staging, STAGING_SCHEMA, "sync__" + spec.table, page)
@@ -170,7 +171,7 @@ def _stage_page_copy(conn: Any, spec: JobSpec, run_id: str, page: pa.Table) -> N
     finally:
         scratch.unregister("__ecm_sync_page")
     if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
+        ensure_schema(conn, STAGING_SCHEMA)
         create_table_for(conn, t.staging, rows.schema)
         # Each partition's merge reads its own staged rows.
         conn.execute(f"CREATE INDEX ON {t.staging} (_run_id, _partition)")
@@ -221,7 +222,7 @@ def stage_keys(conn: Any, spec: JobSpec, run_id: str, keys: pa.Array) -> int:
     """The source's live keys for hard-delete reconciliation (full extraction)."""
     t = tables_for(spec)
     frame = pa.table({"key": keys, "_run_id": pa.repeat(pa.scalar(run_id), len(keys))})
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
+    ensure_schema(conn, STAGING_SCHEMA)
     if not is_duckdb(conn):
         if not _exists(conn, STAGING_SCHEMA, "sync_keys__" + spec.table):
             create_table_for(conn, t.keys, frame.schema)
@@ -245,7 +246,7 @@ def ensure_store(conn: Any, spec: JobSpec) -> None:
     t = tables_for(spec)
     if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
         return
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(spec.store)}")
+    ensure_schema(conn, spec.store)
     staged = columns(conn, STAGING_SCHEMA, "sync__" + spec.table)
     if not store_exists(conn, spec):
         own = [
