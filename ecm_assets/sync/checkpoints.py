@@ -1,7 +1,7 @@
 """Checkpoints of sync runs in the warehouse ledger: one row per (job, run, partition).
 
 The row is the seed's checkpoint object (job_id, run_id, partition, offset, timestamp,
-status) plus the last cursor staged. It is written in the same DuckDB transaction as the
+status) plus the last cursor staged. It is written in the same warehouse transaction as the
 rows it describes (a staged page, a partition's merge), so after a kill the checkpoint and
 the warehouse always agree. A checkpoint only moves forward: a write that would lower its
 offset, cursor or status raises instead.
@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import duckdb
-
 from ecm_assets.manifest.ledger import LEDGER_SCHEMA, now
+from ecm_assets.sync.backend import ensure_schema, in_list, is_duckdb, table_exists
 
 CHECKPOINT_TABLE = f'"{LEDGER_SCHEMA}"."sync_checkpoint"'
 #: in_progress: pages are being staged; staged: extraction and validation input complete;
@@ -54,8 +53,20 @@ class Checkpoint:
         }
 
 
-def ensure_checkpoints(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{LEDGER_SCHEMA}"')
+def ensure_checkpoints(conn: Any) -> None:
+    """The checkpoint table; on a server, DDL only when it is missing, under the DDL lock
+    (a no-op CREATE ... IF NOT EXISTS still races with a concurrent one)."""
+    if is_duckdb(conn):
+        _create_checkpoints(conn)
+        return
+    if table_exists(conn, LEDGER_SCHEMA, "sync_checkpoint"):
+        return
+    with conn.ddl_lock():
+        _create_checkpoints(conn)
+
+
+def _create_checkpoints(conn: Any) -> None:
+    ensure_schema(conn, LEDGER_SCHEMA)
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (job_id VARCHAR NOT NULL, run_id VARCHAR "
         'NOT NULL, partition VARCHAR NOT NULL, "offset" BIGINT NOT NULL, last_cursor VARCHAR, '
@@ -80,9 +91,7 @@ def _row(r: tuple) -> Checkpoint:
     )
 
 
-def load_checkpoints(
-    conn: duckdb.DuckDBPyConnection, job_id: str, run_id: str | None = None
-) -> list[Checkpoint]:
+def load_checkpoints(conn: Any, job_id: str, run_id: str | None = None) -> list[Checkpoint]:
     exists = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
         "table_name = 'sync_checkpoint'",
@@ -108,7 +117,7 @@ def _cursor_key(cursor: tuple[Any, Any] | None) -> tuple:
 
 
 def start(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     job_id: str,
     run_id: str,
     partitions: list[str],
@@ -126,20 +135,30 @@ def start(
 
 
 def completed_boundaries(
-    conn: duckdb.DuckDBPyConnection, job_id: str, partitions: list[str]
+    conn: Any, job_id: str, partitions: list[str]
 ) -> dict[str, dict[str, Any]]:
     """Per partition, the boundary of its newest completed checkpoint (its last sync)."""
-    rows = conn.execute(
-        f"SELECT partition, boundary FROM {CHECKPOINT_TABLE} WHERE job_id = ? AND status = "
-        "'completed' AND list_contains(?::VARCHAR[], partition) QUALIFY row_number() OVER "
-        '(PARTITION BY partition ORDER BY "timestamp" DESC) = 1',
-        [job_id, partitions],
-    ).fetchall()
+    if is_duckdb(conn):
+        rows = conn.execute(
+            f"SELECT partition, boundary FROM {CHECKPOINT_TABLE} WHERE job_id = ? AND status = "
+            "'completed' AND list_contains(?::VARCHAR[], partition) QUALIFY row_number() OVER "
+            '(PARTITION BY partition ORDER BY "timestamp" DESC) = 1',
+            [job_id, partitions],
+        ).fetchall()
+    else:
+        among, params = in_list(partitions)
+        rows = conn.execute(
+            "SELECT partition, boundary FROM (SELECT partition, boundary, row_number() OVER "
+            '(PARTITION BY partition ORDER BY "timestamp" DESC) AS rn FROM '
+            f"{CHECKPOINT_TABLE} WHERE job_id = ? AND status = 'completed' AND partition IN "
+            f"{among}) AS q WHERE rn = 1",
+            [job_id, *params],
+        ).fetchall()
     return {p: json.loads(b) for p, b in rows if b}
 
 
 def advance(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     job_id: str,
     run_id: str,
     partition: str,
@@ -194,7 +213,7 @@ def advance(
 
 
 def advance_all(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     job_id: str,
     run_id: str,
     partitions: list[str],
@@ -204,10 +223,11 @@ def advance_all(
 ) -> None:
     """One page staged: every partition's checkpoint records the same scan cursor, with the
     same forward-only rule as `advance`, in one read and one write for all partitions."""
+    among, among_params = in_list(partitions)
     rows = conn.execute(
         f'SELECT partition, "offset", last_cursor, status FROM {CHECKPOINT_TABLE} WHERE '
-        "job_id = ? AND run_id = ? AND list_contains(?::VARCHAR[], partition)",
-        [job_id, run_id, partitions],
+        f"job_id = ? AND run_id = ? AND partition IN {among}",
+        [job_id, run_id, *among_params],
     ).fetchall()
     have = {r[0]: r for r in rows}
     absent = [p for p in partitions if p not in have]
@@ -234,6 +254,18 @@ def advance_all(
                 f"{offset}+{added.get(p, 0)}, cursor {old_cursor} -> {new_cursor}, status "
                 f"{old_status} -> {new_status}"
             )
+    cursor_text = None if last_cursor is None else json.dumps(list(last_cursor), default=str)
+    if not is_duckdb(conn):
+        stamp = now()
+        for p in partitions:
+            conn.execute(
+                f'UPDATE {CHECKPOINT_TABLE} SET "offset" = "offset" + ?, last_cursor = '
+                "coalesce(CAST(? AS VARCHAR), last_cursor), status = coalesce(CAST(? AS "
+                'VARCHAR), status), "timestamp" = ? WHERE job_id = ? AND run_id = ? AND '
+                "partition = ?",
+                [int(added.get(p, 0)), cursor_text, status, stamp, job_id, run_id, p],
+            )
+        return
     # Named parameters: DuckDB binds an UPDATE ... FROM's positional ones in its own order.
     conn.execute(
         f'UPDATE {CHECKPOINT_TABLE} AS c SET "offset" = c."offset" + a.added, last_cursor = '
@@ -242,7 +274,7 @@ def advance_all(
         "unnest($parts::VARCHAR[]) AS partition, unnest($added::BIGINT[]) AS added) AS a "
         "WHERE c.job_id = $job AND c.run_id = $run AND c.partition = a.partition",
         {
-            "cursor": None if last_cursor is None else json.dumps(list(last_cursor), default=str),
+            "cursor": cursor_text,
             "status": status,
             "at": now(),
             "parts": partitions,

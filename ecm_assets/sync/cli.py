@@ -66,21 +66,45 @@ def _jobs_dir(args: argparse.Namespace) -> Path:
     return path
 
 
-def _warehouse(args: argparse.Namespace) -> Path:
+def _warehouse(args: argparse.Namespace) -> str:
+    """--warehouse, else ECM_WAREHOUSE_URL, else ECM_WAREHOUSE, else the data directory's
+    DuckDB file: a DuckDB path or a postgresql:// URL."""
     from ecm_assets.location import default_warehouse
+    from ecm_assets.sync.backend import default_target
 
-    return Path(args.warehouse) if args.warehouse else default_warehouse()
+    return str(args.warehouse) if args.warehouse else default_target(default_warehouse())
 
 
-def _run_warehouse(args: argparse.Namespace) -> Path:
+def _duckdb_path(target: str) -> Path | None:
+    from ecm_assets.adapters.backends import is_postgres_url
+
+    if is_postgres_url(target):
+        return None
+    if target.startswith("duckdb:///"):
+        from ecm_assets.adapters.backends import open_warehouse
+
+        return open_warehouse(target).path  # type: ignore[attr-defined]
+    return Path(target)
+
+
+def _existing_warehouse(target: str) -> str:
+    """A DuckDB file must exist (only a publish creates one); a server is asked when used."""
+    path = _duckdb_path(target)
+    return target if path is None else str(existing_warehouse(path))
+
+
+def _run_warehouse(args: argparse.Namespace) -> str:
     """The warehouse a run writes: an existing DuckDB file, or a new one in an existing
-    directory (a sync run publishes, so it may create it)."""
-    path = _warehouse(args)
+    directory (a sync run publishes, so it may create it), or a PostgreSQL database."""
+    target = _warehouse(args)
+    path = _duckdb_path(target)
+    if path is None:
+        return target
     if path.exists() or path.is_symlink():
-        return existing_warehouse(path)
+        return str(existing_warehouse(path))
     if not path.parent.is_dir():
         raise LookupError(f"warehouse {path}: directory {path.parent} does not exist")
-    return path
+    return str(path)
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -165,7 +189,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         from ecm_assets.sync.status import job_status
 
         specs = [find_spec(_jobs_dir(args), args.job)] if args.job else load_specs(_jobs_dir(args))
-        warehouse = existing_warehouse(_warehouse(args))
+        warehouse = _existing_warehouse(_warehouse(args))
         rows = [r for s in specs for r in job_status(s, warehouse, with_source=not args.no_source)]
         if args.json:
             print(json.dumps(rows, indent=2, default=str))
@@ -326,7 +350,11 @@ def add_sync_commands(sub: argparse._SubParsersAction) -> None:
         type=_path,
         help="directory of job specs (default: $ECM_SYNC_JOBS_DIR or the shipped jobs)",
     )
-    p.add_argument("--warehouse", type=_path, help="DuckDB file (default: $ECM_WAREHOUSE)")
+    p.add_argument(
+        "--warehouse",
+        type=_path,
+        help="DuckDB file or postgresql:// URL (default: $ECM_WAREHOUSE_URL, $ECM_WAREHOUSE)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
         "--full",

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from ecm_assets.adapters.warehouse import connect
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.orchestration.factory import WAREHOUSE_POOL
 from ecm_assets.orchestration.retries import RETRY_POLICY, raise_for_retry_policy
+from ecm_assets.sync.backend import default_target
 from ecm_assets.sync.connectors import SourceError
 from ecm_assets.sync.runner import DependencyNotMetError, run_job, unmet_dependencies
 from ecm_assets.sync.spec import JobSpec, load_specs
@@ -34,7 +35,7 @@ def _source_key(spec: JobSpec) -> dg.AssetKey:
     return dg.AssetKey(["sync_source", spec.asset_name])
 
 
-def _build_asset(spec: JobSpec, warehouse: Path, specs: dict[str, JobSpec]) -> dg.AssetsDefinition:
+def _build_asset(spec: JobSpec, warehouse: str, specs: dict[str, JobSpec]) -> dg.AssetsDefinition:
     deps: list[dg.AssetKey] = [_source_key(spec)]
     for dep in spec.dependencies:
         if dep.job in specs:
@@ -47,7 +48,7 @@ def _build_asset(spec: JobSpec, warehouse: Path, specs: dict[str, JobSpec]) -> d
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=deps,
         description=spec.description or f"ECM sync job {spec.job_id} ({spec.job_type}).",
-        kinds={"duckdb", spec.source.connector},
+        kinds={open_warehouse(warehouse).kind, spec.source.connector},
         retry_policy=RETRY_POLICY,  # a retry resumes the run from its checkpoints
         pool=WAREHOUSE_POOL,
         tags={"ecm/sync_job": spec.job_id.replace(".", "_")},
@@ -104,7 +105,7 @@ def _build_asset(spec: JobSpec, warehouse: Path, specs: dict[str, JobSpec]) -> d
     return _sync
 
 
-def _build_schedule(spec: JobSpec, warehouse: Path) -> dg.ScheduleDefinition:
+def _build_schedule(spec: JobSpec, warehouse: str) -> dg.ScheduleDefinition:
     ids = spec.partitioning.partition_ids
     job = dg.define_asset_job(
         f"{spec.asset_name}_job", selection=[spec.asset_name], partitions_def=partitions_def(spec)
@@ -120,8 +121,9 @@ def _build_schedule(spec: JobSpec, warehouse: Path) -> dg.ScheduleDefinition:
         "do not hold. Deployed STOPPED.",
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        if spec.dependencies and warehouse.exists():
-            with connect(warehouse, read_only=True) as conn:
+        wh = open_warehouse(warehouse)
+        if spec.dependencies and wh.exists():
+            with wh.connect(read_only=True) as conn:
                 problems = unmet_dependencies(conn, spec)
             if problems:
                 return dg.SkipReason("; ".join(problems))
@@ -137,10 +139,11 @@ def _build_schedule(spec: JobSpec, warehouse: Path) -> dg.ScheduleDefinition:
 def build_sync_definitions(
     jobs_dir: Path | str, warehouse: Path | str | None = None
 ) -> dg.Definitions:
-    """Definitions for every job spec in `jobs_dir` (validated on load)."""
+    """Definitions for every job spec in `jobs_dir` (validated on load). The warehouse is
+    a DuckDB path or a postgresql:// URL; default ECM_WAREHOUSE_URL, then ECM_WAREHOUSE."""
     from ecm_assets.location import default_warehouse
 
-    warehouse = Path(warehouse) if warehouse else default_warehouse()
+    warehouse = str(warehouse) if warehouse else default_target(default_warehouse())
     specs = load_specs(jobs_dir)
     by_id = {s.job_id: s for s in specs}
     assets: list = []

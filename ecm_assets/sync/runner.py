@@ -17,14 +17,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
-from ecm_assets.adapters.warehouse import connect
+from ecm_assets.adapters.backends import Warehouse, open_warehouse
+from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.manifest.ledger import (
     Manifest,
     ensure_ledger,
@@ -37,12 +37,15 @@ from ecm_assets.manifest.ledger import (
 from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
 from ecm_assets.publish.failpoints import failpoint
 from ecm_assets.sync import checkpoints
+from ecm_assets.sync.backend import columns, ensure_schema, in_list, is_duckdb
 from ecm_assets.sync.connectors import Boundary, SourceConnector, redacted
 from ecm_assets.sync.processors import PROCESSORS
 from ecm_assets.sync.sink import (
     MergeResult,
     dedupe_staged,
     ensure_store,
+    foreign_rows,
+    insert_partitions,
     merge_partition,
     reset_staging,
     stage_keys,
@@ -86,7 +89,7 @@ class SyncResult:
         return sum(m.hard_deleted for m in self.merged.values())
 
 
-def _resumable(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> Manifest | None:
+def _resumable(conn: Any, spec: JobSpec) -> Manifest | None:
     """The job's newest run, if a crash or an error (not a rule) left it unfinished."""
     runs = load_manifests(conn, asset=spec.asset_name)
     if not runs:
@@ -99,9 +102,7 @@ def _resumable(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> Manifest | Non
     return None
 
 
-def unmet_dependencies(
-    conn: duckdb.DuckDBPyConnection, spec: JobSpec, at: datetime | None = None
-) -> list[str]:
+def unmet_dependencies(conn: Any, spec: JobSpec, at: datetime | None = None) -> list[str]:
     """Why the spec's dependencies do not hold now (empty: they all hold)."""
     at = at or now()
     problems = []
@@ -153,20 +154,20 @@ def _prior_unfinished_to_fail(conn, spec: JobSpec, keep: str | None) -> None:
                 )
 
 
-def _tx(conn: duckdb.DuckDBPyConnection, work: Callable[[], Any]) -> Any:
-    conn.execute("BEGIN TRANSACTION")
+def _tx(conn: Any, work: Callable[[], Any]) -> Any:
+    conn.begin()
     try:
         out = work()
-        conn.execute("COMMIT")
+        conn.commit()
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.rollback()
         raise
     return out
 
 
 def run_job(
     spec: JobSpec,
-    warehouse: Path | str,
+    warehouse: Path | str | Warehouse,
     *,
     partitions: list[str] | None = None,
     job_type: str | None = None,
@@ -186,12 +187,20 @@ def run_job(
         )
     connector = SourceConnector(spec.source)
     try:
-        with connect(warehouse) as conn:
-            conn.execute("SET enable_progress_bar = false")
-            # Staged pages are dropped once the run publishes: no WAL checkpoint during the
-            # run (it would compress and write them into the file only to free them). The
-            # setting belongs to the database instance, so it is put back afterwards.
-            conn.execute("SET checkpoint_threshold = '1GB'")
+        with open_warehouse(warehouse).connect() as conn:
+            duck = is_duckdb(conn)
+            if duck:
+                conn.execute("SET enable_progress_bar = false")
+                # Staged pages are dropped once the run publishes: no WAL checkpoint during
+                # the run (it would compress and write them into the file only to free
+                # them). The setting belongs to the database instance, so it is put back.
+                conn.execute("SET checkpoint_threshold = '1GB'")
+            else:
+                # Many writers share a server: one run of a job at a time (its staging
+                # table is the job's), held for the session, released when it ends.
+                conn.execute(
+                    "SELECT pg_advisory_lock(hashtext(?), hashtext(?))", ["ecm_sync", spec.job_id]
+                )
             try:
                 return _run(
                     conn,
@@ -213,7 +222,8 @@ def run_job(
                     mark_failed(conn, m.run_id, m.asset, exc)
                 raise
             finally:
-                conn.execute("RESET checkpoint_threshold")
+                if duck:
+                    conn.execute("RESET checkpoint_threshold")
     finally:
         connector.close()
 
@@ -317,35 +327,54 @@ def _run(
         cursors = [state[p].last_cursor for p in wanted if state[p].last_cursor]
         after = max(cursors, key=lambda c: (str(c[0]), c[1])) if cursors else None
         processor = PROCESSORS[spec.processor]
-        while boundary.next_updated_at is not None:
+
+        def fetch(after: tuple[Any, Any] | None) -> tuple[int, tuple[Any, Any] | None, Any]:
+            """One keyset page after `after`, transformed: (source rows, its last cursor,
+            the page)."""
             raw = connector.read_page(last_sync, boundary, after, spec.page_rows)
             if raw.num_rows == 0:
-                break
+                return 0, None, None
             last = (
                 connector.encode(raw.column(src.cursor.column)[-1].as_py()),
                 raw.column(src.cursor.tiebreaker)[-1].as_py(),
             )
-            page_table = processor.run(raw, spec.transform_config)
+            return raw.num_rows, last, processor.run(raw, spec.transform_config)
 
-            def page(page_table=page_table, last=last) -> int:
-                counts = stage_page(conn, spec, run_id, page_table)
-                dropped = [p for p in counts if p not in wanted]
-                if dropped:
-                    conn.execute(
-                        f"DELETE FROM {tables_for(spec).staging} WHERE _run_id = ? AND NOT "
-                        "list_contains(?::VARCHAR[], _partition)",
-                        [run_id, wanted],
-                    )
-                checkpoints.advance_all(conn, spec.job_id, run_id, wanted, counts, last)
-                return sum(n for p, n in counts.items() if p in wanted)
+        # The next page is read (source driver, Arrow, transform: mostly Python) while this
+        # one is staged and committed (warehouse: mostly native): the two overlap on two
+        # cores. Only committed pages move a checkpoint; a prefetched page is just a read.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecm-sync-read") as reader:
+            pending = reader.submit(fetch, after) if boundary.next_updated_at is not None else None
+            while pending is not None:
+                read, last, page_table = pending.result()
+                pending = None
+                if read == 0:
+                    break
+                if read >= spec.page_rows:
+                    pending = reader.submit(fetch, last)
 
-            result.rows_extracted += _tx(conn, page)
-            result.pages += 1
-            after = last
-            if on_page is not None:
-                on_page(result.pages)
-            if raw.num_rows < spec.page_rows:
-                break
+                def page(page_table=page_table, last=last) -> int:
+                    counts = stage_page(conn, spec, run_id, page_table)
+                    dropped = [p for p in counts if p not in wanted]
+                    if dropped:
+                        among, among_params = in_list(wanted)
+                        conn.execute(
+                            f"DELETE FROM {tables_for(spec).staging} WHERE _run_id = ? AND "
+                            f"_partition NOT IN {among}",
+                            [run_id, *among_params],
+                        )
+                    checkpoints.advance_all(conn, spec.job_id, run_id, wanted, counts, last)
+                    return sum(n for p, n in counts.items() if p in wanted)
+
+                try:
+                    result.rows_extracted += _tx(conn, page)
+                    result.pages += 1
+                    if on_page is not None:
+                        on_page(result.pages)
+                except BaseException:
+                    if pending is not None:
+                        pending.cancel()
+                    raise
 
         def staged() -> None:
             if result.pages:
@@ -395,6 +424,38 @@ def _run(
             "partitions_skipped": result.skipped_partitions,
         }
 
+    if todo and store_exists(conn, spec) and not foreign_rows(conn, spec, run_id):
+        # First load: one statement and one transaction for every partition (all or none
+        # of them published), instead of one scan and one commit per partition.
+        def load_all() -> None:
+            merged = insert_partitions(
+                conn, spec, run_id, todo, synced_at=synced_at, reconcile_deletes=reconcile
+            )
+            for partition in todo:
+                _failpoints("sync.merge.after_merge", partition)
+            for partition in todo:
+                checkpoints.advance(
+                    conn,
+                    spec.job_id,
+                    run_id,
+                    partition,
+                    status="completed",
+                    rows_merged=merged[partition].written,
+                )
+            result.merged.update(merged)
+            transition(
+                conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs()
+            )
+            for partition in todo:
+                _failpoints("sync.merge.before_commit", partition)
+
+        _tx(conn, load_all)
+        for partition in todo:
+            _failpoints("sync.merge.after_commit", partition)
+        todo = []
+        published = True
+    else:
+        published = False
     last_partition = todo[-1] if todo else None
     for partition in todo:
 
@@ -419,7 +480,7 @@ def _run(
 
         _tx(conn, merge)
         _failpoints("sync.merge.after_commit", partition)
-    if not todo:
+    if not todo and not published:
         transition(conn, run_id, asset, RunStatus.PUBLISHED, finished_at=now(), outputs=outputs())
     reset_staging(conn, spec)  # published: its staged rows are no longer evidence of anything
     result.seconds = time.perf_counter() - started
@@ -433,7 +494,7 @@ def _failpoints(point: str, partition: str) -> None:
     failpoint(f"{point}.{partition}")
 
 
-def _ensure_staging_shape(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> None:
+def _ensure_staging_shape(conn: Any, spec: JobSpec) -> None:
     """A run that staged no page still merges (hard deletes): give it an empty staging."""
     t = tables_for(spec)
     has = conn.execute(
@@ -442,9 +503,14 @@ def _ensure_staging_shape(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> Non
         ["sync__" + spec.table],
     ).fetchone()[0]
     if not has and store_exists(conn, spec):
-        conn.execute("CREATE SCHEMA IF NOT EXISTS ecm_staging")
+        ensure_schema(conn, "ecm_staging")
+        own = [
+            quote_ident(c)
+            for c, _ in columns(conn, spec.store, spec.table)
+            if c not in ("_delete_kind", "run_id", "_synced_at")
+        ]
         conn.execute(
-            f"CREATE TABLE {t.staging} AS SELECT * EXCLUDE (_delete_kind, run_id, _synced_at), "
+            f"CREATE TABLE {t.staging} AS SELECT {', '.join(own)}, "
             f"CAST(NULL AS VARCHAR) AS _run_id FROM {t.store} LIMIT 0"
         )
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ecm_assets.adapters.warehouse import connect, quote_ident
+from ecm_assets.adapters.backends import Warehouse, open_warehouse
+from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.sync import checkpoints
 from ecm_assets.sync.connectors import SourceConnector, SourceError
 from ecm_assets.sync.partitioning import partition_of
@@ -35,13 +36,16 @@ def _source_beyond(spec: JobSpec, low: Any) -> list[tuple[Any, Any]] | str:
         connector.close()
 
 
-def job_status(spec: JobSpec, warehouse: Path | str, *, with_source: bool = True) -> list[dict]:
+def job_status(
+    spec: JobSpec, warehouse: Path | str | Warehouse, *, with_source: bool = True
+) -> list[dict]:
     ids = spec.partitioning.partition_ids
     rows_by_part: dict[str, int] = {}
     newest: dict[str, checkpoints.Checkpoint] = {}
     done: dict[str, dict[str, Any]] = {}
-    if Path(warehouse).exists():
-        with connect(warehouse, read_only=True) as conn:
+    wh = open_warehouse(warehouse)
+    if wh.exists():
+        with wh.connect(read_only=True) as conn:
             for cp in checkpoints.load_checkpoints(conn, spec.job_id):
                 newest[cp.partition] = cp  # ordered by timestamp: the last one wins
             done = checkpoints.completed_boundaries(conn, spec.job_id, ids) if newest else {}
@@ -95,7 +99,7 @@ def job_status(spec: JobSpec, warehouse: Path | str, *, with_source: bool = True
 __all__ = ["job_status", "quote_ident"]
 
 
-def verify(spec: JobSpec, warehouse: Path | str) -> dict[str, int]:
+def verify(spec: JobSpec, warehouse: Path | str | Warehouse) -> dict[str, int]:
     """Compare the store with the source by key and version, right now.
 
     missing: a live source key the store lacks; duplicated: a key held twice; stale: a key
@@ -125,11 +129,11 @@ def verify(spec: JobSpec, warehouse: Path | str) -> dict[str, int]:
     source["v"] = source["v"].map(connector.encode).astype(str)
     source["d"] = source["d"].astype(bool)
     t = tables_for(spec)
-    with connect(warehouse, read_only=True) as conn:
-        store = conn.execute(
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
+        store = conn.df(
             f"SELECT {quote_ident(src.key)} AS k, CAST(_version AS VARCHAR) AS v, _deleted AS d "
             f"FROM {t.store}"
-        ).df()
+        )
     if not len(store):
         store = pd.DataFrame({"k": [], "v": [], "d": []})
     if src.version_column is None and len(store):

@@ -14,12 +14,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.quality import Freshness, NullRate, RowCount, Severity
-from ecm_assets.sync.sink import store_exists, store_rows_after_merge, tables_for
+from ecm_assets.sync.backend import columns
+from ecm_assets.sync.sink import STAGING_SCHEMA, store_exists, store_rows_after_merge, tables_for
 from ecm_assets.sync.spec import JobSpec
 from ecm_assets.validation.gate import Decision, Finding
 
@@ -51,7 +51,7 @@ class SyncValidationError(RuntimeError):
         self.failures = failures
 
 
-def _staged_has(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> bool:
+def _staged_has(conn: Any, spec: JobSpec) -> bool:
     return bool(
         conn.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ecm_staging' "
@@ -62,7 +62,7 @@ def _staged_has(conn: duckdb.DuckDBPyConnection, spec: JobSpec) -> bool:
 
 
 def judge_run(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     spec: JobSpec,
     run_id: str,
     *,
@@ -73,6 +73,7 @@ def judge_run(
     t = tables_for(spec)
     staged = _staged_has(conn, spec)
     findings: list[Finding] = []
+    staged_columns = {c for c, _ in columns(conn, STAGING_SCHEMA, "sync__" + spec.table)}
     for rule in gate_rules(spec):
         if isinstance(rule, RowCount):
             if staged:
@@ -101,13 +102,7 @@ def judge_run(
             total = nulls = 0
             if staged:
                 col = quote_ident(rule.column)
-                try:
-                    total, nulls = conn.execute(
-                        f"SELECT count(*), count(*) - count({col}) FROM {t.staging} "
-                        "WHERE _run_id = ?",
-                        [run_id],
-                    ).fetchone()
-                except duckdb.BinderException:
+                if rule.column not in staged_columns:
                     findings.append(
                         Finding(
                             rule.name,
@@ -121,6 +116,10 @@ def judge_run(
                         )
                     )
                     continue
+                total, nulls = conn.execute(
+                    f"SELECT count(*), count(*) - count({col}) FROM {t.staging} WHERE _run_id = ?",
+                    [run_id],
+                ).fetchone()
             share = nulls / total if total else 0.0
             ok = share <= rule.max_fraction
             findings.append(

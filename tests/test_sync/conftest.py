@@ -1,4 +1,5 @@
-"""Sync test sources: a small SQLite customer_history, or a PostgreSQL schema per test."""
+"""Sync test sources (a small SQLite customer_history, or a PostgreSQL schema per test) and
+warehouses (a DuckDB file, or a fresh PostgreSQL database per test)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from pathlib import Path
 import pytest
 
 from ecm_assets.sync.spec import SHIPPED_JOBS_DIR, JobSpec, parse_spec
+from tests._backends import (
+    WAREHOUSE_KINDS,
+    fresh_postgres_url,
+    require_postgres,
+    warehouse_target,
+)
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -56,14 +63,34 @@ def _pg_reachable() -> str | None:
         return str(exc).splitlines()[0]
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[tuple[str, str]]:
-    """(url, schema): a fresh schema on the local PostgreSQL, dropped afterwards."""
+def _need_pg() -> None:
+    """The server (tests/_backends.py) and its `test` database, where sources live."""
+    require_postgres()
     why = _pg_reachable()
     if why is not None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required in CI: {why}")
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {why}")
+            pytest.fail(f"PostgreSQL database test at 127.0.0.1:5432 is required in CI: {why}")
+        pytest.skip(f"PostgreSQL database test at 127.0.0.1:5432 is not reachable: {why}")
+
+
+@pytest.fixture
+def pg_warehouse() -> Iterator[str]:
+    """A postgresql:// warehouse URL: a fresh database ecm_t_<uuid>, dropped afterwards."""
+    with fresh_postgres_url() as url:
+        yield url
+
+
+@pytest.fixture(params=WAREHOUSE_KINDS)
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The sync's warehouse on each backend: a DuckDB file, or a fresh PostgreSQL database."""
+    with warehouse_target(request.param, tmp_path) as target:
+        yield target
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """(url, schema): a fresh schema on the local PostgreSQL, dropped afterwards."""
+    _need_pg()
     import psycopg
 
     schema = f"ecm_sync_{uuid.uuid4().hex[:10]}"
@@ -76,3 +103,11 @@ def pg_schema() -> Iterator[tuple[str, str]]:
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def read(warehouse: str, sql: str, params: list | None = None) -> list[tuple]:
+    """Rows of one query on the warehouse, read-only, on either backend."""
+    from ecm_assets.adapters.backends import open_warehouse
+
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
+        return conn.execute(sql, params).fetchall()

@@ -25,12 +25,11 @@ from tests.test_sync.conftest import make_spec
 WRITER_SECONDS = 15
 
 
-def _adversarial(url: str, connector: str, tmp_path) -> None:
+def _adversarial(url: str, connector: str, wh: str) -> None:
     create_source(url, 2000)
     spec = make_spec(
         url, connector, page_rows=300, source__cursor={"safety_lag": "0.5 s", "overlap": "5 s"}
     )
-    wh = tmp_path / "wh.duckdb"
     run_job(spec, wh)
     writer = subprocess.Popen(
         [
@@ -83,10 +82,17 @@ def _adversarial(url: str, connector: str, tmp_path) -> None:
 
 @pytest.mark.timeout(150)
 def test_adversarial_writer_sqlite(tmp_path, sqlite_url):
-    _adversarial(sqlite_url, "sqlite", tmp_path)
+    _adversarial(sqlite_url, "sqlite", str(tmp_path / "wh.duckdb"))
 
 
 @pytest.mark.timeout(150)
 def test_adversarial_writer_postgresql(tmp_path, pg_schema):
     url, _ = pg_schema
-    _adversarial(url, "postgresql", tmp_path)
+    _adversarial(url, "postgresql", str(tmp_path / "wh.duckdb"))
+
+
+@pytest.mark.timeout(150)
+def test_adversarial_writer_postgresql_warehouse(pg_schema, pg_warehouse):
+    """Source and warehouse both on the PostgreSQL server (store, staging, checkpoints)."""
+    url, _ = pg_schema
+    _adversarial(url, "postgresql", pg_warehouse)

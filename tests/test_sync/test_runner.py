@@ -1,12 +1,13 @@
-"""Sync runs on a small SQLite source: first load, overlap re-read, version-aware merge,
+"""Sync runs on a small SQLite source, into each warehouse backend (DuckDB, PostgreSQL):
+first load, overlap re-read, version-aware merge,
 tombstones, hard-delete reconciliation, abort_and_alert, resume after a failure."""
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 import sqlalchemy as sa
 
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.manifest.ledger import load_manifests
 from ecm_assets.manifest.states import RunStatus
 from ecm_assets.sync import checkpoints
@@ -32,10 +33,10 @@ def _clean(counts: dict[str, int]) -> bool:
     )
 
 
-def test_first_load_then_incremental_rereads_overlap_without_writes(tmp_path, sqlite_url):
+def test_first_load_then_incremental_rereads_overlap_without_writes(warehouse, sqlite_url):
     create_source(sqlite_url, 3000)
     spec = make_spec(sqlite_url)
-    wh = tmp_path / "wh.duckdb"
+    wh = warehouse
     first = run_job(spec, wh)
     assert first.rows_extracted == 3000 and first.rows_written == 3000
     assert first.pages == 6  # 500-row keyset pages
@@ -43,7 +44,7 @@ def test_first_load_then_incremental_rereads_overlap_without_writes(tmp_path, sq
     second = run_job(spec, wh)
     assert second.last_sync < first.boundary["next_updated_at"]  # boundary minus overlap
     assert second.rows_written == 0  # the overlap re-read changes nothing
-    with duckdb.connect(str(wh), read_only=True) as conn:
+    with open_warehouse(wh).connect(read_only=True) as conn:
         part, key, run, email = conn.execute(
             "SELECT _partition, customer_id, run_id, email FROM context_store.customer_history "
             "LIMIT 1"
@@ -53,10 +54,10 @@ def test_first_load_then_incremental_rereads_overlap_without_writes(tmp_path, sq
     assert run == first.run_id and email == email.lower()
 
 
-def test_updates_soft_and_hard_deletes(tmp_path, sqlite_url):
+def test_updates_soft_and_hard_deletes(warehouse, sqlite_url):
     create_source(sqlite_url, 1000)
     spec = make_spec(sqlite_url, source__cursor={"safety_lag": "0 s", "overlap": "1 s"})
-    wh = tmp_path / "wh.duckdb"
+    wh = warehouse
     run_job(spec, wh)
     stamp = "9999-01-01 00:00:00.000000"  # far ahead: after any boundary until the clock gets
     _exec(
@@ -81,7 +82,7 @@ def test_updates_soft_and_hard_deletes(tmp_path, sqlite_url):
     full = run_job(spec, wh, job_type="full_extraction")
     assert full.hard_deleted == 1 and full.rows_written == 0
     assert _clean(verify(spec, wh))
-    with duckdb.connect(str(wh), read_only=True) as conn:
+    with open_warehouse(wh).connect(read_only=True) as conn:
         rows = dict(
             conn.execute(
                 "SELECT id, _delete_kind FROM context_store.customer_history "
@@ -92,10 +93,10 @@ def test_updates_soft_and_hard_deletes(tmp_path, sqlite_url):
     assert stamp  # documented intent only
 
 
-def test_older_version_never_overwrites_newer(tmp_path, sqlite_url):
+def test_older_version_never_overwrites_newer(warehouse, sqlite_url):
     create_source(sqlite_url, 200)
     spec = make_spec(sqlite_url, source__cursor={"safety_lag": "0 s", "overlap": "1 s"})
-    wh = tmp_path / "wh.duckdb"
+    wh = warehouse
     run_job(spec, wh)
     # A skewed writer stamps a newer version with an *older* updated_at: the full run reads
     # it, and a replayed old version (version 1, re-stamped) must not win over it.
@@ -107,24 +108,24 @@ def test_older_version_never_overwrites_newer(tmp_path, sqlite_url):
         "strftime('%Y-%m-%d %H:%M:%f', 'now') WHERE id = 7",
     )
     run_job(spec, wh, job_type="full_extraction")
-    with duckdb.connect(str(wh), read_only=True) as conn:
+    with open_warehouse(wh).connect(read_only=True) as conn:
         assert conn.execute(
             "SELECT _version, balance FROM context_store.customer_history WHERE id = 7"
         ).fetchone() == (5, 55.0)
 
 
-def test_abort_and_alert_fails_before_publish(tmp_path, sqlite_url):
+def test_abort_and_alert_fails_before_publish(warehouse, sqlite_url):
     create_source(sqlite_url, 300)
     spec = make_spec(
         sqlite_url,
         validation={"rules": [{"type": "row_count", "min": 1000}], "on_failure": "abort_and_alert"},
     )
-    wh = tmp_path / "wh.duckdb"
+    wh = warehouse
     alerts: list[str] = []
     with pytest.raises(SyncValidationError, match=r"quality gate FAIL_RUN.*row_count"):
         run_job(spec, wh, on_alert=alerts.append)
     assert alerts and "300 live rows" in alerts[0]
-    with duckdb.connect(str(wh), read_only=True) as conn:
+    with open_warehouse(wh).connect(read_only=True) as conn:
         assert not conn.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'context_store'"
         ).fetchone()[0]
@@ -133,14 +134,14 @@ def test_abort_and_alert_fails_before_publish(tmp_path, sqlite_url):
     # An aborted run is final: the next run starts fresh (and aborts again on the same data).
     with pytest.raises(SyncValidationError):
         run_job(spec, wh)
-    with duckdb.connect(str(wh), read_only=True) as conn:
+    with open_warehouse(wh).connect(read_only=True) as conn:
         assert len({m.run_id for m in load_manifests(conn, asset=spec.asset_name)}) == 2
 
 
-def test_failed_run_resumes_from_checkpoint_without_duplicates(tmp_path, sqlite_url):
+def test_failed_run_resumes_from_checkpoint_without_duplicates(warehouse, sqlite_url):
     create_source(sqlite_url, 2000)
     spec = make_spec(sqlite_url)
-    wh = tmp_path / "wh.duckdb"
+    wh = warehouse
 
     def boom(pages: int) -> None:
         if pages == 2:
@@ -148,7 +149,7 @@ def test_failed_run_resumes_from_checkpoint_without_duplicates(tmp_path, sqlite_
 
     with pytest.raises(ConnectionError):
         run_job(spec, wh, on_page=boom)
-    with duckdb.connect(str(wh), read_only=True) as conn:
+    with open_warehouse(wh).connect(read_only=True) as conn:
         staged = checkpoints.load_checkpoints(conn, spec.job_id)
     assert sum(c.offset for c in staged) == 1000 and {c.status for c in staged} == {"in_progress"}
     resumed = run_job(spec, wh)
@@ -160,13 +161,13 @@ def test_failed_run_resumes_from_checkpoint_without_duplicates(tmp_path, sqlite_
     assert all(r["source_rows_beyond_boundary"] == 0 for r in rows)
 
 
-def test_dependencies_gate_the_run(tmp_path, sqlite_url):
+def test_dependencies_gate_the_run(warehouse, sqlite_url):
     create_source(sqlite_url, 50)
     spec = make_spec(
         sqlite_url, dependencies=[{"job": "reference-data-sync", "window": "24 hours"}]
     )
     with pytest.raises(DependencyNotMetError, match="reference-data-sync: last success never"):
-        run_job(spec, tmp_path / "wh.duckdb", check_dependencies=True)
+        run_job(spec, warehouse, check_dependencies=True)
     upstream = make_spec(sqlite_url, job_id="reference-data-sync", sink__table="refdata")
-    run_job(upstream, tmp_path / "wh.duckdb")
-    assert run_job(spec, tmp_path / "wh.duckdb", check_dependencies=True).rows_written == 50
+    run_job(upstream, warehouse)
+    assert run_job(spec, warehouse, check_dependencies=True).rows_written == 50
