@@ -16,7 +16,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from ecm_assets.adapters.backends import is_postgres_url, open_warehouse, warehouse_target
+from ecm_assets.adapters.backends import (
+    WAREHOUSE_URL_ENV,
+    is_postgres_url,
+    open_warehouse,
+    warehouse_target,
+)
 from ecm_assets.contracts.dataset import Dataset
 from ecm_assets.operations.alerts import AlertSink, ecm_run_failure_alert
 from ecm_assets.operations.dependencies import (
@@ -68,6 +73,16 @@ def resolve_warehouse(target: str | os.PathLike[str]) -> str:
     if text.startswith("duckdb:///"):
         text = open_warehouse(text).url
     return str(Path(text).resolve())
+
+
+def _shown_warehouse(database: str) -> str | dg.EnvVar:
+    """The IO manager's `database` as the UI's resource page will show it: a URL taken from
+    ECM_WAREHOUSE_URL is referenced by the variable's name, so a password in it never reaches
+    the UI (Dagster resolves it in each run). Better still, keep passwords out of the URL
+    (PGPASSWORD, ~/.pgpass), which libpq reads."""
+    if is_postgres_url(database) and os.environ.get(WAREHOUSE_URL_ENV, "").strip() == database:
+        return dg.EnvVar(WAREHOUSE_URL_ENV)
+    return database
 
 
 def _named(datasets: dict[str, Dataset], names: Sequence[str], what: str) -> list[Dataset]:
@@ -174,7 +189,7 @@ def build_definitions(
         sensors=sensors,
         resources={
             IO_MANAGER_KEY: DuckDBPublishIOManager(
-                database=str(database), durable_staging=durable_staging
+                database=_shown_warehouse(database), durable_staging=durable_staging
             ),
             "landing": LandingZone(root=str(root / "landing")),
             "reference": ReferenceStore(root=str(root / "reference")),

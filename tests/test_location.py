@@ -183,6 +183,12 @@ def test_the_warehouse_is_a_path_or_a_url_and_picks_the_pool(
     assert _pools_and_database(by_path) == ({WAREHOUSE_POOL}, str(Path("w.duckdb").resolve()))
     by_url = ecm_assets.build_definitions(DATASETS, data_dir=tmp_path, warehouse=PG_URL)
     assert _pools_and_database(by_url) == ({POSTGRES_POOL}, PG_URL)
+    # The sync jobs' assets write the same warehouse, so they share its pool.
+    jobs = Path(ecm_assets.__file__).parent / "sync" / "jobs"
+    with_sync = ecm_assets.build_definitions(
+        DATASETS, data_dir=tmp_path, warehouse=PG_URL, jobs_dir=jobs
+    )
+    assert _pools_and_database(with_sync) == ({POSTGRES_POOL}, PG_URL)
 
     # ECM_WAREHOUSE_URL wins over ECM_WAREHOUSE, and is the default of the shipped location.
     monkeypatch.setenv("ECM_WAREHOUSE", str(tmp_path / "old.duckdb"))
@@ -190,7 +196,24 @@ def test_the_warehouse_is_a_path_or_a_url_and_picks_the_pool(
     assert _pools_and_database(default) == ({WAREHOUSE_POOL}, str(tmp_path / "old.duckdb"))
     monkeypatch.setenv("ECM_WAREHOUSE_URL", PG_URL)
     default = ecm_assets.build_definitions(DATASETS, data_dir=tmp_path)
-    assert _pools_and_database(default) == ({POSTGRES_POOL}, PG_URL)
+    pools, database = _pools_and_database(default)
+    assert pools == {POSTGRES_POOL}
+    assert isinstance(database, dg.EnvVar) and database.get_value() == PG_URL
+
+
+def test_a_password_in_ecm_warehouse_url_never_reaches_the_ui(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UI's resource page shows resource config: the URL is referenced by the variable."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+
+    secret = "postgresql://ecm:s3cret-pw@db.example:5432/warehouse"
+    monkeypatch.setenv("ECM_WAREHOUSE_URL", secret)
+    defs = ecm_assets.build_definitions(DATASETS, data_dir=tmp_path)
+    repo = defs.get_repository_def()
+    snap = RepositorySnap.from_def(repo)
+    assert "s3cret-pw" not in repr(snap.resources)
+    assert "ECM_WAREHOUSE_URL" in repr(snap.resources)
 
 
 def test_ecm_reports_an_unreachable_postgresql_warehouse_in_one_line(capsys) -> None:

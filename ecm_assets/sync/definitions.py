@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from ecm_assets.adapters.backends import open_warehouse
-from ecm_assets.orchestration.factory import WAREHOUSE_POOL
+from ecm_assets.orchestration.factory import pool_for
 from ecm_assets.orchestration.retries import RETRY_POLICY, raise_for_retry_policy
 from ecm_assets.sync.backend import default_target
 from ecm_assets.sync.connectors import SourceError
@@ -50,7 +50,7 @@ def _build_asset(spec: JobSpec, warehouse: str, specs: dict[str, JobSpec]) -> dg
         description=spec.description or f"ECM sync job {spec.job_id} ({spec.job_type}).",
         kinds={open_warehouse(warehouse).kind, spec.source.connector},
         retry_policy=RETRY_POLICY,  # a retry resumes the run from its checkpoints
-        pool=WAREHOUSE_POOL,
+        pool=pool_for(warehouse),
         tags={"ecm/sync_job": spec.job_id.replace(".", "_")},
         metadata={
             "dagster/table_name": f"{spec.store}.{spec.table}",
