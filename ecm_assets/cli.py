@@ -720,9 +720,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             found[name][1].contract.partition_value(partition_key)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     if instance is not None:
+        from ecm_assets.operations.locations import configured
         from ecm_assets.operations.runs import refuse_dead_pool_holders
 
-        refuse_dead_pool_holders(instance, resources[IO_MANAGER_KEY].database)
+        refuse_dead_pool_holders(instance, configured(resources[IO_MANAGER_KEY].database))
     result = dg.materialize(
         list(defs.assets or []),
         selection=selected,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import dagster as dg
 import yaml
@@ -34,6 +35,12 @@ class LocationError(LookupError):
     """The code location cannot be found or loaded; the message says which and why."""
 
 
+def configured(value: Any) -> Any:
+    """A resource's config value as a run will see it: a dg.EnvVar (how a warehouse URL with
+    a password is kept off the UI) is read from the environment, as Dagster does at run time."""
+    return value.get_value() if isinstance(value, dg.EnvVar) else value
+
+
 @dataclass(frozen=True)
 class Location:
     """One loaded code location: its definitions and the datasets behind its assets."""
@@ -44,7 +51,7 @@ class Location:
 
     def _resource_attr(self, key: str, attr: str) -> str | None:
         resource = (self.defs.resources or {}).get(key)
-        return getattr(resource, attr, None)
+        return configured(getattr(resource, attr, None))
 
     @property
     def warehouse(self) -> Path | str | None:
