@@ -14,7 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
-from ecm_assets.adapters.warehouse import connect, quote_ident
+from ecm_assets.adapters.backends import is_postgres_url, open_warehouse
+from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.dataset import Dataset, DatasetContract, partition_key
 
 # --------------------------------------------------------------------------- bad usage
@@ -139,9 +140,24 @@ _VERSION = _int_between(1, 10**9)
 _DUCKDB_MAGIC = b"DUCK"
 
 
-def existing_warehouse(path: Path) -> Path:
-    """`path` if it is an existing DuckDB file: only a publish creates a warehouse, so every
-    other command refuses a typo, a directory or a file that is not DuckDB's, untouched."""
+def _connect(target: Path | str, **kwargs: object):
+    """A connection to the warehouse a path or URL names (adapters/backends)."""
+    return open_warehouse(target).connect(**kwargs)  # type: ignore[arg-type]
+
+
+def existing_warehouse(path: Path | str) -> Path | str:
+    """`path` if it is an existing DuckDB file, or a PostgreSQL URL whose server holds a
+    warehouse: only a publish creates a warehouse, so every other command refuses a typo, a
+    directory or a file that is not DuckDB's, untouched."""
+    if is_postgres_url(path):
+        warehouse = open_warehouse(path)
+        if not warehouse.exists():
+            raise LookupError(
+                f"warehouse {warehouse.url} holds no published data (only a publish creates "
+                "one; check --warehouse or $ECM_WAREHOUSE_URL)"
+            )
+        return str(path)
+    path = Path(path)
     if not path.exists():
         raise LookupError(
             f"warehouse {path} does not exist (only a publish creates one; check --warehouse "
@@ -157,6 +173,12 @@ def existing_warehouse(path: Path) -> Path:
     if header[8:12] != _DUCKDB_MAGIC:
         raise LookupError(f"warehouse {path} is not a DuckDB database file")
     return path
+
+
+_WAREHOUSE_HELP = (
+    "DuckDB file or postgresql:// URL (default: the location's, else $ECM_WAREHOUSE_URL, "
+    "then $ECM_WAREHOUSE)"
+)
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -189,7 +211,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def warehouse_summary(
-    database: Path, datasets: list[Dataset] | None = None
+    database: Path | str, datasets: list[Dataset] | None = None
 ) -> list[dict[str, object]]:
     """Partitions, rows and runs of every published table of these datasets, read-only."""
     if datasets is None:
@@ -197,7 +219,7 @@ def warehouse_summary(
 
         datasets = list(DATASETS)
     rows: list[dict[str, object]] = []
-    with connect(database, read_only=True) as conn:
+    with _connect(database, read_only=True) as conn:
         tables = {
             (s, t)
             for s, t in conn.execute(
@@ -243,9 +265,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     database = _warehouse(args)
     rows = warehouse_summary(database, list(_datasets(args).values()))
     if args.json:
-        print(json.dumps({"warehouse": str(database), "tables": rows}, indent=2))
+        print(json.dumps({"warehouse": open_warehouse(database).url, "tables": rows}, indent=2))
         return 0
-    print(f"warehouse: {database}")
+    print(f"warehouse: {open_warehouse(database).url}")
     width = max(len(str(r["table"])) for r in rows)
     print(f"{'table':<{width}}  {'partitions':>10}  {'rows':>10}  range")
     for r in rows:
@@ -269,15 +291,16 @@ def _locations(args: argparse.Namespace) -> list:
     return args._locations
 
 
-def _warehouse(args: argparse.Namespace) -> Path:
+def _warehouse(args: argparse.Namespace) -> Path | str:
     """The existing warehouse the command reads or changes (existing_warehouse)."""
     return existing_warehouse(_warehouse_path(args))
 
 
-def _warehouse_path(args: argparse.Namespace) -> Path:
-    """--warehouse, else the one warehouse the location's IO manager publishes to."""
+def _warehouse_path(args: argparse.Namespace) -> Path | str:
+    """--warehouse (a DuckDB path or a postgresql:// URL), else the one warehouse the
+    location's IO manager publishes to."""
     if getattr(args, "warehouse", None):
-        return Path(args.warehouse)
+        return args.warehouse if is_postgres_url(args.warehouse) else Path(args.warehouse)
     asset = getattr(args, "asset", None)
     locations = _locations(args)
     if asset:
@@ -333,7 +356,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     from ecm_assets.manifest.ledger import load_manifests, status_history
 
     _datasets(args)
-    with connect(_warehouse(args), read_only=True) as conn:
+    with _connect(_warehouse(args), read_only=True) as conn:
         manifests = load_manifests(conn, run_id=args.run_id, asset=args.asset)
         if args.run_id and not manifests:
             raise LookupError(f"no manifest recorded for run {args.run_id}")
@@ -371,7 +394,7 @@ def cmd_close(args: argparse.Namespace) -> int:
 
     contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition)
-    with connect(_warehouse(args)) as conn:
+    with _connect(_warehouse(args)) as conn:
         close_partition(conn, contract, partition, actor=args.by, note=args.note)
     _emit(
         args,
@@ -386,7 +409,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
     contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition) if args.partition else None
-    with connect(_warehouse(args), read_only=True) as conn:
+    with _connect(_warehouse(args), read_only=True) as conn:
         versions = list_versions(conn, contract.name, partition)
     rows = [
         {
@@ -411,7 +434,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition)
-    with connect(_warehouse(args), read_only=True) as conn:
+    with _connect(_warehouse(args), read_only=True) as conn:
         diff = diff_versions(conn, contract, partition, args.old, args.new)
     rows = diff.astype(object).where(diff.notna(), None).to_dict(orient="records")
     _emit(args, rows, rows)
@@ -423,7 +446,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition)
-    with connect(_warehouse(args)) as conn:
+    with _connect(_warehouse(args)) as conn:
         old, new = rollback(conn, contract, partition, args.to, actor=args.by, reason=args.reason)
     row = {
         "asset": contract.name,
@@ -440,7 +463,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from ecm_assets.publish.recovery import recover
 
     _datasets(args)
-    with connect(_warehouse(args)) as conn, ExitStack() as stack:
+    with _connect(_warehouse(args)) as conn, ExitStack() as stack:
         results = recover(conn, run_id=args.run_id, force=args.force)
         rows = [
             {
@@ -532,7 +555,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
     contract = _dataset(args, args.asset).contract
     partition = contract.partition_value(args.partition)
-    with connect(_warehouse(args), read_only=True) as conn:
+    with _connect(_warehouse(args), read_only=True) as conn:
         rows = quarantine_rows(
             conn,
             contract,
@@ -573,7 +596,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     _datasets(args)
     if args.action == "list":
-        with connect(_warehouse(args), read_only=True) as conn:
+        with _connect(_warehouse(args), read_only=True) as conn:
             held = list_held(conn, args.asset)
         payload = [h.to_json() for h in held]
         table = [
@@ -592,7 +615,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         raise ValueError(f"ecm review {args.action} needs a RUN_ID")
     if not args.note:
         raise ValueError(f"ecm review {args.action} needs --note saying why")
-    with connect(_warehouse(args)) as conn, ExitStack() as stack:
+    with _connect(_warehouse(args)) as conn, ExitStack() as stack:
         if args.action == "approve":
             # Approval publishes outside any Dagster run: report it to the instance so the
             # UI shows the partitions materialized and materialization sensors fire.
@@ -627,6 +650,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     """Like `dagster asset materialize`, plus the run tags that steer a run's lifecycle."""
     import dagster as dg
 
+    from ecm_assets.location import resolve_warehouse
     from ecm_assets.operations.locations import datasets_of
     from ecm_assets.orchestration.factory import (
         BACKFILL_MODE_TAG,
@@ -653,7 +677,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if args.warehouse:
         io = resources.get(IO_MANAGER_KEY)
         resources[IO_MANAGER_KEY] = DuckDBPublishIOManager(
-            database=str(Path(args.warehouse).resolve()),
+            database=resolve_warehouse(args.warehouse),
             durable_staging=bool(getattr(io, "durable_staging", False)),
         )
 
@@ -811,13 +835,13 @@ def build_parser() -> argparse.ArgumentParser:
     summary = sub.add_parser(
         "summary", help="partitions and rows of every published table", parents=[location]
     )
-    summary.add_argument("--warehouse", type=_path, help="DuckDB file (default: $ECM_WAREHOUSE)")
+    summary.add_argument("--warehouse", type=_path, help=_WAREHOUSE_HELP)
     summary.add_argument("--json", action="store_true")
     summary.set_defaults(func=cmd_summary)
 
     def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, parents=[location])
-        p.add_argument("--warehouse", type=_path, help="DuckDB file (default: $ECM_WAREHOUSE)")
+        p.add_argument("--warehouse", type=_path, help=_WAREHOUSE_HELP)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
         return p
@@ -938,7 +962,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("ECM_DEBUG") == "1":
             raise
         usage = isinstance(exc, _USAGE_ERRORS) or type(exc).__module__.startswith(
-            ("duckdb", "dagster")
+            ("duckdb", "psycopg", "dagster")
         )
         what = one_line(exc) if usage else f"{type(exc).__name__}: {one_line(exc)}"
         print(f"ecm {args.command}: {what or type(exc).__name__}", file=sys.stderr)

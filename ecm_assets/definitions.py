@@ -1,8 +1,9 @@
 """The shipped code location: the case-SLA datasets, as one call of `build_definitions`.
 
 Paths come from the environment so the same code serves the demo, tests and production:
-ECM_DATA_DIR (default ./data) holds `landing/` and `reference/`; ECM_WAREHOUSE (default
-$ECM_DATA_DIR/warehouse.duckdb) is the DuckDB file the assets publish to;
+ECM_DATA_DIR (default ./data) holds `landing/` and `reference/`; ECM_WAREHOUSE_URL names the
+warehouse the assets publish to, a `postgresql://` URL or a DuckDB file (else ECM_WAREHOUSE,
+a DuckDB path, default $ECM_DATA_DIR/warehouse.duckdb);
 ECM_DURABLE_STAGING=1 stages in warehouse tables instead of temp tables (docs/publish.md).
 ECM_SENSOR_INTERVAL_SECONDS (default 60) paces the sensors; ECM_ALERT_WEBHOOK_URL receives
 failure alerts as JSON (docs/runbook.md); ECM_SYNC_JOBS_DIR replaces the shipped sync job
@@ -27,12 +28,16 @@ def data_dir() -> Path:
     return default_data_dir()
 
 
-def warehouse_path() -> Path:
+def warehouse_path() -> Path | str:
+    """The DuckDB file (a Path) or the postgresql:// URL the location publishes to."""
     return default_warehouse()
 
 
-def case_sla_definitions(data: Path | None = None, warehouse: Path | None = None) -> dg.Definitions:
-    """The case-SLA location; `data` / `warehouse` override the environment (tests)."""
+def case_sla_definitions(
+    data: Path | None = None, warehouse: str | Path | None = None
+) -> dg.Definitions:
+    """The case-SLA location; `data` / `warehouse` (a DuckDB path or a postgresql:// URL)
+    override the environment (tests)."""
     return build_definitions(
         DATASETS,
         data_dir=data,

@@ -2,9 +2,10 @@
 
 The one public entry point of the orchestration side: assets with their checks, the publish
 IO manager, the landing and reference resources, the failure alert, and only the schedules and
-sensors the caller names. Paths default to the environment (ECM_DATA_DIR, ECM_WAREHOUSE,
-ECM_DURABLE_STAGING, ECM_ALERT_WEBHOOK_URL) so one definitions file serves the demo, tests and
-production.
+sensors the caller names. Paths default to the environment (ECM_DATA_DIR, ECM_WAREHOUSE_URL or
+ECM_WAREHOUSE, ECM_DURABLE_STAGING, ECM_ALERT_WEBHOOK_URL) so one definitions file serves the
+demo, tests and production. The warehouse is a DuckDB file path or a `postgresql://` URL
+(adapters/backends).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ecm_assets.adapters.backends import is_postgres_url, open_warehouse, warehouse_target
 from ecm_assets.contracts.dataset import Dataset
 from ecm_assets.operations.alerts import AlertSink, ecm_run_failure_alert
 from ecm_assets.operations.dependencies import (
@@ -35,6 +37,7 @@ from ecm_assets.orchestration.factory import (
     build_assets,
     build_mode_jobs,
     build_source_assets,
+    pool_for,
 )
 from ecm_assets.orchestration.resources import LandingZone, ReferenceStore
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager
@@ -45,10 +48,26 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("ECM_DATA_DIR", "data")).resolve()
 
 
-def default_warehouse(data_dir: Path | None = None) -> Path:
-    """ECM_WAREHOUSE (default <data_dir>/warehouse.duckdb): the DuckDB file assets publish to."""
+def default_warehouse(data_dir: Path | None = None) -> Path | str:
+    """Where assets publish: ECM_WAREHOUSE_URL (a `postgresql://` URL or a DuckDB path), else
+    ECM_WAREHOUSE (a DuckDB path), else <data_dir>/warehouse.duckdb. A DuckDB file comes back
+    as an absolute Path, a server as its URL."""
     base = data_dir or default_data_dir()
-    return Path(os.environ.get("ECM_WAREHOUSE", str(base / "warehouse.duckdb"))).resolve()
+    target = warehouse_target(base / "warehouse.duckdb")
+    assert target is not None
+    resolved = resolve_warehouse(target)
+    return resolved if is_postgres_url(resolved) else Path(resolved)
+
+
+def resolve_warehouse(target: str | os.PathLike[str]) -> str:
+    """A warehouse target as one stable string: a URL as given, a DuckDB path made absolute
+    (so runs started from another directory publish to the same file)."""
+    text = str(target)
+    if is_postgres_url(text):
+        return text
+    if text.startswith("duckdb:///"):
+        text = open_warehouse(text).url
+    return str(Path(text).resolve())
 
 
 def _named(datasets: dict[str, Dataset], names: Sequence[str], what: str) -> list[Dataset]:
@@ -64,7 +83,7 @@ def build_definitions(
     datasets: Sequence[Dataset],
     *,
     data_dir: str | Path | None = None,
-    warehouse: str | Path | None = None,
+    warehouse: str | os.PathLike[str] | None = None,
     lookback_schedule: Sequence[str] = (),
     lookback_days: int = 3,
     monthly_schedule: Sequence[str] = (),
@@ -87,6 +106,9 @@ def build_definitions(
     whose run died before Dagster recorded them) are always on; `alert_webhook_url` (default
     $ECM_ALERT_WEBHOOK_URL) also receives each alert as JSON. `jobs_dir`: a directory of ECM
     sync job specs, each merged in as a partitioned sync asset with its schedule (docs/sync.md).
+    `warehouse`: a DuckDB file path (or `duckdb:///path`) or a `postgresql://` URL; default
+    $ECM_WAREHOUSE_URL, then $ECM_WAREHOUSE, then <data_dir>/warehouse.duckdb. The assets'
+    concurrency pool follows the backend (`pool_for`).
     """
     by_name: dict[str, Dataset] = {}
     for d in datasets:
@@ -99,7 +121,7 @@ def build_definitions(
         if not d.contract.is_static:
             d.contract.start_date  # noqa: B018  (raises PartitioningError naming the contract)
     root = Path(data_dir).resolve() if data_dir is not None else default_data_dir()
-    database = Path(warehouse).resolve() if warehouse is not None else default_warehouse(root)
+    database = resolve_warehouse(warehouse if warehouse is not None else default_warehouse(root))
     if durable_staging is None:
         durable_staging = os.environ.get("ECM_DURABLE_STAGING", "0") == "1"
     if alert_webhook_url is None:
@@ -143,7 +165,7 @@ def build_definitions(
         # Always on: owed Dagster events of publishes whose run died after COMMIT.
         build_outbox_sensor(),
     ]
-    assets = build_assets(all_datasets)
+    assets = build_assets(all_datasets, pool=pool_for(database))
     location = dg.Definitions(
         assets=[*build_source_assets(all_datasets), *assets],
         # dry_run_daily, shadow_monthly, ...: the non-publishing backfill modes, by name.

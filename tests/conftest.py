@@ -15,9 +15,9 @@ DEMO_END = date(2026, 9, 8)
 
 @pytest.fixture(autouse=True)
 def _no_dagster_home(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`make` exports DAGSTER_HOME, ECM_DATA_DIR and ECM_WAREHOUSE for the developer's demo;
-    tests never read or write them (a test that wants one sets it itself)."""
-    for name in ("DAGSTER_HOME", "ECM_DATA_DIR", "ECM_WAREHOUSE"):
+    """`make` exports DAGSTER_HOME, ECM_DATA_DIR and ECM_WAREHOUSE(_URL) for the developer's
+    demo; tests never read or write them (a test that wants one sets it itself)."""
+    for name in ("DAGSTER_HOME", "ECM_DATA_DIR", "ECM_WAREHOUSE", "ECM_WAREHOUSE_URL"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -21,9 +21,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
+from ecm_assets.adapters.backends import as_connection, is_postgres_url, open_warehouse
 from ecm_assets.manifest.ledger import LEASE_TABLE, Manifest, ensure_ledger, now
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ class Lease:
     expires_at: datetime
 
 
-def acquire(conn: duckdb.DuckDBPyConnection, manifest: Manifest) -> None:
+def acquire(conn: Any, manifest: Manifest) -> None:
     """This process owns `manifest`'s attempt from now on (called right after plan())."""
     ensure_ledger(conn)
     at = now()
@@ -86,7 +88,7 @@ def release(run_id: str, asset: str, attempt: int) -> None:
         _ACTIVE.discard((run_id, asset, attempt))
 
 
-def renew(conn: duckdb.DuckDBPyConnection) -> int:
+def renew(conn: Any) -> int:
     """Extend every lease this process holds for an attempt it still works on."""
     with _ACTIVE_LOCK:
         active = sorted(_ACTIVE)
@@ -102,12 +104,8 @@ def renew(conn: duckdb.DuckDBPyConnection) -> int:
     return len(active)
 
 
-def load_lease(conn: duckdb.DuckDBPyConnection, manifest: Manifest) -> Lease | None:
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ecm_ledger' AND "
-        "table_name = 'run_lease'"
-    ).fetchone()[0]
-    if not exists:
+def load_lease(conn: Any, manifest: Manifest) -> Lease | None:
+    if not as_connection(conn).table_exists("ecm_ledger", "run_lease"):
         return None
     row = conn.execute(
         f"SELECT owner, host, pid, renewed_at, expires_at FROM {LEASE_TABLE} WHERE run_id = ? "
@@ -127,7 +125,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def liveness(conn: duckdb.DuckDBPyConnection, manifest: Manifest) -> tuple[bool, str]:
+def liveness(conn: Any, manifest: Manifest) -> tuple[bool, str]:
     """Whether the attempt may still be worked on, and the evidence for the verdict."""
     lease = load_lease(conn, manifest)
     host = lease.host if lease else manifest.host
@@ -166,6 +164,7 @@ class Heartbeat:
     """
 
     def __init__(self, database: str | Path, interval: float | None = None) -> None:
+        #: A DuckDB path or a postgresql:// URL (adapters/backends.open_warehouse).
         self.database = str(database)
         self.interval = interval if interval is not None else max(lease_seconds() / 5, 0.5)
         self._stop = threading.Event()
@@ -191,9 +190,14 @@ class Heartbeat:
             if not READ_ONLY_GUARD.acquire(blocking=False):
                 continue  # a read-only connection of this process is open: next beat
             try:
-                with duckdb.connect(self.database) as conn:
-                    renew(conn)
-            except duckdb.Error as exc:  # held by another process: the next beat tries again
+                if is_postgres_url(self.database):
+                    with open_warehouse(self.database).connect(timeout_seconds=5) as conn:
+                        renew(conn)
+                else:
+                    with duckdb.connect(self.database) as raw:
+                        renew(raw)
+            except (duckdb.Error, OSError, RuntimeError) as exc:
+                # held by another process, or the server is away: the next beat tries again
                 log.debug("lease heartbeat skipped: %s", exc)
             finally:
                 READ_ONLY_GUARD.release()

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
-
+from ecm_assets.adapters.backends import as_connection
 from ecm_assets.manifest.states import TERMINAL, RunStatus, check_transition
 
 log = logging.getLogger(__name__)
@@ -129,7 +128,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
+def ensure_ledger(conn: Any) -> None:
+    conn = as_connection(conn)
+    with conn.ddl_lock():
+        _ensure_ledger(conn)
+
+
+def _ensure_ledger(conn: Any) -> None:
     conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{LEDGER_SCHEMA}"')
     cols = ", ".join(f'"{n}" {t}' for n, t in _COLUMNS)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {MANIFEST_TABLE} ({cols})")
@@ -155,7 +160,7 @@ def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
     for name in _ADDED_COLUMNS:
         if name not in present:
             sql_type = types[name].replace(" NOT NULL", "")
-            conn.execute(f'ALTER TABLE {MANIFEST_TABLE} ADD COLUMN "{name}" {sql_type}')
+            conn.execute(conn.dialect.add_column(MANIFEST_TABLE, f'"{name}"', sql_type))
     conn.execute(f"ALTER TABLE {HISTORY_TABLE} ADD COLUMN IF NOT EXISTS attempt INTEGER")
 
 
@@ -167,7 +172,7 @@ def _encode(name: str, value: Any) -> Any:
     return value
 
 
-def plan(conn: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manifest:
+def plan(conn: Any, manifest: Manifest) -> Manifest:
     """Record a new attempt as PLANNED: attempt 1 of a new run, or the next attempt of a run
     whose latest attempt ended without publishing. A FAILED attempt is never changed."""
     ensure_ledger(conn)
@@ -243,7 +248,7 @@ def _history(conn, run_id, asset, from_status, to_status, detail, attempt) -> No
 
 
 def transition(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     run_id: str,
     asset: str,
     target: RunStatus,
@@ -279,9 +284,7 @@ def transition(
     return target
 
 
-def set_dagster_event(
-    conn: duckdb.DuckDBPyConnection, run_id: str, asset: str, attempt: int, value: str | None
-) -> None:
+def set_dagster_event(conn: Any, run_id: str, asset: str, attempt: int, value: str | None) -> None:
     """Outbox bookkeeping on one attempt; no status change."""
     conn.execute(
         f"UPDATE {MANIFEST_TABLE} SET dagster_event = ? WHERE run_id = ? AND asset = ? AND "
@@ -303,7 +306,7 @@ def _decode(row: Mapping[str, Any]) -> Manifest:
 
 
 def load_manifests(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     *,
     run_id: str | None = None,
     asset: str | None = None,
@@ -312,12 +315,8 @@ def load_manifests(
 ) -> list[Manifest]:
     """The latest attempt of each (run, asset) matching the filters; every attempt with
     `all_attempts`. Status filters apply to the latest attempt."""
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
-        "table_name = 'run_manifest'",
-        [LEDGER_SCHEMA],
-    ).fetchone()[0]
-    if not exists:
+    conn = as_connection(conn)
+    if not conn.table_exists(LEDGER_SCHEMA, "run_manifest"):
         return []
     ensure_ledger_columns(conn)
     where, params = [], []
@@ -329,12 +328,9 @@ def load_manifests(
         params.append(asset)
     if statuses is not None:
         wanted = [str(s) for s in statuses]
-        where.append("list_contains(?::VARCHAR[], status)")
+        where.append(conn.dialect.in_list("status", "VARCHAR"))
         params.append(wanted)
-    latest = (
-        "" if all_attempts else "QUALIFY attempt = max(attempt) OVER (PARTITION BY run_id, asset)"
-    )
-    source = f"(SELECT * FROM {MANIFEST_TABLE} {latest})"
+    source = MANIFEST_TABLE if all_attempts else conn.dialect.latest_attempts(MANIFEST_TABLE)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     cursor = conn.execute(
         f"SELECT * FROM {source} {clause} ORDER BY planned_at, asset, attempt", params
@@ -343,9 +339,7 @@ def load_manifests(
     return [_decode(dict(zip(names, r, strict=True))) for r in cursor.fetchall()]
 
 
-def load_manifest(
-    conn: duckdb.DuckDBPyConnection, run_id: str, asset: str | None = None
-) -> Manifest:
+def load_manifest(conn: Any, run_id: str, asset: str | None = None) -> Manifest:
     found = load_manifests(conn, run_id=run_id, asset=asset)
     if not found:
         raise ManifestNotFoundError(
@@ -359,7 +353,7 @@ def load_manifest(
     return found[0]
 
 
-def ensure_ledger_columns(conn: duckdb.DuckDBPyConnection) -> None:
+def ensure_ledger_columns(conn: Any) -> None:
     """Reading a ledger written before `attempt` existed: add the columns if the file is
     writable; a read-only reader of such a ledger sees every row as attempt 1."""
     present = {
@@ -374,14 +368,14 @@ def ensure_ledger_columns(conn: duckdb.DuckDBPyConnection) -> None:
         return
     try:
         ensure_ledger(conn)
-    except duckdb.Error as exc:
+    except Exception as exc:  # a read-only connection (DuckDB or PostgreSQL)
         raise RuntimeError(
             "the run ledger predates attempts and outbox columns; open it once read-write "
             f"(e.g. `ecm recover`) to upgrade it: {exc}"
         ) from exc
 
 
-def status_history(conn: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:
+def status_history(conn: Any, run_id: str) -> list[tuple]:
     return conn.execute(
         f"SELECT asset, from_status, to_status, recorded_at, detail FROM {HISTORY_TABLE} "
         "WHERE run_id = ? ORDER BY recorded_at",
@@ -390,7 +384,7 @@ def status_history(conn: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:
 
 
 def mark_failed(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     run_id: str,
     asset: str,
     exc: BaseException,

@@ -22,6 +22,7 @@ from types import ModuleType
 import dagster as dg
 import yaml
 
+from ecm_assets.adapters.backends import is_postgres_url
 from ecm_assets.contracts.dataset import Dataset
 from ecm_assets.contracts.registry import dataset_for
 from ecm_assets.orchestration.factory import IO_MANAGER_KEY
@@ -46,9 +47,12 @@ class Location:
         return getattr(resource, attr, None)
 
     @property
-    def warehouse(self) -> Path | None:
+    def warehouse(self) -> Path | str | None:
+        """The DuckDB file (a Path) or the postgresql:// URL the IO manager publishes to."""
         database = self._resource_attr(IO_MANAGER_KEY, "database")
-        return Path(database) if database else None
+        if not database:
+            return None
+        return database if is_postgres_url(database) else Path(database)
 
     @property
     def landing_root(self) -> Path | None:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import dagster as dg
 
-from ecm_assets.adapters.warehouse import WarehouseLockedError, connect
+from ecm_assets.adapters.backends import open_warehouse
+from ecm_assets.adapters.warehouse import WarehouseLockedError
 from ecm_assets.orchestration.factory import IO_MANAGER_KEY
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager
 from ecm_assets.publish.outbox import mark_delivered, owed_materializations, read_owed
@@ -75,12 +75,12 @@ def build_outbox_sensor(minimum_interval_seconds: int | None = None) -> dg.Senso
     ) -> dg.SensorResult | dg.SkipReason:
         if context.instance.is_ephemeral:
             return dg.SkipReason("an ephemeral instance keeps no events: nothing to deliver")
-        database = Path(warehouse_io_manager.database)
-        if not database.exists():
-            return dg.SkipReason(f"no warehouse at {database} yet")
+        warehouse = open_warehouse(warehouse_io_manager.database)
+        if not warehouse.exists():
+            return dg.SkipReason(f"no warehouse at {warehouse.url} yet")
         emitted = load_emitted(context.cursor)
         try:
-            with connect(database, timeout_seconds=LOCK_WAIT_SECONDS) as conn:
+            with warehouse.connect(timeout_seconds=LOCK_WAIT_SECONDS) as conn:
                 # The previous tick's events were recorded with its cursor: settle them.
                 marked = mark_delivered(conn, emitted)
                 owed = read_owed(conn)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ecm_assets.adapters.warehouse import connect
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import Dataset
 from ecm_assets.contracts.registry import contract_for
@@ -42,7 +42,7 @@ class ReplayResult:
 
 
 def replay_run(
-    database: Path,
+    database: str | Path,
     datasets: dict[str, Dataset],
     run_id: str,
     *,
@@ -50,7 +50,7 @@ def replay_run(
     landing_root: Path,
     reference_root: Path,
 ) -> ReplayResult:
-    with connect(database, read_only=True) as conn:
+    with open_warehouse(database).connect(read_only=True) as conn:
         manifest = load_manifest(conn, run_id, asset)
         dataset = datasets.get(manifest.asset)
         if dataset is None:

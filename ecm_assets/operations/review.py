@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from ecm_assets.contracts.registry import contract_for
 from ecm_assets.manifest.ledger import Manifest, load_manifest, load_manifests, transition
 from ecm_assets.manifest.states import RunStatus
@@ -28,6 +26,8 @@ from ecm_assets.publish.review import drop_held, held_relations, load_held
 
 if TYPE_CHECKING:
     import dagster as dg
+
+    from ecm_assets.adapters.backends import WarehouseConnection
 
 
 class ReviewError(RuntimeError):
@@ -74,11 +74,11 @@ def _held(manifest: Manifest) -> HeldRun:
     )
 
 
-def list_held(conn: duckdb.DuckDBPyConnection, asset: str | None = None) -> list[HeldRun]:
+def list_held(conn: WarehouseConnection, asset: str | None = None) -> list[HeldRun]:
     return [_held(m) for m in load_manifests(conn, asset=asset, statuses=[RunStatus.HELD])]
 
 
-def _held_manifest(conn: duckdb.DuckDBPyConnection, run_id: str, asset: str | None) -> Manifest:
+def _held_manifest(conn: WarehouseConnection, run_id: str, asset: str | None) -> Manifest:
     manifests = load_manifests(conn, run_id=run_id, asset=asset, statuses=[RunStatus.HELD])
     if not manifests:
         current = load_manifest(conn, run_id, asset)
@@ -93,7 +93,7 @@ def _held_manifest(conn: duckdb.DuckDBPyConnection, run_id: str, asset: str | No
 
 
 def approve(
-    conn: duckdb.DuckDBPyConnection,
+    conn: WarehouseConnection,
     run_id: str,
     *,
     actor: str,
@@ -189,7 +189,7 @@ def report_approval(
 
 
 def reject(
-    conn: duckdb.DuckDBPyConnection,
+    conn: WarehouseConnection,
     run_id: str,
     *,
     actor: str,
@@ -201,7 +201,7 @@ def reject(
         raise ReviewError("a rejection needs an actor and a note saying why")
     manifest = _held_manifest(conn, run_id, asset)
     contract = contract_for(manifest.asset)
-    conn.execute("BEGIN TRANSACTION")
+    conn.begin()
     try:
         drop_held(conn, contract, run_id)
         transition(
@@ -212,8 +212,8 @@ def reject(
             detail=f"rejected by {actor}: {note}"[:2000],
             quality={**(manifest.quality or {}), "rejected_by": actor, "rejection_note": note},
         )
-        conn.execute("COMMIT")
+        conn.commit()
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.rollback()
         raise
     return load_manifest(conn, run_id, manifest.asset)

@@ -1,9 +1,10 @@
 """Dagster runs whose worker died: marked failed, and their pool slots freed.
 
-A run killed with SIGKILL stays STARTED in Dagster, and the `ecm_duckdb_warehouse` slot its
-step claimed stays claimed: every later step of that pool waits forever. The run launcher
-of a local instance cannot check a worker's health, so Dagster's run monitoring never
-notices. `ecm recover` does, from what the worker left behind:
+A run killed with SIGKILL stays STARTED in Dagster, and the warehouse pool slot its step
+claimed (`ecm_duckdb_warehouse` or `ecm_postgres_warehouse`, factory.pool_for) stays claimed:
+every later step of that pool waits forever. The run launcher of a local instance cannot
+check a worker's health, so Dagster's run monitoring never notices. `ecm recover` does, from
+what the worker left behind:
 
 - the `ecm/worker` run tag (host:pid, set when a step begins its attempt), or else the pid
   on the run's own events, which a local (SQLite) instance always recorded on this host;
@@ -21,15 +22,13 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import duckdb
-
-from ecm_assets.adapters.warehouse import connect
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.manifest.lease import liveness
 from ecm_assets.manifest.ledger import load_manifests
 from ecm_assets.manifest.states import UNSETTLED
-from ecm_assets.orchestration.factory import WAREHOUSE_POOL, WORKER_TAG
+from ecm_assets.orchestration.factory import WAREHOUSE_POOL, WORKER_TAG, pool_for
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -69,9 +68,7 @@ def _worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str | Non
     return None, None
 
 
-def run_alive(
-    conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance, run: dg.DagsterRun
-) -> tuple[bool, str]:
+def run_alive(conn: Any, instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[bool, str]:
     """Whether the run's worker may still be working, and why."""
     manifests = load_manifests(conn, run_id=run.run_id)
     for manifest in manifests:
@@ -91,13 +88,17 @@ def run_alive(
 
 
 def settle_dagster_runs(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     instance: dg.DagsterInstance,
     *,
     run_id: str | None = None,
     force: bool = False,
+    pool: str = WAREHOUSE_POOL,
 ) -> list[RunSettlement]:
-    """Mark dead in-progress runs failed and free the pool slots of runs that hold one."""
+    """Mark dead in-progress runs failed and free the pool slots of runs that hold one.
+
+    `conn`: a warehouse connection (ledger and leases); `pool`: the warehouse's pool, named
+    in the evidence (slots of every pool a dead run holds are freed)."""
     import dagster as dg
     from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
@@ -128,21 +129,19 @@ def settle_dagster_runs(
         if storage.supports_global_concurrency_limits:
             storage.free_concurrency_slots_for_run(run.run_id)
         out.append(
-            RunSettlement(
-                run.run_id, was, "MARKED_FAILED", f"{why}; pool slots of {WAREHOUSE_POOL} freed"
-            )
+            RunSettlement(run.run_id, was, "MARKED_FAILED", f"{why}; pool slots of {pool} freed")
         )
     return out
 
 
 def pool_holders(
-    conn: duckdb.DuckDBPyConnection | None, instance: dg.DagsterInstance
+    conn: Any, instance: dg.DagsterInstance, pool: str = WAREHOUSE_POOL
 ) -> list[tuple[str, bool, str]]:
     """Runs holding a slot of the warehouse pool: (run_id, alive, why)."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return []
-    info = storage.get_concurrency_info(WAREHOUSE_POOL)
+    info = storage.get_concurrency_info(pool)
     out = []
     for slot in info.claimed_slots:
         run = instance.get_run_by_id(slot.run_id)
@@ -167,24 +166,25 @@ def refuse_dead_pool_holders(instance: dg.DagsterInstance, database: str | Path)
     Dagster itself only logs "Step blocked by limit for pool" and waits; a slot of a killed
     run is never released, so the wait would never end.
     """
-    path = Path(database)
-    if not path.exists():
-        holders = pool_holders(None, instance)
+    warehouse = open_warehouse(database)
+    pool = pool_for(database)
+    if not warehouse.exists():
+        holders = pool_holders(None, instance, pool)
     else:
-        with connect(path, read_only=True, timeout_seconds=10) as conn:
-            holders = pool_holders(conn, instance)
+        with warehouse.connect(read_only=True, timeout_seconds=10) as conn:
+            holders = pool_holders(conn, instance, pool)
     dead = [(run_id, why) for run_id, alive, why in holders if not alive]
     if dead:
         run_id, why = dead[0]
         raise PoolBlockedError(
-            f"pool {WAREHOUSE_POOL} is blocked: its slot is held by run {run_id}, which is "
-            f"not running ({why}); run `ecm recover --warehouse {path}` to mark it failed "
-            "and free the slot, then retry"
+            f"pool {pool} is blocked: its slot is held by run {run_id}, which is "
+            f"not running ({why}); run `ecm recover --warehouse {warehouse.url}` to mark it "
+            "failed and free the slot, then retry"
         )
     for run_id, _, why in holders:
         log.warning(
             "pool %s slot held by run %s (%s); this run's steps wait for it",
-            WAREHOUSE_POOL,
+            pool,
             run_id,
             why,
         )

@@ -17,7 +17,8 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
-from ecm_assets.adapters.warehouse import WarehouseLockedError, connect
+from ecm_assets.adapters.backends import open_warehouse
+from ecm_assets.adapters.warehouse import WarehouseLockedError
 from ecm_assets.contracts.dataset import Dataset
 from ecm_assets.contracts.periods import contiguous_ranges
 from ecm_assets.operations.schedules import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
@@ -56,12 +57,14 @@ def sensor_interval_seconds() -> int:
     return int(os.environ.get("ECM_SENSOR_INTERVAL_SECONDS", "60"))
 
 
-def closed_months(database: Path, datasets: list[Dataset]) -> set[date]:
-    """Closed months of every versioned monthly dataset, read without blocking writers long."""
-    if not database.exists():
+def closed_months(database: str | Path, datasets: list[Dataset]) -> set[date]:
+    """Closed months of every versioned monthly dataset, read without blocking writers long.
+    `database`: a DuckDB path or a postgresql:// URL."""
+    warehouse = open_warehouse(database)
+    if not warehouse.exists():
         return set()
     out: set[date] = set()
-    with connect(database, read_only=True, timeout_seconds=10) as conn:
+    with warehouse.connect(read_only=True, timeout_seconds=10) as conn:
         for d in datasets:
             if d.contract.publish_mode == "versioned" and d.contract.grain in ("daily", "monthly"):
                 out |= {p.replace(day=1) for p in closed_partitions(conn, d.contract.name)}
@@ -156,7 +159,7 @@ def build_landing_sensor(
     ) -> dg.SensorResult | dg.SkipReason:
         seen = load_cursor(context.cursor)
         time_rule = dataset.quality.timestamp_rule(source.time_column)
-        index = PublishedIndex(Path(warehouse_io_manager.database), contract)
+        index = PublishedIndex(warehouse_io_manager.database, contract)
         try:
             changes, remembered = scan(
                 Path(landing.root), source, seen, contract.timezone, time_rule, index
@@ -166,7 +169,7 @@ def build_landing_sensor(
         if not changes:
             return dg.SkipReason(f"no new or changed files under landing/{source.name}")
         try:
-            closed = closed_months(Path(warehouse_io_manager.database), all_datasets)
+            closed = closed_months(warehouse_io_manager.database, all_datasets)
         except WarehouseLockedError as exc:
             # Nothing is lost: the cursor stays, the next tick sees the same changes.
             return dg.SkipReason(f"warehouse busy, closed periods unknown; retrying: {exc}")

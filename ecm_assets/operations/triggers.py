@@ -27,8 +27,9 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.adapters.landing import LandingReadError, read_landing_files, scan_landing_zone
-from ecm_assets.adapters.warehouse import connect, quote_ident
+from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.boundaries import LandingFile
 from ecm_assets.contracts.dataset import DatasetContract, LandingSource
 from ecm_assets.contracts.quality import TimestampRule
@@ -92,7 +93,7 @@ class PublishedIndex:
     re-sent row lives now, so a file that moves it to another date also requests the date
     it leaves, and that partition's run drops the superseded row."""
 
-    database: Path
+    database: str | Path  # a DuckDB path or a postgresql:// URL
     contract: DatasetContract
 
     @property
@@ -105,24 +106,28 @@ class PublishedIndex:
     ) -> list[tuple]:
         """`SELECT {select}` over the published rows holding one of `keys`, joined to each
         key's ingest date as `p`, WHERE `condition` (t: the table); [] without a table."""
-        if self.key_column is None or not Path(self.database).exists() or keys.empty:
+        warehouse = open_warehouse(self.database)
+        if self.key_column is None or keys.empty or not warehouse.exists():
             return []
-        probe = pd.DataFrame(  # noqa: F841 - read by name in the SQL below
-            {"k": keys.astype(str).to_numpy(), "ingest": pd.to_datetime(ingest).to_numpy()}
-        )
+        # The probe travels as two array parameters zipped by unnest: portable SQL (DuckDB
+        # and PostgreSQL), no DataFrame registered on the connection.
+        probe_keys = keys.astype(str).tolist()
+        probe_ingest = [d.date() for d in pd.to_datetime(ingest)]
         table = f"{quote_ident(self.contract.schema)}.{quote_ident(self.contract.name)}"
         key, part = quote_ident(self.key_column), quote_ident(self.contract.partition_column)
-        with connect(self.database, read_only=True, timeout_seconds=10) as conn:
+        with warehouse.connect(read_only=True, timeout_seconds=10) as conn:
             exists = conn.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_schema = ? AND table_name = ?",
                 [self.contract.schema, self.contract.name],
             ).fetchone()[0]
             if not exists:
                 return []
             return conn.execute(
                 f"SELECT {select.format(part=part)} FROM {table} t "
-                f"JOIN probe p ON t.{key} = p.k WHERE {condition.format(part=part)}",
-                [days],
+                "JOIN (SELECT unnest(?::VARCHAR[]) AS k, unnest(?::DATE[]) AS ingest) p "
+                f"ON CAST(t.{key} AS VARCHAR) = p.k WHERE {condition.format(part=part)}",
+                [probe_keys, probe_ingest, days],
             ).fetchall()
 
     def superseded_dates(self, keys: pd.Series, ingest: pd.Series, lateness_days: int) -> set[date]:

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import dagster as dg
-import duckdb
 import pandas as pd
 
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.adapters.landing import LandingReadError
 from ecm_assets.contracts.boundaries import InputBoundary, PublishedElsewhere
 from ecm_assets.contracts.dataset import (
@@ -115,12 +115,32 @@ TRIGGER_TAG = "ecm/trigger"
 CORRECTION_CLASS_TAG = "ecm/correction_class"
 #: "closed_periods": hold for manual review any change this run makes to a closed partition.
 REVIEW_TAG = "ecm/review"
-#: Concurrency pool of every step that writes the warehouse: DuckDB admits one writing
+#: Concurrency pool of every step that writes a DuckDB warehouse: DuckDB admits one writing
 #: process, so dagster.yaml limits this pool to one step at a time across all runs.
 WAREHOUSE_POOL = "ecm_duckdb_warehouse"
+#: Concurrency pool of every step that writes a PostgreSQL warehouse: many writers (same
+#: partition serialized by advisory locks), so dagster.postgres.yaml admits a few at once.
+#: pool_for picks one of the two from the warehouse's backend.
+POSTGRES_POOL = "ecm_postgres_warehouse"
 #: Run tag naming the process working on a run ("host:pid"): how `ecm recover` tells a dead
 #: run from a live one in Dagster (operations/runs.py).
 WORKER_TAG = "ecm/worker"
+
+
+def pool_for(
+    warehouse: str | os.PathLike[str],
+) -> str:
+    """The Dagster concurrency pool of the steps that write `warehouse`.
+
+    One DuckDB file admits one writing process, so its pool (ecm_duckdb_warehouse) is limited
+    to 1 in dagster.yaml. PostgreSQL takes many writers (publishes of one partition
+    serialize on advisory locks, disjoint ones run in parallel), so it gets its own pool
+    (ecm_postgres_warehouse), which dagster.postgres.yaml limits to a few steps: enough to
+    publish in parallel without exhausting the server's connections. Separate names, so a
+    deployment's limit for one backend never throttles or over-admits the other.
+    """
+    kind = open_warehouse(warehouse).kind
+    return POSTGRES_POOL if kind == "postgresql" else WAREHOUSE_POOL
 
 
 def _partition_mapping(
@@ -377,7 +397,7 @@ def _judge(
     cannot open the file read-only beside it."""
     contract, quality = dataset.contract, dataset.quality
     published, closed = None, frozenset()
-    if any(isinstance(r, Drift) for r in quality.rules) and Path(warehouse.database).exists():
+    if any(isinstance(r, Drift) for r in quality.rules) and _exists(warehouse):
         with (
             nullcontext(snapshot)
             if snapshot is not None
@@ -394,10 +414,15 @@ def _judge(
     return judge(dataset, window, result, kwargs, published=published, closed=closed)
 
 
+def _exists(warehouse: DuckDBPublishIOManager) -> bool:
+    """Whether the warehouse was ever published to (a read-only open needs it)."""
+    return open_warehouse(warehouse.database).exists()
+
+
 def _end_snapshot(conn: Any) -> None:
     """End the upstream snapshot's read transaction (it wrote nothing)."""
-    with suppress(duckdb.Error):  # already ended (e.g. by an error): closing follows
-        conn.execute("ROLLBACK")
+    with suppress(Exception):  # already ended (e.g. by an error): closing follows
+        conn.rollback()
 
 
 def backfill_mode(tags: Mapping[str, str]) -> str:
@@ -461,7 +486,7 @@ def _event_index(
     owned: tuple[date, ...],
 ) -> tuple[PublishedElsewhere, ...]:
     """Where the keys the run reads are published outside its window (contracts/moves.py)."""
-    if not Path(warehouse.database).exists():
+    if not _exists(warehouse):
         return ()
     with warehouse.connect(context, read_only=True) as conn:
         return published_elsewhere(conn, contract, keys, owned)
@@ -475,7 +500,7 @@ def _hold_closed_changes(
     gate: GateResult,
     boundary: InputBoundary,
     tags: Mapping[str, str],
-    snapshot_conn: duckdb.DuckDBPyConnection | None = None,
+    snapshot_conn: Any = None,
 ) -> GateResult:
     """Every run, whatever its tags, is held when it would change a partition a closed period
     was computed from (docs/lifecycle.md); a run tagged REVIEW_TAG also when it would change
@@ -537,8 +562,9 @@ def _observe(
         )
 
 
-def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
-    """The asset of one dataset; see the module docstring for what it does per run."""
+def build_dataset_asset(dataset: Dataset, pool: str = WAREHOUSE_POOL) -> dg.AssetsDefinition:
+    """The asset of one dataset; see the module docstring for what it does per run. `pool`:
+    the Dagster concurrency pool of its steps, the warehouse backend's (location.pool_for)."""
     contract = dataset.contract
     partitions = partitions_for(contract)
     register(contract, dataset)
@@ -571,7 +597,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 io_manager_key=IO_MANAGER_KEY,
                 group_name=contract.group,
                 code_version=contract.code_version,
-                kinds={"duckdb", "pandas"},
+                kinds={"postgres" if pool == POSTGRES_POOL else "duckdb", "pandas"},
                 tags={"ecm/publish_mode": contract.publish_mode, **contract.tags},
                 owners=list(contract.owners) or None,
                 metadata={
@@ -589,7 +615,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=RETRY_POLICY,
         required_resource_keys=resource_keys,
-        pool=WAREHOUSE_POOL,
+        pool=pool,
         check_specs=check_specs(contract, dataset.quality, partitions),
         can_subset=True,
     )
@@ -690,7 +716,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                         # One read transaction from here to the gate: the boundary's run ids,
                         # the transform and the control totals read the same snapshot.
                         snapshot_conn = snapshot.enter_context(warehouse.connect(context))
-                        snapshot_conn.execute("BEGIN TRANSACTION")
+                        snapshot_conn.begin()
                         snapshot.callback(_end_snapshot, snapshot_conn)
                     rows = upstream_relation(
                         snapshot_conn, contract_for(u.dataset), rows.first, rows.last
@@ -749,7 +775,7 @@ def build_dataset_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 context.log.warning(f"landing entry {entry.path} ignored: {entry.reason}")
             result = run_transform(dataset, kwargs)
             gate = _judge(context, warehouse, dataset, window, result, kwargs, snapshot_conn)
-            if snapshot_conn is not None or Path(warehouse.database).exists():
+            if snapshot_conn is not None or _exists(warehouse):
                 gate = _hold_closed_changes(
                     context, warehouse, contract, window, gate, boundary, tags, snapshot_conn
                 )
@@ -1052,11 +1078,13 @@ def source_observations(
     return out
 
 
-def build_assets(datasets: list[Dataset] | tuple[Dataset, ...]) -> list[dg.AssetsDefinition]:
+def build_assets(
+    datasets: list[Dataset] | tuple[Dataset, ...], pool: str = WAREHOUSE_POOL
+) -> list[dg.AssetsDefinition]:
     # backfill_policy and allow_nonexistent_upstream_partitions are marked beta; we rely on
     # both deliberately, so the warning would only be noise at every code-location load.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         for d in datasets:  # every contract first: a partition mapping reads its upstream's
             register(d.contract, d)
-        return [build_dataset_asset(d) for d in datasets]
+        return [build_dataset_asset(d, pool) for d in datasets]

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date
+from typing import Any
 
-import duckdb
 import pandas as pd
 
 from ecm_assets.adapters.warehouse import quote_ident
@@ -38,7 +38,7 @@ REVIEW_RULE = "closed_period_review"
 
 
 def guarded_partitions(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     partitions: Iterable[date],
     contracts: Iterable[DatasetContract] | None = None,
@@ -89,7 +89,7 @@ def own_closed(contract: DatasetContract, partition: date, feeds: str) -> bool:
 
 
 def changed_partitions(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     accepted: pd.DataFrame,
     partitions: Iterable[date],
@@ -134,7 +134,7 @@ def _approved_review(manifest: Manifest) -> bool:
 
 
 def continues_reviewed_correction(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     boundary: InputBoundary,
     depth: int = 6,
     seen: set[tuple[str, str]] | None = None,

@@ -11,13 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from ecm_assets.adapters.warehouse import connect
+from ecm_assets.adapters.backends import Warehouse, open_warehouse
 from ecm_assets.contracts.boundaries import InputBoundary
 from ecm_assets.contracts.dataset import DatasetContract, partition_key
 from ecm_assets.contracts.registry import contract_for
@@ -71,22 +70,31 @@ class AlreadyPublished:
 
 
 class DuckDBPublishIOManager(dg.ConfigurableIOManager):
-    """Stages, checks and atomically replaces the owned partitions in a DuckDB warehouse."""
+    """Stages, checks and atomically replaces the owned partitions in the warehouse.
+
+    `database` names it: a DuckDB file path (the default backend) or a postgresql:// URL
+    (adapters/backends.open_warehouse). `WarehousePublishIOManager` is the same class under
+    a name that does not say DuckDB."""
 
     database: str
     lock_timeout_seconds: float = 120.0
     #: Stage in a warehouse table (kept after a crash, for forensics) instead of a temp table.
     durable_staging: bool = False
 
+    @property
+    def warehouse(self) -> Warehouse:
+        return open_warehouse(self.database)
+
     def connect(self, context: Any, *, read_only: bool = False):
-        """A warehouse connection that logs lock waits to the run; used by assets too."""
-        opened = connect(
-            self.database,
+        """A warehouse (seam) connection that logs lock waits to the run; used by assets too."""
+        warehouse = self.warehouse
+        opened = warehouse.connect(
             read_only=read_only,
             timeout_seconds=self.lock_timeout_seconds,
             logger=context.log,
         )
-        return _guarded(opened) if read_only else opened
+        # DuckDB only: a read-only open must not meet this process's lease heartbeat.
+        return _guarded(opened) if read_only and warehouse.kind == "duckdb" else opened
 
     def handle_output(self, context: dg.OutputContext, obj: StagedOutput) -> Iterator[Any]:
         """Publish what the gate accepted; a blocked partition or a hold fails the step.
@@ -279,8 +287,10 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
         if (context.definition_metadata or {}).get(UPSTREAM_AS_METADATA) == "relation":
             # A SQL transform reads these partitions in the warehouse: nothing is loaded here.
             return PublishedPartitions(contract.name, values[0], values[-1])
-        if not Path(self.database).exists():
-            context.log.warning(f"warehouse {self.database} does not exist yet: no upstream rows")
+        if not self.warehouse.exists():
+            context.log.warning(
+                f"warehouse {self.warehouse.url} does not exist yet: no upstream rows"
+            )
             return empty_frame(contract, with_provenance=True)
         with self.connect(context, read_only=True) as conn:
             return read_partitions(
@@ -340,3 +350,7 @@ def _gate_metadata(obj: StagedOutput, decision: str) -> dict[str, Any]:
     """The decision and the rules behind it, for alerts and the UI."""
     failures = [f for f in (obj.quality or {}).get("failures", []) if f.get("severity") == decision]
     return {"quality_decision": decision, "failed_rules": dg.MetadataValue.json(failures)}
+
+
+#: The IO manager under a backend-neutral name (DuckDB file or PostgreSQL URL).
+WarehousePublishIOManager = DuckDBPublishIOManager

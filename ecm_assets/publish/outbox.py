@@ -19,9 +19,7 @@ be repeated after a crash at any point. The `ecm_outbox_delivery` sensor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from ecm_assets.contracts.registry import contract_for
 from ecm_assets.manifest.lease import acquire
@@ -53,7 +51,7 @@ class Delivery:
     superseded: tuple[str, ...]
 
 
-def owed(conn: duckdb.DuckDBPyConnection) -> list[Manifest]:
+def owed(conn: Any) -> list[Manifest]:
     ensure_ledger(conn)
     keys = conn.execute(
         f"SELECT run_id, asset FROM {MANIFEST_TABLE} WHERE dagster_event = ?", [EVENT_OWED]
@@ -98,7 +96,7 @@ class OwedPublish:
     visible: dict[str, frozenset[str]]
 
 
-def read_owed(conn: duckdb.DuckDBPyConnection) -> list[OwedPublish]:
+def read_owed(conn: Any) -> list[OwedPublish]:
     """Every owed publish of a dataset this code location knows, with its visible runs."""
     out = []
     for manifest in owed(conn):
@@ -169,7 +167,7 @@ def owed_materializations(
     return events, delivery
 
 
-def deliver_owed(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance) -> list[Delivery]:
+def deliver_owed(conn: Any, instance: dg.DagsterInstance) -> list[Delivery]:
     """Settle every owed Dagster event (see the module docstring). Caller holds the lock."""
     if instance.is_ephemeral:
         return []  # an in-memory instance dies with its process: nothing would be delivered
@@ -184,9 +182,7 @@ def deliver_owed(conn: duckdb.DuckDBPyConnection, instance: dg.DagsterInstance) 
     return deliveries
 
 
-def mark_delivered(
-    conn: duckdb.DuckDBPyConnection, emitted: list[tuple[str, str, int]]
-) -> list[tuple[str, str, int]]:
+def mark_delivered(conn: Any, emitted: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
     """Mark the given attempts' owed events DELIVERED (those still OWED); the ones marked."""
     ensure_ledger(conn)
     marked = []
@@ -203,7 +199,7 @@ def mark_delivered(
 
 
 def begin_attempt(
-    conn: duckdb.DuckDBPyConnection, manifest: Manifest, instance: dg.DagsterInstance | None
+    conn: Any, manifest: Manifest, instance: dg.DagsterInstance | None
 ) -> Manifest | None:
     """Start a run step's attempt: settle the outbox, then plan and lease a new attempt.
 

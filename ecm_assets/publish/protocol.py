@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
-from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
+from ecm_assets.adapters.backends import WarehouseConnection, as_connection
+from ecm_assets.adapters.backends.base import Dialect
+from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.boundaries import partition_from_key
 from ecm_assets.contracts.dataset import (
     PROVENANCE_COLUMNS,
@@ -61,6 +65,7 @@ from ecm_assets.publish.versions import (
     check_closed_partitions,
     ensure_versioned_storage,
     publish_versions,
+    refresh_current_view,
     versions_table,
     versions_table_name,
 )
@@ -83,6 +88,7 @@ QUARANTINE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("failure_case", "VARCHAR"),
     ("original_row", "VARCHAR"),
 )
+BLOCKED_COLUMNS = (*QUARANTINE_COLUMNS, ("blocked_reason", "VARCHAR NOT NULL"))
 # A transform supplies REJECT_COLUMNS for a rejected row; the protocol adds asset and run_id.
 assert [c for c, _ in QUARANTINE_COLUMNS if c not in ("asset", "run_id")] == REJECT_COLUMNS
 
@@ -172,27 +178,33 @@ class PublishResult:
     checksums_by_partition: dict[str, str] = field(default_factory=dict)
 
 
-def _ddl_columns(contract: DatasetContract) -> list[str]:
+def _ddl_columns(contract: DatasetContract, dialect: Dialect | None = None) -> list[str]:
+    """Column definitions of the contract's table; in `dialect`'s types (DuckDB's if None)."""
+    typed = dialect.sql_type if dialect is not None else (lambda t: t)
     cols = [
-        f"{quote_ident(c.name)} {c.sql_type}{'' if c.nullable else ' NOT NULL'}"
+        f"{quote_ident(c.name)} {typed(c.sql_type)}{'' if c.nullable else ' NOT NULL'}"
         for c in contract.columns
     ]
-    cols += [f"{quote_ident(name)} {sql_type} NOT NULL" for name, sql_type in PROVENANCE_COLUMNS]
+    cols += [
+        f"{quote_ident(name)} {typed(sql_type)} NOT NULL" for name, sql_type in PROVENANCE_COLUMNS
+    ]
     return cols
 
 
-def ensure_quarantine_table(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute('CREATE SCHEMA IF NOT EXISTS "ecm_quarantine"')
-    cols = ", ".join(f"{quote_ident(n)} {t}" for n, t in QUARANTINE_COLUMNS)
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} ({cols})")
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {BLOCKED_TABLE} ({cols}, blocked_reason VARCHAR NOT NULL)"
-    )
-    for table in ("rejected_rows", "blocked_rows"):
-        widen_partition_column(conn, "ecm_quarantine", table)
+def ensure_quarantine_table(conn: Any) -> None:
+    conn = as_connection(conn)
+    with conn.ddl_lock():
+        conn.execute('CREATE SCHEMA IF NOT EXISTS "ecm_quarantine"')
+        cols = ", ".join(f"{quote_ident(n)} {t}" for n, t in QUARANTINE_COLUMNS)
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} ({cols})")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {BLOCKED_TABLE} ({cols}, blocked_reason VARCHAR NOT NULL)"
+        )
+        for table in ("rejected_rows", "blocked_rows"):
+            widen_partition_column(conn, "ecm_quarantine", table)
 
 
-def widen_partition_column(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> None:
+def widen_partition_column(conn: Any, schema: str, table: str) -> None:
     """Migrate a ledger table written when every partition was a date: its partition_date
     column becomes the partition key as text; a date keeps its YYYY-MM-DD text."""
     found = conn.execute(
@@ -200,17 +212,28 @@ def widen_partition_column(conn: duckdb.DuckDBPyConnection, schema: str, table: 
         "table_name = ? AND column_name = 'partition_date'",
         [schema, table],
     ).fetchone()
-    if found is not None and found[0] == "DATE":
+    if found is not None and str(found[0]).upper() == "DATE":
         conn.execute(
             f"ALTER TABLE {quote_ident(schema)}.{quote_ident(table)} "
             "ALTER COLUMN partition_date SET DATA TYPE VARCHAR"
         )
 
 
-def append_rows(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> int:
-    """Insert a frame into a table by column name; the number of rows written."""
+def append_rows(
+    conn: Any,
+    table: str,
+    frame: pd.DataFrame,
+    types: Sequence[tuple[str, str]] = QUARANTINE_COLUMNS,
+) -> int:
+    """Insert a frame into a table by column name; the number of rows written.
+
+    DuckDB scans the frame itself; another backend gets it bulk-loaded as Arrow, cast to the
+    table's (DuckDB) `types` by an in-process DuckDB first, as DuckDB would cast it."""
     if frame is None or not len(frame):
         return 0
+    conn = as_connection(conn)
+    if conn.kind != "duckdb":
+        return conn.copy_in(table, frame_to_arrow(frame, types))
     view = "__ecm_append_rows"
     conn.register(view, frame)
     try:
@@ -221,14 +244,27 @@ def append_rows(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame
     return len(frame)
 
 
-def keep_blocked_rows(
-    conn: duckdb.DuckDBPyConnection, asset: str, run_id: str, frame: pd.DataFrame | None
-) -> None:
+def frame_to_arrow(frame: pd.DataFrame, types: Sequence[tuple[str, str]]) -> pa.Table:
+    """A frame as Arrow, its columns cast to their DuckDB `types` (those named) by DuckDB."""
+    wanted = {n: t.replace(" NOT NULL", "") for n, t in types}
+    select = ", ".join(
+        f"CAST({quote_ident(c)} AS {wanted[c]}) AS {quote_ident(c)}"
+        if c in wanted
+        else quote_ident(c)
+        for c in map(str, frame.columns)
+    )
+    with duckdb.connect() as local:
+        local.execute("SET TimeZone = 'UTC'")
+        local.register("__ecm_frame", frame)
+        return local.execute(f"SELECT {select} FROM __ecm_frame").fetch_arrow_table()
+
+
+def keep_blocked_rows(conn: Any, asset: str, run_id: str, frame: pd.DataFrame | None) -> None:
     """Evidence of a run's blocked partitions; a retry of the run replaces its own rows."""
     if frame is None:
         return
     conn.execute(f"DELETE FROM {BLOCKED_TABLE} WHERE asset = ? AND run_id = ?", [asset, run_id])
-    append_rows(conn, BLOCKED_TABLE, frame)
+    append_rows(conn, BLOCKED_TABLE, frame, BLOCKED_COLUMNS)
 
 
 def _split_blocked(request: PublishRequest) -> tuple[PublishRequest, pd.DataFrame | None]:
@@ -315,6 +351,35 @@ def _check_lossless(conn: duckdb.DuckDBPyConnection, contract: DatasetContract, 
             )
 
 
+#: The in-process DuckDB table a non-DuckDB backend judges its staged rows in.
+JUDGE_TABLE = "temp.main.__ecm_judge"
+
+
+def _stage_judged(
+    conn: WarehouseConnection, request: PublishRequest, staging: str, stack: ExitStack
+) -> tuple[duckdb.DuckDBPyConnection, str]:
+    """Stage the rows in `staging`; where they can be judged in DuckDB SQL (the owned
+    boundary, the checksums): a DuckDB warehouse judges its staging table itself; another
+    backend casts and checks the frame in an in-process DuckDB, exactly as DuckDB does,
+    bulk-loads that copy into its staging table and judges the local copy."""
+    if conn.kind == "duckdb":
+        _stage(conn.raw, request, staging)
+        return conn.raw, staging
+    contract = request.contract
+    ddl = ", ".join(_ddl_columns(contract, conn.dialect))
+    if request.durable_staging:
+        with conn.ddl_lock():
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STAGING_SCHEMA)}")
+        conn.execute(f"CREATE TABLE {staging} ({ddl})")
+    else:
+        conn.execute(f"CREATE TEMP TABLE {staging} ({ddl})")
+    local = stack.enter_context(duckdb.connect())
+    local.execute("SET TimeZone = 'UTC'")
+    _stage(local, replace(request, durable_staging=False), JUDGE_TABLE)
+    conn.copy_in(staging, local.execute(f"SELECT * FROM {JUDGE_TABLE}").fetch_arrow_table())
+    return local, JUDGE_TABLE
+
+
 def _stage(conn: duckdb.DuckDBPyConnection, request: PublishRequest, staging: str) -> None:
     contract = request.contract
     if request.durable_staging:
@@ -393,7 +458,7 @@ def _check_owned_boundary(
 
 
 def _reconcile_table_schema(
-    conn: duckdb.DuckDBPyConnection,
+    conn: WarehouseConnection,
     contract: DatasetContract,
     *,
     table_name: str | None = None,
@@ -414,12 +479,16 @@ def _reconcile_table_schema(
         [contract.schema, name],
     ).fetchall()
     if not existing and table_name is None:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(contract.schema)}")
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {contract.table} ({', '.join(_ddl_columns(contract))})"
-        )
+        ddl = _ddl_columns(contract, None if conn.kind == "duckdb" else conn.dialect)
+        with conn.ddl_lock():
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(contract.schema)}")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {contract.table} ({', '.join(ddl)})")
         return []
-    have = {column: dtype for column, dtype in existing}
+    # Named in DuckDB's spelling on every backend (PostgreSQL says "bigint", "text").
+    have = {
+        column: dtype if conn.kind == "duckdb" else _normalise_type(dtype)
+        for column, dtype in existing
+    }
     wanted = {c.name: c.sql_type for c in contract.columns}
     wanted.update(dict(PROVENANCE_COLUMNS))
     wanted.update(dict(extra))
@@ -429,7 +498,7 @@ def _reconcile_table_schema(
             problems.append(
                 f"column {column!r} ({dtype}) is published but no longer in the contract"
             )
-        elif _normalise_type(wanted[column]) != _normalise_type(dtype):
+        elif _normalise_type(conn.dialect.sql_type(wanted[column])) != _normalise_type(dtype):
             problems.append(f"column {column!r} changed type from {dtype} to {wanted[column]}")
     if problems:
         raise SchemaMismatchError(
@@ -445,7 +514,7 @@ def _reconcile_table_schema(
                     f"table {table}: new column {c.name!r} is NOT NULL, so published "
                     "rows cannot take it; declare it nullable or migrate explicitly"
                 )
-            alters.append(f"ALTER TABLE {table} ADD COLUMN {quote_ident(c.name)} {c.sql_type}")
+            alters.append(conn.dialect.add_column(table, quote_ident(c.name), c.sql_type))
     return alters
 
 
@@ -459,6 +528,12 @@ def _normalise_type(sql_type: str) -> str:
         "STRING": "VARCHAR",
         "TEXT": "VARCHAR",
         "BOOL": "BOOLEAN",
+        # PostgreSQL's information_schema spellings
+        "CHARACTER VARYING": "VARCHAR",
+        "DOUBLE PRECISION": "DOUBLE",
+        "TIMESTAMP WITHOUT TIME ZONE": "TIMESTAMP",
+        "REAL": "FLOAT",
+        "FLOAT4": "FLOAT",
     }
     upper = sql_type.strip().upper()
     return aliases.get(upper, upper)
@@ -489,16 +564,41 @@ def business_checksum_sql(
     return f"SELECT {sums} FROM {relation} {where}"
 
 
+@contextmanager
+def checksum_source(
+    conn: Any, contract: DatasetContract, relation: str, where: str = "", params: Sequence = ()
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, str, str, list]]:
+    """Where DuckDB can compute the checksum of `relation` `where`: on a DuckDB warehouse,
+    the relation itself; on another backend, its rows read as Arrow into an in-process DuckDB,
+    so the same rows give the same checksum on every backend. Yields (DuckDB connection,
+    relation, where, params)."""
+    conn = as_connection(conn)
+    if conn.kind == "duckdb":
+        yield conn.raw, relation, where, list(params)
+        return
+    cols = [*contract.column_names]
+    if contract.partition_column not in cols:
+        cols.append(contract.partition_column)
+    rows = conn.arrow(
+        f"SELECT {', '.join(map(quote_ident, cols))} FROM {relation} {where}", list(params)
+    )
+    with duckdb.connect() as local:
+        local.execute("SET TimeZone = 'UTC'")
+        local.register("__ecm_checksum_rows", rows)
+        yield local, "__ecm_checksum_rows", "", []
+
+
 def business_checksum(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     relation: str,
     where: str = "",
     params: Sequence[object] = (),
 ) -> str:
-    count, first, second = conn.execute(
-        business_checksum_sql(contract, relation, where), list(params)
-    ).fetchone()
+    with checksum_source(conn, contract, relation, where, params) as (db, rel, cond, args):
+        count, first, second = db.execute(
+            business_checksum_sql(contract, rel, cond), args
+        ).fetchone()
     return _format_checksum(count, first, second)
 
 
@@ -553,7 +653,7 @@ def _stage_rejects(request: PublishRequest) -> pd.DataFrame | None:
     return frame
 
 
-def _ensure_running_manifest(conn: duckdb.DuckDBPyConnection, request: PublishRequest) -> None:
+def _ensure_running_manifest(conn: Any, request: PublishRequest) -> None:
     """The run's manifest, moved to RUNNING; created here when the caller planned none."""
     asset = request.contract.name
     found = load_manifests(conn, run_id=request.run_id, asset=asset)
@@ -631,7 +731,7 @@ def _approval_transitions(conn: duckdb.DuckDBPyConnection, request: PublishReque
 
 
 def _verify_stored(
-    conn: duckdb.DuckDBPyConnection,
+    conn: WarehouseConnection,
     contract: DatasetContract,
     owned: list[date],
     staged: dict[date, tuple[int, str]],
@@ -641,6 +741,7 @@ def _verify_stored(
     checksum taken from staging, which is the one recorded. A cast or storage layer that
     changed a value (1.5 stored as 2) rolls the publish back instead of certifying it."""
     pcol = quote_ident(contract.partition_column)
+    dialect = conn.dialect
     if contract.publish_mode == "versioned":
         stored: dict[date, tuple[int, str]] = {}
         table = versions_table(contract)
@@ -648,20 +749,25 @@ def _verify_stored(
             version = versions.get(partition_key(partition))
             if version is None:
                 continue
-            sql = business_checksum_sql(contract, table, f"WHERE {pcol} = ? AND version = ?")
-            n, a, b = conn.execute(sql, [partition, version]).fetchone()
+            where = f"WHERE {pcol} = ? AND version = ?"
+            with checksum_source(conn, contract, table, where, [partition, version]) as (
+                db,
+                rel,
+                cond,
+                args,
+            ):
+                n, a, b = db.execute(business_checksum_sql(contract, rel, cond), args).fetchone()
             stored[partition] = (n, _format_checksum(n, a, b))
     else:
-        sql = business_checksum_sql(
-            contract,
-            contract.table,
-            f"WHERE {owned_filter(pcol, contract.partition_sql_type)}",
-            by_partition=True,
-        )
-        stored = {
-            contract.as_partition(p): (n, _format_checksum(n, a, b))
-            for p, n, a, b in conn.execute(sql, owned_params(owned)).fetchall()
-        }
+        where = f"WHERE {dialect.owned_filter(pcol, contract.partition_sql_type)}"
+        with checksum_source(
+            conn, contract, contract.table, where, dialect.owned_params(owned)
+        ) as (db, rel, cond, args):
+            sql = business_checksum_sql(contract, rel, cond, by_partition=True)
+            stored = {
+                contract.as_partition(p): (n, _format_checksum(n, a, b))
+                for p, n, a, b in db.execute(sql, args).fetchall()
+            }
     for partition in owned:
         if contract.publish_mode == "versioned" and versions.get(partition_key(partition)) is None:
             continue
@@ -677,9 +783,7 @@ def _verify_stored(
             )
 
 
-def _check_not_stale(
-    conn: duckdb.DuckDBPyConnection, request: PublishRequest, owned: list[date]
-) -> None:
+def _check_not_stale(conn: WarehouseConnection, request: PublishRequest, owned: list[date]) -> None:
     """Refuse to publish output computed from inputs that are no longer what is published.
 
     Checked under the warehouse lock, against what was read, not against a clock: every
@@ -701,9 +805,9 @@ def _check_not_stale(
     pcol = quote_ident(contract.partition_column)
     newer = conn.execute(
         f"SELECT {pcol}, run_id, as_of FROM {contract.table} WHERE "
-        f"{owned_filter(pcol, contract.partition_sql_type)} AND as_of > ? AND run_id <> ? "
-        "ORDER BY as_of DESC LIMIT 1",
-        [*owned_params(owned), request.as_of, request.run_id],
+        f"{conn.dialect.owned_filter(pcol, contract.partition_sql_type)} AND as_of > ? AND "
+        "run_id <> ? ORDER BY as_of DESC LIMIT 1",
+        [*conn.dialect.owned_params(owned), request.as_of, request.run_id],
     ).fetchone()
     if newer is not None:
         raise StaleInputError(
@@ -717,7 +821,7 @@ def _check_not_stale(
 
 
 def _check_upstream_unchanged(
-    conn: duckdb.DuckDBPyConnection, request: PublishRequest, read: Mapping[str, Any]
+    conn: WarehouseConnection, request: PublishRequest, read: Mapping[str, Any]
 ) -> None:
     from ecm_assets.contracts.registry import contract_for
 
@@ -736,7 +840,7 @@ def _check_upstream_unchanged(
 
         where, params = f"{pcol} BETWEEN ? AND ?", [value(first), value(last)]
         if keys:  # static upstream: exactly the keys read, not those between them
-            where += f" AND list_contains(?::{upstream.partition_sql_type}[], {pcol})"
+            where += f" AND {conn.dialect.in_list(pcol, upstream.partition_sql_type)}"
             params.append(keys)
         now_ids = tuple(
             sorted(
@@ -757,7 +861,7 @@ def _check_upstream_unchanged(
 
 
 def _check_closed_upstream(
-    conn: duckdb.DuckDBPyConnection,
+    conn: WarehouseConnection,
     request: PublishRequest,
     owned: Sequence[PartitionValue],
     per_partition: Mapping[PartitionValue, tuple[int, str]],
@@ -811,7 +915,7 @@ def _check_closed_upstream(
 
 
 def _record_all_blocked(
-    conn: duckdb.DuckDBPyConnection,
+    conn: WarehouseConnection,
     request: PublishRequest,
     blocked_rejects: pd.DataFrame | None,
     started: float,
@@ -822,7 +926,7 @@ def _record_all_blocked(
     _ensure_running_manifest(conn, request)
     ensure_quarantine_table(conn)
     reasons = "; ".join(f"{d}: {w}" for d, w in sorted(request.blocked.items()))
-    conn.execute("BEGIN TRANSACTION")
+    conn.begin()
     try:
         keep_blocked_rows(conn, contract.name, run_id, blocked_rejects)
         transition(
@@ -835,9 +939,9 @@ def _record_all_blocked(
             quality=request.quality,
             reconciliation=request.reconciliation,
         )
-        conn.execute("COMMIT")
+        conn.commit()
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.rollback()
         raise
     return PublishResult(
         table=f"{contract.schema}.{contract.name}",
@@ -853,16 +957,26 @@ def _record_all_blocked(
     )
 
 
-def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest) -> PublishResult:
+def publish_partitions(conn: Any, request: PublishRequest) -> PublishResult:
     """Stage, judge and atomically publish the owned partitions; see the module docstring.
 
     The run's manifest moves RUNNING -> VALIDATING -> COMMITTING -> PUBLISHED, and
-    PUBLISHED is written in the same transaction that makes the data visible.
+    PUBLISHED is written in the same transaction that makes the data visible. The whole
+    publish, its checks included, runs under the backend's lock of the owned partitions
+    (DuckDB: the file lock; PostgreSQL: an advisory lock per partition).
     """
-    started = time.perf_counter()
+    conn = as_connection(conn)
     contract = request.contract
     if not request.owned_partitions:
         raise PublishError(f"dataset {contract.name}: a publish must own at least one partition")
+    keys = [partition_key(d) for d in request.owned_partitions]
+    with conn.lock_partitions(contract.name, keys):
+        return _publish_locked(conn, request)
+
+
+def _publish_locked(conn: WarehouseConnection, request: PublishRequest) -> PublishResult:
+    started = time.perf_counter()
+    contract = request.contract
     check_frame_columns(contract, request.data)
     request, blocked_rejects = _split_blocked(request)
     if request.blocked:
@@ -884,7 +998,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
     staging = (
         staging_relation(contract, run_id)
         if request.durable_staging
-        else f"temp.main.{quote_ident(staging_name)}"
+        else conn.dialect.temp_table(staging_name)
     )
     debris = []
     for name in _debris_tables(conn, contract, staging_name):
@@ -894,14 +1008,15 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         log.warning("dropped staging debris of crashed runs: %s", ", ".join(debris))
 
     in_transaction = False
+    local = ExitStack()
     try:
         failpoint("publish.before_staging")
-        _stage(conn, request, staging)
+        judge, judged = _stage_judged(conn, request, staging, local)
         failpoint("publish.after_staging")
         if not approving:
             transition(conn, run_id, asset, RunStatus.VALIDATING)
-        _check_owned_boundary(conn, request, staging)
-        per_partition, checksum = partition_checksums(conn, contract, staging)
+        _check_owned_boundary(judge, request, judged)
+        per_partition, checksum = partition_checksums(judge, contract, judged)
         by_partition = {partition_key(d): per_partition[d][0] for d in sorted(per_partition)}
         versioned = contract.publish_mode == "versioned"
         if versioned:
@@ -945,7 +1060,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             quote_ident(c) for c in [*contract.column_names, *(n for n, _ in PROVENANCE_COLUMNS)]
         )
 
-        conn.execute("BEGIN TRANSACTION")
+        conn.begin()
         in_transaction = True
         if approving:
             _approval_transitions(conn, request)
@@ -953,6 +1068,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         replaced = 0
         for statement in alters:
             conn.execute(statement)
+        if alters and versioned:
+            refresh_current_view(conn, contract)
         if versioned:
             versions = publish_versions(
                 conn,
@@ -969,8 +1086,8 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             failpoint("publish.before_delete")
             replaced = conn.execute(
                 f"DELETE FROM {contract.table} WHERE "
-                f"{owned_filter(pcol, contract.partition_sql_type)}",
-                owned_params(owned),
+                f"{conn.dialect.owned_filter(pcol, contract.partition_sql_type)}",
+                conn.dialect.owned_params(owned),
             ).fetchone()[0]
             failpoint("publish.after_delete")
             # A range is written in date order so zone maps keep pruning by partition.
@@ -987,10 +1104,10 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         own_run = " AND run_id = ?" if versioned else ""
         conn.execute(
             f"DELETE FROM {QUARANTINE_TABLE} WHERE asset = ? AND "
-            f"{owned_filter('partition_date', 'VARCHAR')}{own_run}",
+            f"{conn.dialect.owned_filter('partition_date', 'VARCHAR')}{own_run}",
             [
                 asset,
-                *owned_params([partition_key(d) for d in owned]),
+                *conn.dialect.owned_params([partition_key(d) for d in owned]),
                 *([run_id] if versioned else []),
             ],
         )
@@ -1037,16 +1154,17 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
             **extra,
         )
         failpoint("publish.before_commit")  # after the ledger write
-        conn.execute("COMMIT")
+        conn.commit()
         in_transaction = False
         failpoint("publish.after_commit")
     except BaseException as exc:
         if in_transaction:
-            conn.execute("ROLLBACK")
+            conn.rollback()
         if not approving:  # a failed approval rolled back to HELD: approve again
             mark_failed(conn, run_id, asset, exc)
         raise
     finally:
+        local.close()
         conn.execute(f"DROP TABLE IF EXISTS {staging}")
     return PublishResult(
         table=f"{contract.schema}.{contract.name}",
@@ -1058,7 +1176,9 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
         staging_table=(
             f"{STAGING_SCHEMA}.{staging_name}"
             if request.durable_staging
-            else f"temp.main.{staging_name}"
+            else conn.dialect.temp_table(staging_name).replace(
+                quote_ident(staging_name), staging_name
+            )
         ),
         debris_dropped=tuple(debris),
         seconds=time.perf_counter() - started,
@@ -1071,9 +1191,7 @@ def publish_partitions(conn: duckdb.DuckDBPyConnection, request: PublishRequest)
     )
 
 
-def _debris_tables(
-    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, own: str
-) -> list[str]:
+def _debris_tables(conn: Any, contract: DatasetContract, own: str) -> list[str]:
     """Durable staging tables that no live attempt will use again: this run's own leftover,
     and those of settled or dead runs. A live run of other partitions keeps its staging."""
     owners = {
@@ -1093,19 +1211,13 @@ def _debris_tables(
     return out
 
 
-def published_table_exists(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> bool:
+def published_table_exists(conn: Any, contract: DatasetContract) -> bool:
     """Whether the table (or, for versioned datasets, the view) consumers read exists yet."""
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
-            "AND table_name = ?",
-            [contract.schema, contract.name],
-        ).fetchone()[0]
-    )
+    return as_connection(conn).table_exists(contract.schema, contract.name)
 
 
 def read_partitions(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     first: PartitionValue,
     last: PartitionValue,
@@ -1115,6 +1227,7 @@ def read_partitions(
 ) -> pd.DataFrame:
     """Published rows of partitions [first, last] (only `partitions` of them, when given: list
     and hash keys between two read keys are not read), in a stable order."""
+    conn = as_connection(conn)
     exists = published_table_exists(conn, contract)
     names = contract.column_names + ([n for n, _ in PROVENANCE_COLUMNS] if with_provenance else [])
     if not exists:
@@ -1124,11 +1237,9 @@ def read_partitions(
     pcol = quote_ident(contract.partition_column)
     where, params = f"{pcol} BETWEEN ? AND ?", [first, last]
     if partitions is not None:
-        where += f" AND list_contains(?::{contract.partition_sql_type}[], {pcol})"
+        where += f" AND {conn.dialect.in_list(pcol, contract.partition_sql_type)}"
         params.append(sorted(partitions))
-    return conn.execute(
-        f"SELECT {cols} FROM {contract.table} WHERE {where} ORDER BY {order}", params
-    ).df()
+    return conn.df(f"SELECT {cols} FROM {contract.table} WHERE {where} ORDER BY {order}", params)
 
 
 @dataclass(frozen=True)
@@ -1143,13 +1254,36 @@ class PublishedPartitions:
 
 
 def upstream_relation(
-    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, first: date, last: date
+    conn: Any, contract: DatasetContract, first: date, last: date
 ) -> UpstreamRelation:
     """Published rows of partitions [first, last] as an UpstreamRelation on `conn` (the
-    caller holds the transaction that makes every read of it one snapshot)."""
+    caller holds the transaction that makes every read of it one snapshot).
+
+    SQL transforms are DuckDB SQL: on another backend the rows are read once as Arrow into
+    the connection's in-process DuckDB (`scratch`), and the relation lives there."""
+    conn = as_connection(conn)
     names = contract.column_names + [n for n, _ in PROVENANCE_COLUMNS]
     pcol = quote_ident(contract.partition_column)
-    if published_table_exists(conn, contract):
+    exists = published_table_exists(conn, contract)
+    if conn.kind != "duckdb" and exists:
+        cols = ", ".join(quote_ident(c) for c in names)
+        rows = conn.arrow(
+            f"SELECT {cols} FROM {contract.table} WHERE {pcol} BETWEEN ? AND ?", [first, last]
+        )
+        local = conn.scratch()
+        name = f"__ecm_upstream_{contract.name}"
+        local.register(name, rows)
+        return UpstreamRelation(
+            contract.name,
+            local,
+            f"SELECT {cols} FROM {quote_ident(name)}",
+            tuple(contract.column_names),
+            contract.partition_column,
+            first,
+            last,
+        )
+    conn = conn.scratch()  # DuckDB: the warehouse connection itself
+    if exists:
         catalog = conn.execute("SELECT current_database()").fetchone()[0]
         # Catalog-qualified: the transform's temp view of the same name must not shadow it.
         table = f"{quote_ident(catalog)}.{contract.table}"

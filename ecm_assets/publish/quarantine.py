@@ -12,25 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
-
+from ecm_assets.adapters.backends import as_connection
 from ecm_assets.contracts.dataset import DatasetContract, PartitionValue, partition_key
 from ecm_assets.publish.protocol import BLOCKED_TABLE, QUARANTINE_TABLE
 from ecm_assets.publish.versions import current_version
 
 
-def _exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = "
-            "'ecm_quarantine' AND table_name = ?",
-            [table],
-        ).fetchone()[0]
-    )
+def _exists(conn: Any, table: str) -> bool:
+    return as_connection(conn).table_exists("ecm_quarantine", table)
 
 
 def quarantine_rows(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     partition: PartitionValue,
     *,

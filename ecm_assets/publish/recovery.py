@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-import duckdb
-
-from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
+from ecm_assets.adapters.backends import as_connection
+from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.dataset import DatasetContract, PartitionValue, partition_key
 from ecm_assets.contracts.registry import contract_for
 from ecm_assets.manifest.lease import liveness
@@ -52,12 +52,14 @@ class RecoveryResult:
 
 
 def _visible_run_ids(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     partitions: Sequence[PartitionValue],
 ) -> dict[str, set[str]]:
     """The runs whose rows each partition shows now, by partition key (partitions may be
     given as values or keys)."""
+    conn = as_connection(conn)
+    owned_filter, owned_params = conn.dialect.owned_filter, conn.dialect.owned_params
     partitions = sorted(partition_key(p) for p in partitions)
     pcol = quote_ident(contract.partition_column)
     if contract.publish_mode == "versioned":
@@ -68,12 +70,7 @@ def _visible_run_ids(
             [contract.name, *owned_params(partitions)],
         ).fetchall()
     else:
-        exists = conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
-            "table_name = ?",
-            [contract.schema, contract.name],
-        ).fetchone()[0]
-        if not exists:
+        if not conn.table_exists(contract.schema, contract.name):
             return {}
         rows = conn.execute(
             f"SELECT DISTINCT {pcol}, run_id FROM {contract.table} WHERE "
@@ -87,7 +84,7 @@ def _visible_run_ids(
 
 
 def recover_manifest(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     manifest: Manifest,
     *,
     force: bool = False,
@@ -177,7 +174,7 @@ def recover_manifest(
 
 
 def recover(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     *,
     run_id: str | None = None,
     asset: str | None = None,
@@ -204,7 +201,7 @@ def recover(
 
 
 def _drop_finished_runs_staging(
-    conn: duckdb.DuckDBPyConnection, *, run_id: str | None, asset: str | None
+    conn: Any, *, run_id: str | None, asset: str | None
 ) -> list[RecoveryResult]:
     """Staging a finished run left behind (a kill after COMMIT, before cleanup)."""
     results = []

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 
+from ecm_assets.adapters.backends import as_connection
 from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.dataset import DatasetContract, partition_key
+from ecm_assets.contracts.transform import REJECT_COLUMNS
 from ecm_assets.manifest.ledger import transition
 from ecm_assets.manifest.states import RunStatus
 
@@ -38,7 +39,7 @@ def held_relations(asset: str, run_id: str) -> tuple[str, str]:
 
 
 def hold_staged(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     request: PublishRequest,
     staging: str,
     rejects: pd.DataFrame | None,
@@ -51,9 +52,11 @@ def hold_staged(
 
     contract: DatasetContract = request.contract
     data_rel, rejects_rel = held_relations(contract.name, request.run_id)
-    conn.execute("BEGIN TRANSACTION")
+    conn = as_connection(conn)
+    conn.begin()
     try:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(REVIEW_SCHEMA)}")
+        with conn.ddl_lock():  # inside the transaction: until it ends
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(REVIEW_SCHEMA)}")
         conn.execute(f"DROP TABLE IF EXISTS {data_rel}")
         conn.execute(f"DROP TABLE IF EXISTS {rejects_rel}")
         conn.execute(f"CREATE TABLE {data_rel} AS SELECT * FROM {staging}")
@@ -90,24 +93,26 @@ def hold_staged(
             quality=request.quality,
             reconciliation=request.reconciliation,
         )
-        conn.execute("COMMIT")
+        conn.commit()
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.rollback()
         raise
     return outputs["held_table"]
 
 
 def load_held(
-    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, run_id: str
+    conn: Any, contract: DatasetContract, run_id: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The held business rows (without provenance) and the held quarantined rows."""
     data_rel, rejects_rel = held_relations(contract.name, run_id)
     cols = ", ".join(quote_ident(c) for c in contract.column_names)
-    data = conn.execute(f"SELECT {cols} FROM {data_rel}").df()
-    rejects = conn.execute(f"SELECT * EXCLUDE (asset, run_id) FROM {rejects_rel}").df()
+    conn = as_connection(conn)
+    data = conn.df(f"SELECT {cols} FROM {data_rel}")
+    kept = ", ".join(quote_ident(c) for c in REJECT_COLUMNS)
+    rejects = conn.df(f"SELECT {kept} FROM {rejects_rel}")
     return data, rejects
 
 
-def drop_held(conn: duckdb.DuckDBPyConnection, contract: DatasetContract, run_id: str) -> None:
+def drop_held(conn: Any, contract: DatasetContract, run_id: str) -> None:
     for rel in held_relations(contract.name, run_id):
         conn.execute(f"DROP TABLE IF EXISTS {rel}")

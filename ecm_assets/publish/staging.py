@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-
-import duckdb
+from typing import Any
 
 from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.dataset import DatasetContract
@@ -21,7 +20,7 @@ def staging_relation(contract: DatasetContract, run_id: str) -> str:
     return f"{quote_ident(STAGING_SCHEMA)}.{quote_ident(staging_table_name(contract, run_id))}"
 
 
-def staging_tables(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> list[str]:
+def staging_tables(conn: Any, contract: DatasetContract) -> list[str]:
     rows = conn.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
         "AND starts_with(table_name, ?) ORDER BY 1",
@@ -30,5 +29,5 @@ def staging_tables(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -
     return [r[0] for r in rows]
 
 
-def drop_staging_table(conn: duckdb.DuckDBPyConnection, name: str) -> None:
+def drop_staging_table(conn: Any, name: str) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {quote_ident(STAGING_SCHEMA)}.{quote_ident(name)}")

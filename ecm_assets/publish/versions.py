@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-import duckdb
 import pandas as pd
 
+from ecm_assets.adapters.backends import as_connection
 from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.boundaries import partition_from_key
 from ecm_assets.contracts.dataset import (
@@ -86,7 +87,13 @@ def versions_table(contract: DatasetContract) -> str:
     return f"{quote_ident(contract.schema)}.{quote_ident(versions_table_name(contract))}"
 
 
-def ensure_version_ledger(conn: duckdb.DuckDBPyConnection) -> None:
+def ensure_version_ledger(conn: Any) -> None:
+    conn = as_connection(conn)
+    with conn.ddl_lock():
+        _ensure_version_ledger(conn)
+
+
+def _ensure_version_ledger(conn: Any) -> None:
     conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{LEDGER_SCHEMA}"')
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {VERSIONS} (dataset VARCHAR NOT NULL, partition_date VARCHAR "
@@ -116,18 +123,12 @@ def ensure_version_ledger(conn: duckdb.DuckDBPyConnection) -> None:
         widen_partition_column(conn, LEDGER_SCHEMA, table)
 
 
-def _ledger_exists(conn: duckdb.DuckDBPyConnection) -> bool:
-    return bool(
-        conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
-            "table_name = 'versions'",
-            [LEDGER_SCHEMA],
-        ).fetchone()[0]
-    )
+def _ledger_exists(conn: Any) -> bool:
+    return as_connection(conn).table_exists(LEDGER_SCHEMA, "versions")
 
 
 def check_closed_partitions(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     owned: list[PartitionValue],
     checksums: dict[PartitionValue, tuple[int, str]],
@@ -157,7 +158,7 @@ def check_closed_partitions(
 
 
 def _current_checksum(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     current: PartitionVersion,
     like: str,
@@ -178,9 +179,15 @@ def _current_checksum(
     )
 
 
-def ensure_versioned_storage(conn: duckdb.DuckDBPyConnection, contract: DatasetContract) -> None:
+def ensure_versioned_storage(conn: Any, contract: DatasetContract) -> None:
     """Create the versions table and the current-rows view the consumers read."""
+    conn = as_connection(conn)
     ensure_version_ledger(conn)
+    with conn.ddl_lock():
+        _ensure_versioned_storage(conn, contract)
+
+
+def _ensure_versioned_storage(conn: Any, contract: DatasetContract) -> None:
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(contract.schema)}")
     kind = conn.execute(
         "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND "
@@ -192,26 +199,44 @@ def ensure_versioned_storage(conn: duckdb.DuckDBPyConnection, contract: DatasetC
             f"{contract.table} is a table published in replace mode, but contract "
             f"{contract.name} is versioned; migrate it explicitly (see docs/lifecycle.md)"
         )
+    typed = conn.dialect.sql_type
     cols = [
-        f"{quote_ident(c.name)} {c.sql_type}{'' if c.nullable else ' NOT NULL'}"
+        f"{quote_ident(c.name)} {typed(c.sql_type)}{'' if c.nullable else ' NOT NULL'}"
         for c in contract.columns
     ]
     cols.append('"version" BIGINT NOT NULL')
-    cols += [f"{quote_ident(n)} {t} NOT NULL" for n, t in PROVENANCE_COLUMNS]
+    cols += [f"{quote_ident(n)} {typed(t)} NOT NULL" for n, t in PROVENANCE_COLUMNS]
     conn.execute(f"CREATE TABLE IF NOT EXISTS {versions_table(contract)} ({', '.join(cols)})")
+    view = _current_view_sql(contract)
     pcol = quote_ident(contract.partition_column)
-    view = (
+    found = conn.execute(
+        "SELECT sql FROM duckdb_views() WHERE schema_name = ? AND view_name = ?"
+        if conn.kind == "duckdb"
+        else "SELECT definition FROM pg_views WHERE schemaname = ? AND viewname = ?",
+        [contract.schema, contract.name],
+    ).fetchone()
+    if found is None or (
+        conn.kind == "duckdb" and contract.partition_key_sql(f"d.{pcol}") not in found[0]
+    ):
+        # New, or written when the pointer's partition was a DATE: (re)defined by key text.
+        conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {view}")
+
+
+def _current_view_sql(contract: DatasetContract) -> str:
+    pcol = quote_ident(contract.partition_column)
+    return (
         f"SELECT d.* FROM {versions_table(contract)} d JOIN {CURRENT} c ON c.dataset = "
         f"'{contract.name}' AND c.partition_date = {contract.partition_key_sql(f'd.{pcol}')} "
         "AND c.version = d.version"
     )
-    found = conn.execute(
-        "SELECT sql FROM duckdb_views() WHERE schema_name = ? AND view_name = ?",
-        [contract.schema, contract.name],
-    ).fetchone()
-    if found is None or contract.partition_key_sql(f"d.{pcol}") not in found[0]:
-        # New, or written when the pointer's partition was a DATE: (re)defined by key text.
-        conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {view}")
+
+
+def refresh_current_view(conn: Any, contract: DatasetContract) -> None:
+    """After columns were added to the versions table: PostgreSQL expands `d.*` when a view
+    is created, so the view is redefined to show them (DuckDB binds it when read)."""
+    conn = as_connection(conn)
+    if conn.kind != "duckdb":
+        conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {_current_view_sql(contract)}")
 
 
 @dataclass(frozen=True)
@@ -230,9 +255,7 @@ class PartitionVersion:
     note: str | None
 
 
-def current_version(
-    conn: duckdb.DuckDBPyConnection, dataset: str, partition: PartitionValue
-) -> PartitionVersion | None:
+def current_version(conn: Any, dataset: str, partition: PartitionValue) -> PartitionVersion | None:
     if not _ledger_exists(conn):
         return None
     partition = partition_key(partition)
@@ -245,7 +268,7 @@ def current_version(
 
 
 def list_versions(
-    conn: duckdb.DuckDBPyConnection, dataset: str, partition: PartitionValue | None = None
+    conn: Any, dataset: str, partition: PartitionValue | None = None
 ) -> list[PartitionVersion]:
     if not _ledger_exists(conn):
         return []
@@ -259,9 +282,7 @@ def list_versions(
     return [PartitionVersion(*r) for r in rows]
 
 
-def closed_partitions(
-    conn: duckdb.DuckDBPyConnection, dataset: str, timezone: str = "UTC"
-) -> list[PartitionValue]:
+def closed_partitions(conn: Any, dataset: str, timezone: str = "UTC") -> list[PartitionValue]:
     """Every closed partition of a dataset (dates, hours of its `timezone`, or keys)."""
     if not _ledger_exists(conn):
         return []
@@ -271,7 +292,7 @@ def closed_partitions(
     return [partition_from_key(r[0], timezone) for r in rows]
 
 
-def closed_partition(conn: duckdb.DuckDBPyConnection, dataset: str, partition: PartitionValue):
+def closed_partition(conn: Any, dataset: str, partition: PartitionValue):
     if not _ledger_exists(conn):
         return None
     return conn.execute(
@@ -281,7 +302,7 @@ def closed_partition(conn: duckdb.DuckDBPyConnection, dataset: str, partition: P
 
 
 def close_partition(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     partition: PartitionValue,
     *,
@@ -302,7 +323,8 @@ def close_partition(
         )
     if closed_partition(conn, contract.name, partition) is not None:
         raise ValueError(f"{contract.name} {partition} is already closed")
-    conn.execute("BEGIN TRANSACTION")
+    conn = as_connection(conn)
+    conn.begin()
     try:
         conn.execute(
             f"INSERT INTO {CLOSED} VALUES (?, ?, ?, ?, ?)",
@@ -312,14 +334,14 @@ def close_partition(
             f"INSERT INTO {EVENTS} VALUES (?, ?, ?, 'CLOSE', NULL, NULL, NULL, ?, ?)",
             [contract.name, partition, now(), actor, note],
         )
-        conn.execute("COMMIT")
+        conn.commit()
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.rollback()
         raise
 
 
 def publish_versions(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     staging: str,
     owned: list[PartitionValue],
@@ -429,7 +451,7 @@ def publish_versions(
 
 
 def rollback(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     partition: PartitionValue,
     to_version: int,
@@ -440,7 +462,8 @@ def rollback(
     """Move the pointer back to an earlier version; recorded as an event, nothing is deleted."""
     partition = partition_key(partition)
     ensure_version_ledger(conn)
-    conn.execute("BEGIN TRANSACTION")
+    conn = as_connection(conn)
+    conn.begin()
     try:
         current = current_version(conn, contract.name, partition)
         if current is None:
@@ -475,15 +498,15 @@ def rollback(
             f"INSERT INTO {EVENTS} VALUES (?, ?, ?, 'ROLLBACK', ?, ?, NULL, ?, ?)",
             [contract.name, partition, now(), current.version, to_version, actor, reason],
         )
-        conn.execute("COMMIT")
+        conn.commit()
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.rollback()
         raise
     return current.version, to_version
 
 
 def diff_versions(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Any,
     contract: DatasetContract,
     partition: PartitionValue,
     old: int,
@@ -512,10 +535,10 @@ def diff_versions(
             f"'{col}' AS column_name, a.{q}::VARCHAR AS old_value, b.{q}::VARCHAR AS new_value, "
             "CASE WHEN a.version IS NULL THEN 'added' WHEN b.version IS NULL THEN 'removed' "
             "ELSE 'changed' END AS change "
-            f"FROM (SELECT * FROM {table} WHERE {pcol} = $p AND version = $old) a "
-            f"FULL JOIN (SELECT * FROM {table} WHERE {pcol} = $p AND version = $new) b "
+            f"FROM (SELECT * FROM {table} WHERE {pcol} = ? AND version = ?) a "
+            f"FULL JOIN (SELECT * FROM {table} WHERE {pcol} = ? AND version = ?) b "
             f"USING ({key_sql}) WHERE a.{q} IS DISTINCT FROM b.{q}"
         )
     sql = " UNION ALL ".join(parts) + f" ORDER BY {key_sql}, column_name"
     value = contract.partition_value(partition_key(contract.as_partition(partition)))
-    return conn.execute(sql, {"p": value, "old": old, "new": new}).df()
+    return as_connection(conn).df(sql, [value, old, value, new] * len(parts))

@@ -1,4 +1,5 @@
-"""The staged, transactional publish protocol, called directly against a DuckDB file."""
+"""The staged, transactional publish protocol, called directly against each backend: a DuckDB
+file and a fresh PostgreSQL database (tests/_backends.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.contracts.dataset import Column, DatasetContract
 from ecm_assets.publish.failpoints import ENV_VAR, InjectedFault
 from ecm_assets.publish.protocol import (
@@ -26,6 +28,7 @@ from ecm_assets.publish.protocol import (
     business_checksum,
     publish_partitions,
 )
+from tests._backends import WAREHOUSE_KINDS, fresh_postgres_url
 
 D1, D2, D3 = date(2026, 9, 1), date(2026, 9, 2), date(2026, 9, 3)
 AS_OF = datetime(2026, 9, 10, 6, 0, tzinfo=UTC)
@@ -145,8 +148,13 @@ def quarantine(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
     ).fetchall()
 
 
-@pytest.fixture
-def conn(tmp_path: Path):
+@pytest.fixture(params=WAREHOUSE_KINDS)
+def conn(request: pytest.FixtureRequest, tmp_path: Path):
+    """A raw DuckDB connection (as unported callers pass one), or a PostgreSQL connection."""
+    if request.param == "postgresql":
+        with fresh_postgres_url() as url, open_warehouse(url).connect() as connection:
+            yield connection
+        return
     connection = duckdb.connect(str(tmp_path / "w.duckdb"))
     try:
         yield connection
@@ -168,13 +176,16 @@ def test_first_publish_creates_table_with_provenance_and_exact_values(conn):
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = 'main' AND table_name = 'unit_values' ORDER BY ordinal_position"
     ).fetchall()
-    assert columns == [
+    expected = [
         ("business_date", "DATE"),
         ("unit_id", "VARCHAR"),
         ("value", "BIGINT"),
         ("run_id", "VARCHAR"),
         ("as_of", "TIMESTAMP WITH TIME ZONE"),
     ]
+    if getattr(conn, "kind", "duckdb") == "postgresql":
+        expected = [(n, t.lower().replace("varchar", "text")) for n, t in expected]
+    assert columns == expected
     assert published(conn) == ROWS
     assert conn.execute('SELECT DISTINCT run_id, as_of FROM "main"."unit_values"').fetchall() == [
         ("run-1", AS_OF)
@@ -203,6 +214,8 @@ def test_fault_inside_transaction_keeps_published_partitions(seeded, monkeypatch
 
 
 def test_crash_after_staging_leaves_debris_that_a_rerun_drops(tmp_path, conn):
+    if getattr(conn, "kind", "duckdb") != "duckdb":
+        pytest.skip("DuckDB file reopened here; PostgreSQL: tests/test_adapters/test_backends.py")
     publish(conn, frame(ROWS), (D1, D2, D3), "run-1")
     conn.close()
     database = tmp_path / "w.duckdb"

@@ -12,6 +12,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.contracts.dataset import Column, DatasetContract
 from ecm_assets.publish import protocol, versions
 from ecm_assets.publish.protocol import (
@@ -23,6 +24,7 @@ from ecm_assets.publish.protocol import (
 )
 from ecm_assets.publish.quarantine import quarantine_rows
 from ecm_assets.publish.versions import close_partition, list_versions, rollback, versions_table
+from tests._backends import WAREHOUSE_KINDS, fresh_postgres_url
 from tests.test_publish.test_protocol import AS_OF, rejects_frame
 
 D1, D2 = date(2026, 9, 1), date(2026, 9, 2)
@@ -74,8 +76,13 @@ def publish(
     )
 
 
-@pytest.fixture
-def conn(tmp_path: Path):
+@pytest.fixture(params=WAREHOUSE_KINDS)
+def conn(request: pytest.FixtureRequest, tmp_path: Path):
+    """A raw DuckDB connection, or a connection to a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        with fresh_postgres_url() as url, open_warehouse(url).connect() as connection:
+            yield connection
+        return
     connection = duckdb.connect(str(tmp_path / "w.duckdb"))
     try:
         yield connection

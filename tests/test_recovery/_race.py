@@ -1,6 +1,7 @@
 """Worker process of the concurrency matrix: waits at a file barrier, then publishes or rolls back.
 
-Run as `python -m tests.test_recovery._race SPEC.json`. The spec names the warehouse, the
+Run as `python -m tests.test_recovery._race SPEC.json`. The spec names the warehouse (a
+DuckDB path or a postgresql:// URL), the
 barrier directory, the action and its arguments; the outcome (success with its result, or
 the exception class and message) is written as JSON to the spec's `result` path. A clean
 failure exits 0 too: only a crash of the worker itself exits non-zero.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ecm_assets.adapters.warehouse import connect
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.contracts.dataset import Column, DatasetContract
 from ecm_assets.publish.protocol import PublishRequest, publish_partitions
 from ecm_assets.publish.versions import rollback
@@ -106,8 +107,7 @@ class _WaitLog:
 def _act(spec: dict, lock_waits: list[int]) -> dict:
     contract = CONTRACTS[spec["contract"]]
     partitions = [date.fromisoformat(p) for p in spec["partitions"]]
-    with connect(
-        spec["warehouse"],
+    with open_warehouse(spec["warehouse"]).connect(
         timeout_seconds=spec.get("lock_timeout", 90.0),
         logger=_WaitLog(lock_waits),
     ) as conn:

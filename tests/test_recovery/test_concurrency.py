@@ -1,4 +1,4 @@
-"""Concurrency matrix: two real processes race to publish (or roll back) on one DuckDB file.
+"""Concurrency matrix: two real processes race to publish (or roll back) on one warehouse.
 
 In the style of Delta Lake's conflict tests: each cell starts two workers behind a file
 barrier and checks the end state, whatever the interleaving. Every worker either succeeds
@@ -8,6 +8,10 @@ view shows it; no manifest is left in flight. Besides the free race, each cell i
 in both forced orders so that both outcomes are checked exactly.
 
 Worker A always locks its input before worker B (as_of T1 < T2).
+
+Every cell runs on both backends (tests/_backends.py): one DuckDB file (one writer at a
+time), and a fresh PostgreSQL database (many writers; one partition's publishes serialize
+on advisory locks).
 """
 
 from __future__ import annotations
@@ -16,16 +20,19 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import duckdb
 import pytest
 
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.manifest.ledger import load_manifests
 from ecm_assets.manifest.states import RunStatus
 from ecm_assets.publish.protocol import STAGING_SCHEMA, publish_partitions
 from ecm_assets.publish.versions import CURRENT, VERSIONS, versions_table
+from tests._warehouses import BACKENDS, warehouse_for
 from tests.test_recovery._race import REPLACE, VERSIONED, publish_request, run_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,12 +43,19 @@ ORDERS = ["race", "a_first", "b_first"]
 WORKER_TIMEOUT = 120.0
 
 
-def _seed(warehouse: Path, contract, run_id: str, partitions: list[date], as_of) -> None:
-    with duckdb.connect(str(warehouse)) as conn:
+@pytest.fixture(params=BACKENDS)
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new warehouse on each backend: a DuckDB path or a PostgreSQL database URL."""
+    with warehouse_for(request.param, tmp_path) as target:
+        yield target
+
+
+def _seed(warehouse: str, contract, run_id: str, partitions: list[date], as_of) -> None:
+    with open_warehouse(warehouse).connect() as conn:
         publish_partitions(conn, publish_request(contract, run_id, partitions, as_of))
 
 
-def _race(tmp_path: Path, warehouse: Path, a: dict, b: dict, order: str) -> dict[str, dict]:
+def _race(tmp_path: Path, warehouse: str, a: dict, b: dict, order: str) -> dict[str, dict]:
     """Start workers A and B together behind a file barrier; return their outcomes."""
     barrier = tmp_path / "barrier"
     barrier.mkdir()
@@ -95,13 +109,13 @@ def _log(tmp_path: Path, name: str) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
 
 
-def _first_publisher(conn: duckdb.DuckDBPyConnection, *run_ids: str) -> str:
+def _first_publisher(conn: Any, *run_ids: str) -> str:
     """Which of the runs entered the protocol first: manifests are planned under the lock."""
     planned = {m.run_id: m.planned_at for m in load_manifests(conn) if m.run_id in run_ids}
     return min(planned, key=planned.__getitem__)
 
 
-def _assert_ledger_settled(conn: duckdb.DuckDBPyConnection, expected: dict[str, RunStatus]) -> None:
+def _assert_ledger_settled(conn: Any, expected: dict[str, RunStatus]) -> None:
     manifests = {m.run_id: m for m in load_manifests(conn)}
     assert {r: m.status for r, m in manifests.items()} == expected
     for m in manifests.values():
@@ -120,7 +134,7 @@ def _assert_stale_failure(outcome: dict) -> None:
     assert "refusing to replace newer output with older" in outcome["message"]
 
 
-def _replace_partition(conn: duckdb.DuckDBPyConnection, day: date) -> tuple[set[str], list]:
+def _replace_partition(conn: Any, day: date) -> tuple[set[str], list]:
     rows = conn.execute(
         f"SELECT business_date, unit_id, value, note, run_id FROM {REPLACE.table} "
         "WHERE business_date = ? ORDER BY unit_id",
@@ -129,13 +143,13 @@ def _replace_partition(conn: duckdb.DuckDBPyConnection, day: date) -> tuple[set[
     return {r[-1] for r in rows}, [r[:-1] for r in rows]
 
 
-def _assert_replace_output(conn: duckdb.DuckDBPyConnection, day: date, run_id: str) -> None:
+def _assert_replace_output(conn: Any, day: date, run_id: str) -> None:
     runs, rows = _replace_partition(conn, day)
     assert runs == {run_id}
     assert rows == run_rows(run_id, day)
 
 
-def _versions(conn: duckdb.DuckDBPyConnection, day: date) -> dict[int, tuple[str, str]]:
+def _versions(conn: Any, day: date) -> dict[int, tuple[str, str]]:
     rows = conn.execute(
         f"SELECT version, run_id, status FROM {VERSIONS} WHERE dataset = ? AND "
         "partition_date = ? ORDER BY version",
@@ -144,9 +158,7 @@ def _versions(conn: duckdb.DuckDBPyConnection, day: date) -> dict[int, tuple[str
     return {v: (run, status) for v, run, status in rows}
 
 
-def _assert_current_version(
-    conn: duckdb.DuckDBPyConnection, day: date, version: int, run_id: str
-) -> None:
+def _assert_current_version(conn: Any, day: date, version: int, run_id: str) -> None:
     published = [v for v, (_, s) in _versions(conn, day).items() if s == "PUBLISHED"]
     assert published == [version]
     pointer = conn.execute(
@@ -179,8 +191,7 @@ def _publish(run_id: str, contract, partitions: list[date], as_of: datetime) -> 
 
 
 @pytest.mark.parametrize("order", ORDERS)
-def test_same_partition_replace_vs_replace(tmp_path: Path, order: str) -> None:
-    warehouse = tmp_path / "warehouse.duckdb"
+def test_same_partition_replace_vs_replace(tmp_path: Path, warehouse: str, order: str) -> None:
     _seed(warehouse, REPLACE, "run-0", [D1, D2], T0)
 
     out = _race(
@@ -191,7 +202,7 @@ def test_same_partition_replace_vs_replace(tmp_path: Path, order: str) -> None:
         order,
     )
 
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
         first = _first_publisher(conn, "run-A", "run-B")
         assert first == {"a_first": "run-A", "b_first": "run-B"}.get(order, first)
         # The newer input lock wins either way; the older one may not overwrite it.
@@ -213,8 +224,9 @@ def test_same_partition_replace_vs_replace(tmp_path: Path, order: str) -> None:
 
 
 @pytest.mark.parametrize("order", ORDERS)
-def test_different_partitions_replace_vs_replace(tmp_path: Path, order: str) -> None:
-    warehouse = tmp_path / "warehouse.duckdb"
+def test_different_partitions_replace_vs_replace(
+    tmp_path: Path, warehouse: str, order: str
+) -> None:
     _seed(warehouse, REPLACE, "run-0", [D1, D2, D3], T0)
 
     out = _race(
@@ -226,7 +238,7 @@ def test_different_partitions_replace_vs_replace(tmp_path: Path, order: str) -> 
     )
 
     assert (out["A"]["ok"], out["B"]["ok"]) == (True, True)
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
         _assert_replace_output(conn, D1, "run-A")
         _assert_replace_output(conn, D2, "run-B")
         _assert_replace_output(conn, D3, "run-0")
@@ -241,8 +253,7 @@ def test_different_partitions_replace_vs_replace(tmp_path: Path, order: str) -> 
 
 
 @pytest.mark.parametrize("order", ORDERS)
-def test_same_partition_versioned_vs_versioned(tmp_path: Path, order: str) -> None:
-    warehouse = tmp_path / "warehouse.duckdb"
+def test_same_partition_versioned_vs_versioned(tmp_path: Path, warehouse: str, order: str) -> None:
     _seed(warehouse, VERSIONED, "run-0", [D1], T0)
 
     out = _race(
@@ -253,7 +264,7 @@ def test_same_partition_versioned_vs_versioned(tmp_path: Path, order: str) -> No
         order,
     )
 
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
         first = _first_publisher(conn, "run-A", "run-B")
         assert first == {"a_first": "run-A", "b_first": "run-B"}.get(order, first)
         assert out["B"]["ok"] is True
@@ -283,8 +294,7 @@ def test_same_partition_versioned_vs_versioned(tmp_path: Path, order: str) -> No
 
 
 @pytest.mark.parametrize("order", ORDERS)
-def test_versioned_publish_vs_rollback(tmp_path: Path, order: str) -> None:
-    warehouse = tmp_path / "warehouse.duckdb"
+def test_versioned_publish_vs_rollback(tmp_path: Path, warehouse: str, order: str) -> None:
     _seed(warehouse, VERSIONED, "run-0", [D1], T0)
     _seed(warehouse, VERSIONED, "run-1", [D1], T1)
 
@@ -307,7 +317,7 @@ def test_versioned_publish_vs_rollback(tmp_path: Path, order: str) -> None:
     publish_first = out["B"]["from_version"] == 3
     assert publish_first == {"a_first": True, "b_first": False}.get(order, publish_first)
     assert out["B"]["to_version"] == 1
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
         if publish_first:
             assert _versions(conn, D1) == {
                 1: ("run-0", "PUBLISHED"),

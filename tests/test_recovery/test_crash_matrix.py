@@ -4,6 +4,9 @@ The old output of case_events 2026-09-03 is published; a late landing file then 
 partition. A subprocess materializes the partition again and is killed at one failpoint.
 Readers must see exactly the old output or exactly the new one, `ecm recover` must settle the
 dead run from durable state alone, and a normal rerun must then publish the new output.
+
+The matrix runs on both warehouse backends (tests/_backends.py): a DuckDB file copied per
+test, or a PostgreSQL database created per test from the module's base database as template.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.case_sla.contracts import CASE_EVENTS
 from ecm_assets.cli import main as ecm
 from ecm_assets.definitions import case_sla_definitions as build_definitions
@@ -34,6 +38,7 @@ from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
 from ecm_assets.publish.failpoints import ENV_VAR
 from ecm_assets.publish.protocol import business_checksum
 from ecm_assets.publish.staging import STAGING_SCHEMA, staging_table_name
+from tests._warehouses import BACKENDS, copy_of, warehouse_for
 
 PARTITION = "2026-09-03"
 DAY = date.fromisoformat(PARTITION)
@@ -54,7 +59,7 @@ MATERIALIZE_SCRIPT = textwrap.dedent(
 
     from ecm_assets.definitions import case_sla_definitions as build_definitions
 
-    defs = build_definitions(Path(sys.argv[1]), Path(sys.argv[2]))
+    defs = build_definitions(Path(sys.argv[1]), sys.argv[2])
     dg.materialize(
         list(defs.assets),
         selection=["case_events"],
@@ -77,13 +82,13 @@ class Output:
 @dataclass(frozen=True)
 class Base:
     data: Path
-    warehouse: Path
+    warehouse: str  # a DuckDB path or a postgresql:// URL
     old_run: str
     old: Output
     new: Output
 
 
-def _materialize(data: Path, warehouse: Path) -> str:
+def _materialize(data: Path, warehouse: str) -> str:
     defs = build_definitions(data, warehouse)
     result = dg.materialize(
         list(defs.assets or []),
@@ -95,8 +100,8 @@ def _materialize(data: Path, warehouse: Path) -> str:
     return result.run_id
 
 
-def _read_output(warehouse: Path) -> Output:
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+def _read_output(warehouse: str) -> Output:
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
         rows = conn.execute(
             "SELECT count(*) FROM case_events WHERE business_date = ?", [DAY]
         ).fetchone()[0]
@@ -109,18 +114,18 @@ def _read_output(warehouse: Path) -> Output:
     return Output(rows, checksum, frozenset(r for (r,) in runs))
 
 
-def _manifest(warehouse: Path, run_id: str) -> Manifest:
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+def _manifest(warehouse: str, run_id: str) -> Manifest:
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
         return load_manifest(conn, run_id, "case_events")
 
 
-def _manifests(warehouse: Path) -> list[Manifest]:
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+def _manifests(warehouse: str) -> list[Manifest]:
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
         return load_manifests(conn)
 
 
-def _staging(warehouse: Path) -> list[str]:
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
+def _staging(warehouse: str) -> list[str]:
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
         return [
             name
             for (name,) in conn.execute(
@@ -138,29 +143,26 @@ def _ecm_json(*argv: str) -> object:
     return json.loads(out.getvalue())
 
 
-def _copy_warehouse(source: Path, target: Path) -> None:
-    shutil.copyfile(source, target)
-    wal = source.with_name(source.name + ".wal")
-    if wal.exists():
-        shutil.copyfile(wal, target.with_name(target.name + ".wal"))
-
-
-@pytest.fixture(scope="module")
-def base(demo_data, tmp_path_factory: pytest.TempPathFactory) -> Base:
+@pytest.fixture(scope="module", params=BACKENDS)
+def base(request, demo_data, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Base]:
     """OLD output published from the demo data; NEW output computed with one late event."""
     root, _ = demo_data
     work = tmp_path_factory.mktemp("crash_base")
     data = work / "data"
     shutil.copytree(root, data)
-    warehouse = work / "old.duckdb"
+    with contextlib.ExitStack() as stack:
+        warehouse = stack.enter_context(warehouse_for(request.param, work, "old"))
+        yield _publish_base(stack, data, work, warehouse)
+
+
+def _publish_base(stack: contextlib.ExitStack, data: Path, work: Path, warehouse: str) -> Base:
     old_run = _materialize(data, warehouse)
     old = _read_output(warehouse)
     assert old.run_ids == {old_run}
     assert _manifest(warehouse, old_run).outputs["business_checksum"] == old.checksum
 
     (data / LATE_FILE).write_text(LATE_CSV)
-    new_warehouse = work / "new.duckdb"
-    _copy_warehouse(warehouse, new_warehouse)
+    new_warehouse = stack.enter_context(copy_of(warehouse, work, "new"))
     new_run = _materialize(data, new_warehouse)
     new = _read_output(new_warehouse)
     assert new.run_ids == {new_run}
@@ -200,13 +202,13 @@ CRASHES = [
 ]
 
 
-def _run_killed(data: Path, warehouse: Path, point: str, cwd: Path, durable: bool) -> None:
+def _run_killed(data: Path, warehouse: str, point: str, cwd: Path, durable: bool) -> None:
     env = {
         **os.environ,
         ENV_VAR: f"{point}=kill",
         "ECM_DURABLE_STAGING": "1" if durable else "0",
         "ECM_DATA_DIR": str(data),
-        "ECM_WAREHOUSE": str(warehouse),
+        "ECM_WAREHOUSE_URL": warehouse,
     }
     proc = subprocess.Popen(
         [sys.executable, "-c", MATERIALIZE_SCRIPT, str(data), str(warehouse)],
@@ -224,10 +226,17 @@ def _run_killed(data: Path, warehouse: Path, point: str, cwd: Path, durable: boo
     assert proc.returncode == -signal.SIGKILL, stderr.decode(errors="replace")[-3000:]
 
 
+@pytest.fixture
+def warehouse(base: Base, tmp_path: Path) -> Iterator[str]:
+    """This test's copy of the base warehouse (old output published)."""
+    with copy_of(base.warehouse, tmp_path, "warehouse") as target:
+        yield target
+
+
 @pytest.mark.parametrize("durable", [True, False], ids=["durable-staging", "temp-staging"])
 @pytest.mark.parametrize("crash", CRASHES, ids=lambda c: c.point)
 def test_sigkill_at_publish_step_then_recover_and_rerun(
-    base: Base, tmp_path: Path, crash: Crash, durable: bool
+    base: Base, warehouse: str, tmp_path: Path, crash: Crash, durable: bool
 ) -> None:
     if not durable:
         # A temp staging table dies with its process: nothing is left to clean, so every
@@ -238,9 +247,6 @@ def test_sigkill_at_publish_step_then_recover_and_rerun(
             False,
             None if crash.committed else "SAFE_TO_RETRY",
         )
-    warehouse = tmp_path / "warehouse.duckdb"
-    _copy_warehouse(base.warehouse, warehouse)
-
     _run_killed(base.data, warehouse, crash.point, tmp_path, durable)
 
     # The dead run left its manifest where the crash caught it.
@@ -263,7 +269,7 @@ def test_sigkill_at_publish_step_then_recover_and_rerun(
     else:
         assert seen == base.old
 
-    decisions = _ecm_json("recover", "--warehouse", str(warehouse), "--json")
+    decisions = _ecm_json("recover", "--warehouse", warehouse, "--json")
     if crash.committed:
         # Nothing is in flight: the manifest committed with the data. Only a durable staging
         # table the killed process never dropped is cleaned.
@@ -298,9 +304,9 @@ def test_sigkill_at_publish_step_then_recover_and_rerun(
     assert not [m for m in _manifests(warehouse) if m.status in IN_FLIGHT]
 
 
-def _running_manifest(warehouse: Path, run_id: str, pid: int) -> str:
+def _running_manifest(warehouse: str, run_id: str, pid: int) -> str:
     """A RUNNING manifest of case_events owned by `pid` on this host, with its staging table."""
-    with duckdb.connect(str(warehouse)) as conn:
+    with open_warehouse(warehouse).connect() as conn:
         plan(
             conn,
             Manifest(
@@ -319,13 +325,20 @@ def _running_manifest(warehouse: Path, run_id: str, pid: int) -> str:
     return staging
 
 
-def test_recover_leaves_a_live_running_process_alone_unless_forced(tmp_path: Path) -> None:
-    warehouse = tmp_path / "warehouse.duckdb"
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recover_leaves_a_live_running_process_alone_unless_forced(
+    tmp_path: Path, backend: str
+) -> None:
+    with warehouse_for(backend, tmp_path) as warehouse:
+        _recover_leaves_live_run_alone(warehouse)
+
+
+def _recover_leaves_live_run_alone(warehouse: str) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         staging = _running_manifest(warehouse, "run-alive", sleeper.pid)
 
-        decisions = _ecm_json("recover", "--warehouse", str(warehouse), "--json")
+        decisions = _ecm_json("recover", "--warehouse", warehouse, "--json")
         assert [(d["run_id"], d["was"], d["decision"]) for d in decisions] == [
             ("run-alive", "RUNNING", "STILL_RUNNING")
         ]
@@ -334,7 +347,7 @@ def test_recover_leaves_a_live_running_process_alone_unless_forced(tmp_path: Pat
         assert _staging(warehouse) == [staging]
         assert sleeper.poll() is None
 
-        forced = _ecm_json("recover", "--warehouse", str(warehouse), "--json", "--force")
+        forced = _ecm_json("recover", "--warehouse", warehouse, "--json", "--force")
         assert [(d["run_id"], d["was"], d["decision"]) for d in forced] == [
             ("run-alive", "RUNNING", "FAILED_CLEANED")
         ]

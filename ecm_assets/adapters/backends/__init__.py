@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ecm_assets.adapters.backends.base import Warehouse, WarehouseConnection
 
@@ -47,6 +48,16 @@ def open_warehouse(target: str | os.PathLike[str] | Warehouse) -> Warehouse:
     return DuckDBWarehouse(Path(text))
 
 
+def as_connection(conn: Any) -> WarehouseConnection:
+    """The seam connection for `conn`: a raw DuckDB connection (callers not yet ported) is
+    wrapped, a WarehouseConnection is returned as it is."""
+    if isinstance(conn, WarehouseConnection) or hasattr(conn, "dialect"):
+        return conn  # a seam connection, or a wrapper of one
+    from ecm_assets.adapters.backends.duckdb import DuckDBConnection
+
+    return DuckDBConnection(conn)
+
+
 def warehouse_target(default: str | os.PathLike[str] | None = None) -> str | None:
     """The configured warehouse: ECM_WAREHOUSE_URL, else ECM_WAREHOUSE, else `default`."""
     for name in (WAREHOUSE_URL_ENV, "ECM_WAREHOUSE"):
@@ -60,6 +71,7 @@ __all__ = [
     "WAREHOUSE_URL_ENV",
     "Warehouse",
     "WarehouseConnection",
+    "as_connection",
     "is_postgres_url",
     "open_warehouse",
     "warehouse_target",

@@ -54,6 +54,18 @@ class Dialect(abc.ABC):
         """A connection-local table that readers never see and a dead process leaves behind
         nowhere."""
 
+    @abc.abstractmethod
+    def in_list(self, column: str, sql_type: str = "VARCHAR") -> str:
+        """Predicate "column is in the list given as one parameter" (a Python list)."""
+
+    @abc.abstractmethod
+    def latest_attempts(self, table: str) -> str:
+        """A subquery of the rows of `table` with the highest `attempt` per (run_id, asset)."""
+
+    @abc.abstractmethod
+    def add_column(self, table: str, column: str, sql_type: str) -> str:
+        """The statement adding a nullable column (`column` already quoted)."""
+
 
 class WarehouseConnection(abc.ABC):
     """One open connection: statements, bulk loads, transactions and partition locks."""
@@ -80,9 +92,26 @@ class WarehouseConnection(abc.ABC):
     def rollback(self) -> None: ...
 
     @abc.abstractmethod
-    def lock_partitions(self, asset: str, keys: Sequence[str]) -> None:
-        """Hold, until the current transaction ends, the publish lock of each (asset, key):
+    def lock_partitions(self, asset: str, keys: Sequence[str]) -> AbstractContextManager[None]:
+        """Hold the publish lock of each (asset, key) from the call until the block ends:
         publishes of the same partition serialize, disjoint ones do not wait."""
+
+    @abc.abstractmethod
+    def ddl_lock(self) -> AbstractContextManager[None]:
+        """One writer of shared-table DDL (CREATE ... IF NOT EXISTS, ALTER) at a time."""
+
+    @abc.abstractmethod
+    def copy_in(self, table: str, data: pa.Table) -> int:
+        """Bulk-load an Arrow table into `table` by column name; the rows written."""
+
+    @abc.abstractmethod
+    def table_exists(self, schema: str, name: str) -> bool:
+        """Whether a table or view `schema.name` exists."""
+
+    @abc.abstractmethod
+    def scratch(self) -> Any:
+        """An in-process DuckDB connection living as long as this one, for what runs in
+        DuckDB SQL whatever the backend (SQL transforms, checksums); on DuckDB, itself."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -112,5 +141,3 @@ class Warehouse(abc.ABC):
     def exists(self) -> bool:
         """Whether anything was ever published here (a read-only open needs it)."""
         return True
-
-

@@ -7,7 +7,7 @@ lock (with backoff and a deadline) is adapters/warehouse.py's `connect`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,18 @@ class DuckDBDialect(Dialect):
     def temp_table(self, name: str) -> str:
         return f"temp.main.{self.quote_ident(name)}"
 
+    def in_list(self, column: str, sql_type: str = "VARCHAR") -> str:
+        return f"list_contains(?::{sql_type}[], {column})"
+
+    def latest_attempts(self, table: str) -> str:
+        return (
+            f"(SELECT * FROM {table} "
+            "QUALIFY attempt = max(attempt) OVER (PARTITION BY run_id, asset))"
+        )
+
+    def add_column(self, table: str, column: str, sql_type: str) -> str:
+        return f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"
+
 
 DIALECT = DuckDBDialect()
 
@@ -56,6 +68,12 @@ class DuckDBConnection(WarehouseConnection):
     def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         return self.execute(sql, params).fetch_arrow_table()
 
+    def df(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        return self.execute(sql, params).df()
+
+    def scratch(self) -> duckdb.DuckDBPyConnection:
+        return self.raw
+
     def begin(self) -> None:
         self.raw.execute("BEGIN TRANSACTION")
 
@@ -65,8 +83,32 @@ class DuckDBConnection(WarehouseConnection):
     def rollback(self) -> None:
         self.raw.execute("ROLLBACK")
 
-    def lock_partitions(self, asset: str, keys: Sequence[str]) -> None:
-        return None  # the open read-write file is already exclusive to this process
+    def lock_partitions(self, asset: str, keys: Sequence[str]) -> AbstractContextManager[None]:
+        return nullcontext()  # the open read-write file is already exclusive to this process
+
+    def ddl_lock(self) -> AbstractContextManager[None]:
+        return nullcontext()  # one writing process per file
+
+    def copy_in(self, table: str, data: pa.Table) -> int:
+        if data.num_rows == 0:
+            return 0
+        view = "__ecm_copy_in"
+        self.raw.register(view, data)
+        try:
+            cols = ", ".join(self.dialect.quote_ident(c) for c in data.column_names)
+            self.raw.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {view}")
+        finally:
+            self.raw.unregister(view)
+        return data.num_rows
+
+    def table_exists(self, schema: str, name: str) -> bool:
+        return bool(
+            self.raw.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? "
+                "AND table_name = ?",
+                [schema, name],
+            ).fetchone()[0]
+        )
 
     def close(self) -> None:
         self.raw.close()

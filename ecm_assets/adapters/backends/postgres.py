@@ -1,0 +1,418 @@
+"""The server backend: PostgreSQL through psycopg 3.
+
+How the publish rules are done here:
+- statements are written with `?` placeholders and translated to psycopg's `%s`;
+- a connection is in autocommit outside an explicit `begin()`, so DDL and ledger moves
+  before the swap commit on their own, as they do on DuckDB;
+- bulk reads are `COPY (query) TO STDOUT` in CSV, parsed by pyarrow with the schema the
+  query's result types give (exact for doubles, timestamps, time zones and NULLs);
+- bulk staging is `COPY table FROM STDIN` of a CSV that pyarrow writes from an Arrow table,
+  never row-by-row INSERT;
+- publishes of the same (asset, partition) serialize on session-level advisory locks taken
+  in sorted order, held for the whole publish including its checks; disjoint partitions do
+  not wait for each other;
+- DDL of shared tables (CREATE ... IF NOT EXISTS races in PostgreSQL) runs under one global
+  advisory lock.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import date
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import duckdb
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ecm_assets.adapters.backends.base import Dialect, Log, Warehouse, WarehouseConnection
+
+log = logging.getLogger(__name__)
+
+#: The global advisory lock (single bigint key space) around DDL of shared tables.
+DDL_LOCK_KEY = 0x45434D5F44444C  # "ECM_DDL"
+
+_TYPES = {
+    "DOUBLE": "DOUBLE PRECISION",
+    "FLOAT8": "DOUBLE PRECISION",
+    "FLOAT": "REAL",
+    "FLOAT4": "REAL",
+    "VARCHAR": "TEXT",
+    "STRING": "TEXT",
+    "JSON": "TEXT",  # TEXT, not JSONB: the checksum hashes the exact text that was staged
+    "HUGEINT": "NUMERIC(38)",
+    "UBIGINT": "NUMERIC(20)",
+    "TINYINT": "SMALLINT",
+    "UTINYINT": "SMALLINT",
+    "USMALLINT": "INTEGER",
+    "UINTEGER": "BIGINT",
+    "BLOB": "BYTEA",
+}
+_TYPE_HEAD = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(.*)$", re.S)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def libpq_url(url: str) -> str:
+    """psycopg's spelling of a URL (SQLAlchemy's postgresql+psycopg:// is accepted too)."""
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
+def translate(sql: str) -> str:
+    """`?` placeholders to `%s`, and a literal `%` to `%%`, outside quotes and comments."""
+    if "?" not in sql and "%" not in sql:
+        return sql
+    out: list[str] = []
+    quote: str | None = None
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if quote is not None:
+            if ch == "%":
+                out.append("%%")
+            else:
+                out.append(ch)
+                if ch == quote:
+                    quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            out.append("%s")
+        elif ch == "%":
+            out.append("%%")
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+
+    def owned_filter(self, column: str, sql_type: str = "DATE") -> str:
+        # The range lets a btree (or BRIN) index prune; = ANY keeps it exact for gaps.
+        return f"({column} BETWEEN ? AND ? AND {self.in_list(column, sql_type)})"
+
+    def owned_params(self, owned: Sequence[date | str]) -> list[object]:
+        values = sorted(owned)
+        return [values[0], values[-1], values]
+
+    def in_list(self, column: str, sql_type: str = "VARCHAR") -> str:
+        return f"{column} = ANY(CAST(? AS {self.sql_type(sql_type)}[]))"
+
+    def sql_type(self, contract_type: str) -> str:
+        match = _TYPE_HEAD.match(contract_type)
+        if match is None:
+            return contract_type
+        head, rest = match.group(1), match.group(2)
+        if head.upper() == "DOUBLE" and rest.strip().upper().startswith("PRECISION"):
+            return contract_type
+        return _TYPES.get(head.upper(), head) + rest
+
+    def temp_table(self, name: str) -> str:
+        return f"pg_temp.{self.quote_ident(name)}"
+
+    def latest_attempts(self, table: str) -> str:
+        return (
+            f"(SELECT DISTINCT ON (run_id, asset) * FROM {table} "
+            "ORDER BY run_id, asset, attempt DESC) AS latest"
+        )
+
+    def add_column(self, table: str, column: str, sql_type: str) -> str:
+        return f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {self.sql_type(sql_type)}"
+
+
+DIALECT = PostgresDialect()
+
+# Result type OIDs to Arrow types; anything else is read as text.
+_ARROW_TYPES: dict[int, pa.DataType] = {
+    16: pa.bool_(),
+    20: pa.int64(),
+    21: pa.int16(),
+    23: pa.int32(),
+    700: pa.float32(),
+    701: pa.float64(),
+    1082: pa.date32(),
+    1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", tz="UTC"),
+    25: pa.string(),
+    1043: pa.string(),
+    1042: pa.string(),
+    19: pa.string(),
+    114: pa.string(),
+    3802: pa.string(),
+}
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """A frame with the dtypes DuckDB's `.df()` gives (dates as datetime64, nullable ints as
+    floats), so readers see the same frame on both backends."""
+    with duckdb.connect() as local:
+        return local.from_arrow(table).df()
+
+
+class PostgresResult:
+    """A finished statement: rows like DuckDB's (a DML statement's row is its row count)."""
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        self.cursor = cursor
+
+    @property
+    def description(self) -> Any:
+        return self.cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self.cursor.rowcount
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        if self.cursor.description is None:
+            return (self.cursor.rowcount,)
+        return self.cursor.fetchone()
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        if self.cursor.description is None:
+            return [(self.cursor.rowcount,)]
+        return self.cursor.fetchall()
+
+    def fetch_arrow_table(self) -> pa.Table:
+        desc = self.cursor.description or []
+        rows = self.cursor.fetchall()
+        names = [d.name for d in desc]
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+        arrays = [
+            pa.array(list(col), type=_ARROW_TYPES.get(d.type_code))
+            if d.type_code in _ARROW_TYPES
+            else pa.array([None if v is None else str(v) for v in col], type=pa.string())
+            for d, col in zip(desc, columns, strict=True)
+        ]
+        return pa.table(arrays, names=names)
+
+    def arrow(self) -> pa.Table:
+        return self.fetch_arrow_table()
+
+    def df(self) -> pd.DataFrame:
+        return to_pandas(self.fetch_arrow_table())
+
+
+class PostgresConnection(WarehouseConnection):
+    """One psycopg connection behind the seam; `raw` is psycopg's own API."""
+
+    kind = "postgresql"
+    dialect = DIALECT
+
+    def __init__(self, raw: psycopg.Connection, url: str, logger: Log | None = None) -> None:
+        self.raw = raw
+        self.url = url
+        self.log = logger if logger is not None else log
+        #: Partition locks this connection had to wait for: (asset, key), in order.
+        self.lock_waits: list[tuple[str, str]] = []
+        self._in_transaction = False
+        self._scratch: duckdb.DuckDBPyConnection | None = None
+
+    def scratch(self) -> duckdb.DuckDBPyConnection:
+        if self._scratch is None:
+            self._scratch = duckdb.connect()
+            self._scratch.execute("SET TimeZone = 'UTC'")
+        return self._scratch
+
+    # statements -------------------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> PostgresResult:
+        cursor = self.raw.cursor()
+        if params is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(translate(sql), list(params))
+        return PostgresResult(cursor)
+
+    def df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        return to_pandas(self.arrow(sql, params))
+
+    def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        """A large read: COPY (query) TO STDOUT as CSV, parsed by pyarrow with the schema the
+        query's result types give."""
+        query = translate(sql) if params is not None else sql
+        args = list(params) if params is not None else None
+        with self.raw.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM ({query}) AS __ecm_q LIMIT 0", args)
+            desc = cursor.description or []
+            buffer = io.BytesIO()
+            with cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", args) as copy:
+                for chunk in copy:
+                    buffer.write(chunk)
+        names = [d.name for d in desc]
+        fields = [pa.field(d.name, _ARROW_TYPES.get(d.type_code, pa.string())) for d in desc]
+        schema = pa.schema(fields)
+        if buffer.tell() == 0:
+            return schema.empty_table()
+        buffer.seek(0)
+        table = pacsv.read_csv(
+            buffer,
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=True),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=schema,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        )
+        return table.cast(schema) if table.schema != schema else table
+
+    def copy_in(self, table: str, data: pa.Table) -> int:
+        """Bulk-load an Arrow table into `table` by column name with COPY FROM STDIN."""
+        if data.num_rows == 0:
+            return 0
+        out = io.BytesIO()
+        pacsv.write_csv(data, out, pacsv.WriteOptions(include_header=False))
+        cols = ", ".join(self.dialect.quote_ident(c) for c in data.column_names)
+        statement = f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)"
+        with self.raw.cursor() as cursor, cursor.copy(statement) as copy:
+            view = out.getbuffer()
+            step = 1 << 20
+            for start in range(0, len(view), step):
+                copy.write(view[start : start + step])
+            del view
+        return data.num_rows
+
+    # transactions -----------------------------------------------------------------------
+    def begin(self) -> None:
+        self.raw.execute("BEGIN")
+        self._in_transaction = True
+
+    def commit(self) -> None:
+        self.raw.execute("COMMIT")
+        self._in_transaction = False
+
+    def rollback(self) -> None:
+        self.raw.execute("ROLLBACK")
+        self._in_transaction = False
+
+    # locks ------------------------------------------------------------------------------
+    @contextmanager
+    def lock_partitions(self, asset: str, keys: Sequence[str]) -> Iterator[None]:
+        """Session-level advisory lock per (asset, key), taken in sorted order (no deadlock
+        between two publishes of overlapping ranges) and held until the block ends."""
+        taken: list[str] = []
+        try:
+            for key in sorted(set(keys)):
+                got = self.raw.execute(
+                    "SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", [asset, key]
+                ).fetchone()
+                if not (got and got[0]):
+                    self.lock_waits.append((asset, key))
+                    self.log.info(
+                        f"partition {asset} {key} is being published by another run; waiting"
+                    )
+                    self.raw.execute(
+                        "SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))", [asset, key]
+                    )
+                taken.append(key)
+            yield
+        finally:
+            for key in reversed(taken):
+                try:
+                    self.raw.execute(
+                        "SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", [asset, key]
+                    )
+                except psycopg.Error:  # the session is gone: its locks went with it
+                    break
+
+    @contextmanager
+    def ddl_lock(self) -> Iterator[None]:
+        """One DDL writer of shared tables at a time (CREATE ... IF NOT EXISTS is not safe
+        against itself in PostgreSQL); inside a transaction the lock lasts until its end."""
+        if self._in_transaction or self.raw.info.transaction_status != 0:
+            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", [DDL_LOCK_KEY])
+            yield
+            return
+        self.raw.execute("SELECT pg_advisory_lock(%s)", [DDL_LOCK_KEY])
+        try:
+            yield
+        finally:
+            with suppress(psycopg.Error):
+                self.raw.execute("SELECT pg_advisory_unlock(%s)", [DDL_LOCK_KEY])
+
+    def table_exists(self, schema: str, name: str) -> bool:
+        row = self.raw.execute(
+            "SELECT to_regclass(%s) IS NOT NULL",
+            [f"{self.dialect.quote_ident(schema)}.{self.dialect.quote_ident(name)}"],
+        ).fetchone()
+        return bool(row and row[0])
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.close()
+        self.raw.close()
+
+
+class PostgresWarehouse(Warehouse):
+    """A PostgreSQL database as the warehouse: many writers at once."""
+
+    kind = "postgresql"
+    default_pool_size = 4
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    @property
+    def url(self) -> str:
+        return redact(self._url)
+
+    @property
+    def dsn(self) -> str:
+        return libpq_url(self._url)
+
+    def exists(self) -> bool:
+        return True
+
+    @contextmanager
+    def connect(
+        self,
+        *,
+        read_only: bool = False,
+        timeout_seconds: float = 120.0,
+        logger: Log | None = None,
+    ) -> Iterator[PostgresConnection]:
+        try:
+            raw = psycopg.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=max(1, int(min(timeout_seconds, 30))),
+                options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3"
+                + (" -c default_transaction_read_only=on" if read_only else ""),
+            )
+        except psycopg.OperationalError as exc:
+            detail = str(exc).replace(self._url, self.url).strip().splitlines()
+            raise ConnectionError(
+                f"cannot connect to the warehouse {self.url}: {detail[0] if detail else exc}"
+            ) from None
+        conn = PostgresConnection(raw, self.url, logger)
+        try:
+            yield conn
+        finally:
+            with suppress(psycopg.Error):
+                conn.close()
