@@ -300,6 +300,20 @@ def _stop(proc: subprocess.Popen) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> str:
     proc = subprocess.run(
         args, cwd=cwd, env=env, capture_output=True, text=True, timeout=max(timeout, 30.0)
@@ -382,7 +396,7 @@ def _warehouse_rows(warehouse: str, assets: list[str]) -> dict[str, int]:
         with psycopg.connect(warehouse, connect_timeout=5) as conn:
             for a in assets:
                 try:
-                    rows[a] = conn.execute(f'SELECT count(*) FROM "{a}"').fetchone()[0]
+                    rows[a] = conn.execute(f'SELECT count(*) FROM main."{a}"').fetchone()[0]
                 except Exception:
                     conn.rollback()
                     rows[a] = -1
@@ -392,7 +406,7 @@ def _warehouse_rows(warehouse: str, assets: list[str]) -> dict[str, int]:
     with duckdb.connect(warehouse, read_only=True) as conn:
         for a in assets:
             try:
-                rows[a] = conn.execute(f'SELECT count(*) FROM "{a}"').fetchone()[0]
+                rows[a] = conn.execute(f'SELECT count(*) FROM main."{a}"').fetchone()[0]
             except duckdb.Error:
                 rows[a] = -1
     return rows
@@ -506,6 +520,8 @@ def daemon_backfill(plan: Plan, setup: str) -> Result:
         sampler.start()
         stack.callback(sampler.stop)
 
+        # The harness reads the same instance; a PostgreSQL one takes its settings from env.
+        stack.enter_context(_environ({k: v for k, v in env.items() if k.startswith("DAGSTER_PG")}))
         instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
         records: list[Any] = []
         status = "?"
