@@ -842,6 +842,13 @@ def main(argv: list[str] | None = None) -> list[Result]:
     return results
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so every daemon and database is cleaned up."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     outcome = main()
     raise SystemExit(0 if outcome and all(r.ok for r in outcome) else 1)
