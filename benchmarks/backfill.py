@@ -587,8 +587,9 @@ def daemon_backfill(plan: Plan, setup: str) -> Result:
         pools = sorted(instance.event_log_storage.get_concurrency_keys())
         ours = sampler.all_cpu_s()
         runs_cpu = sampler.runs_cpu_s()
+        # Before the stack closes: a PostgreSQL warehouse database is dropped with it.
+        rows = _warehouse_rows(warehouse, plan.assets)
 
-    rows = _warehouse_rows(warehouse, plan.assets)
     result = Result(
         setup=setup,
         ok=not failed and status.startswith(("COMPLETED", "REQUESTED")),
