@@ -481,10 +481,18 @@ def cmd_recover(args: argparse.Namespace) -> int:
             import dagster as dg
 
             from ecm_assets.operations.runs import settle_dagster_runs
+            from ecm_assets.orchestration.factory import pool_for
             from ecm_assets.publish.outbox import deliver_owed
 
             instance = stack.enter_context(dg.DagsterInstance.get())
-            for s in settle_dagster_runs(conn, instance, run_id=args.run_id, force=args.force):
+            settled = settle_dagster_runs(
+                conn,
+                instance,
+                run_id=args.run_id,
+                force=args.force,
+                pool=pool_for(_warehouse(args)),
+            )
+            for s in settled:
                 rows.append(
                     {
                         "run_id": s.run_id,

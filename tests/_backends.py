@@ -31,6 +31,7 @@ import pytest
 ADMIN_URL = os.environ.get("ECM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 #: Parameter ids of a backend matrix.
 WAREHOUSE_KINDS = ("duckdb", "postgresql")
+warehouse_targets = WAREHOUSE_KINDS  # the name the matrices use
 
 
 @cache

@@ -13,9 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests._backends import ADMIN_URL, _url_for, fresh_postgres_url, require_postgres
+from tests._backends import (
+    ADMIN_URL,
+    WAREHOUSE_KINDS,
+    _url_for,
+    fresh_postgres_url,
+    require_postgres,
+)
 
-BACKENDS = ("duckdb", "postgresql")
+BACKENDS = WAREHOUSE_KINDS
 
 
 def _admin(sql: str) -> None:

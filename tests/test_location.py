@@ -158,3 +158,46 @@ def test_the_shipped_location_is_one_call() -> None:
     keys = defs.get_repository_def().assets_defs_by_key[dg.AssetKey("case_events")]
     # The demo's partitions start where its data starts (2026-09-01), so the UI shows them filled.
     assert keys.partitions_def.get_first_partition_key() == "2026-09-01"
+
+
+PG_URL = "postgresql://ecm@db.example:5432/warehouse"
+
+
+def _pools_and_database(defs: dg.Definitions) -> tuple[set[str | None], str]:
+    from ecm_assets.orchestration.factory import IO_MANAGER_KEY
+
+    pools = {a.op.pool for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)}
+    return pools, (defs.resources or {})[IO_MANAGER_KEY].database
+
+
+def test_the_warehouse_is_a_path_or_a_url_and_picks_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecm_assets.orchestration.factory import POSTGRES_POOL, WAREHOUSE_POOL, pool_for
+
+    assert pool_for(tmp_path / "w.duckdb") == WAREHOUSE_POOL
+    assert pool_for(f"duckdb:///{tmp_path}/w.duckdb") == WAREHOUSE_POOL
+    assert pool_for(PG_URL) == POSTGRES_POOL
+
+    by_path = ecm_assets.build_definitions(DATASETS, data_dir=tmp_path, warehouse="w.duckdb")
+    assert _pools_and_database(by_path) == ({WAREHOUSE_POOL}, str(Path("w.duckdb").resolve()))
+    by_url = ecm_assets.build_definitions(DATASETS, data_dir=tmp_path, warehouse=PG_URL)
+    assert _pools_and_database(by_url) == ({POSTGRES_POOL}, PG_URL)
+
+    # ECM_WAREHOUSE_URL wins over ECM_WAREHOUSE, and is the default of the shipped location.
+    monkeypatch.setenv("ECM_WAREHOUSE", str(tmp_path / "old.duckdb"))
+    default = ecm_assets.build_definitions(DATASETS, data_dir=tmp_path)
+    assert _pools_and_database(default) == ({WAREHOUSE_POOL}, str(tmp_path / "old.duckdb"))
+    monkeypatch.setenv("ECM_WAREHOUSE_URL", PG_URL)
+    default = ecm_assets.build_definitions(DATASETS, data_dir=tmp_path)
+    assert _pools_and_database(default) == ({POSTGRES_POOL}, PG_URL)
+
+
+def test_ecm_reports_an_unreachable_postgresql_warehouse_in_one_line(capsys) -> None:
+    from ecm_assets.cli import main
+
+    code = main(["manifest", "--warehouse", "postgresql://ecm:secret@127.0.0.1:1/nowhere"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.count("\n") == 1 and "127.0.0.1:1" in err, err
+    assert "secret" not in err

@@ -130,8 +130,29 @@ def now() -> datetime:
 
 def ensure_ledger(conn: Any) -> None:
     conn = as_connection(conn)
+    if conn.kind != "duckdb" and _ledger_current(conn):
+        # A server backend: no DDL when nothing is missing. Even a no-op ALTER or CREATE
+        # INDEX IF NOT EXISTS locks its table, and would wait for every open publish.
+        return
     with conn.ddl_lock():
         _ensure_ledger(conn)
+
+
+def _ledger_current(conn: Any) -> bool:
+    if not all(
+        conn.table_exists(LEDGER_SCHEMA, t) for t in ("run_manifest", "status_history", "run_lease")
+    ):
+        return False
+    present = {
+        (table, name)
+        for table, name in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE "
+            "table_schema = ? AND table_name IN ('run_manifest', 'status_history')",
+            [LEDGER_SCHEMA],
+        ).fetchall()
+    }
+    wanted = {("run_manifest", n) for n in _ADDED_COLUMNS} | {("status_history", "attempt")}
+    return wanted <= present
 
 
 def _ensure_ledger(conn: Any) -> None:
@@ -162,6 +183,14 @@ def _ensure_ledger(conn: Any) -> None:
             sql_type = types[name].replace(" NOT NULL", "")
             conn.execute(conn.dialect.add_column(MANIFEST_TABLE, f'"{name}"', sql_type))
     conn.execute(f"ALTER TABLE {HISTORY_TABLE} ADD COLUMN IF NOT EXISTS attempt INTEGER")
+    for table, columns in (
+        (MANIFEST_TABLE, ["run_id", "asset", "attempt"]),
+        (HISTORY_TABLE, ["run_id"]),
+        (LEASE_TABLE, ["run_id", "asset", "attempt"]),
+    ):
+        index = conn.dialect.index(table, columns)
+        if index is not None:
+            conn.execute(index)
 
 
 def _encode(name: str, value: Any) -> Any:

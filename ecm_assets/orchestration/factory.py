@@ -419,6 +419,14 @@ def _exists(warehouse: DuckDBPublishIOManager) -> bool:
     return open_warehouse(warehouse.database).exists()
 
 
+def _begin_snapshot(conn: Any) -> None:
+    """Begin the upstream snapshot's read transaction. DuckDB transactions read one snapshot;
+    PostgreSQL's default (READ COMMITTED) gives each statement its own, so the transaction
+    asks for one (`snapshot=True`: REPEATABLE READ): every read of the run sees the same
+    commits."""
+    conn.begin(snapshot=True)
+
+
 def _end_snapshot(conn: Any) -> None:
     """End the upstream snapshot's read transaction (it wrote nothing)."""
     with suppress(Exception):  # already ended (e.g. by an error): closing follows
@@ -716,7 +724,7 @@ def build_dataset_asset(dataset: Dataset, pool: str = WAREHOUSE_POOL) -> dg.Asse
                         # One read transaction from here to the gate: the boundary's run ids,
                         # the transform and the control totals read the same snapshot.
                         snapshot_conn = snapshot.enter_context(warehouse.connect(context))
-                        snapshot_conn.begin()
+                        _begin_snapshot(snapshot_conn)
                         snapshot.callback(_end_snapshot, snapshot_conn)
                     rows = upstream_relation(
                         snapshot_conn, contract_for(u.dataset), rows.first, rows.last

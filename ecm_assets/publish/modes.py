@@ -12,6 +12,7 @@ the quarantine or the version ledger is touched; shadow writes only `ecm_shadow.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from ecm_assets.adapters.backends import WarehouseConnection, as_connection
 from ecm_assets.adapters.warehouse import owned_filter, owned_params, quote_ident
 from ecm_assets.contracts.dataset import PROVENANCE_COLUMNS, DatasetContract, partition_key
 from ecm_assets.manifest.ledger import ensure_ledger, mark_failed, now, transition
@@ -30,7 +32,7 @@ from ecm_assets.publish.protocol import (
     _ddl_columns,
     _ensure_running_manifest,
     _format_checksum,
-    _stage,
+    _stage_judged,
     _stage_rejects,
     business_checksum_sql,
     partition_checksums,
@@ -113,8 +115,14 @@ def diff_against_published(
     staging: str,
     owned: list[date],
     staged: dict[date, tuple[int, str]],
+    *,
+    published_rows: str | None = None,
 ) -> list[PartitionDiff]:
-    """Per owned partition: rows added, removed and changed by business key, and metric moves."""
+    """Per owned partition: rows added, removed and changed by business key, and metric moves.
+
+    DuckDB SQL on `conn`. `published_rows` names a relation there that already holds the
+    published rows of the owned partitions (a copy read from another backend); without it
+    the published table on `conn` is read."""
     published: dict[date, tuple[int, str]] = {}
     by_key: dict[date, tuple[int, int, int, int]] = {}
     deltas: dict[date, dict[str, tuple[float, float]]] = {}
@@ -125,10 +133,14 @@ def diff_against_published(
         if c.sql_type.upper() in ("BIGINT", "INTEGER", "DOUBLE")
         and c.name not in contract.business_key
     ]
-    if published_table_exists(conn, contract):
-        where = f"WHERE {owned_filter(pcol, contract.partition_sql_type)}"
-        params = owned_params(owned)
-        sql = business_checksum_sql(contract, contract.table, where, by_partition=True)
+    table = published_rows or contract.table
+    if published_rows is not None or published_table_exists(conn, contract):
+        if published_rows is None:
+            where = f"WHERE {owned_filter(pcol, contract.partition_sql_type)}"
+            params = owned_params(owned)
+        else:
+            where, params = "", []
+        sql = business_checksum_sql(contract, table, where, by_partition=True)
         for part, count, first, second in conn.execute(sql, params).fetchall():
             published[contract.as_partition(part)] = (count, _format_checksum(count, first, second))
         key = " AND ".join(
@@ -137,7 +149,7 @@ def diff_against_published(
         cols = ", ".join(quote_ident(c) for c in contract.column_names)
         sql = f"""
             WITH s AS (SELECT *, hash({cols}) AS __h FROM {staging}),
-                 p AS (SELECT *, hash({cols}) AS __h FROM {contract.table} {where})
+                 p AS (SELECT *, hash({cols}) AS __h FROM {table} {where})
             SELECT coalesce(s.{pcol}, p.{pcol}) AS part,
                    count(*) FILTER (WHERE p.__h IS NULL) AS added,
                    count(*) FILTER (WHERE s.__h IS NULL) AS removed,
@@ -156,7 +168,7 @@ def diff_against_published(
             old = {
                 r[0]: r[1:]
                 for r in conn.execute(
-                    f"SELECT {pcol}, {sums} FROM {contract.table} {where} GROUP BY 1", params
+                    f"SELECT {pcol}, {sums} FROM {table} {where} GROUP BY 1", params
                 ).fetchall()
             }
             nothing = (None,) * len(numeric)
@@ -191,25 +203,45 @@ def diff_against_published(
     return out
 
 
+def _published_copy(
+    conn: WarehouseConnection, judge: duckdb.DuckDBPyConnection, contract: DatasetContract, owned
+) -> str | None:
+    """The published rows of the owned partitions, read from a non-DuckDB backend as Arrow
+    into the in-process DuckDB that judges the run; None when nothing was published yet."""
+    if not published_table_exists(conn, contract):
+        return None
+    pcol = quote_ident(contract.partition_column)
+    rows = conn.arrow(
+        f"SELECT * FROM {contract.table} WHERE "
+        f"{conn.dialect.owned_filter(pcol, contract.partition_sql_type)}",
+        conn.dialect.owned_params(owned),
+    )
+    judge.register("__ecm_published", rows)
+    return "__ecm_published"
+
+
 def _write_shadow(
-    conn: duckdb.DuckDBPyConnection, contract: DatasetContract, staging: str, owned: list[date]
+    conn: WarehouseConnection, contract: DatasetContract, staging: str, owned: list[date]
 ) -> str:
     """Replace the owned partitions of the shadow table (in the caller's transaction)."""
     shadow = replace(contract, schema=SHADOW_SCHEMA)
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SHADOW_SCHEMA)}")
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {shadow.table} ({', '.join(_ddl_columns(shadow))})")
+    ddl = _ddl_columns(shadow, None if conn.kind == "duckdb" else conn.dialect)
+    with conn.ddl_lock():
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SHADOW_SCHEMA)}")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {shadow.table} ({', '.join(ddl)})")
     pcol = quote_ident(contract.partition_column)
     names = ", ".join(
         quote_ident(c) for c in [*contract.column_names, *(n for n, _ in PROVENANCE_COLUMNS)]
     )
-    conn.execute(f"DELETE FROM {shadow.table} WHERE {owned_filter(pcol)}", owned_params(owned))
+    conn.execute(
+        f"DELETE FROM {shadow.table} WHERE {conn.dialect.owned_filter(pcol)}",
+        conn.dialect.owned_params(owned),
+    )
     conn.execute(f"INSERT INTO {shadow.table} ({names}) SELECT {names} FROM {staging}")
     return f"{SHADOW_SCHEMA}.{contract.name}"
 
 
-def evaluate_without_publishing(
-    conn: duckdb.DuckDBPyConnection, request: PublishRequest
-) -> EvaluationResult:
+def evaluate_without_publishing(conn: Any, request: PublishRequest) -> EvaluationResult:
     """Stage and check like a publish, diff against what is published, write no consumer data.
 
     Blocked partitions (FAIL_PARTITION) are judged but neither diffed nor shadowed, exactly
@@ -229,16 +261,23 @@ def evaluate_without_publishing(
         days = pd.Series(contract.values_of(rejects["partition_date"]), dtype=object)
         request = replace(request, rejects=rejects[days.isin(set(owned)).to_numpy()])
     rejected = _stage_rejects(request)  # the same boundary check a publish makes
+    conn = as_connection(conn)
     ensure_ledger(conn)
     _ensure_running_manifest(conn, request)
-    staging = f"temp.main.{quote_ident(staging_table_name(contract, run_id) + '__' + request.mode)}"
+    staging = conn.dialect.temp_table(staging_table_name(contract, run_id) + "__" + request.mode)
     in_transaction = False
+    local = ExitStack()
     try:
-        _stage(conn, request, staging)
+        judge, judged = _stage_judged(conn, replace(request, durable_staging=False), staging, local)
         transition(conn, run_id, asset, RunStatus.VALIDATING)
-        _check_owned_boundary(conn, request, staging)
-        per_partition, checksum = partition_checksums(conn, contract, staging)
-        diffs = diff_against_published(conn, contract, staging, owned, per_partition)
+        _check_owned_boundary(judge, request, judged)
+        per_partition, checksum = partition_checksums(judge, contract, judged)
+        published_rows = (
+            None if conn.kind == "duckdb" else _published_copy(conn, judge, contract, owned)
+        )
+        diffs = diff_against_published(
+            judge, contract, judged, owned, per_partition, published_rows=published_rows
+        )
         closed = (
             set(closed_partitions(conn, asset, contract.timezone))
             if contract.publish_mode == "versioned"
@@ -249,7 +288,7 @@ def evaluate_without_publishing(
         )
         shadow_table = None
         status = RunStatus.SHADOWED if request.mode == "shadow" else RunStatus.VALIDATED
-        conn.execute("BEGIN TRANSACTION")
+        conn.begin()
         in_transaction = True
         if request.mode == "shadow":
             shadow_table = _write_shadow(conn, contract, staging, owned)
@@ -284,13 +323,14 @@ def evaluate_without_publishing(
             },
             **extra,
         )
-        conn.execute("COMMIT")
+        conn.commit()
         in_transaction = False
     except BaseException as exc:
         if in_transaction:
-            conn.execute("ROLLBACK")
+            conn.rollback()
         mark_failed(conn, run_id, asset, exc)
         raise
     finally:
+        local.close()
         conn.execute(f"DROP TABLE IF EXISTS {staging}")
     return replace(result, seconds=time.perf_counter() - started)

@@ -193,6 +193,10 @@ def _ddl_columns(contract: DatasetContract, dialect: Dialect | None = None) -> l
 
 def ensure_quarantine_table(conn: Any) -> None:
     conn = as_connection(conn)
+    if conn.kind != "duckdb" and all(
+        conn.table_exists("ecm_quarantine", t) for t in ("rejected_rows", "blocked_rows")
+    ):
+        return  # no DDL on a server when nothing is missing (it would lock the tables)
     with conn.ddl_lock():
         conn.execute('CREATE SCHEMA IF NOT EXISTS "ecm_quarantine"')
         cols = ", ".join(f"{quote_ident(n)} {t}" for n, t in QUARANTINE_COLUMNS)
@@ -202,6 +206,10 @@ def ensure_quarantine_table(conn: Any) -> None:
         )
         for table in ("rejected_rows", "blocked_rows"):
             widen_partition_column(conn, "ecm_quarantine", table)
+        for table in (QUARANTINE_TABLE, BLOCKED_TABLE):
+            index = conn.dialect.index(table, ["asset", "partition_date"])
+            if index is not None:
+                conn.execute(index)
 
 
 def widen_partition_column(conn: Any, schema: str, table: str) -> None:
@@ -480,9 +488,12 @@ def _reconcile_table_schema(
     ).fetchall()
     if not existing and table_name is None:
         ddl = _ddl_columns(contract, None if conn.kind == "duckdb" else conn.dialect)
+        index = conn.dialect.index(contract.table, [quote_ident(contract.partition_column)])
         with conn.ddl_lock():
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(contract.schema)}")
             conn.execute(f"CREATE TABLE IF NOT EXISTS {contract.table} ({', '.join(ddl)})")
+            if index is not None:
+                conn.execute(index)
         return []
     # Named in DuckDB's spelling on every backend (PostgreSQL says "bigint", "text").
     have = {

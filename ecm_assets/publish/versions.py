@@ -87,8 +87,13 @@ def versions_table(contract: DatasetContract) -> str:
     return f"{quote_ident(contract.schema)}.{quote_ident(versions_table_name(contract))}"
 
 
+_LEDGER_TABLES = ("versions", "current_versions", "version_events", "closed_partitions")
+
+
 def ensure_version_ledger(conn: Any) -> None:
     conn = as_connection(conn)
+    if conn.kind != "duckdb" and all(conn.table_exists(LEDGER_SCHEMA, t) for t in _LEDGER_TABLES):
+        return  # no DDL on a server when nothing is missing (it would lock the tables)
     with conn.ddl_lock():
         _ensure_version_ledger(conn)
 
@@ -121,6 +126,10 @@ def _ensure_version_ledger(conn: Any) -> None:
 
     for table in ("versions", "current_versions", "version_events", "closed_partitions"):
         widen_partition_column(conn, LEDGER_SCHEMA, table)
+    for table in (VERSIONS, CURRENT, CLOSED):
+        index = conn.dialect.index(table, ["dataset", "partition_date"])
+        if index is not None:
+            conn.execute(index)
 
 
 def _ledger_exists(conn: Any) -> bool:
@@ -183,6 +192,19 @@ def ensure_versioned_storage(conn: Any, contract: DatasetContract) -> None:
     """Create the versions table and the current-rows view the consumers read."""
     conn = as_connection(conn)
     ensure_version_ledger(conn)
+    if (
+        conn.kind != "duckdb"
+        and conn.table_exists(contract.schema, versions_table_name(contract))
+        and conn.table_exists(contract.schema, contract.name)
+    ):
+        # Only a replace-mode table of that name needs refusing; the view stays as it is.
+        kind = conn.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND "
+            "table_name = ?",
+            [contract.schema, contract.name],
+        ).fetchone()
+        if kind is not None and kind[0] == "VIEW":
+            return
     with conn.ddl_lock():
         _ensure_versioned_storage(conn, contract)
 
@@ -207,7 +229,11 @@ def _ensure_versioned_storage(conn: Any, contract: DatasetContract) -> None:
     cols.append('"version" BIGINT NOT NULL')
     cols += [f"{quote_ident(n)} {typed(t)} NOT NULL" for n, t in PROVENANCE_COLUMNS]
     conn.execute(f"CREATE TABLE IF NOT EXISTS {versions_table(contract)} ({', '.join(cols)})")
-    view = _current_view_sql(contract)
+    pcol = quote_ident(contract.partition_column)
+    index = conn.dialect.index(versions_table(contract), [pcol, '"version"'])
+    if index is not None:
+        conn.execute(index)
+    view = _current_view_sql(conn, contract)
     pcol = quote_ident(contract.partition_column)
     found = conn.execute(
         "SELECT sql FROM duckdb_views() WHERE schema_name = ? AND view_name = ?"
@@ -222,12 +248,12 @@ def _ensure_versioned_storage(conn: Any, contract: DatasetContract) -> None:
         conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {view}")
 
 
-def _current_view_sql(contract: DatasetContract) -> str:
+def _current_view_sql(conn: Any, contract: DatasetContract) -> str:
     pcol = quote_ident(contract.partition_column)
+    key = as_connection(conn).dialect.partition_key_sql(contract, f"d.{pcol}")
     return (
         f"SELECT d.* FROM {versions_table(contract)} d JOIN {CURRENT} c ON c.dataset = "
-        f"'{contract.name}' AND c.partition_date = {contract.partition_key_sql(f'd.{pcol}')} "
-        "AND c.version = d.version"
+        f"'{contract.name}' AND c.partition_date = {key} AND c.version = d.version"
     )
 
 
@@ -236,7 +262,8 @@ def refresh_current_view(conn: Any, contract: DatasetContract) -> None:
     is created, so the view is redefined to show them (DuckDB binds it when read)."""
     conn = as_connection(conn)
     if conn.kind != "duckdb":
-        conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {_current_view_sql(contract)}")
+        view = _current_view_sql(conn, contract)
+        conn.execute(f"CREATE OR REPLACE VIEW {contract.table} AS {view}")
 
 
 @dataclass(frozen=True)

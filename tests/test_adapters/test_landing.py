@@ -221,7 +221,7 @@ def test_a_multiline_record_of_the_wrong_width_is_one_reject_with_its_whole_text
 
 
 def test_bom_and_crlf_are_handled_and_lines_stay_physical(tmp_path):
-    content = "\ufeffevent_id,unit_id,value\r\ne1,U1,\"a\r\nb\"\r\ne2,U1,2\r\n".encode()
+    content = '\ufeffevent_id,unit_id,value\r\ne1,U1,"a\r\nb"\r\ne2,U1,2\r\n'.encode()
     land(tmp_path, "2026-09-01", "a.csv", content)
 
     out = read_all(tmp_path)
@@ -383,9 +383,7 @@ def test_a_file_read_in_small_steps_equals_the_file_read_whole(tmp_path, monkeyp
         assert stepped.attrs == whole.attrs, step
 
 
-def test_read_in_steps_keeps_the_precedence_changed_then_encoding_then_parse(
-    tmp_path, monkeypatch
-):
+def test_read_in_steps_keeps_the_precedence_changed_then_encoding_then_parse(tmp_path, monkeypatch):
     """A header error in the first step does not hide a byte that is not UTF-8 further on,
     and neither hides a file that changed since the lock: the whole file is still checked."""
     from ecm_assets.adapters import landing

@@ -1,22 +1,31 @@
-"""Shared helpers of the lifecycle tests: a private copy of the demo data, runs, CLI calls."""
+"""Shared helpers of the lifecycle tests: a private copy of the demo data, runs, CLI calls.
+
+Every lifecycle scenario runs on both warehouse backends (BACKENDS): its Env's warehouse is a
+DuckDB file or a fresh PostgreSQL database, always read through the seam (`open_warehouse`).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import pandas as pd
 import pytest
 
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.cli import main
 from ecm_assets.definitions import case_sla_definitions as build_definitions
+from tests._warehouses import BACKENDS, warehouse_for
+
+__all__ = ["BACKENDS"]
 
 EVENTS_DIR = Path("landing") / "case_events"
 MONTH = "2026-09-01"
@@ -27,7 +36,7 @@ class Env:
     """One isolated copy of the demo landing zone and its own warehouse."""
 
     root: Path
-    warehouse: Path
+    warehouse: str  # a DuckDB path or a postgresql:// URL
     defs: dg.Definitions
 
     def materialize(
@@ -59,17 +68,28 @@ class Env:
         return result
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
-        with duckdb.connect(str(self.warehouse), read_only=True) as conn:
+        with open_warehouse(self.warehouse).connect(read_only=True) as conn:
             return conn.execute(sql, params or []).fetchall()
 
     def frame(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
-        with duckdb.connect(str(self.warehouse), read_only=True) as conn:
-            return conn.execute(sql, params or []).df()
+        with open_warehouse(self.warehouse).connect(read_only=True) as conn:
+            return conn.df(sql, params or [])
+
+    def columns(self, schema: str, table: str) -> list[str]:
+        """Column names of a table or view, in order (information_schema: both backends)."""
+        return [
+            name
+            for (name,) in self.query(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? "
+                "AND table_name = ? ORDER BY ordinal_position",
+                [schema, table],
+            )
+        ]
 
     def ecm(self, capsys, *args: str) -> tuple[int, str, str]:
         """Run `ecm <args> --warehouse W`; returns exit code, stdout and stderr."""
         capsys.readouterr()  # drop whatever the runs logged before
-        code = main([*args, "--warehouse", str(self.warehouse)])
+        code = main([*args, "--warehouse", self.warehouse])
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -92,10 +112,20 @@ def needs(state: dict[str, Any], *steps: str) -> Env:
 
 
 def make_env(demo_root: Path, tmp: Path) -> Env:
+    """A private copy of the demo data and a new DuckDB warehouse."""
     root = tmp / "data"
     shutil.copytree(demo_root, root)
-    warehouse = tmp / "warehouse.duckdb"
+    warehouse = str(tmp / "warehouse.duckdb")
     return Env(root, warehouse, build_definitions(root, warehouse))
+
+
+@contextmanager
+def backend_env(demo_root: Path, tmp: Path, backend: str) -> Iterator[Env]:
+    """A private copy of the demo data and a new warehouse on `backend` (dropped after)."""
+    root = tmp / "data"
+    shutil.copytree(demo_root, root)
+    with warehouse_for(backend, tmp) as warehouse:
+        yield Env(root, warehouse, build_definitions(root, warehouse))
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> str:

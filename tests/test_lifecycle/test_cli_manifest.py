@@ -6,7 +6,13 @@ from datetime import date, datetime
 
 import pytest
 
-from tests.test_lifecycle._support import Env, failure_messages, make_env, materializations
+from tests.test_lifecycle._support import (
+    BACKENDS,
+    Env,
+    backend_env,
+    failure_messages,
+    materializations,
+)
 
 DAY = "2026-09-01"
 BAD_DAY = date(2026, 9, 7)
@@ -14,9 +20,13 @@ LIFECYCLE = ["PLANNED", "INPUT_LOCKED", "RUNNING", "VALIDATING", "COMMITTING", "
 LIFECYCLE_STAMPS = ("planned_at", "input_locked_at", "started_at", "finished_at")
 
 
-@pytest.fixture(scope="module")
-def runs(demo_data, tmp_path_factory):
-    env = make_env(demo_data[0], tmp_path_factory.mktemp("manifest"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def runs(request, demo_data, tmp_path_factory):
+    with backend_env(demo_data[0], tmp_path_factory.mktemp("manifest"), request.param) as env:
+        yield _runs(env)
+
+
+def _runs(env: Env) -> dict:
     ok = env.materialize(["case_events"], partition_key=DAY)
     (meta,) = materializations(ok, "case_events")
     # A landing file without the required `priority` column fails the run that reads it.

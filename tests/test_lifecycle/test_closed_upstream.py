@@ -11,9 +11,10 @@ from ecm_assets.case_sla.datasets import DATASETS
 from ecm_assets.operations.sensors import landing_run_requests
 from ecm_assets.operations.triggers import CLOSED_PERIOD
 from tests.test_lifecycle._support import (
+    BACKENDS,
     MONTH,
+    backend_env,
     failure_messages,
-    make_env,
     manifest_of,
     needs,
     write_landing_csv,
@@ -44,10 +45,12 @@ def _correction(prefix: str) -> list[dict[str, str]]:
     ]
 
 
-@pytest.fixture(scope="module")
-def chain(demo_data, tmp_path_factory):
-    env = make_env(demo_data[0], tmp_path_factory.mktemp("closed-upstream"))
-    return {"env": env, "done": set()}
+@pytest.fixture(scope="module", params=BACKENDS)
+def chain(request, demo_data, tmp_path_factory):
+    with backend_env(
+        demo_data[0], tmp_path_factory.mktemp("closed-upstream"), request.param
+    ) as env:
+        yield {"env": env, "done": set()}
 
 
 def _state(env) -> tuple:

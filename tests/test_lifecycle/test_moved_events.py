@@ -9,7 +9,13 @@ from datetime import date
 import pytest
 
 from ecm_assets.contracts.moves import REASON
-from tests.test_lifecycle._support import make_env, manifest_of, needs, write_landing_csv
+from tests.test_lifecycle._support import (
+    BACKENDS,
+    backend_env,
+    manifest_of,
+    needs,
+    write_landing_csv,
+)
 
 EVENTS = "case_events"
 
@@ -25,10 +31,10 @@ def _event(event_id: str, ts: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def moved(demo_data, tmp_path_factory):
-    env = make_env(demo_data[0], tmp_path_factory.mktemp("moved-events"))
-    return {"env": env, "done": set()}
+@pytest.fixture(scope="module", params=BACKENDS)
+def moved(request, demo_data, tmp_path_factory):
+    with backend_env(demo_data[0], tmp_path_factory.mktemp("moved-events"), request.param) as env:
+        yield {"env": env, "done": set()}
 
 
 def _published(env, event_id: str) -> list[tuple]:
@@ -56,9 +62,7 @@ def _balanced(manifest: dict) -> bool:
     )
 
 
-def test_01_resend_moved_beyond_the_lateness_window_stays_on_its_published_date(
-    moved, capsys
-):
+def test_01_resend_moved_beyond_the_lateness_window_stays_on_its_published_date(moved, capsys):
     env = moved["env"]
     write_landing_csv(
         env.root, date(2026, 9, 2), "moved-a.csv", [_event("EM9000001", "2026-09-02T09:00:00Z")]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import date
 
 import pytest
 
 from tests.test_lifecycle._support import (
+    BACKENDS,
     Env,
+    backend_env,
     failure_messages,
-    make_env,
     manifest_of,
     materializations,
     write_landing_csv,
@@ -27,9 +29,10 @@ LATE_EVENT = {
 }
 
 
-@pytest.fixture
-def env(demo_data, tmp_path) -> Env:
-    return make_env(demo_data[0], tmp_path)
+@pytest.fixture(params=BACKENDS)
+def env(request, demo_data, tmp_path) -> Iterator[Env]:
+    with backend_env(demo_data[0], tmp_path, request.param) as env:
+        yield env
 
 
 def _publish_day(env: Env, **kwargs) -> tuple[str, str, dict]:

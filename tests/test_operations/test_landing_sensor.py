@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.case_sla.contracts import CASE_EVENTS
 from ecm_assets.contracts.boundaries import LandingFile
 from ecm_assets.contracts.periods import contiguous_ranges
@@ -35,6 +37,7 @@ from ecm_assets.orchestration.factory import (
     TRIGGER_TAG,
 )
 from ecm_assets.publish.versions import ensure_version_ledger
+from tests._warehouses import BACKENDS, warehouse_for
 
 SOURCE = CASE_EVENTS.landing
 HEADER = "event_id,case_id,event_type,event_ts,unit_id,priority\n"
@@ -271,19 +274,27 @@ def test_file_deleted_readded_deleted_gets_a_new_run_key_for_every_change(env) -
     assert len(set(keys)) == 4, keys
 
 
-def _publish_events(warehouse: Path, rows: list[tuple[str, date]]) -> None:
+@pytest.fixture(params=BACKENDS)
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The published-row index reads either backend (portable SQL, array parameters)."""
+    with warehouse_for(request.param, tmp_path) as target:
+        yield target
+
+
+def _publish_events(warehouse: str, rows: list[tuple[str, date]]) -> None:
     """A warehouse whose published case_events hold these (event_id, business_date) rows."""
-    with duckdb.connect(str(warehouse)) as conn:
-        conn.execute("CREATE TABLE case_events (event_id VARCHAR, business_date DATE)")
-        conn.executemany("INSERT INTO case_events VALUES (?, ?)", rows)
+    with open_warehouse(warehouse).connect() as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS main")
+        conn.execute("CREATE TABLE main.case_events (event_id VARCHAR, business_date DATE)")
+        for row in rows:
+            conn.execute("INSERT INTO main.case_events VALUES (?, ?)", list(row))
 
 
 def test_correction_moving_an_event_to_another_date_requests_the_date_it_leaves(
-    tmp_path: Path,
+    tmp_path: Path, warehouse: str
 ) -> None:
     # E1 was published on 09-10; a file of 09-11 re-sends it dated 09-11. The run must
     # recompute 09-10 too, or E1 stays published in both partitions.
-    warehouse = tmp_path / "warehouse.duckdb"
     _publish_events(warehouse, [("E1", date(2026, 9, 10)), ("E2", date(2026, 9, 10))])
     _write(tmp_path, "2026-09-11", "b.csv", [_event("E1", "2026-09-11T08:00:00Z")])
     index = PublishedIndex(warehouse, CASE_EVENTS)
@@ -294,8 +305,9 @@ def test_correction_moving_an_event_to_another_date_requests_the_date_it_leaves(
     assert [c.dates for c in changes] == [(date(2026, 9, 11),)]
 
 
-def test_unparseable_resend_does_not_request_the_valid_rows_date(tmp_path: Path) -> None:
-    warehouse = tmp_path / "warehouse.duckdb"
+def test_unparseable_resend_does_not_request_the_valid_rows_date(
+    tmp_path: Path, warehouse: str
+) -> None:
     _publish_events(warehouse, [("E1", date(2026, 9, 10))])
     _write(tmp_path, "2026-09-11", "b.csv", [_event("E1", "not-a-time")])
     changes, _ = scan(
@@ -304,10 +316,11 @@ def test_unparseable_resend_does_not_request_the_valid_rows_date(tmp_path: Path)
     assert [c.dates for c in changes] == [(date(2026, 9, 11),)]
 
 
-def test_resend_beyond_the_old_dates_horizon_does_not_request_it(tmp_path: Path) -> None:
+def test_resend_beyond_the_old_dates_horizon_does_not_request_it(
+    tmp_path: Path, warehouse: str
+) -> None:
     # 09-03's run reads files up to 09-08 only: a resend ingested 09-09 cannot supersede the
     # row published there, so recomputing 09-03 would change nothing.
-    warehouse = tmp_path / "warehouse.duckdb"
     _publish_events(warehouse, [("E1", date(2026, 9, 3))])
     _write(tmp_path, "2026-09-09", "b.csv", [_event("E1", "2026-09-09T08:00:00Z")])
     changes, _ = scan(

@@ -302,3 +302,36 @@ def test_lock_held_past_the_timeout_is_retried_then_fails_naming_the_holder(tmp_
         assert materializations(result, SOURCE.name) == []
     finally:
         holder.kill()
+
+
+def test_io_manager_publishes_and_loads_on_a_postgresql_warehouse():
+    """The same IO manager, `database` a postgresql:// URL: a range publish, then a lookback
+    read of its upstream, with the same rows and checksums as on DuckDB."""
+    from ecm_assets.adapters.backends import open_warehouse
+    from ecm_assets.manifest.ledger import load_manifests
+    from ecm_assets.publish.io_manager import WarehousePublishIOManager
+    from ecm_assets.publish.protocol import read_partitions
+    from tests._backends import fresh_postgres_url
+
+    assert WarehousePublishIOManager is DuckDBPublishIOManager
+    with fresh_postgres_url() as url:
+        seeded = run(url, tags={**RANGE_TAGS, "dagster/asset_partition_range_end": "2026-09-07"})
+        assert seeded.success
+        result = run(
+            url,
+            assets=(SOURCE_ASSET, SUMMARY_ASSET),
+            selection=[SUMMARY_ASSET],
+            partition_key="2026-09-05",
+        )
+        assert result.success
+        with open_warehouse(url).connect(read_only=True) as conn:
+            summary = read_partitions(conn, SUMMARY, date(2026, 9, 5), date(2026, 9, 5))
+            manifests = load_manifests(conn, asset=SOURCE.name)
+        assert [m.status for m in manifests] == ["PUBLISHED"]
+        row = summary.iloc[0]
+        assert (row["first_read"].date(), row["last_read"].date()) == (
+            date(2026, 9, 3),
+            date(2026, 9, 5),
+        )
+        assert row["rows_read"] == 6
+        assert row["value_sum"] == 30 + 31 + 40 + 41 + 50 + 51

@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.cli import main as cli_main
 from ecm_assets.contracts.dataset import Column, DatasetContract
 from ecm_assets.contracts.registry import register
@@ -38,6 +39,7 @@ from ecm_assets.publish.versions import (
     list_versions,
     rollback,
 )
+from tests._backends import WAREHOUSE_KINDS, fresh_postgres_url
 
 AS_OF = datetime(2026, 9, 10, 6, 0, tzinfo=UTC)
 HOURLY = DatasetContract(
@@ -82,8 +84,13 @@ CUSTOMERS = DatasetContract(
 )
 
 
-@pytest.fixture
-def conn(tmp_path: Path):
+@pytest.fixture(params=WAREHOUSE_KINDS)
+def conn(request: pytest.FixtureRequest, tmp_path: Path):
+    """A raw DuckDB connection, or a connection to a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        with fresh_postgres_url() as url, open_warehouse(url).connect() as c:
+            yield c
+        return
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as c:
         yield c
 
@@ -312,6 +319,8 @@ def test_the_repeated_fall_back_hour_is_two_partitions_each_with_its_own_rows(co
     assert publish(conn, NY, aware, (EST1,), "run-4").rows_by_partition == {
         "2026-11-01-01:00-0500": 1
     }
+    if getattr(conn, "kind", "duckdb") != "duckdb":
+        return  # the CLI part below reads the DuckDB file
     conn.close()
 
     # The ecm CLI accepts and shows both keys (and names the skipped spring hour).

@@ -153,7 +153,7 @@ def _versions(conn: Any, day: date) -> dict[int, tuple[str, str]]:
     rows = conn.execute(
         f"SELECT version, run_id, status FROM {VERSIONS} WHERE dataset = ? AND "
         "partition_date = ? ORDER BY version",
-        [VERSIONED.name, day],
+        [VERSIONED.name, day.isoformat()],
     ).fetchall()
     return {v: (run, status) for v, run, status in rows}
 
@@ -163,7 +163,7 @@ def _assert_current_version(conn: Any, day: date, version: int, run_id: str) -> 
     assert published == [version]
     pointer = conn.execute(
         f"SELECT version FROM {CURRENT} WHERE dataset = ? AND partition_date = ?",
-        [VERSIONED.name, day],
+        [VERSIONED.name, day.isoformat()],
     ).fetchall()
     assert pointer == [(version,)]
     shown = conn.execute(

@@ -103,13 +103,13 @@ def _materialize(data: Path, warehouse: str) -> str:
 def _read_output(warehouse: str) -> Output:
     with open_warehouse(warehouse).connect(read_only=True) as conn:
         rows = conn.execute(
-            "SELECT count(*) FROM case_events WHERE business_date = ?", [DAY]
+            "SELECT count(*) FROM main.case_events WHERE business_date = ?", [DAY]
         ).fetchone()[0]
         checksum = business_checksum(
-            conn, CASE_EVENTS, "case_events", "WHERE business_date = ?", [DAY]
+            conn, CASE_EVENTS, "main.case_events", "WHERE business_date = ?", [DAY]
         )
         runs = conn.execute(
-            "SELECT DISTINCT run_id FROM case_events WHERE business_date = ?", [DAY]
+            "SELECT DISTINCT run_id FROM main.case_events WHERE business_date = ?", [DAY]
         ).fetchall()
     return Output(rows, checksum, frozenset(r for (r,) in runs))
 

@@ -7,7 +7,10 @@ A backend says *how* one database does it: its SQL dialect, its locking, its bul
 - DuckDB (the embedded default): one file, one writing process at a time; the file lock is
   the publish lock.
 - PostgreSQL (the server backend): many writers; publishes of the same (asset, partition)
-  serialize on transaction-scoped advisory locks, disjoint partitions publish in parallel.
+  serialize on advisory locks held for the whole publish (its checks included), disjoint
+  partitions publish in parallel. Whatever must run as DuckDB SQL (checksums, judging the
+  staged frame, SQL transforms) runs in an in-process DuckDB over Arrow read from the server,
+  so the same rows give the same checksums on both backends.
 
 `open_warehouse` picks the backend from a target: a `postgresql://` URL, or a DuckDB file
 path (optionally as `duckdb:///path`). `ECM_WAREHOUSE_URL` names the warehouse of a code
@@ -44,7 +47,8 @@ def open_warehouse(target: str | os.PathLike[str] | Warehouse) -> Warehouse:
     from ecm_assets.adapters.backends.duckdb import DuckDBWarehouse
 
     if text.startswith("duckdb:///"):
-        text = text[len("duckdb:///") - 1 :] if text.startswith("duckdb:////") else text[10:]
+        # SQLAlchemy's convention: duckdb:///relative/path, duckdb:////absolute/path
+        text = text[len("duckdb:///") :]
     return DuckDBWarehouse(Path(text))
 
 

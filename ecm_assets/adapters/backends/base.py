@@ -62,6 +62,16 @@ class Dialect(abc.ABC):
     def latest_attempts(self, table: str) -> str:
         """A subquery of the rows of `table` with the highest `attempt` per (run_id, asset)."""
 
+    def partition_key_sql(self, contract: Any, expr: str) -> str:
+        """SQL giving the partition key text of a partition column expression (the ledger's
+        spelling: YYYY-MM-DD, YYYY-MM-DD-HH:MM[+-HHMM], or the list/hash key)."""
+        return contract.partition_key_sql(expr)
+
+    @abc.abstractmethod
+    def index(self, table: str, columns: Sequence[str]) -> str | None:
+        """The statement creating (if missing) an index of `table` on quoted `columns`, or
+        None where the backend prunes without one (DuckDB's zone maps)."""
+
     @abc.abstractmethod
     def add_column(self, table: str, column: str, sql_type: str) -> str:
         """The statement adding a nullable column (`column` already quoted)."""
@@ -83,7 +93,8 @@ class WarehouseConnection(abc.ABC):
         return self.arrow(sql, params).to_pandas()
 
     @abc.abstractmethod
-    def begin(self) -> None: ...
+    def begin(self, *, snapshot: bool = False) -> None:
+        """Start a transaction; with `snapshot`, all its reads see one snapshot."""
 
     @abc.abstractmethod
     def commit(self) -> None: ...

@@ -43,6 +43,9 @@ class DuckDBDialect(Dialect):
             "QUALIFY attempt = max(attempt) OVER (PARTITION BY run_id, asset))"
         )
 
+    def index(self, table: str, columns: Sequence[str]) -> str | None:
+        return None  # zone maps prune by partition; an ART index would slow every DELETE
+
     def add_column(self, table: str, column: str, sql_type: str) -> str:
         return f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"
 
@@ -74,8 +77,8 @@ class DuckDBConnection(WarehouseConnection):
     def scratch(self) -> duckdb.DuckDBPyConnection:
         return self.raw
 
-    def begin(self) -> None:
-        self.raw.execute("BEGIN TRANSACTION")
+    def begin(self, *, snapshot: bool = False) -> None:
+        self.raw.execute("BEGIN TRANSACTION")  # a DuckDB transaction is always a snapshot
 
     def commit(self) -> None:
         self.raw.execute("COMMIT")
