@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+#: One day of one asset: the daemon path end to end (webserver launch, daemon, run queue,
+#: pool) in about a minute; the backfill daemon's 30 s tick is most of it.
+BACKFILL_TOY = ["--days", "1", "--scale", "0.02", "--assets", "case_events", "--timeout", "300"]
 TOY_ARGS = {
+    "backfill.py": [*BACKFILL_TOY, "--setups", "duckdb,inprocess"],
     "dagster_overhead.py": [
         "--sizes",
         "1,3",
@@ -81,5 +85,37 @@ def test_benchmark_runs_at_toy_size(script: str, tmp_path: Path) -> None:
         assert "| range | case_priority_mix_daily |" in output
     if script == "sync.py":
         assert "ours/plain = " in output, output
+    if script == "backfill.py":
+        assert "| (a) daemon, DuckDB, pool 1 | yes | 1 |" in output, output
+        assert "| (c) one in-process run | yes | 1 |" in output, output
+        assert "cross-check: rows per table equal across setups" in output, output
     if script == "landing_memory.py":
         assert "read CPU ours / DuckDB read_csv:" in output and "memory: peak delta" in output
+
+
+def test_backfill_benchmark_postgres_setup_at_toy_size(tmp_path: Path) -> None:
+    """Setup (b): PostgreSQL warehouse and instance, pool ecm_postgres_warehouse, through the
+    daemon. Needs PostgreSQL at 127.0.0.1:5432; skips without it, except when CI=true."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from backfill import postgres_reachable
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    why = postgres_reachable("postgresql://postgres@127.0.0.1:5432/postgres")
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is not reachable at 127.0.0.1:5432: {why}")
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {why}")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "backfill.py"), *BACKFILL_TOY, "--setups", "postgres"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert "| (b) daemon, PostgreSQL, pool 4 | yes | 1 |" in output, output
+    assert "pools ['ecm_postgres_warehouse']" in output, output

@@ -8,6 +8,7 @@ chart 1.13 (helm/dagster/schema in dagster-io/dagster), transcribed below for th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,38 @@ def test_instance_files_agree_on_what_is_not_storage() -> None:
     for section in ("run_coordinator", "run_monitoring"):
         assert postgres[section] == sqlite[section], section
     assert postgres["concurrency"]["pools"] == sqlite["concurrency"]["pools"]
+
+
+def test_the_warehouse_url_comes_from_a_secret_in_every_pod() -> None:
+    """ECM_WAREHOUSE_URL (with its password) is a Kubernetes secret mounted into the code server
+    and every run pod; values carry no URL, and the DuckDB path stays as the fallback."""
+    v = _values()
+    (deployment,) = v["dagster-user-deployments"]["deployments"]
+    launcher = v["runLauncher"]["config"]["k8sRunLauncher"]
+    secrets = {s["name"] for s in deployment["envSecrets"]}
+    assert "ecm-warehouse" in secrets
+    assert secrets <= {s["name"] for s in launcher["envSecrets"]}
+    assert "ECM_WAREHOUSE_URL" not in deployment["env"]
+    assert "postgresql://" not in yaml.safe_dump(v)
+    assert deployment["env"]["ECM_WAREHOUSE"].endswith(".duckdb")
+
+
+def test_pool_limits_follow_the_backend() -> None:
+    """DuckDB's pool takes the instance default (1) everywhere; PostgreSQL's pool gets its own
+    limit, set in the instance by the CLI because neither dagster.yaml nor the chart has a
+    per-pool key: `make dev-postgres`, the benchmark and the Helm notes name the same pool."""
+    from ecm_assets.orchestration.factory import POSTGRES_POOL, WAREHOUSE_POOL
+
+    assert (WAREHOUSE_POOL, POSTGRES_POOL) == ("ecm_duckdb_warehouse", "ecm_postgres_warehouse")
+    for name in ("dagster.yaml", "dagster.postgres.yaml"):
+        pools = yaml.safe_load((REPO / name).read_text())["concurrency"]["pools"]
+        assert pools["default_limit"] == 1, name
+    assert _values()["concurrency"]["pools"]["defaultLimit"] == 1
+
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile.split("\ndev-postgres: install\n", 1)[1].split("\n\n", 1)[0]
+    assert f"instance concurrency set \\\n\t\t{POSTGRES_POOL} $(PG_POOL_LIMIT)" in recipe
+    limit = re.search(r"^PG_POOL_LIMIT \?= (\d+)$", makefile, re.M)
+    assert limit and int(limit.group(1)) > 1
+    assert f"dagster instance concurrency set {POSTGRES_POOL} 4" in VALUES.read_text()
+    assert f'POSTGRES_POOL = "{POSTGRES_POOL}"' in (REPO / "benchmarks" / "backfill.py").read_text()

@@ -98,3 +98,37 @@ def test_demo_partition_materializes_with_the_instance_on_postgres(
         conn.close()
     # ... and not in SQLite files under DAGSTER_HOME.
     assert not list(home.rglob("*.db"))
+
+
+def test_the_postgres_warehouse_pool_limit_is_set_in_the_instance(
+    instance_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `make dev-postgres` and benchmarks/backfill.py do: the per-pool limit of
+    ecm_postgres_warehouse lives in the PostgreSQL instance; unset pools keep default_limit 1."""
+    from ecm_assets.orchestration.factory import POSTGRES_POOL, WAREHOUSE_POOL
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.postgres.yaml", home / "dagster.yaml")
+    settings = {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": PG["host"],
+        "DAGSTER_PG_PORT": str(PG["port"]),
+        "DAGSTER_PG_USER": PG["user"],
+        "DAGSTER_PG_PASSWORD": PG["password"],
+        "DAGSTER_PG_DB": instance_db,
+    }
+    done = subprocess.run(
+        [str(BIN / "dagster"), "instance", "concurrency", "set", POSTGRES_POOL, "4"],
+        cwd=tmp_path, env={**os.environ, **settings}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        assert storage.get_concurrency_info(POSTGRES_POOL).slot_count == 4
+        limits = {p.name: p.limit for p in storage.get_pool_limits()}
+        assert limits == {POSTGRES_POOL: 4}
+        assert WAREHOUSE_POOL not in limits
+        assert instance.global_op_concurrency_default_limit == 1
