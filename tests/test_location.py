@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -224,3 +225,19 @@ def test_ecm_reports_an_unreachable_postgresql_warehouse_in_one_line(capsys) -> 
     assert code != 0
     assert err.count("\n") == 1 and "127.0.0.1:1" in err, err
     assert "secret" not in err
+
+
+def test_ecm_reads_the_warehouse_url_the_location_takes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The URL reaches the location as dg.EnvVar; the CLI must read its value, not fail."""
+    from ecm_assets.cli import main
+    from tests._backends import fresh_postgres_url
+
+    with fresh_postgres_url() as url:
+        monkeypatch.setenv("ECM_WAREHOUSE_URL", url)
+        monkeypatch.setenv("ECM_DATA_DIR", str(tmp_path))
+        code = main(["summary", "--json"])
+        out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["warehouse"] == url
