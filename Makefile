@@ -41,8 +41,11 @@ demo: install dagster-home
 	@echo "Open the UI with 'make dev' (http://127.0.0.1:3000), or query the warehouse with:"
 	@echo "  $(BIN)/python -c \"import duckdb; print(duckdb.connect('$(ECM_WAREHOUSE)', read_only=True).sql('from case_sla_monthly_report'))\""
 
+# Two workers by default: most tests start real processes (dagster, daemons, a browser) and
+# wait on them. Each test file stays on one worker (module fixtures are built once).
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 dev: install dagster-home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
