@@ -84,7 +84,11 @@ def _kill_loop(
     previous_bounds: dict = {}
     attempts = 0
     phases: set[str] = set()
-    while kills < kills_wanted and attempts < 4 * kills_wanted:
+    # The kill lands at a random moment of the run. A run that finished before its kill
+    # (a fast or an idle machine) narrows the window, so the kills keep landing, spread over
+    # the phases the run really has, however fast it is.
+    window = max_sleep
+    while kills < kills_wanted and attempts < 6 * kills_wanted:
         attempts += 1
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(spec_file), str(wh)],
@@ -95,10 +99,12 @@ def _kill_loop(
         try:
             assert child.stdout is not None
             assert child.stdout.readline().strip() == "ready"
-            time.sleep(rng.uniform(0.0, max_sleep))
+            time.sleep(rng.uniform(0.0, window))
             if child.poll() is None:
                 child.send_signal(signal.SIGKILL)
                 kills += 1
+            else:
+                window = max(0.05, window * 0.6)
             child.wait(timeout=60)
         finally:
             if child.poll() is None:
