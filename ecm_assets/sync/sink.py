@@ -436,19 +436,13 @@ def merge_partition(
             bind,
         ).fetchone()[0]
     hard = 0
-    if reconcile_deletes and not is_duckdb(conn):
+    if reconcile_deletes:
+        # NOT EXISTS, on both backends: unlike NOT IN it means the same if a key is NULL.
         hard = conn.execute(
             f"UPDATE {t.store} AS x SET _deleted = true, _delete_kind = 'hard', run_id = ?, "
             f"_synced_at = ? WHERE x._partition = ? AND coalesce(x._delete_kind, '') <> 'hard' "
             f"AND NOT EXISTS (SELECT 1 FROM {t.keys} AS k WHERE k._run_id = ? AND "
             f"k.key = x.{key})",
-            [run_id, synced_at, partition, run_id],
-        ).fetchone()[0]
-    elif reconcile_deletes:
-        hard = conn.execute(
-            f"UPDATE {t.store} SET _deleted = true, _delete_kind = 'hard', run_id = ?, "
-            f"_synced_at = ? WHERE _partition = ? AND coalesce(_delete_kind, '') <> 'hard' AND "
-            f"{key} NOT IN (SELECT key FROM {t.keys} WHERE _run_id = ?)",
             [run_id, synced_at, partition, run_id],
         ).fetchone()[0]
     written = int(written)
