@@ -202,6 +202,21 @@ def test_the_warehouse_is_a_path_or_a_url_and_picks_the_pool(
     assert isinstance(database, dg.EnvVar) and database.get_value() == PG_URL
 
 
+def test_steps_run_in_the_run_process_unless_the_caller_picks_an_executor(
+    tmp_path: Path,
+) -> None:
+    """No second interpreter per step (it re-imports the location); jobs inherit it."""
+    for warehouse in ("w.duckdb", PG_URL):
+        defs = ecm_assets.build_definitions(DATASETS, data_dir=tmp_path, warehouse=warehouse)
+        assert defs.executor is dg.in_process_executor
+        job = defs.resolve_implicit_global_asset_job_def()
+        assert job.executor_def is dg.in_process_executor
+    chosen = ecm_assets.build_definitions(
+        DATASETS, data_dir=tmp_path, warehouse=PG_URL, executor=dg.multiprocess_executor
+    )
+    assert chosen.executor is dg.multiprocess_executor
+
+
 def test_a_password_in_ecm_warehouse_url_never_reaches_the_ui(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
