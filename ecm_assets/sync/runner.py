@@ -37,25 +37,21 @@ from ecm_assets.manifest.ledger import (
 from ecm_assets.manifest.states import IN_FLIGHT, RunStatus
 from ecm_assets.publish.failpoints import failpoint
 from ecm_assets.sync import checkpoints
-from ecm_assets.sync.backend import columns, ensure_schema, is_duckdb
+from ecm_assets.sync.backend import columns, ensure_schema, in_list, is_duckdb
 from ecm_assets.sync.connectors import Boundary, SourceConnector, redacted
 from ecm_assets.sync.processors import PROCESSORS
 from ecm_assets.sync.sink import (
     MergeResult,
     dedupe_staged,
     ensure_store,
-    flush_load,
     foreign_rows,
     insert_partitions,
     merge_partition,
-    publish_load,
     reset_staging,
     stage_keys,
     stage_page,
-    staged_table,
     store_exists,
     tables_for,
-    unload,
 )
 from ecm_assets.sync.spec import JobSpec
 from ecm_assets.sync.validation import SyncValidationError, judge_run, quality_record
@@ -361,7 +357,15 @@ def _run(
                     pending = reader.submit(fetch, last)
 
                 def page(page_table=page_table, last=last) -> int:
-                    counts = stage_page(conn, spec, run_id, page_table, keep=wanted)
+                    counts = stage_page(conn, spec, run_id, page_table)
+                    dropped = [p for p in counts if p not in wanted]
+                    if dropped:
+                        among, among_params = in_list(wanted)
+                        conn.execute(
+                            f"DELETE FROM {tables_for(spec).staging} WHERE _run_id = ? AND "
+                            f"_partition NOT IN {among}",
+                            [run_id, *among_params],
+                        )
                     checkpoints.advance_all(conn, spec.job_id, run_id, wanted, counts, last)
                     return sum(n for p, n in counts.items() if p in wanted)
 
@@ -376,7 +380,6 @@ def _run(
                     raise
 
         def staged() -> None:
-            flush_load(conn, spec)
             # Also when this attempt staged no page: an earlier attempt's pages may hold a
             # key read twice (a resume after the last page's commit).
             dedupe_staged(conn, spec, run_id)
@@ -396,11 +399,6 @@ def _run(
         error = SyncValidationError(
             spec.job_id, run_id, [f for f in findings if not f.passed and f.severity.blocks]
         )
-        target = staged_table(conn, spec)
-        if target is not None and target.load:
-            # An aborted run leaves nothing in the store's schema: its rows stay staged
-            # for inspection, where any run's stay.
-            _tx(conn, lambda: unload(conn, spec))
         transition(
             conn,
             run_id,
@@ -415,16 +413,9 @@ def _run(
         raise error
 
     transition(conn, run_id, asset, RunStatus.COMMITTING, quality=quality)
-    todo = [p for p in wanted if state[p].status != "completed"]
-    target = staged_table(conn, spec)
-    loading = target is not None and target.load
-    if loading and store_exists(conn, spec):
-        # A store appeared since this run began loading (another job with the same table):
-        # its rows are merged like any run's.
-        _tx(conn, lambda: unload(conn, spec))
-        loading = False
     _ensure_staging_shape(conn, spec)
     ensure_store(conn, spec)
+    todo = [p for p in wanted if state[p].status != "completed"]
     synced_at = now()
 
     def outputs() -> dict[str, Any]:
@@ -437,13 +428,11 @@ def _run(
             "partitions_skipped": result.skipped_partitions,
         }
 
-    if todo and (loading or (store_exists(conn, spec) and not foreign_rows(conn, spec, run_id))):
+    if todo and store_exists(conn, spec) and not foreign_rows(conn, spec, run_id):
         # First load: one statement and one transaction for every partition (all or none
-        # of them published), instead of one scan and one commit per partition. Staged
-        # into the load table (DuckDB), the statement is its rename into the store.
+        # of them published), instead of one scan and one commit per partition.
         def load_all() -> None:
-            publish = publish_load if loading else insert_partitions
-            merged = publish(
+            merged = insert_partitions(
                 conn, spec, run_id, todo, synced_at=synced_at, reconcile_deletes=reconcile
             )
             for partition in todo:
@@ -512,7 +501,12 @@ def _failpoints(point: str, partition: str) -> None:
 def _ensure_staging_shape(conn: Any, spec: JobSpec) -> None:
     """A run that staged no page still merges (hard deletes): give it an empty staging."""
     t = tables_for(spec)
-    if staged_table(conn, spec) is None and store_exists(conn, spec):
+    has = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ecm_staging' AND "
+        "table_name = ?",
+        ["sync__" + spec.table],
+    ).fetchone()[0]
+    if not has and store_exists(conn, spec):
         ensure_schema(conn, "ecm_staging")
         own = [
             quote_ident(c)

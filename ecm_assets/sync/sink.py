@@ -3,13 +3,11 @@
 Staging is a warehouse table (`ecm_staging.sync__<table>`) whose rows carry the run id, the
 partition, the row version and the tombstone flag. A page and its checkpoint commit in one
 transaction; a partition's merge, its checkpoint and (for the last one) the run's manifest
-commit in another. A first load on DuckDB (no store table yet) stages into
-`<store>._ecm_load__<table>`, already in the store's shape, which one transaction renames
-into the store at publish: each row is written once instead of twice. The merge keeps,
-per key, the newest version seen by the run and writes it only where the store holds no row
-or an older version: a re-read row (overlap, replay) changes nothing, and an older version
-never overwrites a newer one. Soft deletes arrive as ordinary versions with `_deleted`; a
-full extraction also tombstones keys the source no longer has (hard deletes).
+commit in another. The merge keeps, per key, the newest version seen by the run and writes
+it only where the store holds no row or an older version: a re-read row (overlap, replay)
+changes nothing, and an older version never overwrites a newer one. Soft deletes arrive as
+ordinary versions with `_deleted`; a full extraction also tombstones keys the source no
+longer has (hard deletes).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -49,11 +46,6 @@ SYNC_COLUMNS = (
 )
 
 
-#: A first load's staging table, in the store's schema (a rename cannot move a DuckDB table
-#: to another schema): `<store>._ecm_load__<table>`.
-LOAD_PREFIX = "_ecm_load__"
-
-
 @dataclass(frozen=True)
 class Tables:
     staging: str
@@ -61,8 +53,6 @@ class Tables:
     store: str
     store_schema: str
     store_name: str
-    load: str = ""
-    carry: str = ""
 
 
 def tables_for(spec: JobSpec) -> Tables:
@@ -72,30 +62,7 @@ def tables_for(spec: JobSpec) -> Tables:
         store=f"{quote_ident(spec.store)}.{quote_ident(spec.table)}",
         store_schema=spec.store,
         store_name=spec.table,
-        load=f"{quote_ident(spec.store)}.{quote_ident(LOAD_PREFIX + spec.table)}",
-        carry=f"{quote_ident(STAGING_SCHEMA)}.{quote_ident('sync_carry__' + spec.table)}",
     )
-
-
-@dataclass(frozen=True)
-class Staged:
-    """The table that holds the run's staged rows: `ecm_staging.sync__<table>`, or on a
-    DuckDB first load the store-shaped `<store>._ecm_load__<table>` (`load`)."""
-
-    table: str
-    schema: str
-    name: str
-    load: bool
-
-
-def staged_table(conn: Any, spec: JobSpec) -> Staged | None:
-    """Where this job's staged rows are (None: no page staged since the last reset)."""
-    t = tables_for(spec)
-    if is_duckdb(conn) and _exists(conn, spec.store, LOAD_PREFIX + spec.table):
-        return Staged(t.load, spec.store, LOAD_PREFIX + spec.table, True)
-    if _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
-        return Staged(t.staging, STAGING_SCHEMA, "sync__" + spec.table, False)
-    return None
 
 
 def _exists(conn: Any, schema: str, name: str) -> bool:
@@ -111,15 +78,10 @@ def reset_staging(conn: Any, spec: JobSpec) -> None:
     t = tables_for(spec)
     conn.execute(f"DROP TABLE IF EXISTS {t.staging}")
     conn.execute(f"DROP TABLE IF EXISTS {t.keys}")
-    if is_duckdb(conn):
-        conn.execute(f"DROP TABLE IF EXISTS {t.load}")
-        conn.execute(f"DROP TABLE IF EXISTS {t.carry}")
 
 
-def _page_select(spec: JobSpec, page: pa.Table, load: bool = False) -> tuple[str, list[Any]]:
-    """Staging rows of the registered page `__ecm_sync_page` (it has `_partition`); with
-    `load`, in the store's column order with its `_delete_kind` (run id last, renamed and
-    followed by `_synced_at` at publish)."""
+def _page_select(spec: JobSpec, page: pa.Table) -> tuple[str, list[Any]]:
+    """Staging rows of the registered page `__ecm_sync_page` (it has `_partition`)."""
     src = spec.source
     cols = []
     for f in page.schema:
@@ -144,13 +106,6 @@ def _page_select(spec: JobSpec, page: pa.Table, load: bool = False) -> tuple[str
         f"CAST({quote_ident(src.cursor.column)} AS VARCHAR) || '|' || "
         f"CAST({quote_ident(src.cursor.tiebreaker)} AS VARCHAR)"
     )
-    if load:
-        select = (
-            f"SELECT {', '.join(cols)}, _partition, {version} AS _version, {deleted} AS "
-            f"_deleted, CASE WHEN {deleted} THEN 'soft' END AS _delete_kind, {cursor} AS "
-            "_source_cursor, CAST(? AS VARCHAR) AS _run_id FROM __ecm_sync_page"
-        )
-        return select, []
     select = (
         f"SELECT {', '.join(cols)}, CAST(? AS VARCHAR) AS _run_id, _partition, "
         f"{version} AS _version, {deleted} AS _deleted, {cursor} AS _source_cursor "
@@ -159,11 +114,8 @@ def _page_select(spec: JobSpec, page: pa.Table, load: bool = False) -> tuple[str
     return select, []
 
 
-def stage_page(
-    conn: Any, spec: JobSpec, run_id: str, page: pa.Table, keep: list[str] | None = None
-) -> dict[str, int]:
-    """Append one page to staging; rows per partition (of the whole page: rows of a
-    partition not in `keep` are counted but not staged). Call inside the page transaction.
+def stage_page(conn: Any, spec: JobSpec, run_id: str, page: pa.Table) -> dict[str, int]:
+    """Append one page to staging; rows per partition. Call inside the page transaction.
 
     The partition is a function of the partition key, so DuckDB computes it once per
     distinct key value (sha256 is the costly part); Arrow maps it back onto the rows and
@@ -184,97 +136,28 @@ def stage_page(
             f"value no partition names (list partitioning allows "
             f"{list(spec.partitioning.values)})"
         )
-    if keep is not None and any(p not in keep for p in counts):
-        page = page.filter(pc.is_in(page.column("_partition"), value_set=pa.array(keep)))
     if not is_duckdb(conn):
         _stage_page_copy(conn, spec, run_id, page)
         return counts
-    target = staged_table(conn, spec)
     conn.register("__ecm_sync_page", page)
     try:
-        if target is None:
-            # The run's first page decides where the run stages: with no store yet, into the
-            # table that becomes the store (a resumed run finds it and goes on there).
-            load = not store_exists(conn, spec)
-            select, params = _page_select(spec, page, load)
-            ensure_schema(conn, spec.store if load else STAGING_SCHEMA)
-            target = (
-                Staged(t.load, spec.store, LOAD_PREFIX + spec.table, True)
-                if load
-                else Staged(t.staging, STAGING_SCHEMA, "sync__" + spec.table, False)
-            )
-            conn.execute(f"CREATE TABLE {target.table} AS {select} LIMIT 0", [run_id, *params])
+        select, params = _page_select(spec, page)
+        if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
+            ensure_schema(conn, STAGING_SCHEMA)
+            conn.execute(f"CREATE TABLE {t.staging} AS {select} LIMIT 0", [run_id, *params])
         else:
-            select, params = _page_select(spec, page, target.load)
-            _add_new_columns(conn, target.table, target.schema, target.name, page)
-    finally:
-        conn.unregister("__ecm_sync_page")
-    if target.load:
-        _stage_load(conn, spec, run_id, page, select, params)
-        return counts
-    # Staged rows live until the run publishes: written uncompressed (compressing them cost
-    # more than twice the write). The setting is the database's, so it is put back at once;
-    # the store is compressed as usual.
-    _insert_page(conn, target.table, page, select, [run_id, *params], uncompressed=True)
-    return counts
-
-
-#: DuckDB's rows per row group (its default; another size only costs the rewrite below).
-ROW_GROUP_ROWS = 122_880
-
-
-def _insert_page(
-    conn: Any, table: str, page: pa.Table, select: str, params: list[Any], *, uncompressed: bool
-) -> None:
-    conn.register("__ecm_sync_page", page)
-    try:
-        if uncompressed:
-            conn.execute("SET force_compression = 'uncompressed'")
+            _add_new_columns(conn, t.staging, STAGING_SCHEMA, "sync__" + spec.table, page)
+        # Staged rows live until the run publishes: written uncompressed (compressing them
+        # cost more than twice the write). The setting is the database's, so it is put back
+        # at once; the store is compressed as usual.
+        conn.execute("SET force_compression = 'uncompressed'")
         try:
-            conn.execute(f"INSERT INTO {table} BY NAME {select}", params)
+            conn.execute(f"INSERT INTO {t.staging} BY NAME {select}", [run_id, *params])
         finally:
-            if uncompressed:
-                conn.execute("RESET force_compression")
+            conn.execute("RESET force_compression")
     finally:
         conn.unregister("__ecm_sync_page")
-
-
-def _stage_load(
-    conn: Any, spec: JobSpec, run_id: str, page: pa.Table, select: str, params: list[Any]
-) -> None:
-    """A page into the load table in whole row groups only; the rest waits in the carry
-    table (uncompressed) for the next page or for `flush_load`. Each commit of a partial
-    row group would stay one, and DuckDB's checkpoint then rewrites the whole table to
-    merge them (about the cost of writing it again)."""
-    t = tables_for(spec)
-    name = "sync_carry__" + spec.table
-    if _exists(conn, STAGING_SCHEMA, name):
-        _add_new_columns(conn, t.carry, STAGING_SCHEMA, name, page)
-        have = int(conn.execute(f"SELECT count(*) FROM {t.carry}").fetchone()[0])
-    else:
-        ensure_schema(conn, STAGING_SCHEMA)
-        conn.execute(f"CREATE TABLE {t.carry} AS SELECT * FROM {t.load} LIMIT 0")
-        have = 0
-    whole = (have + page.num_rows) // ROW_GROUP_ROWS * ROW_GROUP_ROWS
-    take = max(whole - have, 0)
-    if whole:
-        if have:
-            conn.execute(f"INSERT INTO {t.load} BY NAME SELECT * FROM {t.carry}")
-            conn.execute(f"DELETE FROM {t.carry}")
-        _insert_page(
-            conn, t.load, page.slice(0, take), select, [run_id, *params], uncompressed=False
-        )
-    if take < page.num_rows:
-        _insert_page(conn, t.carry, page.slice(take), select, [run_id, *params], uncompressed=True)
-
-
-def flush_load(conn: Any, spec: JobSpec) -> None:
-    """The carried rows into the load table once every page is staged (its one partial
-    row group, at its end); call in the transaction that marks the run staged."""
-    t = tables_for(spec)
-    if is_duckdb(conn) and _exists(conn, STAGING_SCHEMA, "sync_carry__" + spec.table):
-        conn.execute(f"INSERT INTO {t.load} BY NAME SELECT * FROM {t.carry}")
-        conn.execute(f"DROP TABLE {t.carry}")
+    return counts
 
 
 def _stage_page_copy(conn: Any, spec: JobSpec, run_id: str, page: pa.Table) -> None:
@@ -389,30 +272,27 @@ def ensure_store(conn: Any, spec: JobSpec) -> None:
 def dedupe_staged(conn: Any, spec: JobSpec, run_id: str) -> int:
     """Keep one staged row per key (its newest version): a row updated during the scan can
     be read twice. One pass when there is nothing to drop."""
-    target = staged_table(conn, spec)
-    if target is None:
-        return 0
-    staging = target.table
+    t = tables_for(spec)
     key = quote_ident(spec.source.key)
     total, distinct = conn.execute(
-        f"SELECT count(*), count(DISTINCT {key}) FROM {staging} WHERE _run_id = ?", [run_id]
+        f"SELECT count(*), count(DISTINCT {key}) FROM {t.staging} WHERE _run_id = ?", [run_id]
     ).fetchone()
     if total == distinct:
         return 0
     if not is_duckdb(conn):
         return int(
             conn.execute(
-                f"DELETE FROM {staging} WHERE ctid IN (SELECT rid FROM (SELECT ctid AS rid, "
+                f"DELETE FROM {t.staging} WHERE ctid IN (SELECT rid FROM (SELECT ctid AS rid, "
                 f"row_number() OVER (PARTITION BY {key} ORDER BY _version DESC, _source_cursor "
-                f'COLLATE "C" DESC) AS rn FROM {staging} WHERE _run_id = ?) AS q WHERE rn > 1)',
+                f'COLLATE "C" DESC) AS rn FROM {t.staging} WHERE _run_id = ?) AS q WHERE rn > 1)',
                 [run_id],
             ).fetchone()[0]
         )
     return int(
         conn.execute(
-            f"DELETE FROM {staging} WHERE rowid IN (SELECT rid FROM (SELECT rowid AS rid, "
+            f"DELETE FROM {t.staging} WHERE rowid IN (SELECT rid FROM (SELECT rowid AS rid, "
             f"row_number() OVER (PARTITION BY {key} ORDER BY _version DESC, _source_cursor "
-            f"DESC) AS rn FROM {staging} WHERE _run_id = ?) WHERE rn > 1)",
+            f"DESC) AS rn FROM {t.staging} WHERE _run_id = ?) WHERE rn > 1)",
             [run_id],
         ).fetchone()[0]
     )
@@ -492,7 +372,8 @@ def tombstone_missing(
 ) -> dict[str, int]:
     """Hard deletes of a full extraction: store rows of `partitions` whose key is not among
     the run's staged live keys become tombstones; per partition, how many. NOT EXISTS on
-    both backends: unlike NOT IN it still matches when a live key is NULL."""
+    both backends (as in `merge_partition`): NOT IN matches nothing once a live key is
+    NULL."""
     t = tables_for(spec)
     key = quote_ident(spec.source.key)
     among, among_params = in_list(partitions)
@@ -506,66 +387,6 @@ def tombstone_missing(
     ).fetchall():
         hard[partition] = hard.get(partition, 0) + 1
     return hard
-
-
-def publish_load(
-    conn: Any,
-    spec: JobSpec,
-    run_id: str,
-    partitions: list[str],
-    *,
-    synced_at: Any,
-    reconcile_deletes: bool,
-) -> dict[str, MergeResult]:
-    """First load staged into the load table (DuckDB, no store yet): the load table becomes
-    the store (its run column renamed, `_synced_at` added, then the table renamed), the
-    same rows and columns `insert_partitions` would write, without writing them again. Call
-    inside the one transaction that completes every checkpoint and publishes the run;
-    DuckDB's ALTER TABLE is transactional, so a kill before the commit leaves the load
-    table as it was and no store."""
-    t = tables_for(spec)
-    among, among_params = in_list(partitions)
-    staged = dict(
-        conn.execute(
-            f"SELECT _partition, count(*) FROM {t.load} WHERE _run_id = ? AND _partition IN "
-            f"{among} GROUP BY _partition",
-            [run_id, *among_params],
-        ).fetchall()
-    )
-    # DDL takes no parameters: the timestamp is ours, written as an ISO literal.
-    stamp = pd.Timestamp(synced_at).isoformat()
-    conn.execute(f"ALTER TABLE {t.load} RENAME COLUMN _run_id TO run_id")
-    conn.execute(
-        f"ALTER TABLE {t.load} ADD COLUMN _synced_at TIMESTAMPTZ DEFAULT CAST('{stamp}' AS "
-        "TIMESTAMPTZ)"
-    )
-    conn.execute(f"ALTER TABLE {t.load} ALTER COLUMN _synced_at DROP DEFAULT")
-    conn.execute(f"ALTER TABLE {t.load} RENAME TO {quote_ident(spec.table)}")
-    hard = tombstone_missing(conn, spec, run_id, partitions, synced_at) if reconcile_deletes else {}
-    return {
-        p: MergeResult(p, int(staged.get(p, 0)), int(staged.get(p, 0)), 0, hard.get(p, 0))
-        for p in partitions
-    }
-
-
-def unload(conn: Any, spec: JobSpec) -> None:
-    """A load table whose store appeared meanwhile (another job with the same table):
-    its rows move to ordinary staging, to be merged. Call inside a transaction."""
-    t = tables_for(spec)
-    staging_columns = [
-        c
-        for c, _ in columns(conn, spec.store, LOAD_PREFIX + spec.table)
-        if c not in ("_run_id", "_partition", "_version", "_deleted", "_delete_kind")
-        and c != "_source_cursor"
-    ]
-    own = ", ".join(quote_ident(c) for c in staging_columns)
-    ensure_schema(conn, STAGING_SCHEMA)
-    conn.execute(f"DROP TABLE IF EXISTS {t.staging}")
-    conn.execute(
-        f"CREATE TABLE {t.staging} AS SELECT {own}, _run_id, _partition, _version, _deleted, "
-        f"_source_cursor FROM {t.load}"
-    )
-    conn.execute(f"DROP TABLE {t.load}")
 
 
 def merge_partition(
@@ -679,11 +500,9 @@ def _merge_postgres(
 def store_rows_after_merge(conn: Any, spec: JobSpec, run_id: str, reconcile_deletes: bool) -> int:
     """Live rows the store will hold once every staged partition is merged (row_count)."""
     t = tables_for(spec)
-    target = staged_table(conn, spec)
-    staging = target.table if target is not None else t.staging
     key = quote_ident(spec.source.key)
     union = [
-        f"SELECT {key} AS k, _version AS v, _deleted AS d, 1 AS pri FROM {staging} "
+        f"SELECT {key} AS k, _version AS v, _deleted AS d, 1 AS pri FROM {t.staging} "
         "WHERE _run_id = ?"
     ]
     params: list[Any] = [run_id]

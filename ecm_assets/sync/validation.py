@@ -19,7 +19,7 @@ import pandas as pd
 from ecm_assets.adapters.warehouse import quote_ident
 from ecm_assets.contracts.quality import Freshness, NullRate, RowCount, Severity
 from ecm_assets.sync.backend import columns
-from ecm_assets.sync.sink import staged_table, store_exists, store_rows_after_merge, tables_for
+from ecm_assets.sync.sink import STAGING_SCHEMA, store_exists, store_rows_after_merge, tables_for
 from ecm_assets.sync.spec import JobSpec
 from ecm_assets.validation.gate import Decision, Finding
 
@@ -51,6 +51,16 @@ class SyncValidationError(RuntimeError):
         self.failures = failures
 
 
+def _staged_has(conn: Any, spec: JobSpec) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ecm_staging' "
+            "AND table_name = ?",
+            ["sync__" + spec.table],
+        ).fetchone()[0]
+    )
+
+
 def judge_run(
     conn: Any,
     spec: JobSpec,
@@ -61,10 +71,9 @@ def judge_run(
 ) -> tuple[Decision, list[Finding]]:
     """Evaluate every rule on the staged run; the decision and one finding per rule."""
     t = tables_for(spec)
-    target = staged_table(conn, spec)
-    staged = target is not None
+    staged = _staged_has(conn, spec)
     findings: list[Finding] = []
-    staged_columns = {c for c, _ in columns(conn, target.schema, target.name)} if target else set()
+    staged_columns = {c for c, _ in columns(conn, STAGING_SCHEMA, "sync__" + spec.table)}
     for rule in gate_rules(spec):
         if isinstance(rule, RowCount):
             if staged:
@@ -108,8 +117,7 @@ def judge_run(
                     )
                     continue
                 total, nulls = conn.execute(
-                    f"SELECT count(*), count(*) - count({col}) FROM {target.table} WHERE "
-                    "_run_id = ?",
+                    f"SELECT count(*), count(*) - count({col}) FROM {t.staging} WHERE _run_id = ?",
                     [run_id],
                 ).fetchone()
             share = nulls / total if total else 0.0
@@ -170,11 +178,10 @@ def _newest(conn, spec: JobSpec, column: str, run_id: str, staged: bool) -> pd.T
     t = tables_for(spec)
     col = quote_ident(column)
     values: list[Any] = []
-    target = staged_table(conn, spec) if staged else None
-    if target is not None:
+    if staged:
         values.append(
             conn.execute(
-                f"SELECT max({col}) FROM {target.table} WHERE _run_id = ?", [run_id]
+                f"SELECT max({col}) FROM {t.staging} WHERE _run_id = ?", [run_id]
             ).fetchone()[0]
         )
     if store_exists(conn, spec):

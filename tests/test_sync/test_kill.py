@@ -196,28 +196,27 @@ def _run_child(spec_file: Path, wh: str, failpoint: str | None) -> int:
 
 def _bucket_state(wh: str, spec, run_id: str) -> dict[str, tuple[str, int, int, int]]:
     """Per partition of the run: (checkpoint status, rows_merged, store rows this run wrote,
-    staged rows of the run whose key and version the store does not hold). A first load on
-    DuckDB stages into the table that becomes the store: before its publish there is no
-    store (nothing written), after it the staged rows are the store's."""
-    from ecm_assets.sync.sink import staged_table, store_exists, tables_for
+    staged rows of the run whose key and version the store does not hold)."""
+    from ecm_assets.sync.sink import tables_for
 
     t = tables_for(spec)
     with open_warehouse(wh).connect(read_only=True) as conn:
         cps = {c.partition: c for c in checkpoints.load_checkpoints(conn, spec.job_id, run_id)}
-        written: dict[str, int] = {}
-        if store_exists(conn, spec):
-            written = dict(
-                conn.execute(
-                    f"SELECT _partition, count(*) FROM {t.store} WHERE run_id = ? GROUP BY 1",
-                    [run_id],
-                ).fetchall()
-            )
-        staged = staged_table(conn, spec)
+        written = dict(
+            conn.execute(
+                f"SELECT _partition, count(*) FROM {t.store} WHERE run_id = ? GROUP BY 1",
+                [run_id],
+            ).fetchall()
+        )
+        staged_exists = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ecm_staging' "
+            "AND table_name = 'sync__customer_history'"
+        ).fetchone()[0]
         unapplied: dict[str, int] = {}
-        if staged is not None and store_exists(conn, spec):
+        if staged_exists:
             unapplied = dict(
                 conn.execute(
-                    f"SELECT s._partition, count(*) FROM {staged.table} s LEFT JOIN {t.store} x "
+                    f"SELECT s._partition, count(*) FROM {t.staging} s LEFT JOIN {t.store} x "
                     "ON x.id = s.id AND x._version >= s._version WHERE s._run_id = ? AND "
                     "x.id IS NULL GROUP BY 1",
                     [run_id],

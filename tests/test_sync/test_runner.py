@@ -173,67 +173,10 @@ def test_dependencies_gate_the_run(warehouse, sqlite_url):
     assert run_job(spec, warehouse, check_dependencies=True).rows_written == 50
 
 
-def test_first_load_into_duckdb_stages_into_the_store_in_whole_row_groups(
-    tmp_path, sqlite_url, monkeypatch
-):
-    """A first load on DuckDB stages into the table that becomes the store: whole row groups
-    go there with each page, the rest is carried to the next page. Killed mid-run and
-    resumed, the store has every row once, the store's usual columns in their usual order,
-    and no load, carry or staging table is left."""
-    from ecm_assets.sync import sink
-
-    monkeypatch.setattr(sink, "ROW_GROUP_ROWS", 700)  # 500-row pages: carries every page
-    create_source(sqlite_url, 3000)
-    spec = make_spec(sqlite_url)
-    wh = str(tmp_path / "wh.duckdb")
-
-    def boom(pages: int) -> None:
-        if pages == 3:
-            raise ConnectionError("source went away")
-
-    with pytest.raises(ConnectionError):
-        run_job(spec, wh, on_page=boom)
-    with open_warehouse(wh).connect(read_only=True) as conn:
-        # 1500 rows staged: 1400 in whole (test-sized) row groups, 100 carried; no store.
-        assert conn.execute(
-            "SELECT (SELECT count(*) FROM context_store._ecm_load__customer_history), "
-            "(SELECT count(*) FROM ecm_staging.sync_carry__customer_history)"
-        ).fetchone() == (1400, 100)
-    resumed = run_job(spec, wh)
-    assert resumed.resumed and resumed.rows_extracted == 1500 and resumed.rows_written == 3000
-    assert _clean(verify(spec, wh))
-    with open_warehouse(wh).connect(read_only=True) as conn:
-        cols = [
-            r[0]
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                "'context_store' AND table_name = 'customer_history' ORDER BY ordinal_position"
-            ).fetchall()
-        ]
-        tables = conn.execute(
-            "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE "
-            "table_schema IN ('context_store', 'ecm_staging')"
-        ).fetchall()
-        runs, stamps = conn.execute(
-            "SELECT count(DISTINCT run_id), count(DISTINCT _synced_at) FROM "
-            "context_store.customer_history WHERE _synced_at IS NOT NULL"
-        ).fetchone()
-    assert cols[-7:] == [
-        "_partition",
-        "_version",
-        "_deleted",
-        "_delete_kind",
-        "_source_cursor",
-        "run_id",
-        "_synced_at",
-    ]
-    assert tables == [("context_store.customer_history",)]
-    assert (runs, stamps) == (1, 1)  # one run, one publish time
-
-
 def test_hard_delete_reconcile_matches_with_a_null_live_key(warehouse, sqlite_url):
-    """Regression: the first load's reconcile used `NOT IN (live keys)` on DuckDB, which
-    tombstones nothing once one live key is NULL; both backends now use NOT EXISTS."""
+    """Regression: the first load's reconcile (`insert_partitions`) used `NOT IN (live keys)`
+    on DuckDB, which tombstones nothing once one live key is NULL; it now shares the NOT
+    EXISTS statement with both backends."""
     from datetime import UTC, datetime
 
     from ecm_assets.sync.sink import tombstone_missing
