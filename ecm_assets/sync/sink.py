@@ -273,6 +273,8 @@ def dedupe_staged(conn: Any, spec: JobSpec, run_id: str) -> int:
     """Keep one staged row per key (its newest version): a row updated during the scan can
     be read twice. One pass when there is nothing to drop."""
     t = tables_for(spec)
+    if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
+        return 0  # no page staged by any attempt of the run
     key = quote_ident(spec.source.key)
     total, distinct = conn.execute(
         f"SELECT count(*), count(DISTINCT {key}) FROM {t.staging} WHERE _run_id = ?", [run_id]

@@ -233,3 +233,15 @@ def test_resume_after_the_last_page_still_dedupes_a_key_read_twice(warehouse, sq
     assert resumed.resumed and resumed.pages == 0
     counts = verify(spec, wh)
     assert _clean(counts), counts
+
+
+def test_a_run_with_nothing_to_stage_publishes(warehouse, sqlite_url):
+    """No page staged by any attempt (an empty source): nothing to deduplicate, the run
+    still publishes."""
+    create_source(sqlite_url, 0)
+    spec = make_spec(sqlite_url, validation={"rules": [], "on_failure": "abort_and_alert"})
+    result = run_job(spec, warehouse)
+    assert result.pages == 0 and result.rows_written == 0
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
+        (manifest,) = load_manifests(conn, asset=spec.asset_name)
+    assert manifest.status == RunStatus.PUBLISHED
