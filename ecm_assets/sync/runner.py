@@ -343,6 +343,7 @@ def _run(
         # The next page is read (source driver, Arrow, transform: mostly Python) while this
         # one is staged and committed (warehouse: mostly native): the two overlap on two
         # cores. Only committed pages move a checkpoint; a prefetched page is just a read.
+        top = (boundary.next_updated_at, boundary.max_id_at_boundary)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecm-sync-read") as reader:
             pending = reader.submit(fetch, after) if boundary.next_updated_at is not None else None
             while pending is not None:
@@ -350,7 +351,9 @@ def _run(
                 pending = None
                 if read == 0:
                     break
-                if read >= spec.page_rows:
+                # A full page may have more after it, unless it ends at the boundary itself
+                # (the keyset's inclusive top): then the next read is known to be empty.
+                if read >= spec.page_rows and last != top:
                     pending = reader.submit(fetch, last)
 
                 def page(page_table=page_table, last=last) -> int:
@@ -377,8 +380,9 @@ def _run(
                     raise
 
         def staged() -> None:
-            if result.pages:
-                dedupe_staged(conn, spec, run_id)
+            # Also when this attempt staged no page: an earlier attempt's pages may hold a
+            # key read twice (a resume after the last page's commit).
+            dedupe_staged(conn, spec, run_id)
             if reconcile:
                 stage_keys(conn, spec, run_id, connector.live_keys())
             checkpoints.advance_all(conn, spec.job_id, run_id, wanted, {}, None, "staged")

@@ -273,6 +273,8 @@ def dedupe_staged(conn: Any, spec: JobSpec, run_id: str) -> int:
     """Keep one staged row per key (its newest version): a row updated during the scan can
     be read twice. One pass when there is nothing to drop."""
     t = tables_for(spec)
+    if not _exists(conn, STAGING_SCHEMA, "sync__" + spec.table):
+        return 0  # no page staged by any attempt of the run
     key = quote_ident(spec.source.key)
     total, distinct = conn.execute(
         f"SELECT count(*), count(DISTINCT {key}) FROM {t.staging} WHERE _run_id = ?", [run_id]
@@ -333,7 +335,6 @@ def insert_partitions(
     statement; call inside the one transaction that completes all their checkpoints.
     The same rows as one `merge_partition` per partition, without 16 scans and commits."""
     t = tables_for(spec)
-    key = quote_ident(spec.source.key)
     staged_columns = [
         c for c, _ in columns(conn, STAGING_SCHEMA, "sync__" + spec.table) if c != "_run_id"
     ]
@@ -361,24 +362,33 @@ def insert_partitions(
     finally:
         if duck:
             conn.execute("RESET preserve_insertion_order")
-    hard: dict[str, int] = {}
-    if reconcile_deletes:
-        gone = (
-            f"NOT EXISTS (SELECT 1 FROM {t.keys} AS k WHERE k._run_id = ? AND k.key = x.{key})"
-            if not is_duckdb(conn)
-            else f"x.{key} NOT IN (SELECT key FROM {t.keys} WHERE _run_id = ?)"
-        )
-        for (partition,) in conn.execute(
-            f"UPDATE {t.store} AS x SET _deleted = true, _delete_kind = 'hard', run_id = ?, "
-            f"_synced_at = ? WHERE x._partition IN {among} AND coalesce(x._delete_kind, '') "
-            f"<> 'hard' AND {gone} RETURNING x._partition",
-            [run_id, synced_at, *among_params, run_id],
-        ).fetchall():
-            hard[partition] = hard.get(partition, 0) + 1
+    hard = tombstone_missing(conn, spec, run_id, partitions, synced_at) if reconcile_deletes else {}
     return {
         p: MergeResult(p, int(staged.get(p, 0)), int(staged.get(p, 0)), 0, hard.get(p, 0))
         for p in partitions
     }
+
+
+def tombstone_missing(
+    conn: Any, spec: JobSpec, run_id: str, partitions: list[str], synced_at: Any
+) -> dict[str, int]:
+    """Hard deletes of a full extraction: store rows of `partitions` whose key is not among
+    the run's staged live keys become tombstones; per partition, how many. NOT EXISTS on
+    both backends (as in `merge_partition`): NOT IN matches nothing once a live key is
+    NULL."""
+    t = tables_for(spec)
+    key = quote_ident(spec.source.key)
+    among, among_params = in_list(partitions)
+    hard: dict[str, int] = {}
+    for (partition,) in conn.execute(
+        f"UPDATE {t.store} AS x SET _deleted = true, _delete_kind = 'hard', run_id = ?, "
+        f"_synced_at = ? WHERE x._partition IN {among} AND coalesce(x._delete_kind, '') "
+        f"<> 'hard' AND NOT EXISTS (SELECT 1 FROM {t.keys} AS k WHERE k._run_id = ? AND "
+        f"k.key = x.{key}) RETURNING x._partition",
+        [run_id, synced_at, *among_params, run_id],
+    ).fetchall():
+        hard[partition] = hard.get(partition, 0) + 1
+    return hard
 
 
 def merge_partition(

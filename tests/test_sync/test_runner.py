@@ -171,3 +171,77 @@ def test_dependencies_gate_the_run(warehouse, sqlite_url):
     upstream = make_spec(sqlite_url, job_id="reference-data-sync", sink__table="refdata")
     run_job(upstream, warehouse)
     assert run_job(spec, warehouse, check_dependencies=True).rows_written == 50
+
+
+def test_hard_delete_reconcile_matches_with_a_null_live_key(warehouse, sqlite_url):
+    """Regression: the first load's reconcile (`insert_partitions`) used `NOT IN (live keys)`
+    on DuckDB, which tombstones nothing once one live key is NULL; it now shares the NOT
+    EXISTS statement with both backends."""
+    from datetime import UTC, datetime
+
+    from ecm_assets.sync.sink import tombstone_missing
+
+    spec = make_spec(sqlite_url)
+    with open_warehouse(warehouse).connect() as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS context_store")
+        conn.execute("CREATE SCHEMA IF NOT EXISTS ecm_staging")
+        conn.execute(
+            "CREATE TABLE context_store.customer_history (id BIGINT, _partition VARCHAR, "
+            "_deleted BOOLEAN, _delete_kind VARCHAR, run_id VARCHAR, _synced_at TIMESTAMPTZ)"
+        )
+        conn.execute(
+            "INSERT INTO context_store.customer_history VALUES (1, '00', false, NULL, 'r', NULL), "
+            "(2, '00', false, NULL, 'r', NULL), (3, '01', false, NULL, 'r', NULL)"
+        )
+        conn.execute(
+            "CREATE TABLE ecm_staging.sync_keys__customer_history (key BIGINT, _run_id VARCHAR)"
+        )
+        conn.execute(
+            "INSERT INTO ecm_staging.sync_keys__customer_history VALUES (1, 'r'), (NULL, 'r')"
+        )
+        hard = tombstone_missing(conn, spec, "r", ["00", "01"], datetime.now(UTC))
+        gone = conn.execute(
+            "SELECT id FROM context_store.customer_history WHERE _delete_kind = 'hard' ORDER BY id"
+        ).fetchall()
+    assert hard == {"00": 1, "01": 1} and gone == [(2,), (3,)]
+
+
+def test_resume_after_the_last_page_still_dedupes_a_key_read_twice(warehouse, sqlite_url):
+    """Regression: a row updated during the scan to a cursor still below the boundary is
+    read twice in one run. A run stopped after its last page and resumed stages no new page;
+    the resumed attempt skipped the dedupe then, and the first load wrote the key twice."""
+    create_source(sqlite_url, 2000)
+    spec = make_spec(sqlite_url)
+    wh = warehouse
+
+    def move_then_stop(pages: int) -> None:
+        if pages == 1:
+            # The first row in cursor order (read by page 1) moves to a later cursor below
+            # the boundary, with a newer version: page 4 reads it again.
+            _exec(
+                sqlite_url,
+                "UPDATE customer_history SET version = version + 1, updated_at = (SELECT "
+                "updated_at FROM customer_history ORDER BY updated_at, id LIMIT 1 OFFSET 1700) "
+                "WHERE id = (SELECT id FROM customer_history ORDER BY updated_at, id LIMIT 1)",
+            )
+        if pages == 5:  # 2001 rows read: the last page
+            raise ConnectionError("stopped after the last page")
+
+    with pytest.raises(ConnectionError):
+        run_job(spec, wh, on_page=move_then_stop)
+    resumed = run_job(spec, wh)
+    assert resumed.resumed and resumed.pages == 0
+    counts = verify(spec, wh)
+    assert _clean(counts), counts
+
+
+def test_a_run_with_nothing_to_stage_publishes(warehouse, sqlite_url):
+    """No page staged by any attempt (an empty source): nothing to deduplicate, the run
+    still publishes."""
+    create_source(sqlite_url, 0)
+    spec = make_spec(sqlite_url, validation={"rules": [], "on_failure": "abort_and_alert"})
+    result = run_job(spec, warehouse)
+    assert result.pages == 0 and result.rows_written == 0
+    with open_warehouse(warehouse).connect(read_only=True) as conn:
+        (manifest,) = load_manifests(conn, asset=spec.asset_name)
+    assert manifest.status == RunStatus.PUBLISHED
