@@ -304,7 +304,7 @@ def measure_real(
         )
         home = work / f"real-home-{kind}"
         home.mkdir()
-        with _instance(kind, home) as instance:
+        with _instance(kind, home) as instance, _event_batches(kind):
             if instance is None:
                 out[kind] = None  # PostgreSQL unreachable: said in the report
                 continue
@@ -323,6 +323,29 @@ def measure_real(
     return out
 
 
+#: Events per batch write on the `postgres-batch` instance (DAGSTER_EVENT_BATCH_SIZE).
+EVENT_BATCH_SIZE = "1000"
+
+
+@contextlib.contextmanager
+def _event_batches(kind: str) -> Iterator[None]:
+    """`postgres-batch`: Dagster's DAGSTER_EVENT_BATCH_SIZE, so a range run's planned events
+    and its per-partition materializations are each written in one statement
+    (dagster-postgres implements `store_event_batch`; SQLite stores them one by one)."""
+    if kind != "postgres-batch":
+        yield
+        return
+    before = os.environ.get("DAGSTER_EVENT_BATCH_SIZE")
+    os.environ["DAGSTER_EVENT_BATCH_SIZE"] = EVENT_BATCH_SIZE
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DAGSTER_EVENT_BATCH_SIZE", None)
+        else:
+            os.environ["DAGSTER_EVENT_BATCH_SIZE"] = before
+
+
 #: Where the PostgreSQL instance case creates (and drops) its throwaway database.
 PG_ADMIN = os.environ.get("ECM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -332,6 +355,8 @@ def _instance(kind: str, home: Path) -> Iterator[dg.DagsterInstance | None]:
     """A fresh instance: SQLite files (the default `dagster.yaml`) or a PostgreSQL database
     through dagster-postgres (`dagster.postgres.yaml`), whose event log stores an event with a
     pooled connection instead of a new SQLite engine per write."""
+    if kind not in ("sqlite", "postgres", "postgres-batch"):
+        raise ValueError(f"instance kind {kind!r}: expected sqlite, postgres or postgres-batch")
     if kind == "sqlite":
         with dg.DagsterInstance.local_temp(str(home)) as instance:
             yield instance
@@ -385,8 +410,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--real-scale", type=float, default=0.05)
     parser.add_argument(
         "--real-instances",
-        default="sqlite,postgres",
-        help="instance kinds for case 4 (postgres needs PostgreSQL; skipped when unreachable)",
+        default="sqlite,postgres,postgres-batch",
+        help="instance kinds for case 4 (postgres, and postgres-batch with "
+        "DAGSTER_EVENT_BATCH_SIZE, need PostgreSQL; skipped when unreachable)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -450,7 +476,7 @@ def _report(out: dict[str, Any]) -> None:
         f"4. case_events, {real['partitions']} partitions ({real['rows']} rows) in one run, "
         f"compute {real['compute']:.1f} s (goal: wall <= 1.5x compute):"
     )
-    for kind in ("sqlite", "postgres"):
+    for kind in ("sqlite", "postgres", "postgres-batch"):
         if kind not in real:
             continue
         case = real[kind]

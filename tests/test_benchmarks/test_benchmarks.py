@@ -80,6 +80,7 @@ def test_benchmark_runs_at_toy_size(script: str, tmp_path: Path) -> None:
     assert "Traceback" not in output, output[-4000:]
     if script == "dagster_overhead.py":
         assert "event bytes per run = " in output and "CLI run of 3 partitions" in output
+        assert "postgres-batch instance" in output, output
     if script == "pipeline.py":
         assert output.count("cross-check: business rows and rejects equal") == 2, output
         assert "| range | case_priority_mix_daily |" in output
