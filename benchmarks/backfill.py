@@ -601,15 +601,32 @@ def daemon_backfill(plan: Plan, setup: str) -> Result:
         other_cpu_s=max(0.0, busy - ours - pg_cpu),
         cores=cores,
         first_run_start_s=(min(starts) - t0) if starts else None,
-        max_concurrent_runs_seen=sampler.max_workers,
+        max_concurrent_runs_seen=max_overlap(
+            [(r.start_time, r.end_time) for r in records if r.start_time and r.end_time]
+        ),
         pools_used=pools,
         rows=rows,
         note=f"backfill {status}; {len(failed)} runs not SUCCESS"
-        + (f"; run workers seen {len(sampler.workers_seen)}" if sampler.workers_seen else ""),
+        + (
+            f"; code-server child processes seen {len(sampler.workers_seen)} "
+            f"(run workers and their helpers), at most {sampler.max_workers} at once"
+            if sampler.workers_seen
+            else ""
+        ),
     )
     if failed:
         print((work / "daemon.log").read_text()[-2000:], file=sys.stderr)
     return result
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Most intervals open at one instant (a run counts from its start to its end)."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    best = current = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        current += step
+        best = max(best, current)
+    return best
 
 
 def _partition_keys(first: str, last: str) -> list[str]:
@@ -735,7 +752,8 @@ def report(results: list[Result], plan: Plan) -> None:
     for r in results:
         extra = (
             f"first run started {r.first_run_start_s:.1f} s after the daemon; "
-            f"at most {r.max_concurrent_runs_seen} run workers at once; pools {r.pools_used}; "
+            f"at most {r.max_concurrent_runs_seen} runs at once (run start/end times); "
+            f"pools {r.pools_used}; "
             if r.first_run_start_s is not None
             else ""
         )

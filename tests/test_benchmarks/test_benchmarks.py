@@ -120,3 +120,14 @@ def test_backfill_benchmark_postgres_setup_at_toy_size(tmp_path: Path) -> None:
     assert proc.returncode == 0, output[-4000:]
     assert "| (b) daemon, PostgreSQL, pool 4 | yes | 1 |" in output, output
     assert "pools ['ecm_postgres_warehouse']" in output, output
+
+
+def test_backfill_counts_runs_at_once_from_their_start_and_end() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from backfill import max_overlap
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert max_overlap([]) == 0
+    assert max_overlap([(0, 2), (1, 3), (2, 4), (5, 6)]) == 2  # one ends as the next starts
+    assert max_overlap([(0, 10), (1, 9), (2, 8), (3, 4)]) == 4
