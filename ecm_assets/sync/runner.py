@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ecm_assets.adapters.backends import Warehouse, open_warehouse
-from ecm_assets.adapters.warehouse import quote_ident
+from ecm_assets.adapters.warehouse import WarehouseLockedError, quote_ident
 from ecm_assets.manifest.ledger import (
     Manifest,
     ensure_ledger,
@@ -197,10 +197,20 @@ def run_job(
                 conn.execute("SET checkpoint_threshold = '1GB'")
             else:
                 # Many writers share a server: one run of a job at a time (its staging
-                # table is the job's), held for the session, released when it ends.
-                conn.execute(
-                    "SELECT pg_advisory_lock(hashtext(?), hashtext(?))", ["ecm_sync", spec.job_id]
-                )
+                # table is the job's), held for the session, released when it ends; the wait
+                # ends after the connection's lock_timeout.
+                try:
+                    conn.execute(
+                        "SELECT pg_advisory_lock(hashtext(?), hashtext(?))",
+                        ["ecm_sync", spec.job_id],
+                    )
+                except WarehouseLockedError:
+                    raise WarehouseLockedError(
+                        f"sync job {spec.job_id}: another run of it is still running in "
+                        f"{conn.advisory_holders('ecm_sync', spec.job_id)}; one run of a job "
+                        "at a time. Wait for it, or end a stuck session with "
+                        "pg_terminate_backend(pid)."
+                    ) from None
             try:
                 return _run(
                     conn,

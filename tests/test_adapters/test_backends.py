@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -184,6 +185,64 @@ def test_read_only_connection_refuses_writes():
             assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
                 conn.execute("INSERT INTO t VALUES (?)", [1])
+
+
+def _release_later(conn, seconds: float, release) -> threading.Thread:
+    def run() -> None:
+        time.sleep(seconds)
+        release()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_partition_lock_wait_ends_after_the_timeout_naming_the_holder():
+    """Like the DuckDB file lock, a PostgreSQL lock wait is bounded by the connection's
+    timeout_seconds and says who holds the lock. Before, the wait lasted until the holder let
+    go (here after 8 s): the call returned instead of raising."""
+    from ecm_assets.adapters.warehouse import WarehouseLockedError
+
+    with fresh_postgres_url() as url:
+        warehouse = open_warehouse(url)
+        with warehouse.connect() as holder, warehouse.connect(timeout_seconds=1) as waiter:
+            pid = holder.raw.info.backend_pid
+            lock = "SELECT pg_advisory_{}(hashtext('case_events'), hashtext('2026-09-01'))"
+            holder.raw.execute(lock.format("lock"))
+            release = _release_later(holder, 8, lambda: holder.raw.execute(lock.format("unlock")))
+            started = time.monotonic()
+            with (
+                pytest.raises(WarehouseLockedError) as err,
+                waiter.lock_partitions("case_events", ["2026-09-01"]),
+            ):
+                pass
+            assert time.monotonic() - started < 6
+            message = str(err.value)
+            assert "partition case_events 2026-09-01" in message
+            assert f"server pid {pid} (ecm_assets pid {os.getpid()}" in message
+            assert "lock_timeout (1s)" in message
+            release.join(timeout=15)
+            # The holder let go: the same wait now succeeds.
+            with waiter.lock_partitions("case_events", ["2026-09-01"]):
+                pass
+
+
+def test_a_table_lock_wait_ends_after_the_timeout():
+    from ecm_assets.adapters.warehouse import WarehouseLockedError
+
+    with fresh_postgres_url() as url:
+        warehouse = open_warehouse(url)
+        with warehouse.connect() as setup:
+            setup.execute("CREATE TABLE t (a BIGINT)")
+        with warehouse.connect() as holder, warehouse.connect(timeout_seconds=1) as waiter:
+            holder.begin()
+            holder.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+            release = _release_later(holder, 8, holder.rollback)
+            started = time.monotonic()
+            with pytest.raises(WarehouseLockedError, match=r"lock_timeout \(1s\).*FROM t"):
+                waiter.execute("SELECT count(*) FROM t")
+            assert time.monotonic() - started < 6
+            release.join(timeout=15)
 
 
 # ---------------------------------------------------------------- one contract, two backends

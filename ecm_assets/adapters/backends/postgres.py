@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -34,8 +35,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ecm_assets.adapters.backends.base import Dialect, Log, Warehouse, WarehouseConnection
+from ecm_assets.adapters.warehouse import WarehouseLockedError
 
 log = logging.getLogger(__name__)
+
+#: What to do about a lock wait that ran out (WarehouseLockedError; runs retry it).
+_LOCK_ADVICE = (
+    "If it is a run, wait for it or raise lock_timeout_seconds; if the session is stuck, end "
+    "it with pg_terminate_backend(pid). The run's retry policy retries this."
+)
 
 #: The global advisory lock (single bigint key space) around DDL of shared tables.
 DDL_LOCK_KEY = 0x45434D5F44444C  # "ECM_DDL"
@@ -300,11 +308,49 @@ class PostgresConnection(WarehouseConnection):
             getattr(self, control)()
             return PostgresResult(self.raw.cursor())
         cursor = self.raw.cursor()
-        if params is None:
-            cursor.execute(sql)
-        else:
-            cursor.execute(translate(sql), list(params))
+        try:
+            if params is None:
+                cursor.execute(sql)
+            else:
+                cursor.execute(translate(sql), list(params))
+        except psycopg.errors.LockNotAvailable:
+            raise WarehouseLockedError(
+                f"warehouse {self.url}: a lock this statement needs was held by another "
+                f"session for longer than lock_timeout ({self._lock_timeout()}): "
+                f"{' '.join(sql.split())[:120]}. {_LOCK_ADVICE}"
+            ) from None
         return PostgresResult(cursor)
+
+    def _lock_timeout(self) -> str:
+        with suppress(psycopg.Error):
+            row = self.raw.execute("SHOW lock_timeout").fetchone()
+            if row:
+                return str(row[0])
+        return "?"
+
+    def advisory_holders(self, first: str, second: str) -> str:
+        """Who holds the advisory lock (hashtext(first), hashtext(second)): pid, application,
+        state and for how long, for an error a person can act on."""
+        try:
+            rows = self.raw.execute(
+                "SELECT a.pid, coalesce(nullif(a.application_name, ''), '?'), "
+                "coalesce(a.state, '?'), "
+                "extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start))::int "
+                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+                "AND l.classid::bigint = (hashtext(%s)::bigint & 4294967295) "
+                "AND l.objid::bigint = (hashtext(%s)::bigint & 4294967295) "
+                "AND l.pid <> pg_backend_pid()",
+                [first, second],
+            ).fetchall()
+        except psycopg.Error:  # e.g. inside an aborted transaction: say less, not nothing
+            return "another session"
+        if not rows:
+            return "another session (gone by now)"
+        return ", ".join(
+            f"server pid {pid} ({app}, {state}, for {seconds} s)"
+            for pid, app, state, seconds in rows
+        )
 
     def df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         return to_pandas(self.arrow(sql, params))
@@ -390,9 +436,16 @@ class PostgresConnection(WarehouseConnection):
                     self.log.info(
                         f"partition {asset} {key} is being published by another run; waiting"
                     )
-                    self.raw.execute(
-                        "SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))", [asset, key]
-                    )
+                    try:
+                        self.raw.execute(
+                            "SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))", [asset, key]
+                        )
+                    except psycopg.errors.LockNotAvailable:
+                        raise WarehouseLockedError(
+                            f"partition {asset} {key} is still being published by "
+                            f"{self.advisory_holders(asset, key)} after lock_timeout "
+                            f"({self._lock_timeout()}). {_LOCK_ADVICE}"
+                        ) from None
                 taken.append(key)
             yield
         finally:
@@ -408,11 +461,21 @@ class PostgresConnection(WarehouseConnection):
     def ddl_lock(self) -> Iterator[None]:
         """One DDL writer of shared tables at a time (CREATE ... IF NOT EXISTS is not safe
         against itself in PostgreSQL); inside a transaction the lock lasts until its end."""
-        if self._in_transaction or self.raw.info.transaction_status != 0:
-            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", [DDL_LOCK_KEY])
+        scoped = self._in_transaction or self.raw.info.transaction_status != 0
+        try:
+            self.raw.execute(
+                f"SELECT {'pg_advisory_xact_lock' if scoped else 'pg_advisory_lock'}(%s)",
+                [DDL_LOCK_KEY],
+            )
+        except psycopg.errors.LockNotAvailable:
+            raise WarehouseLockedError(
+                f"warehouse {self.url}: another session kept the shared-table DDL lock "
+                f"(advisory key {DDL_LOCK_KEY}) longer than lock_timeout "
+                f"({self._lock_timeout()}). {_LOCK_ADVICE}"
+            ) from None
+        if scoped:
             yield
             return
-        self.raw.execute("SELECT pg_advisory_lock(%s)", [DDL_LOCK_KEY])
         try:
             yield
         finally:
@@ -465,7 +528,12 @@ class PostgresWarehouse(Warehouse):
                 self.dsn,
                 autocommit=True,
                 connect_timeout=max(1, int(min(timeout_seconds, 30))),
-                options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3 "
+                # Named, so a lock holder in an error or pg_stat_activity says who it is.
+                application_name=f"ecm_assets pid {os.getpid()}",
+                # Every lock wait (a partition's advisory lock, a table lock, a sync job's
+                # lock) ends after timeout_seconds, as the DuckDB file lock's wait does.
+                options=f"-c lock_timeout={max(1, int(timeout_seconds * 1000))} "
+                "-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3 "
                 # DuckDB's default schema first: unqualified names mean the same on both.
                 "-c search_path=main,public"
                 + (" -c default_transaction_read_only=on" if read_only else ""),
