@@ -374,7 +374,7 @@ def tombstone_missing(
 ) -> dict[str, int]:
     """Hard deletes of a full extraction: store rows of `partitions` whose key is not among
     the run's staged live keys become tombstones; per partition, how many. NOT EXISTS on
-    both backends (as in `merge_partition`): NOT IN matches nothing once a live key is
+    both backends: NOT IN matches nothing once a live key is
     NULL."""
     t = tables_for(spec)
     key = quote_ident(spec.source.key)
@@ -445,16 +445,11 @@ def merge_partition(
             f"({values}, {kind}, s.__run_id, s.__synced_at)",
             bind,
         ).fetchone()[0]
-    hard = 0
-    if reconcile_deletes:
-        # NOT EXISTS, on both backends: unlike NOT IN it means the same if a key is NULL.
-        hard = conn.execute(
-            f"UPDATE {t.store} AS x SET _deleted = true, _delete_kind = 'hard', run_id = ?, "
-            f"_synced_at = ? WHERE x._partition = ? AND coalesce(x._delete_kind, '') <> 'hard' "
-            f"AND NOT EXISTS (SELECT 1 FROM {t.keys} AS k WHERE k._run_id = ? AND "
-            f"k.key = x.{key})",
-            [run_id, synced_at, partition, run_id],
-        ).fetchone()[0]
+    hard = (
+        sum(tombstone_missing(conn, spec, run_id, [partition], synced_at).values())
+        if reconcile_deletes
+        else 0
+    )
     written = int(written)
     return MergeResult(partition, int(staged), written, int(staged) - written, int(hard))
 
