@@ -20,6 +20,8 @@ fresh DuckDB file, one single-run backfill range per measurement:
 
   bare      a plain partitioned @dg.asset (single-run backfill policy) that writes one row
             per partition to DuckDB (delete the range, insert) and returns a MaterializeResult
+  checked   the bare asset plus one partitioned asset check evaluated on every partition:
+            Dagster's own cost for an asset whose every partition shows a check status
   ours      the same rows as a Dataset built by build_dataset_asset: input lock, manifest,
             gate (reconciliation), checks, staged publish, per-partition metadata
   compute   case_events' lock_inputs + run_transform + judge + publish_partitions, no Dagster
@@ -107,9 +109,8 @@ with warnings.catch_warnings():
     ours = factory.build_dataset_asset(Dataset(CONTRACT, trivial))
 
 
-@dg.asset(name="bench_bare", partitions_def=DAILY, backfill_policy=dg.BackfillPolicy.single_run())
-def bare(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    days = sorted(date.fromisoformat(k) for k in context.partition_keys)
+def write_bare(partition_keys) -> dg.MaterializeResult:
+    days = sorted(date.fromisoformat(k) for k in partition_keys)
     frame = rows(days)
     with duckdb.connect(WAREHOUSE) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS bare (business_date DATE, value BIGINT)")
@@ -122,8 +123,39 @@ def bare(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={{"rows": len(frame)}})
 
 
+@dg.asset(name="bench_bare", partitions_def=DAILY, backfill_policy=dg.BackfillPolicy.single_run())
+def bare(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return write_bare(context.partition_keys)
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # partitioned asset checks are a preview feature
+    PASSES = dg.AssetCheckSpec(
+        "passes", asset="bench_bare_checked", partitions_def=DAILY, description="Always passes."
+    )
+
+
+@dg.asset(
+    name="bench_bare_checked",
+    partitions_def=DAILY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[PASSES],
+)
+def bare_checked(context: dg.AssetExecutionContext):
+    """The bare asset plus one partitioned check evaluated per partition: what Dagster itself
+    costs for an asset whose every partition shows a check status."""
+    yield write_bare(context.partition_keys)
+    for key in context.partition_keys:
+        yield dg.AssetCheckEvaluation(
+            asset_key=context.asset_key, check_name="passes", passed=True, partition=key
+        )
+    # Per-partition evaluations do not fill the check's op output; this does.
+    for output_name in context.assets_def.check_specs_by_output_name:
+        yield dg.Output(None, output_name=output_name)
+
+
 defs = dg.Definitions(
-    assets=[ours, bare],
+    assets=[ours, bare, bare_checked],
     resources={{IO_MANAGER_KEY: DuckDBPublishIOManager(database=WAREHOUSE)}},
 )
 '''
@@ -143,6 +175,10 @@ def _keys(n: int, first: date = START) -> tuple[str, str]:
     return first.isoformat(), (first + timedelta(days=n - 1)).isoformat()
 
 
+#: Trivial-dataset cases, alternated per size: bare peer, bare peer with a per-partition
+#: check, ours.
+TRIVIAL_CASES = ("bench_bare", "bench_bare_checked", "bench_trivial")
+
 #: The run's console log at WARNING: the script's report is what matters, not DEBUG events.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -160,8 +196,8 @@ def _event_bytes(instance: dg.DagsterInstance, run_id: str) -> tuple[int, int]:
 
 def measure_trivial(work: Path, asset: str, n: int) -> dict[str, Any]:
     """One single-run range of n partitions of `asset` on a fresh instance and warehouse."""
-    case = work / f"{asset}-{n}"
-    case.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
+    case = Path(tempfile.mkdtemp(prefix=f"{asset}-{n}-", dir=work))  # one per repeat
     os.environ["ECM_BENCH_WAREHOUSE"] = str(case / "w.duckdb")
     (case / "defs.py").write_text(DEFINITIONS.format(start=START.isoformat()))
     defs = _load_definitions(case / "defs.py")
@@ -423,9 +459,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ecm-overhead-") as tmp:
         work = Path(tmp)
         # Alternate the cases, so drift on a shared machine hits both alike.
-        trivial: dict[str, list[dict[str, Any]]] = {"bench_bare": [], "bench_trivial": []}
+        trivial: dict[str, list[dict[str, Any]]] = {a: [] for a in TRIVIAL_CASES}
         for i, n in enumerate(sizes):
-            for asset in ("bench_bare", "bench_trivial"):
+            for asset in TRIVIAL_CASES:
                 sub = work / f"r{i}"
                 trivial[asset].append(
                     _best(lambda a=asset, n=n, s=sub: measure_trivial(s / a, a, n), args.repeat)
@@ -434,6 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         slope = {a: fit(sizes, [r["wall"] for r in rs])["b"] for a, rs in trivial.items()}
         out["cost_per_partition"] = slope
         out["cost_ratio"] = slope["bench_trivial"] / slope["bench_bare"]
+        out["cost_ratio_checked"] = slope["bench_trivial"] / slope["bench_bare_checked"]
         out["event_bytes_fit"] = fit(sizes, [r["bytes"] for r in trivial["bench_trivial"]])
         out["cli"] = measure_cli(work, args.cli_partitions)
         out["real"] = measure_real(
@@ -447,18 +484,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _report(out: dict[str, Any]) -> None:
     print("trivial dataset, one single-run range per size (best wall, seconds):")
-    header = ("partitions", "bare s", "ours s", "ours events", "ours bytes")
+    header = ("partitions", "bare s", "checked s", "ours s", "ours events", "ours bytes")
     print("  " + " ".join(f"{h:>11}" for h in header))
     trivial = out["trivial"]
-    for bare, ours in zip(trivial["bench_bare"], trivial["bench_trivial"], strict=True):
+    for bare, checked, ours in zip(*(trivial[a] for a in TRIVIAL_CASES), strict=True):
         print(
-            f"  {ours['partitions']:>11} {bare['wall']:>11.2f} {ours['wall']:>11.2f} "
-            f"{ours['events']:>11} {ours['bytes']:>11}"
+            f"  {ours['partitions']:>11} {bare['wall']:>11.2f} {checked['wall']:>11.2f} "
+            f"{ours['wall']:>11.2f} {ours['events']:>11} {ours['bytes']:>11}"
         )
     slope = out["cost_per_partition"]
     print(
         f"1. cost per partition: ours {slope['bench_trivial'] * 1000:.1f} ms, bare "
-        f"{slope['bench_bare'] * 1000:.1f} ms: {out['cost_ratio']:.2f}x (goal <= 1.5x)"
+        f"{slope['bench_bare'] * 1000:.1f} ms: {out['cost_ratio']:.2f}x (goal <= 1.5x); "
+        f"bare with one per-partition check {slope['bench_bare_checked'] * 1000:.1f} ms: "
+        f"{out['cost_ratio_checked']:.2f}x"
     )
     f = out["event_bytes_fit"]
     print(
@@ -477,12 +516,16 @@ def _report(out: dict[str, Any]) -> None:
         f"4. case_events, {real['partitions']} partitions ({real['rows']} rows) in one run, "
         f"compute {real['compute']:.1f} s (goal: wall <= 1.5x compute):"
     )
-    bare_floor = out["cost_per_partition"]["bench_bare"] * real["partitions"]
-    print(
-        f"   floor: a bare Dagster asset costs {bare_floor:.1f} s for {real['partitions']} "
-        f"partitions beyond its work (case 1's slope), so no asset can do better than "
-        f"{(real['compute'] + bare_floor) / real['compute']:.2f}x here"
-    )
+    for peer, what in (
+        ("bench_bare", "a bare Dagster asset"),
+        ("bench_bare_checked", "a bare asset with one per-partition check"),
+    ):
+        floor = out["cost_per_partition"][peer] * real["partitions"]
+        print(
+            f"   floor: {what} costs {floor:.1f} s for {real['partitions']} partitions beyond "
+            f"its work (case 1's slope), so it can do no better than "
+            f"{(real['compute'] + floor) / real['compute']:.2f}x here"
+        )
     for kind in ("sqlite", "postgres", "postgres-batch"):
         if kind not in real:
             continue

@@ -23,6 +23,8 @@ TOY_ARGS = {
     "dagster_overhead.py": [
         "--sizes",
         "1,3",
+        "--repeat",
+        "2",  # each repetition in its own directory (it once reused the first one's)
         "--cli-partitions",
         "3",
         "--real-days",
