@@ -13,15 +13,18 @@ tests all call `run_job`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from ecm_assets.adapters.backends import Warehouse, open_warehouse
 from ecm_assets.adapters.warehouse import WarehouseLockedError, quote_ident
@@ -354,7 +357,10 @@ def _run(
         # one is staged and committed (warehouse: mostly native): the two overlap on two
         # cores. Only committed pages move a checkpoint; a prefetched page is just a read.
         top = (boundary.next_updated_at, boundary.max_id_at_boundary)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecm-sync-read") as reader:
+        with (
+            _warehouse_threads(conn, 1) as all_threads,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecm-sync-read") as reader,
+        ):
             pending = reader.submit(fetch, after) if boundary.next_updated_at is not None else None
             while pending is not None:
                 read, last, page_table = pending.result()
@@ -365,6 +371,8 @@ def _run(
                 # (the keyset's inclusive top): then the next read is known to be empty.
                 if read >= spec.page_rows and last != top:
                     pending = reader.submit(fetch, last)
+                else:
+                    all_threads()  # the last page: nothing is read beside it
 
                 def page(page_table=page_table, last=last) -> int:
                     counts = stage_page(conn, spec, run_id, page_table)
@@ -499,6 +507,38 @@ def _run(
     reset_staging(conn, spec)  # published: its staged rows are no longer evidence of anything
     result.seconds = time.perf_counter() - started
     return result
+
+
+@contextlib.contextmanager
+def _warehouse_threads(conn: Any, threads: int) -> Iterator[Callable[[], None]]:
+    """DuckDB with at most `threads` threads until the yielded `restore()` is called or the
+    block ends, then as it was.
+
+    While pages are read, the reader (a Python thread, bound to one core by the GIL) is what
+    the sync waits for; DuckDB's default of one thread per core let each page's staging take
+    both cores from it (A/B, 1M rows: 0.63-0.79x the plain extract with it, 0.71-0.88x
+    without; docs/benchmarks.md). Staging a page on one thread still ends before the next
+    read does. Once nothing is being read, `restore()` gives DuckDB its cores back.
+    """
+    if not is_duckdb(conn):
+        yield lambda: None
+        return
+    before = int(conn.execute("SELECT current_setting('threads')").fetchone()[0])
+    limited = [True]
+
+    def restore() -> None:
+        if limited[0]:
+            limited[0] = False
+            conn.execute(f"SET threads = {before}")
+
+    conn.execute(f"SET threads = {int(threads)}")
+    try:
+        yield restore
+    finally:
+        # After a failed page the connection may refuse statements: the error that got
+        # here is the one to report.
+        with contextlib.suppress(duckdb.Error):
+            restore()
 
 
 def _failpoints(point: str, partition: str) -> None:

@@ -33,7 +33,7 @@ TOY_ARGS = {
         "0.02",
     ],
     "landing_memory.py": ["--rows", "2000"],
-    "sync.py": ["--rows", "2000", "--page-rows", "500", "--no-dlt"],
+    "sync.py": ["--rows", "2000", "--page-rows", "500", "--no-dlt", "--repeat", "2"],
     "pipeline.py": ["--days", "2", "--scale", "0.05", "--single-day-scale", "0.05"],
     "gate.py": [
         "--rows",

@@ -245,3 +245,42 @@ def test_a_run_with_nothing_to_stage_publishes(warehouse, sqlite_url):
     with open_warehouse(warehouse).connect(read_only=True) as conn:
         (manifest,) = load_manifests(conn, asset=spec.asset_name)
     assert manifest.status == RunStatus.PUBLISHED
+
+
+def test_pages_are_staged_on_one_duckdb_thread_and_the_setting_is_put_back(
+    tmp_path, sqlite_url, monkeypatch
+):
+    """While a page is read, staging must not take every core from the reader thread; the
+    last page and the publish run with the warehouse's own setting again."""
+    from ecm_assets.sync import runner
+
+    warehouse = tmp_path / "warehouse.duckdb"  # a DuckDB setting: PostgreSQL stages by COPY
+    create_source(sqlite_url, 1500)
+    spec = make_spec(sqlite_url)
+    seen: dict[str, list[int]] = {"staging": [], "publish": []}
+
+    def threads(conn) -> int:
+        return int(conn.execute("SELECT current_setting('threads')").fetchone()[0])
+
+    plan, stage, judge = runner.plan, runner.stage_page, runner.judge_run
+
+    def planning(conn, *args, **kwargs):
+        conn.execute("SET threads = 3")  # a warehouse configured by its owner, before pages
+        return plan(conn, *args, **kwargs)
+
+    def staging(conn, *args, **kwargs):
+        seen["staging"].append(threads(conn))
+        return stage(conn, *args, **kwargs)
+
+    def judging(conn, *args, **kwargs):
+        seen["publish"].append(threads(conn))
+        return judge(conn, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "plan", planning)
+    monkeypatch.setattr(runner, "stage_page", staging)
+    monkeypatch.setattr(runner, "judge_run", judging)
+    result = run_job(spec, warehouse)
+    assert result.rows_written == 1500
+    # Three 500-row pages: two staged while the next one is read, the last one alone.
+    assert seen["staging"] == [1, 1, 3]
+    assert seen["publish"] == [3]
