@@ -516,9 +516,10 @@ def _warehouse_threads(conn: Any, threads: int) -> Iterator[Callable[[], None]]:
 
     While pages are read, the reader (a Python thread, bound to one core by the GIL) is what
     the sync waits for; DuckDB's default of one thread per core let each page's staging take
-    both cores from it (A/B, 1M rows: 0.63-0.79x the plain extract with it, 0.71-0.88x
-    without; docs/benchmarks.md). Staging a page on one thread still ends before the next
-    read does. Once nothing is being read, `restore()` gives DuckDB its cores back.
+    both cores from it (1M rows, best of 5, two A/B rounds: 0.72-0.81x the plain extract
+    with it, 0.81-0.98x without; docs/benchmarks.md). Staging a page on one thread still
+    ends before the next read does. Once nothing is being read, `restore()` gives DuckDB its
+    cores back.
     """
     if not is_duckdb(conn):
         yield lambda: None
