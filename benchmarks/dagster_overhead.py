@@ -335,9 +335,7 @@ def measure_real(
 
     out: dict[str, Any] = {"partitions": days, "rows": len(gate.accepted), "compute": compute}
     for kind in instances:
-        defs = build_definitions(
-            [dataset], data_dir=data, warehouse=work / f"real-{kind}.duckdb"
-        )
+        defs = build_definitions([dataset], data_dir=data, warehouse=work / f"real-{kind}.duckdb")
         home = work / f"real-home-{kind}"
         home.mkdir()
         with _instance(kind, home) as instance, _event_batches(kind):

@@ -62,6 +62,7 @@ def bench_contract():
 
     return dataclasses.replace(CASE_EVENTS, start=BENCH_START.isoformat())
 
+
 REGIONS = ("NORTH", "SOUTH", "EAST", "WEST")
 EVENT_TYPES = ("opened", "assigned", "escalated", "resolved", "reopened")
 EVENT_TYPE_WEIGHTS = (0.45, 0.37, 0.05, 0.11, 0.02)

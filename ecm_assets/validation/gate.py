@@ -1237,9 +1237,7 @@ def _strip_declared(data: pd.DataFrame, quality: QualityContract) -> dict[str, i
             # Arrow-backed: trimmed where padded, untouched elsewhere, in one vectorized pass.
             mask = np.zeros(len(text.arr), dtype=bool)
             mask[rows] = True
-            trimmed = pc.if_else(
-                pa_arrow.array(mask), pc.utf8_trim_whitespace(text.arr), text.arr
-            )
+            trimmed = pc.if_else(pa_arrow.array(mask), pc.utf8_trim_whitespace(text.arr), text.arr)
             data[rule.column] = pd.Series(
                 pd.arrays.ArrowExtensionArray(trimmed), index=data.index
             ).astype(values.dtype)

@@ -157,9 +157,10 @@ def test_02_blocked_partition_publishes_the_rest_and_stops_downstream(qa, capsys
     verdicts = _check_evaluations(result, "quality_gate")
     assert verdicts["2026-09-09"].severity == dg.AssetCheckSeverity.ERROR
     assert "row_count" in verdicts["2026-09-09"].metadata["failed_rules"].value
-    assert "row_count" not in verdicts["2026-09-08"].metadata.get(
-        "failed_rules", dg.MetadataValue.json({})
-    ).value
+    assert (
+        "row_count"
+        not in verdicts["2026-09-08"].metadata.get("failed_rules", dg.MetadataValue.json({})).value
+    )
     manifest = manifest_of(env, capsys, result.run_id, EVENTS)
     assert manifest["status"] == "PUBLISHED"
     assert "blocked by the quality gate" in manifest["status_detail"]
