@@ -15,6 +15,7 @@ at the cost of a second write.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -481,11 +482,15 @@ def _reconcile_table_schema(
     """
     name = table_name or contract.name
     table = f"{quote_ident(contract.schema)}.{quote_ident(name)}"
-    existing = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [contract.schema, name],
-    ).fetchall()
+    existing = [
+        (column, _with_precision(dtype, precision, scale))
+        for column, dtype, precision, scale in conn.execute(
+            "SELECT column_name, data_type, numeric_precision, numeric_scale "
+            "FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [contract.schema, name],
+        ).fetchall()
+    ]
     if not existing and table_name is None:
         ddl = _ddl_columns(contract, None if conn.kind == "duckdb" else conn.dialect)
         index = conn.dialect.index(contract.table, [quote_ident(contract.partition_column)])
@@ -529,7 +534,28 @@ def _reconcile_table_schema(
     return alters
 
 
+def _with_precision(dtype: str, precision: int | None, scale: int | None) -> str:
+    """PostgreSQL names a NUMERIC(12,2) column `numeric` and gives its precision apart."""
+    if dtype.strip().upper() in ("NUMERIC", "DECIMAL") and precision is not None:
+        return f"DECIMAL({int(precision)},{int(scale or 0)})"
+    return dtype
+
+
+_DECIMAL = re.compile(r"^(?:DECIMAL|NUMERIC)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?$")
+_SIZED_TEXT = re.compile(r"^(?:VARCHAR|CHARACTER VARYING|TEXT|STRING)\s*\(\s*\d+\s*\)$")
+
+
 def _normalise_type(sql_type: str) -> str:
+    """One spelling per type, so a published column read back (in DuckDB's or PostgreSQL's
+    words) compares equal to the contract type it was created from."""
+    upper = " ".join(sql_type.strip().upper().split())
+    decimal = _DECIMAL.match(upper)
+    if decimal:
+        # DuckDB's DECIMAL without a width is DECIMAL(18,3); NUMERIC(9) is DECIMAL(9,0).
+        width, scale = decimal.groups()
+        return f"DECIMAL({width or 18},{scale or (0 if width else 3)})"
+    if _SIZED_TEXT.match(upper):
+        return "VARCHAR"  # neither warehouse keeps a VARCHAR's length (see sql_type)
     aliases = {
         "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE",
         "INT8": "BIGINT",
@@ -546,7 +572,6 @@ def _normalise_type(sql_type: str) -> str:
         "REAL": "FLOAT",
         "FLOAT4": "FLOAT",
     }
-    upper = sql_type.strip().upper()
     return aliases.get(upper, upper)
 
 
@@ -593,10 +618,19 @@ def checksum_source(
     rows = conn.arrow(
         f"SELECT {', '.join(map(quote_ident, cols))} FROM {relation} {where}", list(params)
     )
+    # Each value back in its contract type, as it was staged and hashed: the backend stores
+    # HUGEINT as NUMERIC(38) and hands a NUMERIC back in its own Arrow type, and hash() sees
+    # the type. A value the backend changed (1.5 stored as 2) stays changed after the cast.
+    typed = ", ".join(
+        f"CAST({quote_ident(c.name)} AS {c.sql_type}) AS {quote_ident(c.name)}"
+        for c in contract.columns
+    )
+    if contract.partition_column not in contract.column_names:
+        typed += f", {quote_ident(contract.partition_column)}"
     with duckdb.connect() as local:
         local.execute("SET TimeZone = 'UTC'")
         local.register("__ecm_checksum_rows", rows)
-        yield local, "__ecm_checksum_rows", "", []
+        yield local, f"(SELECT {typed} FROM __ecm_checksum_rows) AS __ecm_checksum_typed", "", []
 
 
 def business_checksum(

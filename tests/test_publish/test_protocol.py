@@ -571,3 +571,45 @@ def test_a_publish_without_rejects_clears_the_partitions_old_quarantine(conn):
     publish(conn, data, (D1,), "run-2")
 
     assert conn.execute('SELECT count(*) FROM "ecm_quarantine"."rejected_rows"').fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("sql_type", "values"),
+    [
+        ("DECIMAL(12,2)", ["10.25", "-3.50"]),
+        ("NUMERIC(9)", ["7", "8"]),
+        ("HUGEINT", [2**70, -(2**70)]),
+        ("UBIGINT", [2**63 + 5, 1]),
+        ("VARCHAR(8)", ["abc", "defgh"]),
+    ],
+)
+def test_a_parameterised_or_mapped_type_republishes_unchanged(conn, sql_type, values):
+    """The schema check reads the published column back in the warehouse's own spelling
+    (PostgreSQL: `numeric` with a precision, HUGEINT stored as NUMERIC(38)); a second publish
+    of the same contract is not a type change."""
+    contract = DatasetContract(
+        name="typed_values",
+        description="test dataset",
+        columns=(
+            Column("business_date", "DATE", nullable=False),
+            Column("unit_id", "VARCHAR", nullable=False),
+            Column("amount", sql_type),
+        ),
+        partition_column="business_date",
+        grain="daily",
+        business_key=("business_date", "unit_id"),
+    )
+    from decimal import Decimal
+
+    cast = Decimal if "DECIMAL" in sql_type or "NUMERIC" in sql_type else (lambda v: v)
+    data = pd.DataFrame(
+        {
+            "business_date": [D1, D1],
+            "unit_id": ["U01", "U02"],
+            "amount": pd.Series([cast(v) for v in values], dtype=object),
+        }
+    )
+    publish(conn, data, (D1,), "run-1", contract=contract)
+    publish(conn, data, (D1,), "run-2", contract=contract)  # raised SchemaMismatchError
+    got = conn.execute('SELECT amount FROM "main"."typed_values" ORDER BY unit_id').fetchall()
+    assert [str(v) for (v,) in got] == [str(cast(v)) for v in values]

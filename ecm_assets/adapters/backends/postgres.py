@@ -65,6 +65,7 @@ _TYPES = {
     "BLOB": "BYTEA",
 }
 _TYPE_HEAD = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(.*)$", re.S)
+_LENGTH = re.compile(r"^\s*\(\s*\d+\s*\)")
 
 
 def redact(url: str) -> str:
@@ -137,7 +138,11 @@ class PostgresDialect(Dialect):
         head, rest = match.group(1), match.group(2)
         if head.upper() == "DOUBLE" and rest.strip().upper().startswith("PRECISION"):
             return contract_type
-        return _TYPES.get(head.upper(), head) + rest
+        mapped = _TYPES.get(head.upper(), head)
+        if mapped == "TEXT":
+            # VARCHAR(8): DuckDB ignores the length, so PostgreSQL does too (TEXT takes none).
+            rest = _LENGTH.sub("", rest, count=1)
+        return mapped + rest
 
     def temp_table(self, name: str) -> str:
         return f"pg_temp.{self.quote_ident(name)}"
