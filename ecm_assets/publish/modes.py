@@ -35,6 +35,7 @@ from ecm_assets.publish.protocol import (
     _stage_judged,
     _stage_rejects,
     business_checksum_sql,
+    contract_typed,
     partition_checksums,
     published_table_exists,
 )
@@ -216,7 +217,11 @@ def _published_copy(
         f"{conn.dialect.owned_filter(pcol, contract.partition_sql_type)}",
         conn.dialect.owned_params(owned),
     )
-    judge.register("__ecm_published", rows)
+    judge.register("__ecm_published_rows", rows)
+    judge.execute(
+        "CREATE OR REPLACE TEMP VIEW __ecm_published AS SELECT * FROM "
+        + contract_typed(contract, "__ecm_published_rows")
+    )
     return "__ecm_published"
 
 

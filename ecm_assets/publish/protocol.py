@@ -618,19 +618,23 @@ def checksum_source(
     rows = conn.arrow(
         f"SELECT {', '.join(map(quote_ident, cols))} FROM {relation} {where}", list(params)
     )
-    # Each value back in its contract type, as it was staged and hashed: the backend stores
-    # HUGEINT as NUMERIC(38) and hands a NUMERIC back in its own Arrow type, and hash() sees
-    # the type. A value the backend changed (1.5 stored as 2) stays changed after the cast.
-    typed = ", ".join(
-        f"CAST({quote_ident(c.name)} AS {c.sql_type}) AS {quote_ident(c.name)}"
-        for c in contract.columns
-    )
-    if contract.partition_column not in contract.column_names:
-        typed += f", {quote_ident(contract.partition_column)}"
     with duckdb.connect() as local:
         local.execute("SET TimeZone = 'UTC'")
         local.register("__ecm_checksum_rows", rows)
-        yield local, f"(SELECT {typed} FROM __ecm_checksum_rows) AS __ecm_checksum_typed", "", []
+        yield local, contract_typed(contract, "__ecm_checksum_rows"), "", []
+
+
+def contract_typed(contract: DatasetContract, relation: str) -> str:
+    """`relation` (rows read back from a non-DuckDB warehouse, registered in DuckDB) with each
+    contract column cast back to its contract type, as it was staged and hashed: PostgreSQL
+    stores HUGEINT as NUMERIC(38) and returns a NUMERIC in its own Arrow type, and DuckDB's
+    hash() sees the type. A value the backend changed (1.5 stored as 2) stays changed after
+    the cast. Other columns (provenance) pass through."""
+    casts = ", ".join(
+        f"CAST({quote_ident(c.name)} AS {c.sql_type}) AS {quote_ident(c.name)}"
+        for c in contract.columns
+    )
+    return f"(SELECT * REPLACE ({casts}) FROM {relation}) AS {quote_ident(relation + '_typed')}"
 
 
 def business_checksum(

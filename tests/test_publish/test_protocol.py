@@ -17,6 +17,7 @@ import pytest
 from ecm_assets.adapters.backends import open_warehouse
 from ecm_assets.contracts.dataset import Column, DatasetContract
 from ecm_assets.publish.failpoints import ENV_VAR, InjectedFault
+from ecm_assets.publish.modes import evaluate_without_publishing
 from ecm_assets.publish.protocol import (
     QUARANTINE_TABLE,
     REJECT_COLUMNS,
@@ -610,6 +611,21 @@ def test_a_parameterised_or_mapped_type_republishes_unchanged(conn, sql_type, va
         }
     )
     publish(conn, data, (D1,), "run-1", contract=contract)
+    # compare_only reads the published rows back the same way: nothing changed.
+    compared = evaluate_without_publishing(
+        conn,
+        PublishRequest(
+            contract=contract,
+            owned_partitions=(D1,),
+            run_id="run-compare",
+            as_of=AS_OF,
+            data=data,
+            mode="compare_only",
+        ),
+    )
+    [diff] = compared.diffs
+    assert (diff.added, diff.removed, diff.changed, diff.unchanged) == (0, 0, 0, 2)
+    assert diff.published_checksum == diff.staged_checksum
     publish(conn, data, (D1,), "run-2", contract=contract)  # raised SchemaMismatchError
     got = conn.execute('SELECT amount FROM "main"."typed_values" ORDER BY unit_id').fetchall()
     assert [str(v) for (v,) in got] == [str(cast(v)) for v in values]
