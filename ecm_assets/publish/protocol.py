@@ -1325,7 +1325,8 @@ def upstream_relation(
         return UpstreamRelation(
             contract.name,
             local,
-            f"SELECT {cols} FROM {quote_ident(name)}",
+            # In contract types, so a SQL transform sees what it would see on DuckDB.
+            f"SELECT {cols} FROM {contract_typed(contract, name)}",
             tuple(contract.column_names),
             contract.partition_column,
             first,

@@ -525,11 +525,12 @@ def _warehouse_threads(conn: Any, threads: int) -> Iterator[Callable[[], None]]:
         yield lambda: None
         return
     before = int(conn.execute("SELECT current_setting('threads')").fetchone()[0])
-    limited = [True]
+    limited = True
 
     def restore() -> None:
-        if limited[0]:
-            limited[0] = False
+        nonlocal limited
+        if limited:
+            limited = False
             conn.execute(f"SET threads = {before}")
 
     conn.execute(f"SET threads = {int(threads)}")

@@ -26,8 +26,10 @@ from ecm_assets.publish.protocol import (
     PublishRequest,
     PublishResult,
     SchemaMismatchError,
+    _normalise_type,
     business_checksum,
     publish_partitions,
+    upstream_relation,
 )
 from tests._backends import WAREHOUSE_KINDS, fresh_postgres_url
 
@@ -626,6 +628,13 @@ def test_a_parameterised_or_mapped_type_republishes_unchanged(conn, sql_type, va
     [diff] = compared.diffs
     assert (diff.added, diff.removed, diff.changed, diff.unchanged) == (0, 0, 0, 2)
     assert diff.published_checksum == diff.staged_checksum
+    # A SQL transform reading it as its upstream sees the contract type on every backend.
+    upstream = upstream_relation(conn, contract, D1, D1)
+    described = dict(
+        (name, dtype)
+        for name, dtype, *_ in upstream.conn.execute(f"DESCRIBE {upstream.select()}").fetchall()
+    )
+    assert _normalise_type(described["amount"]) == _normalise_type(sql_type)
     publish(conn, data, (D1,), "run-2", contract=contract)  # raised SchemaMismatchError
     got = conn.execute('SELECT amount FROM "main"."typed_values" ORDER BY unit_id').fetchall()
     assert [str(v) for (v,) in got] == [str(cast(v)) for v in values]
