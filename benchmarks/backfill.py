@@ -521,7 +521,13 @@ def daemon_backfill(plan: Plan, setup: str) -> Result:
         stack.callback(sampler.stop)
 
         # The harness reads the same instance; a PostgreSQL one takes its settings from env.
-        stack.enter_context(_environ({k: v for k, v in env.items() if k.startswith("DAGSTER_PG")}))
+        # DAGSTER_HOME: the shipped pooled SQLite event log takes its directory from it.
+        stack.enter_context(
+            _environ(
+                {k: v for k, v in env.items() if k.startswith("DAGSTER_PG")}
+                | {"DAGSTER_HOME": str(home)}
+            )
+        )
         instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
         records: list[Any] = []
         status = "?"

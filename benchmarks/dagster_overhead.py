@@ -15,8 +15,10 @@ bookkeeping, not the work, dominates a long backfill. Goals (issue 14):
 4. a long run of a real dataset (case_events on demo data): wall <= 1.5x the same work done
    without Dagster (lock inputs, transform, gate, publish: the "compute").
 
-Cases, in one process (3. in a child CLI process), each on a fresh SQLite DAGSTER_HOME and a
-fresh DuckDB file, one single-run backfill range per measurement:
+Cases, in one process (3. in a child CLI process), each on a fresh DAGSTER_HOME and a fresh
+DuckDB file, one single-run backfill range per measurement. The instance is the repo's
+dagster.yaml ("shipped": Dagster's SQLite files through ecm_assets' pooled event log) unless
+--instance / --real-instances name others ("sqlite" is Dagster's stock default):
 
   bare      a plain partitioned @dg.asset (single-run backfill policy) that writes one row
             per partition to DuckDB (delete the range, insert) and returns a MaterializeResult
@@ -39,6 +41,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -194,8 +197,9 @@ def _event_bytes(instance: dg.DagsterInstance, run_id: str) -> tuple[int, int]:
     return len(logs), sum(len(serialize_value(e)) for e in logs)
 
 
-def measure_trivial(work: Path, asset: str, n: int) -> dict[str, Any]:
-    """One single-run range of n partitions of `asset` on a fresh instance and warehouse."""
+def measure_trivial(work: Path, asset: str, n: int, kind: str = "shipped") -> dict[str, Any]:
+    """One single-run range of n partitions of `asset` on a fresh instance (of `kind`, see
+    `_instance`) and warehouse."""
     work.mkdir(parents=True, exist_ok=True)
     case = Path(tempfile.mkdtemp(prefix=f"{asset}-{n}-", dir=work))  # one per repeat
     os.environ["ECM_BENCH_WAREHOUSE"] = str(case / "w.duckdb")
@@ -203,7 +207,9 @@ def measure_trivial(work: Path, asset: str, n: int) -> dict[str, Any]:
     defs = _load_definitions(case / "defs.py")
     assets = [a for a in defs.assets or [] if a.key.path[-1] == asset]  # type: ignore[union-attr]
     (case / "home").mkdir()
-    with dg.DagsterInstance.local_temp(str(case / "home")) as instance:
+    with _instance(kind, case / "home") as instance:
+        if instance is None:
+            raise RuntimeError(f"instance {kind!r}: PostgreSQL unreachable at {PG_ADMIN}")
         started = time.perf_counter()
         result = dg.materialize(
             assets,
@@ -223,6 +229,7 @@ def measure_cli(work: Path, n: int) -> dict[str, Any]:
     case = work / f"cli-{n}"
     case.mkdir(parents=True)
     (case / "home").mkdir()
+    shutil.copy(REPO / "dagster.yaml", case / "home" / "dagster.yaml")  # as `make` sets it up
     (case / "defs.py").write_text(DEFINITIONS.format(start=START.isoformat()))
     env = {
         **os.environ,
@@ -254,9 +261,7 @@ def measure_cli(work: Path, n: int) -> dict[str, Any]:
         raise RuntimeError(f"CLI run failed: {proc.stderr[-2000:]}")
     runs = case / "home" / "history" / "runs"
     run_dbs = [p for p in runs.glob("*.db") if p.name != "index.db"]
-    from dagster._core.instance.ref import InstanceRef
-
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(case / "home"))) as instance:
+    with _home_instance(case / "home") as instance:
         [record] = instance.get_run_records()
         events, size = _event_bytes(instance, record.dagster_run.run_id)
     return {
@@ -380,20 +385,48 @@ def _event_batches(kind: str) -> Iterator[None]:
             os.environ["DAGSTER_EVENT_BATCH_SIZE"] = before
 
 
+@contextlib.contextmanager
+def _home_instance(home: Path) -> Iterator[dg.DagsterInstance]:
+    """The instance of `home`/dagster.yaml, found as `dagster` commands find theirs: through
+    DAGSTER_HOME (the pooled event log defaults its directory from it)."""
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+    finally:
+        if before is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = before
+
+
+#: Instance kinds `_instance` makes.
+INSTANCE_KINDS = ("shipped", "sqlite", "postgres", "postgres-batch")
+
 #: Where the PostgreSQL instance case creates (and drops) its throwaway database.
 PG_ADMIN = os.environ.get("ECM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @contextlib.contextmanager
 def _instance(kind: str, home: Path) -> Iterator[dg.DagsterInstance | None]:
-    """A fresh instance: SQLite files (the default `dagster.yaml`) or a PostgreSQL database
-    through dagster-postgres (`dagster.postgres.yaml`). Both open a new connection per write
-    (dagster-postgres 1.13 uses SQLAlchemy's NullPool outside the webserver), so an event
-    costs about the same on either."""
-    if kind not in ("sqlite", "postgres", "postgres-batch"):
-        raise ValueError(f"instance kind {kind!r}: expected sqlite, postgres or postgres-batch")
-    if kind == "sqlite":
-        with dg.DagsterInstance.local_temp(str(home)) as instance:
+    """A fresh instance of one kind:
+
+    shipped         the repo's dagster.yaml: Dagster's SQLite files written through
+                    ecm_assets' PooledSqliteEventLogStorage (one open connection per file)
+    sqlite          Dagster's default instance: the stock SQLite storage, which opens (and
+                    closes) a connection per write
+    postgres        dagster-postgres (`dagster.postgres.yaml`), a throwaway database
+    postgres-batch  the same with DAGSTER_EVENT_BATCH_SIZE (see `_event_batches`)
+    """
+    if kind not in INSTANCE_KINDS:
+        raise ValueError(f"instance kind {kind!r}: expected one of {', '.join(INSTANCE_KINDS)}")
+    if kind in ("shipped", "sqlite"):
+        if kind == "shipped":
+            shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        else:
+            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        with _home_instance(home) as instance:
             yield instance
         return
     import uuid
@@ -444,16 +477,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--real-days", type=int, default=365)
     parser.add_argument("--real-scale", type=float, default=0.05)
     parser.add_argument(
+        "--instance",
+        default="shipped",
+        choices=INSTANCE_KINDS,
+        help="instance kind for the trivial cases (all three peers on the same kind)",
+    )
+    parser.add_argument(
         "--real-instances",
-        default="sqlite,postgres,postgres-batch",
-        help="instance kinds for case 4 (postgres, and postgres-batch with "
-        "DAGSTER_EVENT_BATCH_SIZE, need PostgreSQL; skipped when unreachable)",
+        default="shipped,sqlite,postgres",
+        help="instance kinds for case 4 (postgres and postgres-batch need PostgreSQL; "
+        "skipped when unreachable)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     warnings.simplefilter("ignore")
-    out: dict[str, Any] = {"sizes": sizes}
+    out: dict[str, Any] = {"sizes": sizes, "instance": args.instance}
     with tempfile.TemporaryDirectory(prefix="ecm-overhead-") as tmp:
         work = Path(tmp)
         # Alternate the cases, so drift on a shared machine hits both alike.
@@ -462,7 +501,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for asset in TRIVIAL_CASES:
                 sub = work / f"r{i}"
                 trivial[asset].append(
-                    _best(lambda a=asset, n=n, s=sub: measure_trivial(s / a, a, n), args.repeat)
+                    _best(
+                        lambda a=asset, n=n, s=sub: measure_trivial(s / a, a, n, args.instance),
+                        args.repeat,
+                    )
                 )
         out["trivial"] = trivial
         slope = {a: fit(sizes, [r["wall"] for r in rs])["b"] for a, rs in trivial.items()}
@@ -481,7 +523,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _report(out: dict[str, Any]) -> None:
-    print("trivial dataset, one single-run range per size (best wall, seconds):")
+    print(
+        f"trivial dataset, one single-run range per size (best wall, seconds), "
+        f"{out['instance']} instance:"
+    )
     header = ("partitions", "bare s", "checked s", "ours s", "ours events", "ours bytes")
     print("  " + " ".join(f"{h:>11}" for h in header))
     trivial = out["trivial"]
@@ -524,7 +569,7 @@ def _report(out: dict[str, Any]) -> None:
             f"its work (case 1's slope), so it can do no better than "
             f"{(real['compute'] + floor) / real['compute']:.2f}x here"
         )
-    for kind in ("sqlite", "postgres", "postgres-batch"):
+    for kind in INSTANCE_KINDS:
         if kind not in real:
             continue
         case = real[kind]

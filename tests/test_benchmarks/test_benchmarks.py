@@ -31,6 +31,8 @@ TOY_ARGS = {
         "2",
         "--real-scale",
         "0.02",
+        "--real-instances",
+        "shipped,sqlite,postgres,postgres-batch",
     ],
     "landing_memory.py": ["--rows", "2000"],
     "sync.py": ["--rows", "2000", "--page-rows", "500", "--no-dlt", "--repeat", "2"],
@@ -83,6 +85,7 @@ def test_benchmark_runs_at_toy_size(script: str, tmp_path: Path) -> None:
     if script == "dagster_overhead.py":
         assert "event bytes per run = " in output and "CLI run of 3 partitions" in output
         assert "postgres-batch instance" in output, output
+        assert "shipped instance" in output and "   sqlite instance" in output, output
     if script == "pipeline.py":
         assert output.count("cross-check: business rows and rejects equal") == 2, output
         assert "| range | case_priority_mix_daily |" in output

@@ -24,6 +24,7 @@ from ecm_assets.manifest.states import RunStatus
 from ecm_assets.operations.outbox_sensor import OUTBOX_SENSOR
 from ecm_assets.publish.failpoints import ENV_VAR
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager
+from tests._processes import home_instance
 
 REPO = Path(__file__).resolve().parents[2]
 FIRST, LAST = "2026-09-01", "2026-09-02"
@@ -109,7 +110,7 @@ def _record(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
 def test_kill_after_commit_then_a_sensor_tick_delivers_the_materialization_once(killed):
     manifest = _manifest(killed["warehouse"])
     assert manifest.status == RunStatus.PUBLISHED and manifest.dagster_event == EVENT_OWED
-    with dg.DagsterInstance.from_config(str(killed["home"])) as instance:
+    with home_instance(killed["home"]) as instance:
         assert _reported(instance, manifest.run_id) == []
 
         first = _tick(instance, killed["warehouse"], None)
@@ -151,7 +152,7 @@ def test_outbox_sensor_skips_a_tick_while_the_warehouse_is_busy_and_keeps_its_cu
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "ready"
-        with dg.DagsterInstance.from_config(str(killed["home"])) as instance:
+        with home_instance(killed["home"]) as instance:
             started = time.monotonic()
             result = _tick(instance, warehouse, '{"emitted":[["r","case_events",1]]}')
             waited = time.monotonic() - started

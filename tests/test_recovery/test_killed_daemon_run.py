@@ -38,7 +38,7 @@ from ecm_assets.manifest.ledger import load_manifests
 from ecm_assets.manifest.states import UNSETTLED
 from ecm_assets.operations.graphql import launch_partition_backfill
 from ecm_assets.orchestration.factory import WAREHOUSE_POOL
-from tests._processes import graphql, start_dagster
+from tests._processes import graphql, home_instance, start_dagster
 
 #: Run monitoring polls every 30 s and frees a dead run's slots 60 s after it ended; a
 #: loaded CI box gets several times that.
@@ -125,7 +125,7 @@ def test_a_daemon_run_killed_holding_the_pool_slot_frees_it_and_the_next_run_com
         # Opened once the daemon is up: opening the instance while the daemon still creates
         # its SQLite storage races the schema migration.
         _wait("the daemon to be healthy", deadline, lambda: _daemons_healthy(port), tmp_path)
-        instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
+        instance = stack.enter_context(home_instance(home))
 
         a_backfill = launch_partition_backfill(
             url, {"case_events": ("2026-09-01", "2026-09-02")}, {}

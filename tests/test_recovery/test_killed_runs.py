@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ecm_assets.manifest.ledger import EVENT_DELIVERED, load_manifests
 from ecm_assets.manifest.states import UNSETTLED, RunStatus
 from ecm_assets.orchestration.factory import WAREHOUSE_POOL
 from ecm_assets.publish.failpoints import ENV_VAR
+from tests._processes import home_instance
 
 REPO = Path(__file__).resolve().parents[2]
 FIRST, LAST = "2026-09-01", "2026-09-02"
@@ -103,8 +105,8 @@ def _recover(home, warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> list[dic
     return json.loads(out.getvalue())
 
 
-def _instance(home) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_config(str(home["home"]))
+def _instance(home) -> AbstractContextManager[dg.DagsterInstance]:
+    return home_instance(home["home"])
 
 
 def _claimed(instance: dg.DagsterInstance) -> list[str]:
