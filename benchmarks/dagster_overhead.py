@@ -60,6 +60,8 @@ sys.path.insert(0, str(REPO))
 import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
 
+from ecm_assets.operations.event_log import home_instance  # noqa: E402
+
 #: First day of the benchmark's own daily partitions: a full year before today fits.
 START = date(2025, 1, 1)
 
@@ -261,7 +263,7 @@ def measure_cli(work: Path, n: int) -> dict[str, Any]:
         raise RuntimeError(f"CLI run failed: {proc.stderr[-2000:]}")
     runs = case / "home" / "history" / "runs"
     run_dbs = [p for p in runs.glob("*.db") if p.name != "index.db"]
-    with _home_instance(case / "home") as instance:
+    with home_instance(case / "home") as instance:
         [record] = instance.get_run_records()
         events, size = _event_bytes(instance, record.dagster_run.run_id)
     return {
@@ -385,22 +387,6 @@ def _event_batches(kind: str) -> Iterator[None]:
             os.environ["DAGSTER_EVENT_BATCH_SIZE"] = before
 
 
-@contextlib.contextmanager
-def _home_instance(home: Path) -> Iterator[dg.DagsterInstance]:
-    """The instance of `home`/dagster.yaml, found as `dagster` commands find theirs: through
-    DAGSTER_HOME (the pooled event log defaults its directory from it)."""
-    before = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        with dg.DagsterInstance.get() as instance:
-            yield instance
-    finally:
-        if before is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = before
-
-
 #: Instance kinds `_instance` makes.
 INSTANCE_KINDS = ("shipped", "sqlite", "postgres", "postgres-batch")
 
@@ -426,7 +412,7 @@ def _instance(kind: str, home: Path) -> Iterator[dg.DagsterInstance | None]:
             shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
         else:
             (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        with _home_instance(home) as instance:
+        with home_instance(home) as instance:
             yield instance
         return
     import uuid

@@ -14,30 +14,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-@contextmanager
-def home_instance(home: Path) -> Iterator:
-    """The instance of `home`/dagster.yaml, opened as the `dagster` commands open theirs:
-    through DAGSTER_HOME, which the shipped pooled event log takes its directory from."""
-    import dagster as dg
-
-    before = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        with dg.DagsterInstance.get() as instance:
-            yield instance
-    finally:
-        if before is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = before
 
 
 def free_port() -> int:

@@ -58,6 +58,25 @@ MAX_OPEN_RUN_FILES = 8
 BUSY_TIMEOUT_SECONDS = 30
 
 
+@contextmanager
+def home_instance(home: str | os.PathLike[str]) -> Iterator[dg.DagsterInstance]:
+    """The instance of the DAGSTER_HOME directory `home`, opened as `dagster` commands open
+    theirs: with DAGSTER_HOME set (this storage takes its directory from it), put back after.
+
+    For scripts and tests that open an instance by path (`DagsterInstance.from_config(path)`
+    has no DAGSTER_HOME to give this storage)."""
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = os.fspath(home)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+    finally:
+        if before is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = before
+
+
 def default_base_dir() -> str:
     """Where Dagster's default instance keeps its event logs: `$DAGSTER_HOME/history/runs`."""
     home = os.environ.get("DAGSTER_HOME")

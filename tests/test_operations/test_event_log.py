@@ -3,6 +3,7 @@ Dagster's stock storage, one connection per file, and live run logs still follow
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -14,7 +15,11 @@ import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from ecm_assets.operations import event_log
-from ecm_assets.operations.event_log import MAX_OPEN_RUN_FILES, PooledSqliteEventLogStorage
+from ecm_assets.operations.event_log import (
+    MAX_OPEN_RUN_FILES,
+    PooledSqliteEventLogStorage,
+    home_instance,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01")
@@ -185,3 +190,14 @@ def test_base_dir_defaults_to_dagster_home_and_says_when_it_cannot(tmp_path, mon
     monkeypatch.delenv("DAGSTER_HOME")
     with pytest.raises(dg.DagsterInvariantViolationError, match="DAGSTER_HOME"):
         PooledSqliteEventLogStorage()
+
+
+def test_home_instance_opens_a_home_by_path_and_puts_dagster_home_back(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", "/elsewhere")
+    with home_instance(home) as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        assert instance.root_directory == str(home)
+    assert os.environ["DAGSTER_HOME"] == "/elsewhere"

@@ -21,10 +21,10 @@ import pytest
 from ecm_assets.demo.landing_generator import generate_demo_data
 from ecm_assets.manifest.ledger import EVENT_DELIVERED, EVENT_OWED, load_manifests
 from ecm_assets.manifest.states import RunStatus
+from ecm_assets.operations.event_log import home_instance
 from ecm_assets.operations.outbox_sensor import OUTBOX_SENSOR
 from ecm_assets.publish.failpoints import ENV_VAR
 from ecm_assets.publish.io_manager import DuckDBPublishIOManager
-from tests._processes import home_instance
 
 REPO = Path(__file__).resolve().parents[2]
 FIRST, LAST = "2026-09-01", "2026-09-02"

@@ -36,9 +36,10 @@ from ecm_assets.cli import main as ecm
 from ecm_assets.demo.landing_generator import generate_demo_data
 from ecm_assets.manifest.ledger import load_manifests
 from ecm_assets.manifest.states import UNSETTLED
+from ecm_assets.operations.event_log import home_instance
 from ecm_assets.operations.graphql import launch_partition_backfill
 from ecm_assets.orchestration.factory import WAREHOUSE_POOL
-from tests._processes import graphql, home_instance, start_dagster
+from tests._processes import graphql, start_dagster
 
 #: Run monitoring polls every 30 s and frees a dead run's slots 60 s after it ended; a
 #: loaded CI box gets several times that.

@@ -31,9 +31,9 @@ from ecm_assets.cli import main as ecm
 from ecm_assets.demo.landing_generator import generate_demo_data
 from ecm_assets.manifest.ledger import EVENT_DELIVERED, load_manifests
 from ecm_assets.manifest.states import UNSETTLED, RunStatus
+from ecm_assets.operations.event_log import home_instance
 from ecm_assets.orchestration.factory import WAREHOUSE_POOL
 from ecm_assets.publish.failpoints import ENV_VAR
-from tests._processes import home_instance
 
 REPO = Path(__file__).resolve().parents[2]
 FIRST, LAST = "2026-09-01", "2026-09-02"
