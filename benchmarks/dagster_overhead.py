@@ -262,7 +262,8 @@ def measure_cli(work: Path, n: int) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"CLI run failed: {proc.stderr[-2000:]}")
     runs = case / "home" / "history" / "runs"
-    run_dbs = [p for p in runs.glob("*.db") if p.name != "index.db"]
+    # The run's database and, should a writer have left one, its write-ahead log.
+    run_dbs = [p for p in runs.glob("*.db*") if not p.name.startswith("index.db")]
     with home_instance(case / "home") as instance:
         [record] = instance.get_run_records()
         events, size = _event_bytes(instance, record.dagster_run.run_id)
