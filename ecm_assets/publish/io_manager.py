@@ -7,7 +7,7 @@ windows, with the `run_id` that published each row so the reader can record it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -106,12 +106,18 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, AlreadyPublished):
             outputs = obj.manifest.outputs or {}
             rows = outputs.get("rows_by_partition") or {}
-            for key in context.asset_partition_keys:
-                iso = partition_key(contract_for(obj.manifest.asset).partition_value(key))
-                context.step_context.add_asset_metadata(
-                    {"dagster/row_count": dg.MetadataValue.int(int(rows.get(iso, 0)))},
-                    partition_key=key,
-                )
+            contract = contract_for(obj.manifest.asset)
+            add_partition_metadata(
+                context,
+                {
+                    key: {
+                        "dagster/row_count": dg.MetadataValue.int(
+                            int(rows.get(partition_key(contract.partition_value(key)), 0))
+                        )
+                    }
+                    for key in context.asset_partition_keys
+                },
+            )
             context.add_output_metadata(
                 {
                     "run_business_checksum": str(outputs.get("business_checksum", "")),
@@ -269,9 +275,7 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 },
                 allow_retries=False,
             )
-        step = context.step_context
-        for d, key in keys.items():
-            step.add_asset_metadata(per_partition[d], partition_key=key)
+        add_partition_metadata(context, {key: per_partition[d] for d, key in keys.items()})
         context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | PublishedPartitions:
@@ -301,6 +305,37 @@ class DuckDBPublishIOManager(dg.ConfigurableIOManager):
                 with_provenance=True,
                 partitions=values if contract.is_static else None,
             )
+
+
+def add_partition_metadata(
+    context: dg.OutputContext, metadata_by_key: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Give each partition of the run its own materialization metadata.
+
+    Why not `add_asset_metadata(..., partition_key=key)` per key: Dagster 1.13 lists every
+    partition of the run's range on each call to check the key, so a range run pays
+    partitions x partitions (a 365-day run listed 133,225 keys; ten years, 13 million).
+    Here the keys are checked once against the run's own (`asset_partition_keys`), then the
+    step's metadata accumulator is updated the way that call updates it. A Dagster without
+    that accumulator gets the public call.
+    """
+    step = context.step_context
+    targeted = set(context.asset_partition_keys)
+    stray = sorted(set(metadata_by_key) - targeted)
+    if stray:
+        raise dg.DagsterInvariantViolationError(
+            f"metadata for partition(s) {stray} that this run does not target"
+        )
+    accumulator = getattr(step, "_metadata_accumulator", None)
+    if accumulator is None or not hasattr(accumulator, "with_additional_asset_metadata"):
+        for key, metadata in metadata_by_key.items():
+            step.add_asset_metadata(metadata, partition_key=key)
+        return
+    for key, metadata in metadata_by_key.items():
+        accumulator = accumulator.with_additional_asset_metadata(
+            asset_key=context.asset_key, partition_key=key, metadata=metadata
+        )
+    step._metadata_accumulator = accumulator
 
 
 @contextmanager
