@@ -278,7 +278,7 @@ def measure_cli(work: Path, n: int) -> dict[str, Any]:
 
 
 def measure_real(
-    work: Path, days: int, scale: float, instances: tuple[str, ...] = ("sqlite", "postgres")
+    work: Path, days: int, scale: float, instances: tuple[str, ...] = ("shipped", "sqlite")
 ) -> dict[str, Any]:
     """case_events over `days` days: plain compute, then the same through Dagster on each
     instance kind."""

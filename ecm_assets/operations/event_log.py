@@ -82,7 +82,9 @@ def default_base_dir() -> str:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         raise dg.DagsterInvariantViolationError(
-            "PooledSqliteEventLogStorage: set DAGSTER_HOME or give `base_dir` in its config"
+            "event_log_storage PooledSqliteEventLogStorage (dagster.yaml) has no `base_dir` "
+            "and DAGSTER_HOME is not set: set DAGSTER_HOME to the instance directory, or "
+            "give `base_dir` under the storage's `config:`"
         )
     return os.path.join(home, "history", "runs")
 
